@@ -1,0 +1,134 @@
+"""Import a COCO detection file and its image folder as a new dataset, with a report of what was rejected."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+
+from dumpsite.errors import ApplicationError
+
+from .models import Dataset, DatasetImage
+from .services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
+
+
+@dataclass
+class ImportReport:
+    dataset: Dataset | None = None
+    images: int = 0
+    annotations: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+
+    def reject(self, item: str, reason: str) -> None:
+        self.rejected.append((item, reason))
+
+
+def _load_coco(json_path: Path) -> dict:
+    try:
+        with open(json_path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError as exc:
+        raise ApplicationError(f"COCO file not found: {json_path}.") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApplicationError(f"{json_path} is not valid JSON: {exc}.") from exc
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "categories")):
+        raise ApplicationError(f"{json_path} is not a COCO detection file (needs 'images' and 'categories' lists).")
+    doc.setdefault("annotations", [])
+    return doc
+
+
+def _confined(images_dir: Path, file_name) -> Path | None:
+    """The image path inside ``images_dir``, or None when the name escapes it (``../``, absolute paths, links)."""
+    if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
+        return None
+    candidate = (images_dir / file_name).resolve()
+    return candidate if candidate.is_relative_to(images_dir) else None
+
+
+def import_coco(
+    *,
+    json_path: Path,
+    images_dir: Path,
+    dataset_name: str,
+    created_by=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    doc = _load_coco(Path(json_path))
+    images_dir = Path(images_dir).resolve()
+    if not images_dir.is_dir():
+        raise ApplicationError(f"Image folder not found: {images_dir}.")
+    categories = sorted((c for c in doc["categories"] if isinstance(c, dict)), key=lambda c: c.get("id", 0))
+    category_names = [c.get("name") for c in categories]
+
+    report = ImportReport()
+    saved_files: list[str] = []
+    try:
+        with transaction.atomic():
+            dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
+            report.dataset = dataset
+            classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"))}
+            boxes_by_image: dict = {}
+            for ann in doc["annotations"]:
+                if isinstance(ann, dict):
+                    boxes_by_image.setdefault(ann.get("image_id"), []).append(ann)
+                else:
+                    report.reject("annotation", "not an object")
+
+            total = len(doc["images"])
+            for n, entry in enumerate(doc["images"], start=1):
+                if progress:
+                    progress(n, total)
+                label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) \
+                    else "image"
+                path = _confined(images_dir, entry.get("file_name")) if isinstance(entry, dict) else None
+                if path is None:
+                    report.reject(label, "file name is missing or points outside the image folder")
+                    continue
+                if not path.is_file():
+                    report.reject(label, "file not found")
+                    continue
+                try:
+                    image = dataset_image_create(dataset=dataset, content=path.read_bytes(),
+                                                 original_name=path.name)
+                except ApplicationError as exc:
+                    report.reject(label, exc.message)
+                    continue
+                saved_files.append(image.image.name)
+                report.images += 1
+                built = []
+                for ann in boxes_by_image.pop(entry.get("id"), []):
+                    ann_label = f"annotation {ann.get('id')!r} of {label}"
+                    cls = classes.get(ann.get("category_id"))
+                    bbox = ann.get("bbox")
+                    if cls is None:
+                        report.reject(ann_label, f"unknown category_id {ann.get('category_id')!r}")
+                        continue
+                    if not isinstance(bbox, list) or len(bbox) != 4:
+                        report.reject(ann_label, "bbox is not [x, y, width, height]")
+                        continue
+                    seg = ann.get("segmentation")
+                    polygon = None
+                    if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) >= 6:
+                        polygon = [seg[0][i:i + 2] for i in range(0, len(seg[0]) - 1, 2)]
+                    try:
+                        built.append(annotation_build(image=image, dataset_class=cls, x=bbox[0], y=bbox[1],
+                                                      width=bbox[2], height=bbox[3], polygon=polygon))
+                    except ApplicationError as exc:
+                        report.reject(ann_label, str(exc))
+                annotations_bulk_create(built)
+                report.annotations += len(built)
+            for image_id, anns in boxes_by_image.items():
+                for ann in anns:
+                    report.reject(f"annotation {ann.get('id')!r}", f"image_id {image_id!r} was not imported")
+            if report.images == 0:
+                raise ApplicationError("No image could be imported; nothing was saved.",
+                                       {"rejected": len(report.rejected)})
+    except BaseException:
+        storage = DatasetImage._meta.get_field("image").storage
+        for name in saved_files:
+            storage.delete(name)
+        raise
+    return report

@@ -1,0 +1,108 @@
+"""Image tiles annotated with boxes around waste, with their geographic placement."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.gis.db import models
+from django.db.models import Count, Q
+
+
+def dataset_image_upload_to(instance: "DatasetImage", filename: str) -> str:
+    # The stored name is chosen by the service (a content hash), never the uploader's file name.
+    return f"datasets/{instance.dataset_id}/images/{filename}"
+
+
+class DatasetQuerySet(models.QuerySet):
+    def with_counts(self) -> "DatasetQuerySet":
+        return self.annotate(
+            image_count=Count("images", distinct=True),
+            annotation_count=Count("images__annotations", distinct=True),
+        )
+
+
+class Dataset(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DatasetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def class_names(self) -> list[str]:
+        """Class names in training order: position i (0-based) is COCO category id i + 1."""
+        return list(self.classes.order_by("position").values_list("name", flat=True))
+
+
+class DatasetClass(models.Model):
+    """One object class. ``position`` orders the classes; COCO category ids are 1..N in this order."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="classes")
+    name = models.CharField(max_length=100)
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["dataset", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "position"], name="datasetclass_unique_position"),
+            models.UniqueConstraint(fields=["dataset", "name"], name="datasetclass_unique_name"),
+            models.CheckConstraint(condition=~Q(name=""), name="datasetclass_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DatasetImage(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
+    image = models.FileField(upload_to=dataset_image_upload_to, max_length=500)
+    original_name = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    enabled = models.BooleanField(default=True)
+    location = models.PointField(srid=4326, null=True, blank=True, help_text="Centre of the tile (WGS 84).")
+    footprint = models.PolygonField(srid=4326, null=True, blank=True, help_text="Ground outline of the tile.")
+    captured_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(width__gt=0) & Q(height__gt=0), name="datasetimage_positive_size"),
+            models.UniqueConstraint(fields=["dataset", "sha256"], name="datasetimage_unique_content"),
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name or self.image.name
+
+
+class Annotation(models.Model):
+    """A box in pixel coordinates: (x, y) is the top-left corner; the box lies inside its image."""
+
+    image = models.ForeignKey(DatasetImage, on_delete=models.CASCADE, related_name="annotations")
+    dataset_class = models.ForeignKey(DatasetClass, on_delete=models.PROTECT, related_name="annotations")
+    x = models.FloatField()
+    y = models.FloatField()
+    width = models.FloatField()
+    height = models.FloatField()
+    # Optional outline in pixel coordinates: [[x1, y1], [x2, y2], ...], inside the image.
+    polygon = models.JSONField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["image", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(x__gte=0) & Q(y__gte=0), name="annotation_inside_origin"),
+            models.CheckConstraint(condition=Q(width__gt=0) & Q(height__gt=0), name="annotation_positive_size"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_class_id} @ ({self.x:.0f}, {self.y:.0f}, {self.width:.0f}, {self.height:.0f})"

@@ -1,0 +1,43 @@
+"""Reads of datasets that carry rules: is this dataset fit to train on?"""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q
+
+from dumpsite.errors import ApplicationError
+
+from .models import Annotation, Dataset, DatasetImage
+
+
+def dataset_training_summary(dataset: Dataset) -> dict:
+    """Counts of what a training run would use: enabled images that hold enabled boxes, per class."""
+    usable = Annotation.objects.filter(image__dataset=dataset, image__enabled=True, enabled=True)
+    per_class = dict(
+        dataset.classes.annotate(n=Count("annotations", filter=Q(annotations__in=usable))).values_list("name", "n")
+    )
+    return {
+        "classes": dataset.class_names(),
+        "images": DatasetImage.objects.filter(dataset=dataset, enabled=True).count(),
+        "images_with_boxes": usable.values("image_id").distinct().count(),
+        "annotations": sum(per_class.values()),
+        "annotations_per_class": per_class,
+    }
+
+
+def dataset_assert_trainable(dataset: Dataset, *, min_images: int = 2) -> dict:
+    """Raise ApplicationError saying what is missing when the dataset cannot be trained on."""
+    summary = dataset_training_summary(dataset)
+    if not summary["classes"]:
+        raise ApplicationError(f"Dataset {dataset.name!r} has no classes.", {"dataset": "no classes"})
+    if summary["images"] == 0:
+        raise ApplicationError(f"Dataset {dataset.name!r} has no enabled images.", {"dataset": "no images"})
+    if summary["annotations"] == 0:
+        raise ApplicationError(f"Dataset {dataset.name!r} has no enabled annotations on enabled images.",
+                               {"dataset": "no usable annotations"})
+    if summary["images_with_boxes"] < min_images:
+        raise ApplicationError(
+            f"Dataset {dataset.name!r} has {summary['images_with_boxes']} usable image(s); a training run needs at "
+            f"least {min_images} (one to train on, one to validate).",
+            {"dataset": "too few usable images"},
+        )
+    return summary

@@ -1,0 +1,186 @@
+"""Writes to datasets: every rule about datasets, classes, images and boxes is checked here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.gis.geos import Point, Polygon
+from django.core.files.base import ContentFile
+from django.db import transaction
+from PIL import Image, UnidentifiedImageError
+
+from dumpsite.errors import ApplicationError
+
+from .models import Annotation, Dataset, DatasetClass, DatasetImage
+
+MAX_CLASS_NAME_LENGTH = 100
+IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
+
+
+def validate_class_names(names) -> list[str]:
+    """Class names are free text (quotes, newlines, unicode are fine) but not empty, not too long, not repeated."""
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ApplicationError("A dataset needs at least one class.", {"classes": "empty"})
+    errors: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            errors[f"classes[{index}]"] = "a class name must be a non-empty string"
+        elif len(name) > MAX_CLASS_NAME_LENGTH:
+            errors[f"classes[{index}]"] = f"longer than {MAX_CLASS_NAME_LENGTH} characters"
+        elif "\x00" in name:
+            errors[f"classes[{index}]"] = "contains a NUL character"
+        else:
+            key = name.strip().casefold()
+            if key in seen:
+                errors[f"classes[{index}]"] = f"duplicate of classes[{seen[key]}] ({names[seen[key]]!r})"
+            seen.setdefault(key, index)
+    if errors:
+        raise ApplicationError("Invalid class names.", errors)
+    return list(names)
+
+
+@transaction.atomic
+def dataset_create(*, name: str, class_names, description: str = "", created_by=None) -> Dataset:
+    if not isinstance(name, str) or not name.strip():
+        raise ApplicationError("A dataset needs a name.", {"name": "empty"})
+    if len(name) > 200:
+        raise ApplicationError("Dataset name is too long.", {"name": "at most 200 characters"})
+    names = validate_class_names(class_names)
+    if Dataset.objects.filter(name=name).exists():
+        raise ApplicationError(f"A dataset named {name!r} already exists.", {"name": "taken"})
+    dataset = Dataset.objects.create(name=name, description=description, created_by=created_by)
+    DatasetClass.objects.bulk_create(
+        [DatasetClass(dataset=dataset, name=class_name, position=i) for i, class_name in enumerate(names)]
+    )
+    return dataset
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    width: int
+    height: int
+    extension: str
+    sha256: str
+
+
+def decode_image(content: bytes) -> DecodedImage:
+    """Check that ``content`` is a whole image in a supported format; the format is read, never trusted."""
+    if not content:
+        raise ApplicationError("The image file is empty.")
+    if len(content) > settings.DUMPSITE_MAX_IMAGE_BYTES:
+        raise ApplicationError(
+            f"The image is too large ({len(content)} bytes; the limit is {settings.DUMPSITE_MAX_IMAGE_BYTES})."
+        )
+    try:
+        with Image.open(io.BytesIO(content)) as img:
+            fmt = img.format
+            width, height = img.size
+            img.load()  # decode all pixels: a truncated file fails here, not in training
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ApplicationError(f"The file is not a readable image: {exc}.") from exc
+    if fmt not in IMAGE_FORMATS:
+        raise ApplicationError(f"Unsupported image format {fmt}; use one of {', '.join(sorted(IMAGE_FORMATS))}.")
+    return DecodedImage(width=width, height=height, extension=IMAGE_FORMATS[fmt],
+                        sha256=hashlib.sha256(content).hexdigest())
+
+
+def clean_original_name(name: str | None) -> str:
+    """Keep only the last path component of an uploaded file name, for display. It never names a stored file."""
+    base = os.path.basename((name or "").replace("\\", "/")).strip()
+    return "".join(ch for ch in base if ch.isprintable())[:255]
+
+
+def dataset_image_create(
+    *,
+    dataset: Dataset,
+    content: bytes,
+    original_name: str = "",
+    location: Point | None = None,
+    footprint: Polygon | None = None,
+    captured_at: datetime | None = None,
+    enabled: bool = True,
+) -> DatasetImage:
+    decoded = decode_image(content)
+    for geom, label in ((location, "location"), (footprint, "footprint")):
+        if geom is not None and geom.srid not in (None, 4326):
+            raise ApplicationError(f"The {label} must be in WGS 84 (SRID 4326).", {label: f"SRID {geom.srid}"})
+    if DatasetImage.objects.filter(dataset=dataset, sha256=decoded.sha256).exists():
+        raise ApplicationError("This image is already in the dataset.", {"sha256": decoded.sha256})
+    image = DatasetImage(
+        dataset=dataset, original_name=clean_original_name(original_name), sha256=decoded.sha256,
+        width=decoded.width, height=decoded.height, enabled=enabled, location=location, footprint=footprint,
+        captured_at=captured_at,
+    )
+    image.image.save(f"{decoded.sha256}.{decoded.extension}", ContentFile(content), save=False)
+    try:
+        with transaction.atomic():
+            image.save()
+    except Exception:
+        image.image.storage.delete(image.image.name)  # nothing half-written: no file without its row
+        raise
+    return image
+
+
+def validate_box(*, image: DatasetImage, x, y, width, height) -> tuple[float, float, float, float]:
+    values = {"x": x, "y": y, "width": width, "height": height}
+    errors = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors[key] = "must be a finite number"
+    if errors:
+        raise ApplicationError("Invalid box.", errors)
+    if width <= 0 or height <= 0:
+        raise ApplicationError("A box must have a positive width and height.",
+                               {"width": width, "height": height})
+    if x < 0 or y < 0 or x + width > image.width or y + height > image.height:
+        raise ApplicationError(
+            f"The box ({x}, {y}, {width}, {height}) is not inside the {image.width}x{image.height} image.",
+            {"box": [x, y, width, height]},
+        )
+    return float(x), float(y), float(width), float(height)
+
+
+def validate_polygon(*, image: DatasetImage, polygon) -> list[list[float]] | None:
+    if polygon is None:
+        return None
+    if not isinstance(polygon, (list, tuple)) or len(polygon) < 3:
+        raise ApplicationError("A polygon needs at least three points.", {"polygon": "too few points"})
+    points = []
+    for point in polygon:
+        if (not isinstance(point, (list, tuple)) or len(point) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in point)):
+            raise ApplicationError("Polygon points are [x, y] pairs of numbers.", {"polygon": repr(point)[:50]})
+        px, py = point
+        if not (0 <= px <= image.width and 0 <= py <= image.height):
+            raise ApplicationError("A polygon point lies outside the image.", {"polygon": [px, py]})
+        points.append([float(px), float(py)])
+    return points
+
+
+def annotation_build(*, image: DatasetImage, dataset_class: DatasetClass, x, y, width, height, polygon=None,
+                     enabled: bool = True) -> Annotation:
+    """Validate and build (not save) one annotation; used by single and bulk creation alike."""
+    if dataset_class.dataset_id != image.dataset_id:
+        raise ApplicationError("The class belongs to another dataset.", {"class": dataset_class.name})
+    bx, by, bw, bh = validate_box(image=image, x=x, y=y, width=width, height=height)
+    return Annotation(image=image, dataset_class=dataset_class, x=bx, y=by, width=bw, height=bh,
+                      polygon=validate_polygon(image=image, polygon=polygon), enabled=enabled)
+
+
+def annotation_create(**kwargs) -> Annotation:
+    annotation = annotation_build(**kwargs)
+    annotation.save()
+    return annotation
+
+
+def annotations_bulk_create(annotations: list[Annotation]) -> list[Annotation]:
+    """Save annotations already checked by :func:`annotation_build`."""
+    return Annotation.objects.bulk_create(annotations, batch_size=2000)

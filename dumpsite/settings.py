@@ -1,0 +1,165 @@
+"""Settings for the dump-site detection training platform. Everything comes from the environment.
+
+See ``dumpsite/env.py`` for how a ``.env`` file beside manage.py is read. Nothing here exists only in production.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from dumpsite.env import env_bool, env_int, env_list, env_str, load_env_file
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_env_file(BASE_DIR / ".env")
+
+# Development mode: verbose errors, and a throwaway secret key is allowed. Never on in production.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+# Signing key for sessions and tokens. Required unless DEBUG; scripts/setup.sh generates one into .env.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is not set (run scripts/setup.sh, or set DJANGO_DEBUG=1).")
+    SECRET_KEY = "insecure-debug-only-key"
+
+# Host names this site answers to (comma separated).
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.gis",
+    "rest_framework",
+    "guardian",
+    "django_q",
+    "datasets",
+    "models_registry",
+    "training",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dumpsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "dumpsite.wsgi.application"
+ASGI_APPLICATION = "dumpsite.asgi.application"
+
+# PostgreSQL + PostGIS. Defaults point at a local server; the password comes from the environment (.env).
+DATABASES = {
+    "default": {
+        "ENGINE": "django.contrib.gis.db.backends.postgis",
+        "NAME": env_str("POSTGRES_DB", "dumpsite"),
+        "USER": env_str("POSTGRES_USER", "dumpsite"),
+        "PASSWORD": env_str("POSTGRES_PASSWORD", ""),
+        "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
+        "PORT": env_str("POSTGRES_PORT", "5432"),
+        "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 0),
+        # Test database name; a worker started by the tests is pointed at it through POSTGRES_DB.
+        "TEST": {"NAME": env_str("POSTGRES_TEST_DB", "test_dumpsite")},
+    }
+}
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("DJANGO_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Where collectstatic gathers files for the web server.
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "var" / "staticfiles")))
+
+MEDIA_URL = "media/"
+# Uploaded images and model artifacts (checkpoints, configs).
+MEDIA_ROOT = Path(env_str("DUMPSITE_MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+# Scratch space of training runs: exported COCO files, logs, intermediate checkpoints.
+TRAINING_WORK_ROOT = Path(env_str("DUMPSITE_WORK_ROOT", str(BASE_DIR / "var" / "runs")))
+
+# Largest accepted image upload, in bytes.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DUMPSITE_MAX_IMAGE_BYTES = env_int("DUMPSITE_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Minimum seconds between two progress writes of one run to the database.
+TRAINING_PROGRESS_INTERVAL = float(env_str("DUMPSITE_PROGRESS_INTERVAL", "1.0"))
+# Wall-clock limit of one training run, in seconds.
+TRAINING_RUN_TIMEOUT = env_int("DUMPSITE_RUN_TIMEOUT", 24 * 3600)
+
+# django-q2 with the database as broker. A task may run as long as a training run may, plus a margin; the broker
+# re-delivers an unacknowledged task only after `retry` seconds, which must exceed `timeout`, so a run still training
+# is never handed to a second worker. `max_attempts=1`: a run is re-tried by the operator, never by the broker.
+Q_CLUSTER = {
+    "name": "dumpsite",
+    "orm": "default",
+    "workers": env_int("DUMPSITE_Q_WORKERS", 1),
+    "timeout": TRAINING_RUN_TIMEOUT + 600,
+    "retry": TRAINING_RUN_TIMEOUT + 1200,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": float(env_str("DUMPSITE_Q_POLL", "0.2")),
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+}
+
+# A run refuses to start when the work area has less free disk than this (bytes).
+TRAINING_MIN_FREE_BYTES = env_int("DUMPSITE_MIN_FREE_BYTES", 2 * 1024**3)
+
+# gis.W001 warns that GDAL < 3.9 (Debian 12 ships 3.6) cannot block file/network access while parsing spatial
+# references. Geometries here come from our own code or GeoJSON/WKT parsed by GEOS, never user SRS strings.
+SILENCED_SYSTEM_CHECKS = ["gis.W001"]

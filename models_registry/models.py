@@ -1,0 +1,65 @@
+"""Trained models: checkpoint + config + class map + metrics, with their lineage."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+METRIC_FIELDS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
+
+
+def artifact_upload_to(instance: "TrainedModel", filename: str) -> str:
+    return f"models/{instance.artifact_key}/{filename}"
+
+
+class TrainedModel(models.Model):
+    class Origin(models.TextChoices):
+        TRAINED = "trained", "Trained by a run here"
+        REGISTERED = "registered", "Registered from files"
+
+    name = models.CharField(max_length=200)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.TRAINED)
+    description = models.TextField(blank=True)
+    source_run = models.OneToOneField("training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="trained_model")
+    base_model = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="derived_models", help_text="The model this one was fine-tuned from.")
+    dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="trained_models")
+    architecture = models.CharField(max_length=64)
+    class_names = models.JSONField(help_text="Ordered class names; index i is the model's label i.")
+
+    # Artifacts under MEDIA_ROOT/models/<artifact_key>/ (a random key: no user text in paths).
+    artifact_key = models.CharField(max_length=32, unique=True)
+    checkpoint = models.FileField(upload_to=artifact_upload_to, max_length=500)
+    checkpoint_sha256 = models.CharField(max_length=64)
+    config = models.FileField(upload_to=artifact_upload_to, max_length=500)
+    config_sha256 = models.CharField(max_length=64)
+
+    is_published = models.BooleanField(default=False, db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+
+    best_epoch = models.PositiveIntegerField(null=True, blank=True)
+    bbox_mAP = models.FloatField(null=True, blank=True)
+    bbox_mAP_50 = models.FloatField(null=True, blank=True)
+    bbox_mAP_75 = models.FloatField(null=True, blank=True)
+    bbox_mAP_s = models.FloatField(null=True, blank=True)
+    bbox_mAP_m = models.FloatField(null=True, blank=True)
+    bbox_mAP_l = models.FloatField(null=True, blank=True)
+    metrics_history = models.JSONField(default=list, blank=True,
+                                       help_text="Per-epoch validation metrics and mean loss.")
+    training_duration = models.DurationField(null=True, blank=True)
+    parameter_count = models.BigIntegerField(null=True, blank=True)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="trained_models")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+

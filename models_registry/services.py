@@ -1,0 +1,137 @@
+"""Writes to the model registry: registering trained and base models, publishing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from datasets.services import validate_class_names
+from dumpsite.errors import ApplicationError
+from training.engine.events import best_epoch
+
+from .models import METRIC_FIELDS, TrainedModel
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _store_artifacts(*, checkpoint: Path, config: Path, config_name: str = "config.json") -> tuple[str, dict]:
+    """Copy the files under MEDIA_ROOT/models/<new key>/ and return the key and the stored names + hashes."""
+    key = secrets.token_hex(8)
+    rel = Path("models") / key
+    dest = Path(settings.MEDIA_ROOT) / rel
+    dest.mkdir(parents=True, exist_ok=False)
+    try:
+        shutil.copyfile(checkpoint, dest / "model.pth")
+        shutil.copyfile(config, dest / config_name)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return key, {
+        "checkpoint": str(rel / "model.pth"), "checkpoint_sha256": sha256_file(dest / "model.pth"),
+        "config": str(rel / config_name), "config_sha256": sha256_file(dest / config_name),
+    }
+
+
+def _remove_artifacts(key: str) -> None:
+    shutil.rmtree(Path(settings.MEDIA_ROOT) / "models" / key, ignore_errors=True)
+
+
+def _create_with_artifacts(*, checkpoint: Path, config: Path, config_name: str = "config.json",
+                           **fields) -> TrainedModel:
+    key, files = _store_artifacts(checkpoint=checkpoint, config=config, config_name=config_name)
+    try:
+        with transaction.atomic():
+            return TrainedModel.objects.create(artifact_key=key, **files, **fields)
+    except BaseException:
+        _remove_artifacts(key)
+        raise
+
+
+def trained_model_register_from_run(*, run, result: dict, history: list[dict]) -> TrainedModel:
+    """Register what a successful run produced: the slim best checkpoint, its config, class map and metrics."""
+    best = best_epoch(history)
+    if best is None:
+        raise ApplicationError("The run produced no validation metrics; nothing to register.")
+    metrics = {field: best.get(field) for field in METRIC_FIELDS}
+    return _create_with_artifacts(
+        checkpoint=Path(result["model_file"]), config=Path(result["config_file"]),
+        name=run.name, origin=TrainedModel.Origin.TRAINED, source_run=run, base_model=run.base_model,
+        dataset=run.dataset, architecture=run.architecture, class_names=list(result["classes"]),
+        best_epoch=best["epoch"], metrics_history=history, parameter_count=result.get("parameter_count"),
+        training_duration=timedelta(seconds=float(result.get("duration_s") or 0)), created_by=run.created_by,
+        **metrics,
+    )
+
+
+def trained_model_register_base(*, name: str, architecture: str, checkpoint: Path, class_names: list[str],
+                                inspection: dict, config: Path | None = None, description: str = "",
+                                created_by=None) -> TrainedModel:
+    """Register an existing checkpoint as a model without a run (the start of a lineage).
+
+    ``inspection`` is what ``training.engine.inspect`` reported after loading the file weights-only in a child
+    process; the caller runs that (the Django process never unpickles a checkpoint).
+    """
+    from training.engine.presets import PRESETS
+
+    if architecture not in PRESETS:
+        raise ApplicationError(f"Unknown architecture {architecture!r}.", {"architecture": list(PRESETS)})
+    names = validate_class_names(class_names)
+    if not name or not name.strip():
+        raise ApplicationError("A model needs a name.", {"name": "empty"})
+    if inspection.get("num_classes") is not None and inspection["num_classes"] != len(names):
+        raise ApplicationError(
+            f"The checkpoint's head predicts {inspection['num_classes']} classes but {len(names)} class names "
+            f"were given.", {"classes": len(names)})
+    tmp_config = None
+    if config is None:
+        tmp_config = Path(settings.TRAINING_WORK_ROOT) / f".base-config-{secrets.token_hex(6)}.json"
+        tmp_config.parent.mkdir(parents=True, exist_ok=True)
+        tmp_config.write_text(json.dumps({"architecture": architecture, "classes": names}), encoding="utf-8")
+    try:
+        return _create_with_artifacts(
+            checkpoint=Path(checkpoint), config=Path(config or tmp_config),
+            config_name="config" + (Path(config).suffix if config else ".json"),
+            name=name, description=description, origin=TrainedModel.Origin.REGISTERED,
+            architecture=architecture, class_names=names, parameter_count=inspection.get("parameter_count"),
+            created_by=created_by,
+        )
+    finally:
+        if tmp_config is not None:
+            tmp_config.unlink(missing_ok=True)
+
+
+@transaction.atomic
+def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
+    model = TrainedModel.objects.select_for_update().get(pk=model.pk)
+    if model.origin == TrainedModel.Origin.TRAINED:
+        run = model.source_run
+        if run is None or run.status != "succeeded":
+            raise ApplicationError("Only models of succeeded runs (or registered base models) can be published.")
+    if model.is_published:
+        return model
+    model.is_published, model.published_at, model.published_by = True, timezone.now(), user
+    model.save(update_fields=["is_published", "published_at", "published_by"])
+    return model
+
+
+@transaction.atomic
+def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
+    model = TrainedModel.objects.select_for_update().get(pk=model.pk)
+    if model.is_published:
+        model.is_published, model.published_at, model.published_by = False, None, None
+        model.save(update_fields=["is_published", "published_at", "published_by"])
+    return model

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole test suite (real PostGIS, real django-q2 workers, real MMDetection training on the CPU).
+# Makes sure the set-up is in place first (idempotent, quick when it is). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --setup-only
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,107 @@
+"""Shared fixtures. Tests run on the real PostGIS database (pytest-django creates test_<name>).
+
+Files go to a temporary tree per test session; a real django-q2 worker (``manage.py qcluster``) started by the
+``worker`` fixture is pointed at the same test database and the same tree through its environment.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEST_ROOT = Path(tempfile.mkdtemp(prefix="dumpsite-tests-"))
+settings.MEDIA_ROOT = TEST_ROOT / "media"
+settings.TRAINING_WORK_ROOT = TEST_ROOT / "runs"
+settings.TRAINING_MIN_FREE_BYTES = 0
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TEST_ROOT, ignore_errors=True)
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, colour=(120, 130, 90)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def make_dataset(db):
+    """Build a dataset with ``images`` images of ``size`` px, each with one box of the first class."""
+    from datasets.services import annotation_create, dataset_create, dataset_image_create
+
+    def build(name="ds", classes=("waste",), images=3, size=(64, 48), boxes=True):
+        dataset = dataset_create(name=name, class_names=list(classes))
+        first = dataset.classes.order_by("position").first()
+        for i in range(images):
+            image = dataset_image_create(dataset=dataset, content=jpeg_bytes(*size, colour=((i * 37) % 256, (i * 91) % 256, 80)),
+                                         original_name=f"img{i}.jpg")
+            if boxes:
+                annotation_create(image=image, dataset_class=first, x=1, y=2, width=10, height=12)
+        return dataset
+
+    return build
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen, log: Path):
+        self.proc, self.log = proc, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def worker_env(db_name: str) -> dict:
+    env = dict(os.environ)
+    env.update(POSTGRES_DB=db_name, DUMPSITE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+               DUMPSITE_WORK_ROOT=str(settings.TRAINING_WORK_ROOT), DUMPSITE_MIN_FREE_BYTES="0",
+               DUMPSITE_Q_POLL="0.1", DUMPSITE_PROGRESS_INTERVAL="0.5", PYTHONUNBUFFERED="1")
+    return env
+
+
+def start_worker(db_name: str, log: Path, name: str = "worker") -> Worker:
+    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT_ROOT, env=worker_env(db_name),
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    return Worker(proc, log)
+
+
+def stop_worker(worker: Worker, timeout: float = 30) -> None:
+    if worker.proc.poll() is None:
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        try:
+            worker.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait()
+
+
+@pytest.fixture
+def worker(transactional_db, tmp_path):
+    """A real django-q2 cluster on the test database, stopped after the test."""
+    from django.db import connection
+
+    w = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log")
+    yield w
+    stop_worker(w)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")

@@ -1,0 +1,76 @@
+"""Checkpoints load weights-only; a pickle that tries to run code is refused and runs nothing."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+
+from training.engine.checkpoints import load_checkpoint, save_weights
+from training.engine.inspect import inspect_checkpoint
+
+
+class Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_plain_state_dict_and_mmengine_style_checkpoint_load(tmp_path):
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
+    full = {"state_dict": {"w": torch.ones(2, 3)}, "meta": {"epoch": 3, "seed": np.int64(1)},
+            "message_hub": {"log_scalars": {"train/loss": buffer}}, "optimizer": {"state": {}}}
+    torch.save(full, tmp_path / "full.pth")
+    ckpt = load_checkpoint(str(tmp_path / "full.pth"))
+    assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2, 3))
+    assert ckpt["message_hub"]["log_scalars"]["train/loss"].mean() == 0.5
+
+    params = save_weights(str(tmp_path / "full.pth"), str(tmp_path / "slim.pth"), classes=["a"])
+    slim = torch.load(tmp_path / "slim.pth", weights_only=True)  # the slim file needs no allow-list at all
+    assert params == 6 and set(slim) == {"state_dict", "meta"} and slim["meta"]["dataset_meta"]["classes"] == ["a"]
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    sentinel = tmp_path / "pwned"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "x": Evil(sentinel)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights-only"):
+        load_checkpoint(str(tmp_path / "evil.pth"))
+    assert not sentinel.exists()
+
+
+def test_getattr_gadget_is_refused(tmp_path):
+    """Only HistoryBuffer's statistics methods resolve through the getattr stand-in."""
+
+    class Gadget:
+        def __reduce__(self):
+            return (getattr, (HistoryBuffer, "__init__"))
+
+    torch.save({"state_dict": {"w": torch.ones(1)}, "g": Gadget()}, tmp_path / "gadget.pth")
+    with pytest.raises(ValueError, match="refused attribute lookup"):
+        load_checkpoint(str(tmp_path / "gadget.pth"))
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip", pickle.dumps({"a": 1})])
+def test_files_that_are_not_checkpoints_are_refused(tmp_path, content):
+    (tmp_path / "x.pth").write_bytes(content)
+    with pytest.raises(ValueError):
+        load_checkpoint(str(tmp_path / "x.pth"))
+
+
+def test_inspection_runs_in_a_child_and_refuses_malicious_files(tmp_path):
+    sentinel = tmp_path / "pwned"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "x": Evil(sentinel)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights-only"):
+        inspect_checkpoint(str(tmp_path / "evil.pth"), "retinanet_r18_tiny")
+    assert not sentinel.exists()
+    torch.save({"state_dict": {"bbox_head.retina_cls.weight": torch.zeros(18, 64, 3, 3)},
+                "meta": {"dataset_meta": {"classes": ["a", "b"]}}}, tmp_path / "ok.pth")
+    report = inspect_checkpoint(str(tmp_path / "ok.pth"), "retinanet_r18_tiny")
+    assert report == {"parameter_count": 18 * 64 * 9, "num_classes": 2, "classes": ["a", "b"]}
+    with pytest.raises(ValueError, match="no roi_head"):
+        inspect_checkpoint(str(tmp_path / "ok.pth"), "faster_rcnn_r50_fpn")

@@ -1,0 +1,105 @@
+"""Config building: golden dicts, and the merge into mmdet's pinned base done as data."""
+
+import json
+
+import pytest
+
+from training.engine.child import build_config, resolve_base_config
+from training.engine.config import build_overrides, deep_merge, restore_tuples
+from training.engine.job import TrainingJob
+from training.engine.params import validate_params
+from training.engine.presets import PRESETS
+
+EVIL = ['quote " and \' and """', "new\nline", "__import__('os').system('touch /tmp/pwned-by-class')",
+        "'); import os; os.system('touch /tmp/pwned-2') #", "déchets ♻"]
+
+
+def overrides(classes=("waste", "debris"), load_from=None, **params):
+    return build_overrides(
+        preset=PRESETS["retinanet_r18_tiny"], params=validate_params("retinanet_r18_tiny", params),
+        classes=list(classes), train_ann_file="/w/data/train.json", val_ann_file="/w/data/val.json",
+        image_root="/media", work_dir="/w/mm", load_from=load_from)
+
+
+def test_overrides_golden():
+    o = overrides(epochs=10, batch_size=4, learning_rate=0.001, frozen_stages=1, image_size=320, seed=3)
+    assert o["model"] == {
+        "backbone": {"depth": 18, "init_cfg": None, "norm_eval": False, "frozen_stages": 1},
+        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64},
+        "bbox_head": {"in_channels": 64, "feat_channels": 64, "num_classes": 2},
+    }
+    train_ds = o["train_dataloader"]["dataset"]
+    assert train_ds == {
+        "_delete_": True, "type": "CocoDataset", "data_root": "/media", "ann_file": "/w/data/train.json",
+        "data_prefix": {"img": ""}, "metainfo": {"classes": ["waste", "debris"]}, "test_mode": False,
+        "backend_args": None, "filter_cfg": {"filter_empty_gt": True, "min_size": 2},
+        "pipeline": [
+            {"type": "LoadImageFromFile"}, {"type": "LoadAnnotations", "with_bbox": True},
+            {"type": "Resize", "scale": [320, 320], "keep_ratio": True},
+            {"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]},
+            {"type": "PackDetInputs"}],
+    }
+    assert o["train_dataloader"]["batch_size"] == 4 and o["val_dataloader"]["dataset"]["test_mode"] is True
+    assert o["val_evaluator"] == {"_delete_": True, "type": "CocoMetric", "ann_file": "/w/data/val.json",
+                                  "metric": "bbox", "format_only": False, "backend_args": None}
+    assert o["optim_wrapper"]["optimizer"] == {"type": "AdamW", "lr": 0.001, "betas": [0.9, 0.999],
+                                               "weight_decay": 0.05}
+    assert o["param_scheduler"] == [
+        {"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "begin": 0, "end": 20},
+        {"type": "MultiStepLR", "by_epoch": True, "begin": 0, "end": 10, "milestones": [8], "gamma": 0.1}]
+    assert o["train_cfg"] == {"_delete_": True, "type": "EpochBasedTrainLoop", "max_epochs": 10, "val_interval": 1}
+    assert o["default_hooks"]["checkpoint"]["save_best"] == "coco/bbox_mAP"
+    assert o["default_hooks"]["checkpoint"]["max_keep_ckpts"] == 1
+    assert o["randomness"]["seed"] == 3 and o["load_from"] is None and o["work_dir"] == "/w/mm"
+
+
+def test_overrides_survive_json_unchanged():
+    o = overrides(classes=EVIL)
+    assert json.loads(json.dumps(o)) == o
+
+
+def test_deep_merge_does_not_touch_its_inputs():
+    a, b = {"x": {"y": 1, "z": [1]}}, {"x": {"y": 2}}
+    assert deep_merge(a, b) == {"x": {"y": 2, "z": [1]}} and a == {"x": {"y": 1, "z": [1]}}
+
+
+def test_restore_tuples_only_touches_resize_scales():
+    node = {"pipeline": [{"type": "Resize", "scale": [256, 256]}, {"type": "Other", "scale": [1, 2]},
+                         {"type": "RandomResize", "scale": [[1, 2], [3, 4]]}]}
+    restore_tuples(node)
+    assert node["pipeline"][0]["scale"] == (256, 256) and node["pipeline"][1]["scale"] == [1, 2]
+    assert node["pipeline"][2]["scale"] == [(1, 2), (3, 4)]
+
+
+def test_base_configs_resolve_inside_mmdet_only():
+    for preset in PRESETS.values():
+        assert resolve_base_config(preset.base_config).endswith(".py")
+    with pytest.raises((FileNotFoundError, ValueError)):
+        resolve_base_config("mmdet::../../../etc/passwd")
+    with pytest.raises(ValueError):
+        resolve_base_config("/etc/passwd")
+
+
+def test_merged_config_keeps_class_names_as_data(tmp_path):
+    job = TrainingJob(base_config=PRESETS["retinanet_r18_tiny"].base_config, overrides=overrides(classes=EVIL),
+                      classes=EVIL, work_dir=str(tmp_path), events_file="e", result_file="r", output_dir="o")
+    cfg = build_config(job)
+    assert list(cfg.train_dataloader.dataset.metainfo.classes) == EVIL
+    assert cfg.model.bbox_head.num_classes == len(EVIL)
+    assert cfg.model.backbone.init_cfg is None  # nothing to download
+    assert cfg.optim_wrapper.optimizer.type == "AdamW" and "momentum" not in cfg.optim_wrapper.optimizer
+    assert cfg.train_dataloader.dataset.pipeline[2]["scale"] == (256, 256)
+    cfg.dump(str(tmp_path / "config.json"))
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["train_dataloader"]["dataset"]["metainfo"]["classes"] == EVIL
+    assert not any(p.suffix == ".py" for p in tmp_path.iterdir())
+    import os
+    assert not os.path.exists("/tmp/pwned-by-class") and not os.path.exists("/tmp/pwned-2")
+
+
+def test_standard_preset_sets_the_roi_head_class_count():
+    o = build_overrides(preset=PRESETS["faster_rcnn_r50_fpn"],
+                        params=validate_params("faster_rcnn_r50_fpn", None), classes=["a", "b", "c"],
+                        train_ann_file="t", val_ann_file="v", image_root="/m", work_dir="/w")
+    assert o["model"]["roi_head"]["bbox_head"]["num_classes"] == 3
+    assert o["optim_wrapper"]["optimizer"]["type"] == "SGD"

@@ -1,0 +1,39 @@
+import pytest
+
+from training.engine.params import PARAM_SPECS, ParamError, validate_params
+from training.engine.presets import PRESETS
+
+
+def test_defaults_come_from_the_preset():
+    assert validate_params("retinanet_r18_tiny", None) == PRESETS["retinanet_r18_tiny"].defaults
+
+
+def test_given_values_override_and_are_coerced():
+    params = validate_params("retinanet_r18_tiny", {"epochs": 3.0, "learning_rate": 1, "optimizer": "SGD"})
+    assert params["epochs"] == 3 and isinstance(params["epochs"], int)
+    assert params["learning_rate"] == 1.0 and params["optimizer"] == "SGD"
+
+
+@pytest.mark.parametrize("given, key", [
+    ({"epochs": 0}, "epochs"), ({"epochs": 501}, "epochs"), ({"epochs": 2.5}, "epochs"),
+    ({"epochs": "5"}, "epochs"), ({"epochs": True}, "epochs"), ({"batch_size": -1}, "batch_size"),
+    ({"learning_rate": float("nan")}, "learning_rate"), ({"learning_rate": 0}, "learning_rate"),
+    ({"frozen_stages": 5}, "frozen_stages"), ({"image_size": 250}, "image_size"), ({"image_size": 32}, "image_size"),
+    ({"val_fraction": 0.9}, "val_fraction"), ({"seed": -1}, "seed"), ({"optimizer": "Adam"}, "optimizer"),
+    ({"optimizer": None, "bogus": 1}, "bogus"),
+])
+def test_out_of_range_or_wrong_type_is_named(given, key):
+    with pytest.raises(ParamError) as err:
+        validate_params("retinanet_r18_tiny", given)
+    assert key in err.value.errors
+
+
+def test_all_errors_are_reported_at_once():
+    with pytest.raises(ParamError) as err:
+        validate_params("retinanet_r18_tiny", {"epochs": 0, "batch_size": 0, "seed": "x"})
+    assert set(err.value.errors) == {"epochs", "batch_size", "seed"}
+
+
+def test_every_spec_describes_its_range():
+    for spec in PARAM_SPECS.values():
+        assert spec.describe()

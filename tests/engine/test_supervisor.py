@@ -1,0 +1,61 @@
+import json
+import os
+import time
+
+import pytest
+
+from training.engine.supervisor import run_child
+
+
+def script(tmp_path, **kwargs):
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps({"events": str(tmp_path / "events.jsonl"), **kwargs}))
+    return path
+
+
+def run(tmp_path, on_progress=lambda s: True, **kwargs):
+    timeout = kwargs.pop("timeout", None)
+    return run_child(job_file=script(tmp_path, **kwargs), events_file=tmp_path / "events.jsonl",
+                     log_file=tmp_path / "child.log", on_progress=on_progress, interval=0.1, poll=0.05,
+                     timeout=timeout, module="tests.engine.scripted_child")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_progress_is_reported_while_the_child_runs(tmp_path):
+    seen = []
+    result = run(tmp_path, on_progress=lambda s: seen.append(s.get("percent")) or True, steps=10, sleep=0.1)
+    assert result.returncode == 0 and result.error is None and not result.stopped
+    assert result.state["percent"] == 100.0 and result.state["losses"] == {"loss": 0.1}
+    assert any(p is not None and 0 < p < 100 for p in seen), seen
+
+
+def test_a_failing_child_reports_its_exception_line(tmp_path):
+    result = run(tmp_path, steps=1, **{"raise": "corrupt image tile_7.jpg"})
+    assert result.returncode == 1
+    assert result.error == "RuntimeError: corrupt image tile_7.jpg"
+    assert "Traceback" in result.log_tail
+
+
+def test_stop_request_ends_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    started = time.monotonic()
+    result = run(tmp_path, on_progress=lambda s: (s.get("iter") or 0) < 2, steps=1000, sleep=0.05,
+                 ignore_term=True, grandchild_pid_file=str(pid_file))
+    assert result.stopped and result.returncode != 0 and result.error is None
+    assert time.monotonic() - started < 15  # SIGTERM ignored: SIGKILL after the grace period
+    assert not alive(int(pid_file.read_text()))
+
+
+def test_timeout_stops_the_child(tmp_path):
+    result = run(tmp_path, steps=1000, sleep=0.05, timeout=0.5)
+    assert result.timed_out and result.returncode != 0

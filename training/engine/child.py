@@ -1,0 +1,117 @@
+"""Entry point of the training child process: ``python -m training.engine.child JOB_FILE``.
+
+Training runs in its own process (and process group) because it holds gigabytes of tensors, can crash in native
+code, must be stoppable as a whole with its data-loader workers (cancel = signal the group), and because torch and
+mmdet must never be imported into the Django web or worker processes. The child reads a JSON job, merges the
+config as data, trains with mmengine's Runner, appends progress events, and leaves a slim checkpoint, the merged
+config (JSON) and ``result.json`` for the worker to register. Exit status 0 means all of that was written.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .config import BEST_METRIC, restore_tuples
+from .job import TrainingJob
+
+
+def resolve_base_config(name: str) -> str:
+    """Path of a ``mmdet::<path>`` config inside the installed mmdet package."""
+    import mmdet
+
+    if not name.startswith("mmdet::"):
+        raise ValueError(f"base config must be named mmdet::<path>, got {name!r}")
+    root = Path(mmdet.__file__).parent / ".mim" / "configs"
+    path = (root / name[len("mmdet::"):]).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.is_file():
+        raise FileNotFoundError(f"base config {name} not found in mmdet {mmdet.__version__}")
+    return str(path)
+
+
+def build_config(job: TrainingJob):
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(resolve_base_config(job.base_config))
+    cfg.merge_from_dict(job.overrides)
+    restore_tuples(cfg._cfg_dict)
+    return cfg
+
+
+def _best_checkpoint(runner, work_dir: str) -> str:
+    best = runner.message_hub.get_info("best_ckpt")
+    if best and os.path.isfile(best):
+        return best
+    candidates = sorted(glob.glob(os.path.join(work_dir, f"best_{BEST_METRIC.replace('/', '_')}_epoch_*.pth")))
+    if candidates:
+        return candidates[-1]
+    raise RuntimeError("training finished but no best checkpoint was saved (did validation run?)")
+
+
+def train(job: TrainingJob) -> dict:
+    import mmdet
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+
+    from .checkpoints import install_safe_globals, save_weights
+    from .progress_hook import ProgressEventsHook
+
+    started = time.monotonic()
+    install_safe_globals()
+    register_all_modules(init_default_scope=True)
+    cfg = build_config(job)
+    os.makedirs(job.work_dir, exist_ok=True)
+    os.makedirs(job.output_dir, exist_ok=True)
+    config_file = os.path.join(job.output_dir, "config.json")
+    cfg.dump(config_file)
+
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(ProgressEventsHook(job.events_file))
+    runner.train()
+
+    best = _best_checkpoint(runner, job.work_dir)
+    model_file = os.path.join(job.output_dir, "model.pth")
+    params = save_weights(best, model_file, classes=job.classes,
+                          extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)})
+    result = {"model_file": model_file, "config_file": config_file, "best_checkpoint": best,
+              "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3)}
+    tmp = job.result_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, ensure_ascii=False)
+    os.replace(tmp, job.result_file)
+    return result
+
+
+def _record_error(job: TrainingJob | None, exc: BaseException) -> None:
+    if job is None:
+        return
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    with open(job.events_file, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"event": "error", "time": time.time(), "message": message[:2000]}) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m training.engine.child JOB_FILE", file=sys.stderr)
+        return 2
+    job = None
+    try:
+        job = TrainingJob.read(Path(argv[1]))
+        train(job)
+    except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt/SystemExit
+        traceback.print_exc()
+        _record_error(job, exc)
+        return 1
+    with open(job.events_file, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"event": "done", "time": time.time()}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

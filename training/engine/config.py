@@ -1,0 +1,150 @@
+"""Build the MMDetection config of one run as data: a pinned base config plus an override dict.
+
+Nothing here writes Python source. User text (class names, file paths) only ever sits inside dict values; the
+child process merges the overrides into the base with mmengine's ``Config.merge_from_dict`` (the same merge as
+``tools/train.py --cfg-options``) and stores the result as JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .presets import Preset
+
+METRIC_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
+BEST_METRIC = "coco/bbox_mAP"
+# Pipeline transforms whose ``scale`` must be a tuple: mmcv's rescale_size rejects lists, and JSON has no tuples.
+_SCALE_TRANSFORMS = {"Resize", "RandomResize", "FixShapeResize"}
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """Return ``base`` with ``extra`` merged in recursively (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def _pipelines(size: int) -> tuple[list[dict], list[dict]]:
+    scale = [size, size]
+    train = [
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations", "with_bbox": True},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
+        # Aerial tiles have no "up": flip both ways.
+        {"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]},
+        {"type": "PackDetInputs"},
+    ]
+    test = [
+        {"type": "LoadImageFromFile"},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
+        {"type": "LoadAnnotations", "with_bbox": True},
+        {"type": "PackDetInputs", "meta_keys": ["img_id", "img_path", "ori_shape", "img_shape", "scale_factor"]},
+    ]
+    return train, test
+
+
+def _schedule(params: dict) -> list[dict]:
+    epochs = params["epochs"]
+    schedulers = []
+    if params["warmup_iters"] > 0:
+        schedulers.append({"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "begin": 0,
+                           "end": params["warmup_iters"]})
+    if epochs >= 3:
+        schedulers.append({"type": "MultiStepLR", "by_epoch": True, "begin": 0, "end": epochs,
+                           "milestones": [max(1, round(epochs * 0.8))], "gamma": 0.1})
+    return schedulers
+
+
+def _optimizer(params: dict) -> dict:
+    if params["optimizer"] == "SGD":
+        optimizer = {"type": "SGD", "lr": params["learning_rate"], "momentum": 0.9,
+                     "weight_decay": params["weight_decay"]}
+    else:
+        optimizer = {"type": "AdamW", "lr": params["learning_rate"], "betas": [0.9, 0.999],
+                     "weight_decay": params["weight_decay"]}
+    return {"_delete_": True, "type": "OptimWrapper", "optimizer": optimizer,
+            "clip_grad": {"max_norm": 35, "norm_type": 2}}
+
+
+def build_overrides(
+    *,
+    preset: Preset,
+    params: dict,
+    classes: list[str],
+    train_ann_file: str,
+    val_ann_file: str,
+    image_root: str,
+    work_dir: str,
+    load_from: str | None = None,
+    num_workers: int = 0,
+) -> dict:
+    """The override dict for ``preset``'s base config. ``params`` must come from ``validate_params``."""
+    train_pipeline, test_pipeline = _pipelines(params["image_size"])
+    metainfo = {"classes": list(classes)}
+
+    def dataset(ann_file: str, pipeline: list[dict], test_mode: bool) -> dict:
+        ds = {"_delete_": True, "type": "CocoDataset", "data_root": image_root, "ann_file": ann_file,
+              "data_prefix": {"img": ""}, "metainfo": metainfo, "pipeline": pipeline, "test_mode": test_mode,
+              "backend_args": None}
+        if not test_mode:
+            ds["filter_cfg"] = {"filter_empty_gt": True, "min_size": 2}
+        return ds
+
+    def loader(ann_file: str, pipeline: list[dict], test_mode: bool, batch_size: int) -> dict:
+        return {"batch_size": batch_size, "num_workers": num_workers, "persistent_workers": num_workers > 0,
+                "dataset": dataset(ann_file, pipeline, test_mode)}
+
+    model = deep_merge(preset.model_overrides, {"backbone": {"frozen_stages": params["frozen_stages"]}})
+    for path in preset.num_classes_paths:
+        _set_path(model, path, len(classes))
+    evaluator = {"_delete_": True, "type": "CocoMetric", "ann_file": val_ann_file, "metric": "bbox",
+                 "format_only": False, "backend_args": None}
+    val_loader = loader(val_ann_file, test_pipeline, True, params["batch_size"])
+    return {
+        "model": model,
+        "train_dataloader": loader(train_ann_file, train_pipeline, False, params["batch_size"]),
+        "val_dataloader": val_loader,
+        "test_dataloader": copy.deepcopy(val_loader),
+        "val_evaluator": evaluator,
+        "test_evaluator": copy.deepcopy(evaluator),
+        "train_cfg": {"_delete_": True, "type": "EpochBasedTrainLoop", "max_epochs": params["epochs"],
+                      "val_interval": 1},
+        "optim_wrapper": _optimizer(params),
+        "param_scheduler": _schedule(params),
+        "auto_scale_lr": {"enable": False},
+        "default_hooks": {
+            # Only the best and the last checkpoints are kept during training.
+            "checkpoint": {"type": "CheckpointHook", "interval": 1, "max_keep_ckpts": 1, "save_last": True,
+                           "save_best": BEST_METRIC, "rule": "greater"},
+            "logger": {"type": "LoggerHook", "interval": 10},
+        },
+        "randomness": {"seed": params["seed"], "deterministic": False},
+        "work_dir": work_dir,
+        "load_from": load_from,
+        "resume": False,
+    }
+
+
+def restore_tuples(node: Any) -> Any:
+    """Turn the ``scale`` of resize transforms back into tuples after a trip through JSON (in place)."""
+    if isinstance(node, dict):
+        if node.get("type") in _SCALE_TRANSFORMS and isinstance(node.get("scale"), list):
+            scale = node["scale"]
+            node["scale"] = [tuple(s) for s in scale] if scale and isinstance(scale[0], list) else tuple(scale)
+        for value in node.values():
+            restore_tuples(value)
+    elif isinstance(node, list):
+        for value in node:
+            restore_tuples(value)
+    return node

@@ -1,0 +1,27 @@
+"""The job file: everything the training child needs, as JSON. Written by the worker, read by the child."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    base_config: str       # "mmdet::<path>" inside the installed mmdet package
+    overrides: dict        # merged into the base with Config.merge_from_dict
+    classes: list[str]
+    work_dir: str
+    events_file: str
+    result_file: str
+    output_dir: str        # where the child leaves model.pth and config.json for registration
+
+    def write(self, path: Path) -> None:
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> "TrainingJob":
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))

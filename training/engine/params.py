@@ -1,0 +1,84 @@
+"""Hyper-parameters of a training run: their types, valid ranges and defaults. Plain data, no Django."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .presets import get_preset
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: type  # int, float or str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+
+    def describe(self) -> str:
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        return f"{self.kind.__name__} from {self.minimum:g} to {self.maximum:g}"
+
+
+PARAM_SPECS: dict[str, ParamSpec] = {s.name: s for s in (
+    ParamSpec("epochs", int, 1, 500, help="Passes over the training split."),
+    ParamSpec("batch_size", int, 1, 128, help="Images per iteration."),
+    ParamSpec("learning_rate", float, 1e-7, 1.0, help="Base learning rate of the optimizer."),
+    ParamSpec("optimizer", str, choices=("AdamW", "SGD"), help="Optimizer."),
+    ParamSpec("weight_decay", float, 0.0, 1.0, help="Weight decay."),
+    ParamSpec("frozen_stages", int, -1, 4, help="Backbone stages kept frozen (-1: none)."),
+    ParamSpec("image_size", int, 64, 4096, help="Longest side images are resized to (a multiple of 32)."),
+    ParamSpec("val_fraction", float, 0.05, 0.5, help="Share of images held out for validation."),
+    ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
+    ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
+)}
+
+
+class ParamError(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def validate_params(architecture: str, given: dict | None) -> dict:
+    """Return the complete parameter dict (preset defaults + ``given``), or raise ParamError naming each problem."""
+    preset = get_preset(architecture)
+    given = dict(given or {})
+    errors: dict[str, str] = {}
+    for key in given:
+        if key not in PARAM_SPECS:
+            errors[key] = f"unknown parameter; known: {', '.join(PARAM_SPECS)}"
+    params = dict(preset.defaults)
+    for key, spec in PARAM_SPECS.items():
+        if key not in given or given[key] is None:
+            continue
+        value = given[key]
+        if spec.kind is str:
+            if not isinstance(value, str) or value not in (spec.choices or ()):
+                errors[key] = f"must be {spec.describe()}"
+                continue
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors[key] = f"must be a number ({spec.describe()}), got {type(value).__name__}"
+            continue
+        elif spec.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                errors[key] = f"must be a whole number ({spec.describe()})"
+                continue
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                errors[key] = f"must be finite ({spec.describe()})"
+                continue
+        if spec.kind is not str and not (spec.minimum <= value <= spec.maximum):
+            errors[key] = f"{value!r} is out of range ({spec.describe()})"
+            continue
+        params[key] = value
+    if "image_size" not in errors and params["image_size"] % 32:
+        errors["image_size"] = f"{params['image_size']} is not a multiple of 32"
+    if errors:
+        raise ParamError(errors)
+    return params

@@ -1,0 +1,67 @@
+"""Architecture presets: a pinned MMDetection base config plus the overrides that make it this preset.
+
+Bases are named ``mmdet::<path>`` and resolved inside the installed mmdet 3.3.0 package, so they are pinned with it.
+No preset loads ImageNet weights (nothing may be downloaded); weights come from a registered base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    base_config: str
+    model_overrides: dict
+    defaults: dict
+    # Which config keys carry the number of classes (for the class-count override).
+    num_classes_paths: tuple[tuple[str, ...], ...]
+    description: str = ""
+    notes: dict = field(default_factory=dict)
+
+
+RETINANET_R18_TINY = Preset(
+    key="retinanet_r18_tiny",
+    label="RetinaNet R-18, 64-channel neck/head (tiny, CPU)",
+    base_config="mmdet::retinanet/retinanet_r18_fpn_1x_coco.py",
+    model_overrides={
+        "backbone": {"depth": 18, "init_cfg": None, "norm_eval": False},
+        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64},
+        "bbox_head": {"in_channels": 64, "feat_channels": 64},
+    },
+    defaults={
+        "epochs": 5, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "AdamW", "weight_decay": 0.05,
+        "frozen_stages": -1, "image_size": 256, "val_fraction": 0.2, "seed": 0, "warmup_iters": 20,
+    },
+    num_classes_paths=(("bbox_head", "num_classes"),),
+    description="Trains from scratch on a CPU in minutes; for tests, demos and small tile sets.",
+)
+
+FASTER_RCNN_R50 = Preset(
+    key="faster_rcnn_r50_fpn",
+    label="Faster R-CNN R-50 FPN (standard, GPU)",
+    base_config="mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
+    model_overrides={"backbone": {"init_cfg": None}},
+    defaults={
+        "epochs": 12, "batch_size": 2, "learning_rate": 0.02 / 8, "optimizer": "SGD", "weight_decay": 1e-4,
+        "frozen_stages": 1, "image_size": 1024, "val_fraction": 0.2, "seed": 0, "warmup_iters": 500,
+    },
+    num_classes_paths=(("roi_head", "bbox_head", "num_classes"),),
+    description="The reference system's detector; meant for a GPU and a registered base model to start from.",
+)
+
+PRESETS: dict[str, Preset] = {p.key: p for p in (RETINANET_R18_TINY, FASTER_RCNN_R50)}
+DEFAULT_PRESET = RETINANET_R18_TINY.key
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    return [(p.key, p.label) for p in PRESETS.values()]
+
+
+def get_preset(key: str) -> Preset:
+    try:
+        return PRESETS[key]
+    except KeyError:
+        raise KeyError(f"unknown architecture preset {key!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,130 @@
+"""Start the training child, follow its events, report progress, and stop it on request or timeout.
+
+No Django here: the caller passes callbacks. ``on_progress(state)`` is called at most once per ``interval``
+seconds (and at least that often, as a heartbeat) and returns False when the run must stop (cancelled elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .events import EventTail, fold_progress
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ChildResult:
+    returncode: int | None
+    state: dict = field(default_factory=dict)
+    stopped: bool = False     # stopped because on_progress returned False
+    timed_out: bool = False
+    error: str | None = None
+    log_tail: str = ""
+
+
+def tail_text(path: Path, max_bytes: int = 16_000, max_lines: int = 120) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.splitlines()[-max_lines:])
+
+
+def last_exception_line(log: str) -> str | None:
+    """The 'SomeError: message' line that ends a Python traceback, if the log has one."""
+    lines = log.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            for line in reversed(lines[i:]):
+                if line and not line.startswith((" ", "\t")):
+                    return line.strip()
+    return None
+
+
+def terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the child's whole process group, then SIGKILL what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            # The leader is gone; make sure nothing else of its group survives.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_child(
+    *,
+    job_file: Path,
+    events_file: Path,
+    log_file: Path,
+    on_progress: Callable[[dict], bool],
+    on_start: Callable[[int], None] | None = None,
+    interval: float = 1.0,
+    timeout: float | None = None,
+    poll: float = 0.2,
+    env: dict | None = None,
+    module: str = "training.engine.child",
+) -> ChildResult:
+    argv = [sys.executable, "-m", module, str(job_file)]
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), child_env.get("PYTHONPATH")]))
+    child_env["PYTHONUNBUFFERED"] = "1"
+    tail = EventTail(events_file)
+    state: dict = {}
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=child_env, start_new_session=True)
+    if on_start:
+        on_start(proc.pid)
+    started = time.monotonic()
+    last_report = 0.0
+    result = ChildResult(returncode=None)
+    try:
+        while True:
+            returncode = proc.poll()
+            fold_progress(state, tail.read_new())
+            now = time.monotonic()
+            if returncode is not None:
+                break
+            if timeout is not None and now - started > timeout:
+                result.timed_out = True
+                terminate_group(proc)
+                break
+            if now - last_report >= interval:
+                last_report = now
+                if not on_progress(dict(state)):
+                    result.stopped = True
+                    terminate_group(proc)
+                    break
+            time.sleep(poll)
+    except BaseException:
+        terminate_group(proc)
+        raise
+    fold_progress(state, tail.read_new())
+    result.returncode = proc.wait()
+    result.state = state
+    result.log_tail = tail_text(log_file)
+    if result.returncode != 0 and not (result.stopped or result.timed_out):
+        result.error = state.get("error") or last_exception_line(result.log_tail) or \
+            f"training process exited with status {result.returncode}"
+    return result

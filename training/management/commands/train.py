@@ -1,0 +1,100 @@
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from datasets.models import Dataset
+from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from models_registry.models import TrainedModel
+from training.engine.params import PARAM_SPECS
+from training.engine.presets import PRESETS
+from training.models import TrainingRun
+from training.services import training_run_create
+
+
+def _fmt_eta(seconds) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+class Command(BaseCommand):
+    help = ("Create a training run (validated and queued for a worker: run `manage.py qcluster`). With --wait, "
+            "follow it with a live progress bar and exit non-zero unless it succeeds.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True, help="Dataset name or id.")
+        parser.add_argument("--architecture", choices=sorted(PRESETS),
+                            help="Architecture preset (default: the base model's, else retinanet_r18_tiny).")
+        parser.add_argument("--base-model", type=int, help="Id of a registered model to fine-tune from.")
+        parser.add_argument("--name", default="", help="Run name.")
+        parser.add_argument("--user", help="Username recorded as the creator.")
+        parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
+        for spec in PARAM_SPECS.values():
+            parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=spec.kind,
+                                choices=spec.choices, help=f"{spec.help} ({spec.describe()})")
+
+    def handle(self, *args, **opts):
+        dataset = self._dataset(opts["dataset"])
+        base_model = None
+        if opts["base_model"] is not None:
+            base_model = TrainedModel.objects.filter(pk=opts["base_model"]).first()
+            if base_model is None:
+                raise CommandError(f"No trained model #{opts['base_model']}.")
+        params = {name: opts[name] for name in PARAM_SPECS if opts.get(name) is not None}
+        with application_errors_as_command_errors():
+            run = training_run_create(dataset=dataset, architecture=opts["architecture"], base_model=base_model,
+                                      parameters=params, name=opts["name"], created_by=get_user_or_none(opts["user"]))
+        self.stdout.write(f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, "
+                          f"{run.parameters['epochs']} epochs).")
+        if opts["wait"]:
+            self._follow(run.pk)
+
+    def _dataset(self, ref: str) -> Dataset:
+        query = Dataset.objects.filter(pk=int(ref)) if ref.isdigit() else Dataset.objects.filter(name=ref)
+        dataset = query.first()
+        if dataset is None:
+            raise CommandError(f"No dataset {ref!r}.")
+        return dataset
+
+    def _follow(self, run_id: int) -> None:
+        bar = tqdm(total=1, unit="it", dynamic_ncols=True,
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it {postfix}")
+        bar.set_description_str("queued")
+        waited = time.monotonic()
+        hinted = False
+        try:
+            while True:
+                run = TrainingRun.objects.get(pk=run_id)
+                if run.status == TrainingRun.Status.QUEUED:
+                    if not hinted and time.monotonic() - waited > 15:
+                        bar.write("Still queued: is a worker running (`manage.py qcluster`)?")
+                        hinted = True
+                elif run.max_iters:
+                    bar.total = run.max_iters
+                    bar.n = run.current_iter
+                    loss = run.latest_losses.get("loss")
+                    bar.set_description_str(f"epoch {run.current_epoch}/{run.max_epochs}")
+                    bar.set_postfix_str(f"loss {loss:.4f} ETA {_fmt_eta(run.eta_seconds)}" if loss is not None
+                                        else f"ETA {_fmt_eta(run.eta_seconds)}")
+                    bar.refresh()
+                else:
+                    bar.set_description_str("preparing")
+                    bar.refresh()
+                if run.is_finished:
+                    break
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            bar.close()
+            raise CommandError(f"Stopped following run #{run_id}; it goes on in the worker.") from None
+        bar.close()
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            reason = " ".join((run.error_message or "no reason recorded").split())
+            raise CommandError(f"Run #{run.pk} {run.status}: {reason}")
+        model = TrainedModel.objects.get(source_run=run)
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        self.stdout.write(self.style.SUCCESS(
+            f"Run #{run.pk} succeeded in {run.duration_seconds:.0f} s. Registered model #{model.pk} {model.name!r} "
+            f"(best epoch {model.best_epoch}): bbox mAP50 {fmt(model.bbox_mAP_50)}, mAP {fmt(model.bbox_mAP)}."))

@@ -1,0 +1,87 @@
+"""A training run: one attempt to train a detector on a dataset, with its live progress and outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+
+from .engine.presets import DEFAULT_PRESET, preset_choices
+
+
+class TrainingRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    name = models.CharField(max_length=200)
+    dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="training_runs")
+    base_model = models.ForeignKey("models_registry.TrainedModel", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="fine_tuning_runs")
+    architecture = models.CharField(max_length=64, choices=preset_choices(), default=DEFAULT_PRESET)
+    parameters = models.JSONField(default=dict, help_text="Validated hyper-parameters (preset defaults filled in).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+
+    # Live progress, written by the worker about once a second.
+    current_epoch = models.PositiveIntegerField(default=0)
+    max_epochs = models.PositiveIntegerField(default=0)
+    current_iter = models.PositiveIntegerField(default=0)
+    max_iters = models.PositiveIntegerField(default=0)
+    progress_percent = models.FloatField(default=0.0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    latest_losses = models.JSONField(default=dict, blank=True)
+    learning_rate = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker_pid = models.IntegerField(null=True, blank=True, help_text="Process id of the training child.")
+    worker_host = models.CharField(max_length=255, blank=True)
+
+    error_message = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    export_summary = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="training_runs")
+
+    objects = TrainingRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(progress_percent__gte=0) & models.Q(progress_percent__lte=100),
+                                   name="trainingrun_percent_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch directory of this run; derived from the id only, never from user text."""
+        return Path(settings.TRAINING_WORK_ROOT) / f"run-{self.pk}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()

@@ -1,0 +1,231 @@
+"""Writes to training runs. One function per state transition; every rule is checked here.
+
+States: queued -> running -> succeeded | failed | cancelled; queued -> cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import traceback
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from datasets.coco_export import export_coco
+from datasets.models import Dataset
+from datasets.selectors import dataset_assert_trainable
+from dumpsite.errors import ApplicationError
+from models_registry.models import TrainedModel
+
+from .engine.params import ParamError, validate_params
+from .engine.presets import PRESETS, get_preset
+from .models import TrainingRun
+
+logger = logging.getLogger(__name__)
+Status = TrainingRun.Status
+TASK = "training.tasks.execute_training_run"
+
+
+def _check_base_model(base_model: TrainedModel, *, architecture: str, classes: list[str]) -> None:
+    """Fine-tuning loads the base model's whole state (backbone, neck and head): its classes must match exactly.
+
+    A head for other classes would be silently wrong (same shapes, other meaning) or would not load at all, so a
+    mismatch is refused rather than papered over.
+    """
+    if base_model.architecture != architecture:
+        raise ApplicationError(
+            f"Base model {base_model.name!r} is a {base_model.architecture} model; this run trains {architecture}.",
+            {"base_model": "architecture differs"})
+    if list(base_model.class_names) != list(classes):
+        raise ApplicationError(
+            f"Base model {base_model.name!r} predicts {base_model.class_names!r}, but the dataset's classes are "
+            f"{classes!r}. Fine-tuning needs the same classes in the same order.",
+            {"base_model": "classes differ"})
+    if not base_model.checkpoint:
+        raise ApplicationError(f"Base model {base_model.name!r} has no checkpoint.", {"base_model": "no checkpoint"})
+
+
+def training_run_validate(*, dataset: Dataset, architecture: str, base_model: TrainedModel | None,
+                          parameters: dict | None) -> dict:
+    """Everything a run needs, checked before anything is saved. Returns the complete parameters."""
+    if architecture not in PRESETS:
+        raise ApplicationError(f"Unknown architecture {architecture!r}.",
+                               {"architecture": f"choose one of {', '.join(PRESETS)}"})
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ApplicationError("Parameters must be an object of name: value.", {"parameters": "not an object"})
+    try:
+        params = validate_params(architecture, parameters)
+    except ParamError as exc:
+        raise ApplicationError("Invalid training parameters.", exc.errors) from exc
+    dataset_assert_trainable(dataset)
+    if base_model is not None:
+        _check_base_model(base_model, architecture=architecture, classes=dataset.class_names())
+    return params
+
+
+@transaction.atomic
+def training_run_create(*, dataset: Dataset, architecture: str | None = None, base_model: TrainedModel | None = None,
+                        parameters: dict | None = None, name: str = "", created_by=None) -> TrainingRun:
+    if architecture is None:
+        architecture = base_model.architecture if base_model else get_preset("retinanet_r18_tiny").key
+    params = training_run_validate(dataset=dataset, architecture=architecture, base_model=base_model,
+                                   parameters=parameters)
+    name = (name or "").strip() or f"{dataset.name} / {architecture}"
+    if len(name) > 200:
+        raise ApplicationError("The run name is too long.", {"name": "at most 200 characters"})
+    run = TrainingRun.objects.create(name=name, dataset=dataset, architecture=architecture, base_model=base_model,
+                                     parameters=params, max_epochs=params["epochs"], created_by=created_by)
+    transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
+    return run
+
+
+def training_run_enqueue(*, run_id: int) -> str:
+    from django_q.tasks import async_task
+
+    return async_task(TASK, run_id, task_name=f"training-run-{run_id}", group="training")
+
+
+def training_run_claim(*, run_id: int) -> bool:
+    """queued -> running, as one conditional UPDATE: of several workers handed the same run, one wins."""
+    now = timezone.now()
+    return TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=socket.gethostname()[:255],
+    ) == 1
+
+
+def training_run_progress(*, run_id: int, state: dict) -> bool:
+    """Store live progress (and the heartbeat). Returns False once the run is no longer running."""
+    fields = {"heartbeat_at": timezone.now()}
+    if state.get("max_iters"):
+        fields.update(max_iters=state["max_iters"], progress_percent=min(100.0, state.get("percent") or 0.0))
+    if state.get("max_epochs"):
+        fields["max_epochs"] = state["max_epochs"]
+    if state.get("iter") is not None:
+        fields.update(current_iter=state["iter"], current_epoch=state.get("epoch") or 0,
+                      latest_losses=state.get("losses") or {}, learning_rate=state.get("lr"),
+                      eta_seconds=state.get("eta"))
+    return TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(**fields) == 1
+
+
+def _finish(run_id: int, status: str, **fields) -> bool:
+    return TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+        status=status, finished_at=timezone.now(), heartbeat_at=timezone.now(), worker_pid=None, **fields) == 1
+
+
+def training_run_fail(*, run_id: int, message: str, log_tail: str = "") -> bool:
+    logger.warning("training run %s failed: %s", run_id, message)
+    return _finish(run_id, Status.FAILED, error_message=message[:10_000], log_tail=log_tail[-20_000:])
+
+
+def training_run_succeed(*, run_id: int, log_tail: str = "") -> bool:
+    return _finish(run_id, Status.SUCCEEDED, progress_percent=100.0, eta_seconds=0.0, log_tail=log_tail[-20_000:])
+
+
+def _cleanup_work_dir(run: TrainingRun, *, keep_logs: bool) -> None:
+    """Remove bulky scratch files (checkpoints, exported data); keep the log and events for later reading."""
+    work = run.work_dir
+    if not work.exists():
+        return
+    if not keep_logs:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for path in work.iterdir():
+        if path.name in ("train.log", "events.jsonl", "job.json", "result.json"):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def training_run_execute(*, run_id: int) -> str:
+    """The whole life of a claimed run, called by the django-q2 task. Returns the final status."""
+    from models_registry.services import trained_model_register_from_run
+
+    from .engine.config import build_overrides
+    from .engine.events import metrics_history, read_events
+    from .engine.job import TrainingJob
+    from .engine.supervisor import run_child
+
+    if not training_run_claim(run_id=run_id):
+        status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        logger.info("training run %s not claimed (status %s)", run_id, status)
+        return status or "missing"
+    run = TrainingRun.objects.select_related("dataset", "base_model").get(pk=run_id)
+    work = run.work_dir
+    log_file = work / "train.log"
+    try:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        _check_free_disk(work)
+        export = export_coco(run.dataset, work / "data", val_fraction=run.parameters["val_fraction"],
+                             seed=run.parameters["seed"])
+        TrainingRun.objects.filter(pk=run_id).update(export_summary=export.as_dict())
+        preset = get_preset(run.architecture)
+        load_from = None
+        if run.base_model is not None:
+            load_from = str(run.base_model.checkpoint.path)
+        job = TrainingJob(
+            base_config=preset.base_config,
+            overrides=build_overrides(
+                preset=preset, params=run.parameters, classes=export.classes,
+                train_ann_file=str(export.train_file), val_ann_file=str(export.val_file),
+                image_root=str(export.image_root), work_dir=str(work / "mmengine"), load_from=load_from),
+            classes=export.classes, work_dir=str(work / "mmengine"), events_file=str(work / "events.jsonl"),
+            result_file=str(work / "result.json"), output_dir=str(work / "output"),
+        )
+        job.write(work / "job.json")
+        result = run_child(
+            job_file=work / "job.json", events_file=work / "events.jsonl", log_file=log_file,
+            on_progress=lambda state: training_run_progress(run_id=run_id, state=state),
+            on_start=lambda pid: TrainingRun.objects.filter(pk=run_id).update(worker_pid=pid),
+            interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=settings.TRAINING_RUN_TIMEOUT,
+        )
+        training_run_progress(run_id=run_id, state=result.state)
+        if result.stopped:
+            _cleanup_work_dir(run, keep_logs=True)
+            return TrainingRun.objects.get(pk=run_id).status
+        if result.timed_out:
+            training_run_fail(run_id=run_id, log_tail=result.log_tail, message=(
+                f"The run exceeded its time limit of {settings.TRAINING_RUN_TIMEOUT} s and was stopped."))
+            _cleanup_work_dir(run, keep_logs=True)
+            return Status.FAILED
+        if result.returncode != 0:
+            training_run_fail(run_id=run_id, message=result.error or "training failed", log_tail=result.log_tail)
+            _cleanup_work_dir(run, keep_logs=True)
+            return Status.FAILED
+        import json
+
+        outcome = json.loads((work / "result.json").read_text(encoding="utf-8"))
+        history = metrics_history(read_events(work / "events.jsonl"))
+        with transaction.atomic():
+            trained_model_register_from_run(run=run, result=outcome, history=history)
+            if not training_run_succeed(run_id=run_id, log_tail=result.log_tail):
+                raise ApplicationError("The run stopped being 'running' before its model could be registered.")
+        _cleanup_work_dir(run, keep_logs=True)
+        return Status.SUCCEEDED
+    except ApplicationError as exc:
+        training_run_fail(run_id=run_id, message=str(exc), log_tail=_tail(log_file))
+    except Exception as exc:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
+        logger.exception("training run %s crashed in the worker", run_id)
+        training_run_fail(run_id=run_id, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
+                          log_tail=(_tail(log_file) + "\n" + traceback.format_exc()).strip())
+    _cleanup_work_dir(run, keep_logs=True)
+    return Status.FAILED
+
+
+def _tail(log_file) -> str:
+    from .engine.supervisor import tail_text
+
+    return tail_text(log_file)
+
+
+def _check_free_disk(path) -> None:
+    free = shutil.disk_usage(path).free
+    floor = getattr(settings, "TRAINING_MIN_FREE_BYTES", 0)
+    if free < floor:
+        raise ApplicationError(f"Only {free // 2**20} MiB free in the work area; a run needs {floor // 2**20} MiB.")

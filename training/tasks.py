@@ -1,0 +1,7 @@
+"""django-q2 entry points. Thin: they take ids and call one service."""
+
+from .services import training_run_execute
+
+
+def execute_training_run(run_id: int) -> str:
+    return training_run_execute(run_id=run_id)
