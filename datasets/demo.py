@@ -15,7 +15,7 @@ from math import cos, radians
 import numpy as np
 from django.contrib.gis.geos import Point, Polygon
 from django.db import transaction
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from .models import Dataset
 from .services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
@@ -61,8 +61,8 @@ def _waste_texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 
 
 def _debris_texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    base = np.array([165, 150, 130], np.float32)
-    cells = rng.uniform(-45, 45, (h // 6 + 1, w // 6 + 1, 1))
+    base = np.array([190, 175, 150], np.float32)
+    cells = rng.uniform(-60, 50, (h // 6 + 1, w // 6 + 1, 1))
     tex = base + cells.repeat(6, 0).repeat(6, 1)[:h, :w]
     return tex + rng.normal(0, 6, (h, w, 3))
 
@@ -95,14 +95,18 @@ def generate_tile(seed: int, index: int, size: int = 256) -> Tile:
     count = 0 if rng.random() < 0.1 else int(rng.integers(1, 4))
     for _ in range(count):
         cls = int(rng.integers(0, len(DEMO_CLASSES)))
-        w, h = int(rng.integers(26, 72)), int(rng.integers(26, 72))
+        w, h = int(rng.integers(34, 84)), int(rng.integers(34, 84))
         for _attempt in range(10):
             x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
             if all(x + w <= bx or bx + bw <= x or y + h <= by or by + bh <= y for _, bx, by, bw, bh in boxes):
                 break
         else:
             continue
-        mask = np.array(_blob_mask(rng, w, h), np.float32)[..., None] / 255.0
+        blob = _blob_mask(rng, w, h)
+        mask = np.array(blob, np.float32)[..., None] / 255.0
+        # A pile casts a shadow: a darker rim just outside its outline.
+        rim = np.array(blob.filter(ImageFilter.MaxFilter(5)), np.float32)[..., None] / 255.0 - mask
+        canvas[y:y + h, x:x + w] *= 1 - 0.45 * np.clip(rim, 0, 1)
         tex = _waste_texture(rng, w, h) if cls == 0 else _debris_texture(rng, w, h)
         canvas[y:y + h, x:x + w] = canvas[y:y + h, x:x + w] * (1 - mask) + tex * mask
         ys, xs = np.nonzero(mask[..., 0] > 0.5)

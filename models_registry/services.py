@@ -63,7 +63,8 @@ def _create_with_artifacts(*, checkpoint: Path, config: Path, config_name: str =
 
 def trained_model_register_from_run(*, run, result: dict, history: list[dict]) -> TrainedModel:
     """Register what a successful run produced: the slim best checkpoint, its config, class map and metrics."""
-    best = best_epoch(history)
+    epoch = result.get("checkpoint_epoch")
+    best = next((entry for entry in history if entry["epoch"] == epoch), None) or best_epoch(history)
     if best is None:
         raise ApplicationError("The run produced no validation metrics; nothing to register.")
     metrics = {field: best.get(field) for field in METRIC_FIELDS}

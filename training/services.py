@@ -6,6 +6,7 @@ States: queued -> running -> succeeded | failed | cancelled; queued -> cancelled
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import traceback
@@ -15,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets.coco_export import export_coco
-from datasets.models import Dataset
+from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_assert_trainable
 from dumpsite.errors import ApplicationError
 from models_registry.models import TrainedModel
@@ -125,7 +126,8 @@ def training_run_succeed(*, run_id: int, log_tail: str = "") -> bool:
 
 
 def _cleanup_work_dir(run: TrainingRun, *, keep_logs: bool) -> None:
-    """Remove bulky scratch files (checkpoints, exported data); keep the log and events for later reading."""
+    """Remove bulky scratch files (checkpoints, copies already in the registry); keep the log, the events and the
+    exported split (data/: which images were trained on and which held out) for later reading."""
     work = run.work_dir
     if not work.exists():
         return
@@ -133,7 +135,7 @@ def _cleanup_work_dir(run: TrainingRun, *, keep_logs: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
         return
     for path in work.iterdir():
-        if path.name in ("train.log", "events.jsonl", "job.json", "result.json"):
+        if path.name in ("train.log", "events.jsonl", "job.json", "result.json", "data"):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -195,7 +197,8 @@ def training_run_execute(*, run_id: int) -> str:
             _cleanup_work_dir(run, keep_logs=True)
             return Status.FAILED
         if result.returncode != 0:
-            training_run_fail(run_id=run_id, message=result.error or "training failed", log_tail=result.log_tail)
+            training_run_fail(run_id=run_id, message=explain_image_paths(result.error or "training failed"),
+                              log_tail=result.log_tail)
             _cleanup_work_dir(run, keep_logs=True)
             return Status.FAILED
         import json
@@ -216,6 +219,18 @@ def training_run_execute(*, run_id: int) -> str:
                           log_tail=(_tail(log_file) + "\n" + traceback.format_exc()).strip())
     _cleanup_work_dir(run, keep_logs=True)
     return Status.FAILED
+
+
+_IMAGE_PATH = re.compile(r"(?:[^\s'\"]*/)?datasets/(\d+)/images/([0-9a-f]{64})\.[A-Za-z0-9]+")
+
+
+def explain_image_paths(message: str) -> str:
+    """Replace stored image paths in an error by the dataset image they are: what an operator can act on."""
+    def describe(match: re.Match) -> str:
+        image = DatasetImage.objects.filter(dataset_id=int(match.group(1)), sha256=match.group(2)).first()
+        return f"image #{image.pk} {image.original_name!r}" if image else "an image file"
+
+    return _IMAGE_PATH.sub(describe, message)
 
 
 def _tail(log_file) -> str:

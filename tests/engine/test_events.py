@@ -46,8 +46,9 @@ def test_metrics_history_joins_validation_and_mean_loss():
     ]
     history = metrics_history(events)
     assert [h["epoch"] for h in history] == [1, 2, 3]
-    assert history[0]["loss"] == 2.0 and history[0]["bbox_mAP"] is None
+    assert history[0]["loss"] == 2.0 and history[0]["bbox_mAP"] == 0.0  # nothing detected yet
     assert history[1]["bbox_mAP_l"] is None and history[1]["bbox_mAP_50"] == 0.8
+    assert history[1]["bbox_mAP_m"] is None  # metric absent from a non-empty report: unknown, not zero
     assert best_epoch(history)["epoch"] == 2  # ties keep the first, as CheckpointHook(rule="greater") does
     assert best_epoch([{"epoch": 1, "bbox_mAP": None}]) is None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -43,14 +44,22 @@ def build_config(job: TrainingJob):
     return cfg
 
 
+def _epoch_of(path: str) -> int:
+    match = re.search(r"epoch_(\d+)\.pth$", path)
+    return int(match.group(1)) if match else 0
+
+
 def _best_checkpoint(runner, work_dir: str) -> str:
+    """The checkpoint CheckpointHook kept as best; the last one when no epoch produced metrics (no detections)."""
     best = runner.message_hub.get_info("best_ckpt")
     if best and os.path.isfile(best):
         return best
-    candidates = sorted(glob.glob(os.path.join(work_dir, f"best_{BEST_METRIC.replace('/', '_')}_epoch_*.pth")))
+    candidates = glob.glob(os.path.join(work_dir, f"best_{BEST_METRIC.replace('/', '_')}_epoch_*.pth"))
+    if not candidates:
+        candidates = glob.glob(os.path.join(work_dir, "epoch_*.pth"))
     if candidates:
-        return candidates[-1]
-    raise RuntimeError("training finished but no best checkpoint was saved (did validation run?)")
+        return max(candidates, key=_epoch_of)
+    raise RuntimeError("training finished but no checkpoint was saved")
 
 
 def train(job: TrainingJob) -> dict:
@@ -79,6 +88,7 @@ def train(job: TrainingJob) -> dict:
     params = save_weights(best, model_file, classes=job.classes,
                           extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)})
     result = {"model_file": model_file, "config_file": config_file, "best_checkpoint": best,
+              "checkpoint_epoch": _epoch_of(best),
               "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3)}
     tmp = job.result_file + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

@@ -88,7 +88,8 @@ def metrics_history(events: list[dict]) -> list[dict]:
             metrics = ev.get("metrics") or {}
             entry = {"epoch": ev.get("epoch")}
             for key in METRIC_KEYS:
-                entry[key] = clean_metric(metrics.get(f"coco/{key}"))
+                # mmdet reports no metrics at all when the model detected nothing: that is an AP of 0.
+                entry[key] = clean_metric(metrics.get(f"coco/{key}")) if metrics else 0.0
             history[ev.get("epoch")] = entry
     for epoch, entry in history.items():
         values = losses.get(epoch)

@@ -1,0 +1,168 @@
+"""End to end: a real django-q2 worker runs real MMDetection training of the tiny preset on the CPU.
+
+Train from scratch through ``manage.py train --wait``, re-evaluate the registered checkpoint on the held-out split
+independently, fine-tune from it, and check lineage and accuracy. Takes a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from datasets.demo import demo_dataset_create
+from models_registry.models import TrainedModel
+from models_registry.services import sha256_file
+from tests.conftest import wait_for
+from training.models import TrainingRun
+from training.services import training_run_create
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+TRAIN_TIMEOUT = 900
+
+
+def evaluate_registered(model: TrainedModel, work_dir: Path) -> dict:
+    """Evaluate the stored checkpoint with its stored config on the run's held-out split, in this process."""
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from training.engine.checkpoints import install_safe_globals
+    from training.engine.config import restore_tuples
+
+    install_safe_globals()
+    register_all_modules(init_default_scope=True)
+    cfg = Config(restore_tuples(json.loads(Path(model.config.path).read_text())))
+    cfg.work_dir, cfg.load_from = str(work_dir), model.checkpoint.path
+    return Runner.from_cfg(cfg).test()
+
+
+def follow(run_id: int, timeout: float) -> tuple[TrainingRun, list[tuple[str, float]]]:
+    """Poll the run like a client would; return it finished, with the (status, percent) pairs seen."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = TrainingRun.objects.get(pk=run_id)
+        seen.append((run.status, run.progress_percent))
+        if run.is_finished:
+            return run, seen
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {timeout} s; last seen {seen[-3:]}")
+
+
+def test_train_from_scratch_then_fine_tune(worker, tmp_path):
+    dataset = demo_dataset_create(name="e2e-demo", images=200, seed=3)
+
+    # 1. Through the command line, as an operator would: `manage.py train --wait`.
+    out, err, failure = io.StringIO(), io.StringIO(), []
+
+    def cli():
+        try:
+            call_command("train", "--dataset", "e2e-demo", "--name", "from scratch", "--wait", stdout=out, stderr=err)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+        finally:
+            from django.db import connection
+            connection.close()
+
+    thread = threading.Thread(target=cli)
+    thread.start()
+    run_id = wait_for(lambda: TrainingRun.objects.filter(name="from scratch").values_list("pk", flat=True).first(),
+                      timeout=30, message="the run to be created")
+    run, seen = follow(run_id, TRAIN_TIMEOUT)
+    thread.join(timeout=60)
+    assert not failure, f"{failure!r}\n{out.getvalue()}\n{worker.output()[-3000:]}"
+    assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
+    assert "succeeded" in out.getvalue() and "mAP50" in out.getvalue()
+
+    # Progress was visible while it trained, and ended complete.
+    assert any(status == "running" and 0 < percent < 100 for status, percent in seen), seen[:40]
+    assert run.progress_percent == 100.0 and run.current_iter == run.max_iters > 0
+    assert run.started_at and run.finished_at and run.heartbeat_at and "loss" in run.latest_losses
+
+    model = TrainedModel.objects.get(source_run=run)
+    assert model.dataset == dataset and model.base_model is None and model.origin == "trained"
+    assert model.class_names == ["waste_pile", "construction_debris"]
+    assert model.bbox_mAP_50 is not None and model.bbox_mAP_50 >= 0.5, model.metrics_history
+    assert [h["epoch"] for h in model.metrics_history] == list(range(1, run.parameters["epochs"] + 1))
+    assert model.metrics_history[model.best_epoch - 1]["bbox_mAP_50"] == model.bbox_mAP_50
+    assert model.checkpoint_sha256 == sha256_file(Path(model.checkpoint.path))
+    assert model.config_sha256 == sha256_file(Path(model.config.path))
+    assert model.parameter_count > 1_000_000 and model.training_duration.total_seconds() > 0
+    assert model.config.name.endswith(".json")
+
+    # Scratch checkpoints are gone; the log, events and the exported split stay.
+    assert not list(run.work_dir.rglob("*.pth"))
+    assert (run.work_dir / "train.log").is_file() and (run.work_dir / "data" / "val.json").is_file()
+
+    # 2. The registered checkpoint loads (weights-only) and scores the same on the held-out split.
+    metrics = evaluate_registered(model, tmp_path / "eval")
+    assert abs(metrics["coco/bbox_mAP_50"] - model.bbox_mAP_50) < 0.02, (metrics, model.bbox_mAP_50)
+
+    # 3. Fine-tune from it: lineage recorded, weights really loaded, accuracy kept.
+    run2 = training_run_create(dataset=dataset, base_model=model, parameters={"epochs": 2, "learning_rate": 5e-4},
+                               name="fine-tuned")
+    run2, _ = follow(run2.pk, TRAIN_TIMEOUT)
+    assert run2.status == "succeeded", f"{run2.error_message}\n{run2.log_tail[-3000:]}"
+    child = TrainedModel.objects.get(source_run=run2)
+    assert child.base_model == model and list(model.derived_models.all()) == [child]
+    assert child.bbox_mAP_50 >= 0.5, child.metrics_history
+    # Trained from scratch, epoch 1 detects almost nothing; starting from the base model it is good at once.
+    assert child.metrics_history[0]["bbox_mAP_50"] >= 0.4, child.metrics_history
+    events = (run2.work_dir / "train.log").read_text()
+    assert "Load checkpoint from" in events and model.checkpoint.name in events
+
+
+EVIL = ['pile "quoted"\nwith newline', "__import__('os').system('touch {sentinel}')"]
+
+
+def test_hostile_class_names_train_as_plain_data(worker, tmp_path):
+    from datasets.demo import generate_tile
+    from datasets.services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
+
+    sentinel = tmp_path / "pwned"
+    names = [n.format(sentinel=sentinel) for n in EVIL]
+    dataset = dataset_create(name="hostile", class_names=names)
+    classes = list(dataset.classes.order_by("position"))
+    for index in range(24):
+        tile = generate_tile(5, index)
+        image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"t{index}.jpg")
+        annotations_bulk_create([annotation_build(image=image, dataset_class=classes[c], x=x, y=y, width=w, height=h)
+                                 for c, x, y, w, h in tile.boxes])
+    run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4})
+    run, _ = follow(run.pk, TRAIN_TIMEOUT)
+    assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
+    model = TrainedModel.objects.get(source_run=run)
+    assert model.class_names == names
+    config = json.loads(Path(model.config.path).read_text())
+    assert config["train_dataloader"]["dataset"]["metainfo"]["classes"] == names
+    assert not list(run.work_dir.rglob("*.py")) and not sentinel.exists()
+
+
+def test_corrupt_image_fails_the_run_with_a_readable_error(worker, make_dataset, settings):
+    from datasets.demo import generate_tile
+    from datasets.models import DatasetImage
+    from datasets.services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
+
+    dataset = dataset_create(name="corrupt", class_names=["waste_pile", "construction_debris"])
+    classes = list(dataset.classes.order_by("position"))
+    for index in range(8):
+        tile = generate_tile(9, index)
+        image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index}.jpg")
+        annotations_bulk_create([annotation_build(image=image, dataset_class=classes[c], x=x, y=y, width=w, height=h)
+                                 for c, x, y, w, h in tile.boxes])
+    bad = DatasetImage.objects.filter(dataset=dataset).order_by("id")[3]
+    Path(settings.MEDIA_ROOT, bad.image.name).write_bytes(b"\xff\xd8 this is not a jpeg any more")
+
+    run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 8, "val_fraction": 0.05})
+    run, _ = follow(run.pk, TRAIN_TIMEOUT)
+    assert run.status == "failed"
+    assert f"image #{bad.pk} 'tile_3.jpg'" in run.error_message, run.error_message
+    assert str(settings.MEDIA_ROOT) not in run.error_message
+    assert "Traceback" in run.log_tail and run.finished_at
+    assert not TrainedModel.objects.filter(source_run=run).exists()
