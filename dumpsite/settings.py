@@ -122,6 +122,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Minimum seconds between two progress writes of one run to the database.
 TRAINING_PROGRESS_INTERVAL = float(env_str("DUMPSITE_PROGRESS_INTERVAL", "1.0"))
+# Keep every scratch file of finished runs (checkpoints, mmengine's work dir) for debugging; off: only the log,
+# the progress events and the exported split stay.
+TRAINING_KEEP_SCRATCH = env_bool("DUMPSITE_KEEP_SCRATCH", False)
 # Wall-clock limit of one training run, in seconds.
 TRAINING_RUN_TIMEOUT = env_int("DUMPSITE_RUN_TIMEOUT", 24 * 3600)
 

@@ -50,6 +50,12 @@ def _remove_artifacts(key: str) -> None:
     shutil.rmtree(Path(settings.MEDIA_ROOT) / "models" / key, ignore_errors=True)
 
 
+def trained_model_delete_artifacts(model: TrainedModel) -> None:
+    """Remove a model's stored files (after its row is gone or was never committed)."""
+    if model.artifact_key:
+        _remove_artifacts(model.artifact_key)
+
+
 def _create_with_artifacts(*, checkpoint: Path, config: Path, config_name: str = "config.json",
                            **fields) -> TrainedModel:
     key, files = _store_artifacts(checkpoint=checkpoint, config=config, config_name=config_name)

@@ -63,16 +63,17 @@ class Worker:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def worker_env(db_name: str) -> dict:
-    env = dict(os.environ)
+def worker_env(db_name: str, **extra: str) -> dict:
+    env = dict(os.environ, **extra)
     env.update(POSTGRES_DB=db_name, DUMPSITE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
                DUMPSITE_WORK_ROOT=str(settings.TRAINING_WORK_ROOT), DUMPSITE_MIN_FREE_BYTES="0",
                DUMPSITE_Q_POLL="0.1", DUMPSITE_PROGRESS_INTERVAL="0.5", PYTHONUNBUFFERED="1")
     return env
 
 
-def start_worker(db_name: str, log: Path, name: str = "worker") -> Worker:
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT_ROOT, env=worker_env(db_name),
+def start_worker(db_name: str, log: Path, **extra_env: str) -> Worker:
+    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT_ROOT,
+                            env=worker_env(db_name, **extra_env),
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     return Worker(proc, log)
 
@@ -93,6 +94,16 @@ def worker(transactional_db, tmp_path):
     from django.db import connection
 
     w = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log")
+    yield w
+    stop_worker(w)
+
+
+@pytest.fixture
+def worker_keeping_scratch(transactional_db, tmp_path):
+    """A real worker that keeps every scratch file of its runs (DUMPSITE_KEEP_SCRATCH=1), for inspection."""
+    from django.db import connection
+
+    w = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log", DUMPSITE_KEEP_SCRATCH="1")
     yield w
     stop_worker(w)
 

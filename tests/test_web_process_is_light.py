@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Only these run inside the training child (or the checkpoint-inspection child); everything else may be imported
 # by the web process or the django-q2 worker.
-CHILD_ONLY = {"training.engine.child", "training.engine.checkpoints", "training.engine.progress_hook"}
+CHILD_ONLY = {"training.engine.child", "training.engine.checkpoints", "training.engine.progress_hook",
+              "training.engine.vis_backend"}
 
 SCRIPT = r"""
 import json, os, pkgutil, importlib, sys

@@ -5,6 +5,7 @@ States: queued -> running -> succeeded | failed | cancelled; queued -> cancelled
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -125,14 +126,11 @@ def training_run_succeed(*, run_id: int, log_tail: str = "") -> bool:
     return _finish(run_id, Status.SUCCEEDED, progress_percent=100.0, eta_seconds=0.0, log_tail=log_tail[-20_000:])
 
 
-def _cleanup_work_dir(run: TrainingRun, *, keep_logs: bool) -> None:
+def _cleanup_work_dir(run: TrainingRun) -> None:
     """Remove bulky scratch files (checkpoints, copies already in the registry); keep the log, the events and the
     exported split (data/: which images were trained on and which held out) for later reading."""
     work = run.work_dir
-    if not work.exists():
-        return
-    if not keep_logs:
-        shutil.rmtree(work, ignore_errors=True)
+    if not work.exists() or settings.TRAINING_KEEP_SCRATCH:
         return
     for path in work.iterdir():
         if path.name in ("train.log", "events.jsonl", "job.json", "result.json", "data"):
@@ -145,8 +143,6 @@ def _cleanup_work_dir(run: TrainingRun, *, keep_logs: bool) -> None:
 
 def training_run_execute(*, run_id: int) -> str:
     """The whole life of a claimed run, called by the django-q2 task. Returns the final status."""
-    from models_registry.services import trained_model_register_from_run
-
     from .engine.config import build_overrides
     from .engine.events import metrics_history, read_events
     from .engine.job import TrainingJob
@@ -189,36 +185,48 @@ def training_run_execute(*, run_id: int) -> str:
         )
         training_run_progress(run_id=run_id, state=result.state)
         if result.stopped:
-            _cleanup_work_dir(run, keep_logs=True)
+            _cleanup_work_dir(run)
             return TrainingRun.objects.get(pk=run_id).status
         if result.timed_out:
-            training_run_fail(run_id=run_id, log_tail=result.log_tail, message=(
+            return _fail(run, log_tail=result.log_tail, message=(
                 f"The run exceeded its time limit of {settings.TRAINING_RUN_TIMEOUT} s and was stopped."))
-            _cleanup_work_dir(run, keep_logs=True)
-            return Status.FAILED
         if result.returncode != 0:
-            training_run_fail(run_id=run_id, message=explain_image_paths(result.error or "training failed"),
-                              log_tail=result.log_tail)
-            _cleanup_work_dir(run, keep_logs=True)
-            return Status.FAILED
-        import json
-
+            return _fail(run, message=explain_image_paths(result.error or "training failed"),
+                         log_tail=result.log_tail)
         outcome = json.loads((work / "result.json").read_text(encoding="utf-8"))
         history = metrics_history(read_events(work / "events.jsonl"))
-        with transaction.atomic():
-            trained_model_register_from_run(run=run, result=outcome, history=history)
-            if not training_run_succeed(run_id=run_id, log_tail=result.log_tail):
-                raise ApplicationError("The run stopped being 'running' before its model could be registered.")
-        _cleanup_work_dir(run, keep_logs=True)
+        _register_and_succeed(run, outcome=outcome, history=history, log_tail=result.log_tail)
         return Status.SUCCEEDED
     except ApplicationError as exc:
-        training_run_fail(run_id=run_id, message=str(exc), log_tail=_tail(log_file))
+        return _fail(run, message=str(exc), log_tail=_tail(log_file))
     except Exception as exc:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
         logger.exception("training run %s crashed in the worker", run_id)
-        training_run_fail(run_id=run_id, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
-                          log_tail=(_tail(log_file) + "\n" + traceback.format_exc()).strip())
-    _cleanup_work_dir(run, keep_logs=True)
+        return _fail(run, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
+                     log_tail=(_tail(log_file) + "\n" + traceback.format_exc()).strip())
+
+
+def _fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
+    """Clean the scratch files first, so that a run seen as finished has nothing left in flight."""
+    _cleanup_work_dir(run)
+    training_run_fail(run_id=run.pk, message=message, log_tail=log_tail)
     return Status.FAILED
+
+
+def _register_and_succeed(run: TrainingRun, *, outcome: dict, history: list[dict], log_tail: str) -> None:
+    """Register the model and mark the run succeeded in one transaction; stored artifacts go if it rolls back."""
+    from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
+
+    model = None
+    try:
+        with transaction.atomic():
+            model = trained_model_register_from_run(run=run, result=outcome, history=history)
+            _cleanup_work_dir(run)
+            if not training_run_succeed(run_id=run.pk, log_tail=log_tail):
+                raise ApplicationError("The run stopped being 'running' before its model could be registered.")
+    except BaseException:
+        if model is not None:
+            trained_model_delete_artifacts(model)
+        raise
 
 
 _IMAGE_PATH = re.compile(r"(?:[^\s'\"]*/)?datasets/(\d+)/images/([0-9a-f]{64})\.[A-Za-z0-9]+")

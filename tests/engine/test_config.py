@@ -25,8 +25,10 @@ def test_overrides_golden():
     o = overrides(epochs=10, batch_size=4, learning_rate=0.001, frozen_stages=1, image_size=320, seed=3)
     assert o["model"] == {
         "backbone": {"depth": 18, "init_cfg": None, "norm_eval": False, "frozen_stages": 1},
-        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64},
-        "bbox_head": {"in_channels": 64, "feat_channels": 64, "num_classes": 2},
+        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64,
+                 "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True}},
+        "bbox_head": {"in_channels": 64, "feat_channels": 64, "num_classes": 2,
+                      "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True}},
     }
     train_ds = o["train_dataloader"]["dataset"]
     assert train_ds == {

@@ -44,6 +44,20 @@ def build_config(job: TrainingJob):
     return cfg
 
 
+def load_json_config(path: str):
+    """Load a stored JSON config for running: tuples restored, and the local visualization backend swapped for one
+    that records the config as JSON (mmengine's writes config.py)."""
+    from mmengine.config import Config
+
+    from . import vis_backend  # noqa: F401 - registers JsonConfigLocalVisBackend
+
+    cfg = Config.fromfile(path)
+    restore_tuples(cfg._cfg_dict)
+    for backend in (cfg.get("visualizer") or {}).get("vis_backends") or []:
+        if backend.get("type") == "LocalVisBackend":
+            backend["type"] = "JsonConfigLocalVisBackend"
+    return cfg
+
 def _epoch_of(path: str) -> int:
     match = re.search(r"epoch_(\d+)\.pth$", path)
     return int(match.group(1)) if match else 0
@@ -78,8 +92,9 @@ def train(job: TrainingJob) -> dict:
     os.makedirs(job.output_dir, exist_ok=True)
     config_file = os.path.join(job.output_dir, "config.json")
     cfg.dump(config_file)
-
-    runner = Runner.from_cfg(cfg)
+    # Train from the stored JSON: the Runner dumps its config under the name it was loaded from, so it writes
+    # JSON too; no Python source is ever written.
+    runner = Runner.from_cfg(load_json_config(config_file))
     runner.register_hook(ProgressEventsHook(job.events_file))
     runner.train()
 

@@ -26,10 +26,15 @@ RETINANET_R18_TINY = Preset(
     key="retinanet_r18_tiny",
     label="RetinaNet R-18, 64-channel neck/head (tiny, CPU)",
     base_config="mmdet::retinanet/retinanet_r18_fpn_1x_coco.py",
+    # Group norm in the FPN and the head: trained from scratch (no ImageNet weights), the plain RetinaNet head
+    # stalls on the focal-loss plateau and spikes; measured on the demo tiles, mAP50 after 5 epochs went from
+    # 0.44 (no GN) to 0.72 (GN in the head) and 0.99 (GN in neck and head).
     model_overrides={
         "backbone": {"depth": 18, "init_cfg": None, "norm_eval": False},
-        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64},
-        "bbox_head": {"in_channels": 64, "feat_channels": 64},
+        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64,
+                 "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True}},
+        "bbox_head": {"in_channels": 64, "feat_channels": 64,
+                      "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True}},
     },
     defaults={
         "epochs": 5, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "AdamW", "weight_decay": 0.05,
