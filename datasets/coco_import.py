@@ -11,8 +11,9 @@ from django.db import transaction
 
 from dumpsite.errors import ApplicationError
 
-from .models import Dataset, DatasetImage
-from .services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
+from .models import Dataset
+from .services import (annotation_build, annotations_bulk_create, dataset_create, dataset_image_create,
+                       image_files_removed_on_error)
 
 
 @dataclass
@@ -64,71 +65,63 @@ def import_coco(
     category_names = [c.get("name") for c in categories]
 
     report = ImportReport()
-    saved_files: list[str] = []
-    try:
-        with transaction.atomic():
-            dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
-            report.dataset = dataset
-            classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"))}
-            boxes_by_image: dict = {}
-            for ann in doc["annotations"]:
-                if isinstance(ann, dict):
-                    boxes_by_image.setdefault(ann.get("image_id"), []).append(ann)
-                else:
-                    report.reject("annotation", "not an object")
+    with image_files_removed_on_error(), transaction.atomic():
+        dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
+        report.dataset = dataset
+        classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"))}
+        boxes_by_image: dict = {}
+        for ann in doc["annotations"]:
+            if isinstance(ann, dict):
+                boxes_by_image.setdefault(ann.get("image_id"), []).append(ann)
+            else:
+                report.reject("annotation", "not an object")
 
-            total = len(doc["images"])
-            for n, entry in enumerate(doc["images"], start=1):
-                if progress:
-                    progress(n, total)
-                label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) \
-                    else "image"
-                path = _confined(images_dir, entry.get("file_name")) if isinstance(entry, dict) else None
-                if path is None:
-                    report.reject(label, "file name is missing or points outside the image folder")
+        total = len(doc["images"])
+        for n, entry in enumerate(doc["images"], start=1):
+            if progress:
+                progress(n, total)
+            label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) \
+                else "image"
+            path = _confined(images_dir, entry.get("file_name")) if isinstance(entry, dict) else None
+            if path is None:
+                report.reject(label, "file name is missing or points outside the image folder")
+                continue
+            if not path.is_file():
+                report.reject(label, "file not found")
+                continue
+            try:
+                image = dataset_image_create(dataset=dataset, content=path.read_bytes(),
+                                             original_name=path.name)
+            except ApplicationError as exc:
+                report.reject(label, exc.message)
+                continue
+            report.images += 1
+            built = []
+            for ann in boxes_by_image.pop(entry.get("id"), []):
+                ann_label = f"annotation {ann.get('id')!r} of {label}"
+                cls = classes.get(ann.get("category_id"))
+                bbox = ann.get("bbox")
+                if cls is None:
+                    report.reject(ann_label, f"unknown category_id {ann.get('category_id')!r}")
                     continue
-                if not path.is_file():
-                    report.reject(label, "file not found")
+                if not isinstance(bbox, list) or len(bbox) != 4:
+                    report.reject(ann_label, "bbox is not [x, y, width, height]")
                     continue
+                seg = ann.get("segmentation")
+                polygon = None
+                if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) >= 6:
+                    polygon = [seg[0][i:i + 2] for i in range(0, len(seg[0]) - 1, 2)]
                 try:
-                    image = dataset_image_create(dataset=dataset, content=path.read_bytes(),
-                                                 original_name=path.name)
+                    built.append(annotation_build(image=image, dataset_class=cls, x=bbox[0], y=bbox[1],
+                                                  width=bbox[2], height=bbox[3], polygon=polygon))
                 except ApplicationError as exc:
-                    report.reject(label, exc.message)
-                    continue
-                saved_files.append(image.image.name)
-                report.images += 1
-                built = []
-                for ann in boxes_by_image.pop(entry.get("id"), []):
-                    ann_label = f"annotation {ann.get('id')!r} of {label}"
-                    cls = classes.get(ann.get("category_id"))
-                    bbox = ann.get("bbox")
-                    if cls is None:
-                        report.reject(ann_label, f"unknown category_id {ann.get('category_id')!r}")
-                        continue
-                    if not isinstance(bbox, list) or len(bbox) != 4:
-                        report.reject(ann_label, "bbox is not [x, y, width, height]")
-                        continue
-                    seg = ann.get("segmentation")
-                    polygon = None
-                    if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) >= 6:
-                        polygon = [seg[0][i:i + 2] for i in range(0, len(seg[0]) - 1, 2)]
-                    try:
-                        built.append(annotation_build(image=image, dataset_class=cls, x=bbox[0], y=bbox[1],
-                                                      width=bbox[2], height=bbox[3], polygon=polygon))
-                    except ApplicationError as exc:
-                        report.reject(ann_label, str(exc))
-                annotations_bulk_create(built)
-                report.annotations += len(built)
-            for image_id, anns in boxes_by_image.items():
-                for ann in anns:
-                    report.reject(f"annotation {ann.get('id')!r}", f"image_id {image_id!r} was not imported")
-            if report.images == 0:
-                raise ApplicationError("No image could be imported; nothing was saved.",
-                                       {"rejected": len(report.rejected)})
-    except BaseException:
-        storage = DatasetImage._meta.get_field("image").storage
-        for name in saved_files:
-            storage.delete(name)
-        raise
+                    report.reject(ann_label, str(exc))
+            annotations_bulk_create(built)
+            report.annotations += len(built)
+        for image_id, anns in boxes_by_image.items():
+            for ann in anns:
+                report.reject(f"annotation {ann.get('id')!r}", f"image_id {image_id!r} was not imported")
+        if report.images == 0:
+            raise ApplicationError("No image could be imported; nothing was saved.",
+                                   {"rejected": len(report.rejected)})
     return report

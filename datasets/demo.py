@@ -18,7 +18,8 @@ from django.db import transaction
 from PIL import Image, ImageDraw, ImageFilter
 
 from .models import Dataset
-from .services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
+from .services import (annotation_build, annotations_bulk_create, dataset_create, dataset_image_create,
+                       image_files_removed_on_error)
 
 DEMO_CLASSES = ["waste_pile", "construction_debris"]
 GROUND_SAMPLE_M = 0.2
@@ -129,23 +130,23 @@ def tile_geometry(index: int, size: int = 256, columns: int = 20) -> tuple[Point
     return Point((west + east) / 2, (north + south) / 2, srid=4326), footprint
 
 
-@transaction.atomic
 def demo_dataset_create(*, name: str, images: int = 200, seed: int = 0, created_by=None,
                         progress: Callable[[int, int], None] | None = None) -> Dataset:
-    dataset = dataset_create(name=name, class_names=DEMO_CLASSES, created_by=created_by,
-                             description=f"Synthetic aerial tiles (seed {seed}), made by make_demo_dataset.")
-    classes = list(dataset.classes.order_by("position"))
-    start = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
-    for index in range(images):
-        tile = generate_tile(seed, index)
-        location, footprint = tile_geometry(index)
-        image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index:05d}.jpg",
-                                     location=location, footprint=footprint,
-                                     captured_at=start + timedelta(seconds=20 * index))
-        annotations_bulk_create([
-            annotation_build(image=image, dataset_class=classes[cls], x=x, y=y, width=w, height=h)
-            for cls, x, y, w, h in tile.boxes
-        ])
-        if progress:
-            progress(index + 1, images)
+    with image_files_removed_on_error(), transaction.atomic():
+        dataset = dataset_create(name=name, class_names=DEMO_CLASSES, created_by=created_by,
+                                 description=f"Synthetic aerial tiles (seed {seed}), made by make_demo_dataset.")
+        classes = list(dataset.classes.order_by("position"))
+        start = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+        for index in range(images):
+            tile = generate_tile(seed, index)
+            location, footprint = tile_geometry(index)
+            image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index:05d}.jpg",
+                                         location=location, footprint=footprint,
+                                         captured_at=start + timedelta(seconds=20 * index))
+            annotations_bulk_create([
+                annotation_build(image=image, dataset_class=classes[cls], x=x, y=y, width=w, height=h)
+                for cls, x, y, w, h in tile.boxes
+            ])
+            if progress:
+                progress(index + 1, images)
     return dataset

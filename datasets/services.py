@@ -6,6 +6,8 @@ import hashlib
 import io
 import math
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +22,23 @@ from dumpsite.errors import ApplicationError
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
 MAX_CLASS_NAME_LENGTH = 100
+_stored_files: ContextVar[list[str] | None] = ContextVar("stored_image_files", default=None)
+
+
+@contextmanager
+def image_files_removed_on_error():
+    """Within the block, every image file stored by :func:`dataset_image_create` is deleted again if the block
+    raises: the rows roll back with the transaction, and their files must not outlive them."""
+    token = _stored_files.set([])
+    try:
+        yield
+    except BaseException:
+        storage = DatasetImage._meta.get_field("image").storage
+        for name in _stored_files.get():
+            storage.delete(name)
+        raise
+    finally:
+        _stored_files.reset(token)
 IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
 
 
@@ -125,6 +144,9 @@ def dataset_image_create(
     except Exception:
         image.image.storage.delete(image.image.name)  # nothing half-written: no file without its row
         raise
+    collector = _stored_files.get()
+    if collector is not None:
+        collector.append(image.image.name)
     return image
 
 

@@ -23,7 +23,7 @@ from dumpsite.errors import ApplicationError
 from models_registry.models import TrainedModel
 
 from .engine.params import ParamError, validate_params
-from .engine.presets import PRESETS, get_preset
+from .engine.presets import DEFAULT_PRESET, PRESETS, get_preset
 from .models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def training_run_validate(*, dataset: Dataset, architecture: str, base_model: Tr
 def training_run_create(*, dataset: Dataset, architecture: str | None = None, base_model: TrainedModel | None = None,
                         parameters: dict | None = None, name: str = "", created_by=None) -> TrainingRun:
     if architecture is None:
-        architecture = base_model.architecture if base_model else get_preset("retinanet_r18_tiny").key
+        architecture = base_model.architecture if base_model else DEFAULT_PRESET
     params = training_run_validate(dataset=dataset, architecture=architecture, base_model=base_model,
                                    parameters=parameters)
     name = (name or "").strip() or f"{dataset.name} / {architecture}"

@@ -125,3 +125,24 @@ def test_import_refuses_files_that_are_not_coco(tmp_path, content, message):
     (tmp_path / "c.json").write_text(content)
     with pytest.raises(ApplicationError, match=message):
         import_coco(json_path=tmp_path / "c.json", images_dir=tmp_path, dataset_name="x")
+
+
+def test_demo_dataset_that_fails_halfway_leaves_no_rows_and_no_files(settings, monkeypatch):
+    from datasets import demo
+
+    calls = {"n": 0}
+    real = demo.generate_tile
+
+    def flaky(seed, index, size=256):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("disk full")
+        return real(seed, index, size)
+
+    monkeypatch.setattr(demo, "generate_tile", flaky)
+    images_root = settings.MEDIA_ROOT / "datasets"
+    before = set(images_root.rglob("*.jpg")) if images_root.exists() else set()
+    with pytest.raises(RuntimeError, match="disk full"):
+        demo.demo_dataset_create(name="flaky", images=6)
+    assert not Dataset.objects.filter(name="flaky").exists()
+    assert (set(images_root.rglob("*.jpg")) if images_root.exists() else set()) == before
