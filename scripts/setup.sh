@@ -55,7 +55,7 @@ set -a; . ./.env; set +a
 # 4. Database role and database. The role may create databases (for the test database) but is no superuser:
 #    PostGIS is installed into template1 once, so every new database already has it.
 step "Database $POSTGRES_DB (role $POSTGRES_USER)"
-psql_admin() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql_admin() { PGOPTIONS='-c client_min_messages=warning' runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_admin -d postgres -v role="$POSTGRES_USER" -v pw="$POSTGRES_PASSWORD" <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'role') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'role', :'pw') \gexec

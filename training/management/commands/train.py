@@ -76,12 +76,13 @@ class Command(BaseCommand):
                     bar.total = run.max_iters
                     bar.n = run.current_iter
                     loss = run.latest_losses.get("loss")
-                    bar.set_description_str(f"epoch {run.current_epoch}/{run.max_epochs}")
+                    bar.set_description_str(f"epoch {run.current_epoch}/{run.max_epochs}"
+                                            if run.current_iter < run.max_iters else "validating, registering")
                     bar.set_postfix_str(f"loss {loss:.4f} ETA {_fmt_eta(run.eta_seconds)}" if loss is not None
                                         else f"ETA {_fmt_eta(run.eta_seconds)}")
                     bar.refresh()
                 else:
-                    bar.set_description_str("preparing")
+                    bar.set_description_str("exporting the dataset, starting")
                     bar.refresh()
                 if run.is_finished:
                     break
