@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from dumpsite.admin_access import AccessControlledAdmin
+
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
 
@@ -11,7 +13,7 @@ class DatasetClassInline(admin.TabularInline):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
     list_display = ("name", "image_count", "annotation_count", "created_by", "created_at")
     search_fields = ("name", "description")
     inlines = [DatasetClassInline]

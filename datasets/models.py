@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.gis.db import models
 from django.db.models import Count, Q
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 
 def dataset_image_upload_to(instance: "DatasetImage", filename: str) -> str:
@@ -32,6 +33,7 @@ class Dataset(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("use_dataset", "Can train on the dataset")]
 
     def __str__(self) -> str:
         return self.name
@@ -106,3 +108,12 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset_class_id} @ ({self.x:.0f}, {self.y:.0f}, {self.width:.0f}, {self.height:.0f})"
+
+
+# Object permissions with direct foreign keys (guardian): indexed joins instead of generic string keys.
+class DatasetUserObjectPermission(UserObjectPermissionBase):
+    content_object = models.ForeignKey(Dataset, on_delete=models.CASCADE)
+
+
+class DatasetGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(Dataset, on_delete=models.CASCADE)

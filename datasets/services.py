@@ -17,7 +17,9 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
+from dumpsite.access import grant
 from dumpsite.errors import ApplicationError
+from dumpsite.roles import CREATOR_PERMS
 
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
@@ -75,6 +77,7 @@ def dataset_create(*, name: str, class_names, description: str = "", created_by=
     if Dataset.objects.filter(name=name).exists():
         raise ApplicationError(f"A dataset named {name!r} already exists.", {"name": "taken"})
     dataset = Dataset.objects.create(name=name, description=description, created_by=created_by)
+    grant(created_by, CREATOR_PERMS["dataset"], dataset)
     DatasetClass.objects.bulk_create(
         [DatasetClass(dataset=dataset, name=class_name, position=i) for i, class_name in enumerate(names)]
     )

@@ -1,9 +1,24 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from datasets.api import DatasetViewSet
+from models_registry.api import TrainedModelViewSet
+from training.api import TrainingRunViewSet
+
+router = DefaultRouter()
+router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
+router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/auth/", include("rest_framework.urls")),
 ]
 
 if settings.DEBUG:

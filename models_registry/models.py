@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 METRIC_FIELDS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
 
@@ -59,7 +60,20 @@ class TrainedModel(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("publish_trainedmodel", "Can publish and unpublish trained models"),
+            ("view_trainedmodel_statistics", "Can view per-epoch metrics of trained models"),
+            ("view_published_trainedmodel", "Can view published trained models"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
 
+
+
+class TrainedModelUserObjectPermission(UserObjectPermissionBase):
+    content_object = models.ForeignKey(TrainedModel, on_delete=models.CASCADE)
+
+
+class TrainedModelGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(TrainedModel, on_delete=models.CASCADE)

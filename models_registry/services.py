@@ -14,7 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets.services import validate_class_names
+from dumpsite.access import grant
 from dumpsite.errors import ApplicationError
+from dumpsite.roles import CREATOR_PERMS
 from training.engine.events import best_epoch
 
 from .models import METRIC_FIELDS, TrainedModel
@@ -61,7 +63,9 @@ def _create_with_artifacts(*, checkpoint: Path, config: Path, config_name: str =
     key, files = _store_artifacts(checkpoint=checkpoint, config=config, config_name=config_name)
     try:
         with transaction.atomic():
-            return TrainedModel.objects.create(artifact_key=key, **files, **fields)
+            model = TrainedModel.objects.create(artifact_key=key, **files, **fields)
+            grant(fields.get("created_by"), CREATOR_PERMS["trainedmodel"], model)
+            return model
     except BaseException:
         _remove_artifacts(key)
         raise
@@ -124,10 +128,10 @@ def trained_model_register_base(*, name: str, architecture: str, checkpoint: Pat
 @transaction.atomic
 def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
     model = TrainedModel.objects.select_for_update().get(pk=model.pk)
-    if model.origin == TrainedModel.Origin.TRAINED:
-        run = model.source_run
-        if run is None or run.status != "succeeded":
-            raise ApplicationError("Only models of succeeded runs (or registered base models) can be published.")
+    # A trained model is registered only when its run succeeds; its run may have been deleted since.
+    run = model.source_run
+    if model.origin == TrainedModel.Origin.TRAINED and run is not None and run.status != "succeeded":
+        raise ApplicationError("Only models of succeeded runs (or registered base models) can be published.")
     if model.is_published:
         return model
     model.is_published, model.published_at, model.published_by = True, timezone.now(), user
@@ -142,3 +146,40 @@ def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
         model.is_published, model.published_at, model.published_by = False, None, None
         model.save(update_fields=["is_published", "published_at", "published_by"])
     return model
+
+
+@transaction.atomic
+def trained_model_update(*, model: TrainedModel, name: str | None = None,
+                         description: str | None = None) -> TrainedModel:
+    fields = []
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ApplicationError("A model needs a name.", {"name": "empty"})
+        if len(name) > 200:
+            raise ApplicationError("The name is too long.", {"name": "at most 200 characters"})
+        model.name = name.strip()
+        fields.append("name")
+    if description is not None:
+        model.description = description
+        fields.append("description")
+    if fields:
+        model.save(update_fields=fields)
+    return model
+
+
+def trained_model_delete(*, model: TrainedModel) -> None:
+    """Delete a model and, once the deletion is committed, its files. Published models and models others build
+    on are kept: unpublish first; a lineage is never cut."""
+    with transaction.atomic():
+        model = TrainedModel.objects.select_for_update().get(pk=model.pk)
+        if model.is_published:
+            raise ApplicationError("A published model cannot be deleted; unpublish it first.",
+                                   {"is_published": True})
+        derived = list(model.derived_models.values_list("pk", flat=True)[:5])
+        runs = list(model.fine_tuning_runs.values_list("pk", flat=True)[:5])
+        if derived or runs:
+            raise ApplicationError("This model is the base of other models or runs and cannot be deleted.",
+                                   {"derived_models": derived, "fine_tuning_runs": runs})
+        key = model.artifact_key
+        model.delete()
+        transaction.on_commit(lambda: _remove_artifacts(key))

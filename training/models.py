@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from .engine.presets import DEFAULT_PRESET, preset_choices
 
@@ -55,11 +56,17 @@ class TrainingRun(models.Model):
     export_summary = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="training_runs")
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
+                                 help_text="The failed or cancelled run this one retries.")
 
     objects = TrainingRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("schedule_trainingrun", "Can cancel and retry training runs"),
+            ("view_trainingrun_statistics", "Can view metrics and logs of training runs"),
+        ]
         constraints = [
             models.CheckConstraint(condition=models.Q(progress_percent__gte=0) & models.Q(progress_percent__lte=100),
                                    name="trainingrun_percent_range"),
@@ -85,3 +92,11 @@ class TrainingRun(models.Model):
 
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+
+class TrainingRunUserObjectPermission(UserObjectPermissionBase):
+    content_object = models.ForeignKey(TrainingRun, on_delete=models.CASCADE)
+
+
+class TrainingRunGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(TrainingRun, on_delete=models.CASCADE)

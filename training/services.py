@@ -13,13 +13,16 @@ import socket
 import traceback
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from datasets.coco_export import export_coco
 from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_assert_trainable
+from dumpsite.access import can, grant
 from dumpsite.errors import ApplicationError
+from dumpsite.roles import CREATOR_PERMS
 from models_registry.models import TrainedModel
 
 from .engine.params import ParamError, validate_params
@@ -68,9 +71,26 @@ def training_run_validate(*, dataset: Dataset, architecture: str, base_model: Tr
     return params
 
 
+def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | None) -> None:
+    if user is None:  # operators on the command line without --user
+        return
+    if not can(user, "training.add_trainingrun"):
+        raise PermissionDenied("You may not start training runs.")
+    if not can(user, "datasets.use_dataset", dataset):
+        raise PermissionDenied(f"You may not train on dataset {dataset.name!r}.")
+    if base_model is not None and not (
+            can(user, "models_registry.view_trainedmodel", base_model)
+            or (base_model.is_published and can(user, "models_registry.view_published_trainedmodel"))):
+        raise PermissionDenied("You may not use that base model.")
+
+
 @transaction.atomic
 def training_run_create(*, dataset: Dataset, architecture: str | None = None, base_model: TrainedModel | None = None,
-                        parameters: dict | None = None, name: str = "", created_by=None) -> TrainingRun:
+                        parameters: dict | None = None, name: str = "", created_by=None,
+                        retry_of: TrainingRun | None = None) -> TrainingRun:
+    """Validate and queue a run. ``created_by`` (when given) must be allowed to train on the dataset and to use the
+    base model; the creator gets the run's object permissions."""
+    _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
     params = training_run_validate(dataset=dataset, architecture=architecture, base_model=base_model,
@@ -79,9 +99,52 @@ def training_run_create(*, dataset: Dataset, architecture: str | None = None, ba
     if len(name) > 200:
         raise ApplicationError("The run name is too long.", {"name": "at most 200 characters"})
     run = TrainingRun.objects.create(name=name, dataset=dataset, architecture=architecture, base_model=base_model,
-                                     parameters=params, max_epochs=params["epochs"], created_by=created_by)
+                                     parameters=params, max_epochs=params["epochs"], created_by=created_by,
+                                     retry_of=retry_of)
+    grant(created_by, CREATOR_PERMS["trainingrun"], run)
     transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
     return run
+
+
+def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
+    """queued -> cancelled at once; running -> cancelled, and the worker stops the training process group at its
+    next progress tick (about a second). Finished runs are refused."""
+    now = timezone.now()
+    updated = TrainingRun.objects.filter(pk=run.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.CANCELLED, finished_at=now, error_message=f"Cancelled by {_who(user)}.")
+    run.refresh_from_db()
+    if not updated:
+        raise ApplicationError(f"Run #{run.pk} is {run.status}; only queued or running runs can be cancelled.",
+                               {"status": run.status})
+    return run
+
+
+def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
+    """A new queued attempt with the same dataset, base model and parameters, linked to the one it retries."""
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise ApplicationError(f"Run #{run.pk} is {run.status}; only failed or cancelled runs can be retried.",
+                               {"status": run.status})
+    attempt = run.retries.count() + 2
+    base_name = run.name.split(" (attempt ")[0]
+    return training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
+                               parameters=dict(run.parameters), name=f"{base_name} (attempt {attempt})"[:200],
+                               created_by=user if user is not None else run.created_by, retry_of=run)
+
+
+def training_run_delete(*, run: TrainingRun) -> None:
+    """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if not run.is_finished:
+            raise ApplicationError(f"Run #{run.pk} is {run.status}; cancel it before deleting it.",
+                                   {"status": run.status})
+        work = run.work_dir
+        run.delete()
+        transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
+
+
+def _who(user) -> str:
+    return getattr(user, "username", None) or "an operator"
 
 
 def training_run_enqueue(*, run_id: int) -> str:

@@ -1,0 +1,111 @@
+"""REST API of datasets: read-only lists and details, and the images of a dataset."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.gis.db.models import Collect, GeometryField
+from django.contrib.gis.db.models.functions import Envelope
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+
+from dumpsite.access import visible
+from dumpsite.api import ActionPermission
+
+from .models import Annotation, Dataset, DatasetClass, DatasetImage
+
+
+def _count(queryset, field: str = "pk"):
+    return Coalesce(Subquery(queryset.values(field).annotate(n=Count("*")).values("n")[:1],
+                             output_field=IntegerField()), 0)
+
+
+def datasets_with_stats(queryset):
+    """Counts and geographic extent as subqueries: one query for a whole page, whatever the dataset sizes."""
+    images = DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by()
+    annotations = Annotation.objects.filter(image__dataset=OuterRef("pk")).order_by()
+    extent = (DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset")
+              .annotate(e=Coalesce(Envelope(Collect("footprint")), Envelope(Collect("location")))).values("e"))
+    return queryset.annotate(
+        image_count=_count(images, "dataset"),
+        annotation_count=_count(annotations, "image__dataset"),
+        extent=Subquery(extent[:1], output_field=GeometryField(srid=4326)),
+    ).select_related("created_by").prefetch_related("classes")
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class GeoJSONField(serializers.Field):
+    """A geometry as a GeoJSON object (read only)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        return json.loads(value.geojson) if value is not None else None
+
+
+class DatasetClassSerializer(serializers.ModelSerializer):
+    category_id = serializers.SerializerMethodField(help_text="COCO category id of this class (1..N).")
+
+    class Meta:
+        model = DatasetClass
+        fields = ["id", "name", "position", "category_id"]
+
+    def get_category_id(self, obj) -> int:
+        return obj.position + 1
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    classes = DatasetClassSerializer(many=True, read_only=True)
+    image_count = serializers.IntegerField(read_only=True)
+    annotation_count = serializers.IntegerField(read_only=True)
+    extent = GeoJSONField(help_text="Bounding box of the images' footprints (or locations), GeoJSON, WGS 84.")
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "name", "description", "classes", "image_count", "annotation_count", "extent",
+                  "created_by", "created_at", "updated_at"]
+
+
+class DatasetImageSerializer(serializers.ModelSerializer):
+    location = GeoJSONField()
+    footprint = GeoJSONField()
+    annotation_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = DatasetImage
+        fields = ["id", "original_name", "sha256", "width", "height", "enabled", "location", "footprint",
+                  "captured_at", "annotation_count", "created_at"]
+
+
+class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
+    """Datasets the user may see, with class list, counts and geographic extent."""
+
+    serializer_class = DatasetSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"list": None, "retrieve": "datasets.view_dataset", "images": "datasets.view_dataset"}
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "created_at", "updated_at"]
+    ordering = ["name"]
+    filterset_fields = {"created_at": ["gte", "lte"], "created_by": ["exact"]}
+
+    def get_queryset(self):
+        return datasets_with_stats(visible(self.request.user, "datasets.view_dataset", Dataset.objects.all()))
+
+    @extend_schema(responses=DatasetImageSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filter_backends=[], serializer_class=DatasetImageSerializer)
+    def images(self, request, pk=None):
+        """The dataset's images, paginated, with their annotation counts."""
+        dataset = self.get_object()
+        images = (DatasetImage.objects.filter(dataset=dataset).order_by("id")
+                  .annotate(annotation_count=_count(Annotation.objects.filter(image=OuterRef("pk")).order_by(),
+                                                    "image")))
+        page = self.paginate_queryset(images)
+        return self.get_paginated_response(DatasetImageSerializer(page, many=True).data)

@@ -1,0 +1,70 @@
+"""Role groups and their global permissions. Applied by a data migration and by ``manage.py sync_roles``.
+
+Object permissions come on top: the creator of a dataset, run or model gets the object permissions listed in
+``CREATOR_PERMS``. A run is private to its creator (and whoever it is shared with) unless the user's role sees
+all runs.
+"""
+
+ROLES: dict[str, list[str]] = {
+    # Looks at datasets and published models.
+    "Viewer": [
+        "datasets.view_dataset",
+        "models_registry.view_published_trainedmodel",
+        "models_registry.view_trainedmodel_statistics",
+    ],
+    # Trains on datasets and sees its own runs and models (object permissions as their creator).
+    "Trainer": [
+        "datasets.view_dataset", "datasets.use_dataset",
+        "training.add_trainingrun",
+        "models_registry.view_published_trainedmodel",
+        "models_registry.view_trainedmodel_statistics",
+    ],
+    # Reviews every run and model and decides what goes to production.
+    "Publisher": [
+        "datasets.view_dataset",
+        "training.view_trainingrun", "training.view_trainingrun_statistics",
+        "models_registry.view_trainedmodel", "models_registry.view_published_trainedmodel",
+        "models_registry.view_trainedmodel_statistics", "models_registry.publish_trainedmodel",
+    ],
+    # Everything on datasets, runs and models.
+    "Administrator": [
+        f"{app}.{action}_{model}"
+        for app, model in (("datasets", "dataset"), ("training", "trainingrun"), ("models_registry", "trainedmodel"))
+        for action in ("view", "add", "change", "delete")
+    ] + [
+        "datasets.use_dataset", "training.schedule_trainingrun", "training.view_trainingrun_statistics",
+        "models_registry.publish_trainedmodel", "models_registry.view_trainedmodel_statistics",
+        "models_registry.view_published_trainedmodel",
+    ],
+}
+
+CREATOR_PERMS = {
+    "dataset": ["datasets.view_dataset", "datasets.use_dataset", "datasets.change_dataset"],
+    "trainingrun": ["training.view_trainingrun", "training.change_trainingrun", "training.delete_trainingrun",
+                    "training.schedule_trainingrun", "training.view_trainingrun_statistics"],
+    "trainedmodel": ["models_registry.view_trainedmodel", "models_registry.change_trainedmodel",
+                     "models_registry.delete_trainedmodel", "models_registry.view_trainedmodel_statistics"],
+}
+
+
+def sync_roles(apps=None) -> None:
+    """Create the groups and set their permissions exactly as ROLES says (idempotent)."""
+    if apps is None:
+        from django.apps import apps as global_apps
+
+        apps = global_apps
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0, apps=apps)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, perms in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        wanted = []
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            wanted.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        group.permissions.set(wanted)

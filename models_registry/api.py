@@ -1,0 +1,134 @@
+"""REST API of trained models: browse, rename, publish, lineage, metrics, artifact downloads."""
+
+from __future__ import annotations
+
+import django_filters
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+
+from dumpsite.api import ActionPermission
+
+from . import services
+from .models import METRIC_FIELDS, TrainedModel
+from .selectors import model_lineage, models_visible_to
+
+
+class TrainedModelSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    published_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    training_duration_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainedModel
+        fields = ["id", "name", "description", "origin", "architecture", "class_names", "dataset", "base_model",
+                  "source_run", "is_published", "published_at", "published_by", "best_epoch", *METRIC_FIELDS,
+                  "parameter_count", "training_duration_seconds", "checkpoint_sha256", "config_sha256",
+                  "created_by", "created_at"]
+        read_only_fields = [f for f in fields if f not in ("name", "description")]
+
+    def get_training_duration_seconds(self, obj) -> float | None:
+        return obj.training_duration.total_seconds() if obj.training_duration else None
+
+    def update(self, instance, validated_data):
+        return services.trained_model_update(model=instance, name=validated_data.get("name"),
+                                             description=validated_data.get("description"))
+
+
+class TrainedModelFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    published = django_filters.BooleanFilter(field_name="is_published")
+    created_by = django_filters.CharFilter(field_name="created_by__username")
+    min_map50 = django_filters.NumberFilter(field_name="bbox_mAP_50", lookup_expr="gte")
+
+    class Meta:
+        model = TrainedModel
+        fields = ["dataset", "base_model", "architecture", "origin", "published", "created_by"]
+
+
+class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+                          mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Trained models the user may see: their own, published ones, or all for reviewing roles."""
+
+    serializer_class = TrainedModelSerializer
+    permission_classes = [ActionPermission]
+    http_method_names = ["get", "patch", "post", "delete", "head", "options"]
+    # Reading needs only visibility (own models, published ones for roles that see those, all for reviewers),
+    # which the queryset enforces: hidden models are 404.
+    action_permissions = {
+        "list": None, "retrieve": None,
+        "partial_update": "models_registry.change_trainedmodel",
+        "destroy": "models_registry.delete_trainedmodel",
+        "publish": "models_registry.publish_trainedmodel", "unpublish": "models_registry.publish_trainedmodel",
+        "lineage": None, "download": None,
+        "metrics": "models_registry.view_trainedmodel_statistics",
+    }
+    filterset_class = TrainedModelFilter
+    search_fields = ["name", "description"]
+    ordering_fields = ["created_at", "name", *METRIC_FIELDS, "parameter_count"]
+    ordering = ["-created_at", "-id"]
+
+    def get_queryset(self):
+        return models_visible_to(self.request.user, TrainedModel.objects.select_related(
+            "created_by", "published_by").defer("metrics_history"))
+
+    def perform_destroy(self, instance):
+        services.trained_model_delete(model=instance)
+
+    @extend_schema(request=None, responses=TrainedModelSerializer)
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk=None):
+        """Publish for production detection (models of succeeded runs and registered base models only)."""
+        return Response(TrainedModelSerializer(services.trained_model_publish(model=self.get_object(),
+                                                                              user=request.user)).data)
+
+    @extend_schema(request=None, responses=TrainedModelSerializer)
+    @action(detail=True, methods=["post"])
+    def unpublish(self, request, pk=None):
+        return Response(TrainedModelSerializer(services.trained_model_unpublish(model=self.get_object(),
+                                                                                user=request.user)).data)
+
+    @extend_schema(responses=inline_serializer("Lineage", {
+        "ancestors": serializers.ListField(child=serializers.DictField()),
+        "descendants": serializers.ListField(child=serializers.DictField())}))
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def lineage(self, request, pk=None):
+        """The chain of base models this one was fine-tuned from, and the tree of models fine-tuned from it."""
+        return Response(model_lineage(self.get_object(), request.user))
+
+    @extend_schema(responses=inline_serializer("ModelMetrics", {
+        "best_epoch": serializers.IntegerField(allow_null=True),
+        "epochs": serializers.ListField(child=serializers.DictField())}))
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def metrics(self, request, pk=None):
+        """Per-epoch validation metrics and mean training loss."""
+        model = self.get_object()
+        return Response({"best_epoch": model.best_epoch,
+                         "epochs": TrainedModel.objects.values_list("metrics_history", flat=True).get(pk=model.pk)})
+
+    @extend_schema(parameters=[OpenApiParameter("artifact", str, enum=["checkpoint", "config"], required=True)],
+                   responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def download(self, request, pk=None):
+        """Stream the checkpoint or the config; ``X-Checksum-SHA256`` carries the stored hash."""
+        model = self.get_object()
+        artifact = request.query_params.get("artifact")
+        if artifact not in ("checkpoint", "config"):
+            raise ValidationError({"artifact": ["Choose 'checkpoint' or 'config'."]})
+        field = model.checkpoint if artifact == "checkpoint" else model.config
+        digest = model.checkpoint_sha256 if artifact == "checkpoint" else model.config_sha256
+        suffix = field.name.rsplit(".", 1)[-1]
+        try:
+            handle = field.open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"The {artifact} file of this model is missing from storage.") from None
+        response = FileResponse(handle, as_attachment=True,
+                                filename=f"model-{model.pk}-{artifact}.{suffix}",
+                                content_type="application/octet-stream")
+        response["X-Checksum-SHA256"] = digest
+        return response

@@ -1,0 +1,46 @@
+"""Which trained models a user may see, and their lineage."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from dumpsite.access import can, visible
+
+from .models import TrainedModel
+
+
+def models_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Models with the view permission (global or per object), plus published ones for roles that see those."""
+    queryset = TrainedModel.objects.all() if queryset is None else queryset
+    own = visible(user, "models_registry.view_trainedmodel", queryset)
+    if can(user, "models_registry.view_published_trainedmodel"):
+        return queryset.filter(Q(pk__in=own.values("pk")) | Q(is_published=True))
+    return own
+
+
+def model_lineage(model: TrainedModel, user) -> dict:
+    """Ancestors (nearest first) and the tree of descendants, limited to the models the user may see."""
+    seen = models_visible_to(user)
+    ancestors, current = [], model
+    while current.base_model_id is not None and len(ancestors) < 100:
+        current = TrainedModel.objects.select_related("base_model").get(pk=current.base_model_id)
+        ancestors.append(current)
+    visible_ids = set(seen.filter(pk__in=[a.pk for a in ancestors]).values_list("pk", flat=True))
+    nodes: dict[int, dict] = {}
+    frontier = [model.pk]
+    while frontier and len(nodes) < 1000:  # one query per generation
+        children = list(seen.filter(base_model_id__in=frontier).order_by("created_at", "id"))
+        for child in children:
+            nodes[child.pk] = {"id": child.pk, "name": child.name, "bbox_mAP_50": child.bbox_mAP_50,
+                               "is_published": child.is_published, "base_model": child.base_model_id,
+                               "children": []}
+        frontier = [child.pk for child in children]
+    roots = []
+    for node in nodes.values():
+        parent = nodes.get(node["base_model"])
+        (parent["children"] if parent else roots).append(node)
+    return {
+        "ancestors": [{"id": a.pk, "name": a.name, "bbox_mAP_50": a.bbox_mAP_50, "is_published": a.is_published}
+                      if a.pk in visible_ids else {"id": None, "name": "(not visible to you)"} for a in ancestors],
+        "descendants": roots,
+    }

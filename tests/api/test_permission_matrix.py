@@ -1,0 +1,143 @@
+"""Role x endpoint x action -> expected status, as data (one row per endpoint, one column per role).
+
+404 means the object is hidden from that role (it may not even learn it exists); 403 means it may see the
+object but not do that to it. The run and its model belong to "owner" (a Trainer); "other_trainer" is a peer.
+"""
+
+import pytest
+
+from tests.api.conftest import ROLES
+from training.models import TrainingRun
+
+
+def set_status(status):
+    def prepare(world):
+        TrainingRun.objects.filter(pk=world.run.pk).update(status=status)
+    return prepare
+
+
+R, M, P, D = "{run}", "{model}", "{published}", "{dataset}"
+#      name                 method  path                                       prepare              body
+ENDPOINTS = [
+    ("datasets list",       "get",  "/api/datasets/",                           None,               None),
+    ("dataset detail",      "get",  f"/api/datasets/{D}/",                       None,               None),
+    ("dataset images",      "get",  f"/api/datasets/{D}/images/",                None,               None),
+    ("runs list",           "get",  "/api/training-runs/",                      None,               None),
+    ("run detail",          "get",  f"/api/training-runs/{R}/",                  None,               None),
+    ("run progress",        "get",  f"/api/training-runs/{R}/progress/",         None,               None),
+    ("run metrics",         "get",  f"/api/training-runs/{R}/metrics/",          None,               None),
+    ("run log",             "get",  f"/api/training-runs/{R}/log/",              None,               None),
+    ("run create",          "post", "/api/training-runs/",                      None,               "create"),
+    ("run cancel",          "post", f"/api/training-runs/{R}/cancel/",           set_status("queued"), None),
+    ("run retry",           "post", f"/api/training-runs/{R}/retry/",            set_status("failed"), None),
+    ("run delete",          "delete", f"/api/training-runs/{R}/",                None,               None),
+    ("models list",         "get",  "/api/trained-models/",                     None,               None),
+    ("model detail",        "get",  f"/api/trained-models/{M}/",                 None,               None),
+    ("published detail",    "get",  f"/api/trained-models/{P}/",                 None,               None),
+    ("model rename",        "patch", f"/api/trained-models/{M}/",                None,               {"name": "x"}),
+    ("model publish",       "post", f"/api/trained-models/{M}/publish/",         None,               None),
+    ("published unpublish", "post", f"/api/trained-models/{P}/unpublish/",       None,               None),
+    ("model lineage",       "get",  f"/api/trained-models/{M}/lineage/",         None,               None),
+    ("model metrics",       "get",  f"/api/trained-models/{M}/metrics/",         None,               None),
+    ("model download",      "get",  f"/api/trained-models/{M}/download/?artifact=checkpoint", None,  None),
+    ("published download",  "get",  f"/api/trained-models/{P}/download/?artifact=config", None,      None),
+    ("model delete",        "delete", f"/api/trained-models/{M}/",               None,               None),
+]
+
+#                        anonymous viewer owner other_trainer publisher admin
+EXPECTED = {
+    "datasets list":        (401, 200, 200, 200, 200, 200),
+    "dataset detail":       (401, 200, 200, 200, 200, 200),
+    "dataset images":       (401, 200, 200, 200, 200, 200),
+    "runs list":            (401, 200, 200, 200, 200, 200),
+    "run detail":           (401, 404, 200, 404, 200, 200),
+    "run progress":         (401, 404, 200, 404, 200, 200),
+    "run metrics":          (401, 404, 200, 404, 200, 200),
+    "run log":              (401, 404, 200, 404, 200, 200),
+    "run create":           (401, 403, 201, 201, 403, 201),
+    "run cancel":           (401, 404, 200, 404, 403, 200),
+    "run retry":            (401, 404, 201, 404, 403, 201),
+    "run delete":           (401, 404, 204, 404, 403, 204),
+    "models list":          (401, 200, 200, 200, 200, 200),
+    "model detail":         (401, 404, 200, 404, 200, 200),
+    "published detail":     (401, 200, 200, 200, 200, 200),
+    "model rename":         (401, 404, 200, 404, 403, 200),
+    "model publish":        (401, 404, 403, 404, 200, 200),
+    "published unpublish":  (401, 403, 403, 403, 200, 200),
+    "model lineage":        (401, 404, 200, 404, 200, 200),
+    "model metrics":        (401, 404, 200, 404, 200, 200),
+    "model download":       (401, 404, 200, 404, 200, 200),
+    "published download":   (401, 200, 200, 200, 200, 200),
+    "model delete":         (401, 404, 204, 404, 403, 204),
+}
+
+CASES = [(name, role, EXPECTED[name][i]) for name, *_ in ENDPOINTS for i, role in enumerate(ROLES)]
+
+
+def test_every_endpoint_has_a_row():
+    assert {name for name, *_ in ENDPOINTS} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name, role, expected", CASES, ids=[f"{n}-{r}" for n, r, _ in CASES])
+def test_permission_matrix(world, name, role, expected):
+    _, method, path, prepare, body = next(e for e in ENDPOINTS if e[0] == name)
+    if prepare:
+        prepare(world)
+    url = path.format(run=world.run.pk, model=world.model.pk, published=world.published.pk, dataset=world.dataset.pk)
+    if body == "create":
+        body = {"dataset": world.dataset.pk, "parameters": {"epochs": 1}}
+    response = getattr(world.client(role), method)(url, body, format="json")
+    assert response.status_code == expected, (response.status_code, getattr(response, "data", None))
+    if expected >= 400:
+        assert set(response.json()) == {"code", "message", "errors"}
+
+
+PRIVATE_PATHS = ["/api/training-runs/{run}/", "/api/training-runs/{run}/progress/", "/api/training-runs/{run}/metrics/",
+                 "/api/training-runs/{run}/log/", "/api/training-runs/{run}/log/?download=1",
+                 "/api/trained-models/{model}/", "/api/trained-models/{model}/metrics/",
+                 "/api/trained-models/{model}/lineage/", "/api/trained-models/{model}/download/?artifact=checkpoint",
+                 "/api/trained-models/{model}/download/?artifact=config"]
+
+
+@pytest.mark.parametrize("role", ["viewer", "other_trainer"])
+def test_a_private_run_and_its_model_never_reach_another_user(world, role):
+    client = world.client(role)
+    runs = client.get("/api/training-runs/").json()["results"]
+    models = client.get("/api/trained-models/?page_size=500").json()["results"]
+    assert world.run.pk not in [r["id"] for r in runs]
+    assert world.model.pk not in [m["id"] for m in models] and world.published.pk in [m["id"] for m in models]
+    for path in PRIVATE_PATHS:
+        response = client.get(path.format(run=world.run.pk, model=world.model.pk))
+        assert response.status_code == 404, path
+        assert b"weights" not in response.content and b"owner's run" not in response.content
+    lineage = world.client("owner").get(f"/api/trained-models/{world.published.pk}/lineage/").json()
+    assert lineage == {"ancestors": [], "descendants": []}  # the owner's model is not derived from it
+
+
+def test_a_run_shared_with_a_peer_becomes_visible_to_that_peer(world):
+    from guardian.shortcuts import assign_perm
+
+    client = world.client("other_trainer")
+    assert client.get(f"/api/training-runs/{world.run.pk}/").status_code == 404
+    assign_perm("training.view_trainingrun", world.users["other_trainer"], world.run)
+    assert client.get(f"/api/training-runs/{world.run.pk}/").status_code == 200
+    assert client.get(f"/api/training-runs/{world.run.pk}/metrics/").status_code == 403  # no statistics perm
+    assert client.post(f"/api/training-runs/{world.run.pk}/cancel/").status_code == 403
+
+
+def test_training_needs_the_dataset_to_be_usable_by_the_user(world, make_dataset):
+    from django.contrib.auth.models import Permission, User
+    from guardian.shortcuts import assign_perm
+
+    solo = User.objects.create_user("solo")
+    solo.user_permissions.add(Permission.objects.get(codename="add_trainingrun"))
+    other = make_dataset(name="restricted")
+    assign_perm("datasets.view_dataset", solo, other)
+    assign_perm("datasets.view_dataset", solo, world.dataset)
+    assign_perm("datasets.use_dataset", solo, world.dataset)
+    client = world.client("anonymous")
+    client.force_authenticate(solo)
+    ok = client.post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json")
+    refused = client.post("/api/training-runs/", {"dataset": other.pk}, format="json")
+    assert ok.status_code == 201 and refused.status_code == 403
+    assert "may not train on dataset 'restricted'" in refused.json()["message"]

@@ -1,0 +1,185 @@
+"""REST API of training runs: create, watch (progress, metrics, log), cancel, retry, delete."""
+
+from __future__ import annotations
+
+import django_filters
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from datasets.models import Dataset
+from dumpsite.access import visible
+from dumpsite.api import ActionPermission, error_body
+from models_registry.models import TrainedModel
+
+from . import services
+from .engine.params import PARAM_SPECS
+from .engine.presets import preset_choices
+from .models import TrainingRun
+from .selectors import run_log_file, run_log_tail, run_metrics
+
+
+PROGRESS_MODEL_FIELDS = ["id", "status", "progress_percent", "current_epoch", "max_epochs", "current_iter",
+                         "max_iters", "eta_seconds", "latest_losses", "learning_rate", "started_at", "heartbeat_at",
+                         "finished_at"]
+
+
+class ProgressSerializer(serializers.ModelSerializer):
+    epoch = serializers.IntegerField(source="current_epoch", read_only=True)
+    iteration = serializers.IntegerField(source="current_iter", read_only=True)
+    max_iterations = serializers.IntegerField(source="max_iters", read_only=True)
+    percent = serializers.FloatField(source="progress_percent", read_only=True)
+    losses = serializers.DictField(source="latest_losses", child=serializers.FloatField(), read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "status", "percent", "epoch", "max_epochs", "iteration", "max_iterations", "eta_seconds",
+                  "losses", "learning_rate", "started_at", "heartbeat_at", "finished_at"]
+        read_only_fields = fields
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    dataset_name = serializers.CharField(source="dataset.name", read_only=True)
+    trained_model = serializers.SerializerMethodField(help_text="Id of the model this run registered, if any.")
+    duration_seconds = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "name", "dataset", "dataset_name", "base_model", "architecture", "parameters", "status",
+                  "progress", "error_message", "trained_model", "retry_of", "created_by", "created_at",
+                  "started_at", "finished_at", "duration_seconds"]
+        read_only_fields = fields
+
+    def get_progress(self, obj) -> ProgressSerializer:
+        return ProgressSerializer(obj).data
+
+    def get_trained_model(self, obj) -> int | None:
+        model = getattr(obj, "trained_model", None)
+        return model.pk if model else None
+
+
+class TrainingRunCreateSerializer(serializers.Serializer):
+    """Only the shapes are checked here; every rule lives in ``training_run_create``."""
+
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    dataset = serializers.IntegerField(help_text="Dataset id.")
+    base_model = serializers.IntegerField(required=False, allow_null=True, help_text="Trained model id to fine-tune.")
+    architecture = serializers.ChoiceField(choices=preset_choices(), required=False)
+    parameters = serializers.DictField(
+        required=False, default=dict,
+        help_text="Hyper-parameters; missing ones take the preset's defaults. "
+                  + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()))
+
+
+class TrainingRunFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    finished_after = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lte")
+    created_by = django_filters.CharFilter(field_name="created_by__username")
+
+    class Meta:
+        model = TrainingRun
+        fields = ["status", "dataset", "base_model", "architecture", "created_by"]
+
+
+class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                         mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Training runs the user may see. A run is private to its creator unless shared or the user's role sees all."""
+
+    permission_classes = [ActionPermission]
+    action_permissions = {
+        "list": None, "retrieve": "training.view_trainingrun", "progress": "training.view_trainingrun",
+        "create": "training.add_trainingrun", "destroy": "training.delete_trainingrun",
+        "cancel": "training.schedule_trainingrun", "retry": "training.schedule_trainingrun",
+        "metrics": "training.view_trainingrun_statistics", "log": "training.view_trainingrun_statistics",
+    }
+    filterset_class = TrainingRunFilter
+    search_fields = ["name", "dataset__name"]
+    ordering_fields = ["created_at", "started_at", "finished_at", "name", "status", "progress_percent"]
+    ordering = ["-created_at", "-id"]
+
+    def get_queryset(self):
+        runs = TrainingRun.objects.select_related("dataset", "created_by", "trained_model").defer("log_tail")
+        return visible(self.request.user, "training.view_trainingrun", runs)
+
+    def get_serializer_class(self):
+        return TrainingRunCreateSerializer if self.action == "create" else TrainingRunSerializer
+
+    @extend_schema(request=TrainingRunCreateSerializer, responses={201: TrainingRunSerializer})
+    def create(self, request, *args, **kwargs):
+        payload = TrainingRunCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        dataset = visible(request.user, "datasets.view_dataset", Dataset.objects.all()).filter(
+            pk=data["dataset"]).first()
+        if dataset is None:
+            return Response(error_body("invalid", "Invalid input.", {"dataset": ["No such dataset."]}), status=400)
+        base_model = None
+        if data.get("base_model") is not None:
+            base_model = TrainedModel.objects.filter(pk=data["base_model"]).first()
+            if base_model is None:
+                return Response(error_body("invalid", "Invalid input.", {"base_model": ["No such model."]}),
+                                status=400)
+        run = services.training_run_create(
+            dataset=dataset, base_model=base_model, architecture=data.get("architecture"),
+            parameters=data.get("parameters"), name=data.get("name", ""), created_by=request.user)
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        services.training_run_delete(run=instance)
+
+    @extend_schema(request=None, responses=TrainingRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued or running run (a running one stops within seconds)."""
+        return Response(TrainingRunSerializer(services.training_run_cancel(run=self.get_object(),
+                                                                           user=request.user)).data)
+
+    @extend_schema(request=None, responses={201: TrainingRunSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Queue a new attempt of a failed or cancelled run, linked to it."""
+        attempt = services.training_run_retry(run=self.get_object(), user=request.user)
+        return Response(TrainingRunSerializer(attempt).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=ProgressSerializer)
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def progress(self, request, pk=None):
+        """Live progress; one small query, cheap to poll every second."""
+        run = (visible(request.user, "training.view_trainingrun", TrainingRun.objects.all())
+               .only(*PROGRESS_MODEL_FIELDS).filter(pk=pk).first())
+        if run is None:
+            raise NotFound()
+        return Response(ProgressSerializer(run).data)
+
+    @extend_schema(responses=inline_serializer("RunMetrics", {
+        "epochs": serializers.ListField(child=serializers.DictField()),
+        "iterations": serializers.ListField(child=serializers.DictField()),
+    }))
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def metrics(self, request, pk=None):
+        """Per-epoch validation metrics and mean loss, and per-iteration loss and learning rate (thinned)."""
+        return Response(run_metrics(self.get_object()))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("download", OpenApiTypes.BOOL, description="The whole log as a file.")],
+        responses={(200, "application/json"): inline_serializer("RunLog", {"tail": serializers.CharField()}),
+                   (200, "text/plain"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def log(self, request, pk=None):
+        """The end of the training log, or (``?download=1``) the whole log."""
+        run = self.get_object()
+        path = run_log_file(run)
+        if request.query_params.get("download") in ("1", "true", "yes"):
+            if path is None:
+                raise NotFound("This run has no log file.")
+            return FileResponse(open(path, "rb"), as_attachment=True, filename=f"run-{run.pk}.log",
+                                content_type="text/plain; charset=utf-8")
+        return Response({"tail": run_log_tail(run)})

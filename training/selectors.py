@@ -1,0 +1,37 @@
+"""Reads of training runs that need more than a query: curves from the progress events, the log file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .engine.events import metrics_history, read_events
+from .models import TrainingRun
+
+MAX_CURVE_POINTS = 500
+
+
+def run_log_file(run: TrainingRun) -> Path | None:
+    path = run.work_dir / "train.log"
+    return path if path.is_file() else None
+
+
+def run_log_tail(run: TrainingRun) -> str:
+    """The live end of the log while the run trains; the stored tail once it has ended."""
+    from .engine.supervisor import tail_text
+
+    live = tail_text(run.work_dir / "train.log") if not run.is_finished else ""
+    return live or run.log_tail
+
+
+def run_metrics(run: TrainingRun) -> dict:
+    """Per-epoch metrics (the registered model's copy once there is one) and the per-iteration curve."""
+    events = read_events(run.work_dir / "events.jsonl")
+    model = getattr(run, "trained_model", None)
+    epochs = model.metrics_history if model is not None else metrics_history(events)
+    iterations = [{"iteration": e.get("iter"), "epoch": e.get("epoch"), "loss": (e.get("losses") or {}).get("loss"),
+                   "lr": e.get("lr")} for e in events if e.get("event") == "iter"]
+    step = max(1, -(-len(iterations) // MAX_CURVE_POINTS))
+    thinned = iterations[::step]
+    if iterations and thinned[-1] is not iterations[-1]:
+        thinned.append(iterations[-1])
+    return {"epochs": epochs, "iterations": thinned}
