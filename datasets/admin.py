@@ -1,26 +1,45 @@
-from django.contrib import admin
+"""The operator console for datasets: classes with counts, images with thumbnails, a map of the tiles."""
 
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib import admin
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from dumpsite.access import visible
 from dumpsite.admin_access import AccessControlledAdmin
 
-from .models import Annotation, Dataset, DatasetClass, DatasetImage
+from .models import Annotation, Dataset, DatasetImage
 
-
-class DatasetClassInline(admin.TabularInline):
-    model = DatasetClass
-    extra = 0
-    fields = ("position", "name")
-    ordering = ("position",)
+MAP_POINTS_LIMIT = 5000
 
 
 @admin.register(Dataset)
 class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
     list_display = ("name", "image_count", "annotation_count", "created_by", "created_at")
     search_fields = ("name", "description")
-    inlines = [DatasetClassInline]
-    readonly_fields = ("created_by", "created_at", "updated_at")
+    fields = ("name", "description", "class_counts", "images_link", "map", "created_by", "created_at", "updated_at")
+    readonly_fields = ("class_counts", "images_link", "map", "created_by", "created_at", "updated_at")
+
+    class Media:
+        css = {"all": ("vendor/leaflet-1.9.4/leaflet.css", "admin_console/console.css")}
+        js = ("vendor/leaflet-1.9.4/leaflet.js", "admin_console/dataset_map.js")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).with_counts().select_related("created_by")
+        from .api import datasets_with_stats
+
+        return datasets_with_stats(super().get_queryset(request))
+
+    def has_add_permission(self, request):
+        return False  # datasets come from `import_coco` / `make_demo_dataset`, which validate every item
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # images, boxes and the runs trained on them hang off a dataset: no one-click delete
 
     @admin.display(ordering="image_count", description="images")
     def image_count(self, obj):
@@ -30,19 +49,98 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
     def annotation_count(self, obj):
         return obj.annotation_count
 
+    @admin.display(description="boxes per class")
+    def class_counts(self, obj):
+        rows = obj.classes.annotate(
+            boxes=Count("annotations", filter=Q(annotations__enabled=True, annotations__image__enabled=True)),
+            images=Count("annotations__image", distinct=True),
+        ).order_by("position")
+        return format_html('<table class="kv" id="class-counts"><tr><th>#</th><th>class</th><th>boxes</th>'
+                           '<th>images</th></tr>{}</table>', format_html_join(
+                               "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                               ((c.position + 1, c.name, c.boxes, c.images) for c in rows)))
+
+    @admin.display(description="images")
+    def images_link(self, obj):
+        url = reverse("admin:datasets_datasetimage_changelist") + f"?dataset__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} images with thumbnails</a>', url, obj.image_count)
+
+    @admin.display(description="map")
+    def map(self, obj):
+        features = []
+        for pk, name, location, footprint in (obj.images.exclude(location=None, footprint=None)
+                                              .values_list("pk", "original_name", "location", "footprint")
+                                              [:MAP_POINTS_LIMIT]):
+            features.append({"id": pk, "name": name,
+                             "point": json.loads(location.geojson) if location else None,
+                             "footprint": json.loads(footprint.geojson) if footprint else None})
+        if not features:
+            return "No image has a location."
+        data = json.dumps({"features": features, "tiles": settings.DUMPSITE_MAP_TILES_URL})
+        return format_html('<div id="dataset-map"></div><script type="application/json" id="dataset-map-data">{}'
+                           '</script><p class="help">{} located images{}.</p>', mark_safe(
+                               data.replace("<", "\\u003c")), len(features),
+                           "" if len(features) < MAP_POINTS_LIMIT else f" (first {MAP_POINTS_LIMIT})")
+
 
 @admin.register(DatasetImage)
-class DatasetImageAdmin(admin.ModelAdmin):
-    list_display = ("id", "original_name", "dataset", "width", "height", "enabled", "captured_at")
+class DatasetImageAdmin(AccessControlledAdmin, admin.ModelAdmin):
+    list_display = ("thumbnail", "id", "original_name", "dataset", "size", "boxes", "enabled", "captured_at")
+    list_display_links = ("id", "original_name")
     list_filter = ("enabled", "dataset")
     search_fields = ("original_name", "sha256")
     list_select_related = ("dataset",)
-    readonly_fields = ("image", "sha256", "width", "height", "created_at")
+    list_per_page = 60
+    fields = ("thumbnail", "dataset", "original_name", "sha256", "width", "height", "enabled", "location",
+              "footprint", "captured_at", "created_at")
+    readonly_fields = ("thumbnail", "dataset", "original_name", "sha256", "width", "height", "location",
+                       "footprint", "captured_at", "created_at")
+
+    class Media:
+        css = {"all": ("admin_console/console.css",)}
+
+    def visible_queryset(self, request, queryset):
+        datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+        return queryset.filter(dataset__in=datasets).annotate(
+            box_count=Count("annotations", filter=Q(annotations__enabled=True)))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        from dumpsite.access import can
+
+        return can(request.user, "datasets.change_dataset", obj.dataset if obj else None)
+
+    @admin.display(description="")
+    def thumbnail(self, obj):
+        return format_html('<img class="thumb" src="{}" alt="{}" loading="lazy">',
+                           reverse("dataset-image-thumbnail", args=[obj.pk]), obj.original_name)
+
+    @admin.display(description="size")
+    def size(self, obj):
+        return f"{obj.width}×{obj.height}"
+
+    @admin.display(description="boxes", ordering="box_count")
+    def boxes(self, obj):
+        return obj.box_count
 
 
 @admin.register(Annotation)
-class AnnotationAdmin(admin.ModelAdmin):
+class AnnotationAdmin(AccessControlledAdmin, admin.ModelAdmin):
     list_display = ("id", "image", "dataset_class", "x", "y", "width", "height", "enabled")
     list_filter = ("enabled", "dataset_class__dataset")
     list_select_related = ("image", "dataset_class")
     raw_id_fields = ("image", "dataset_class")
+
+    def visible_queryset(self, request, queryset):
+        datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+        return queryset.filter(image__dataset__in=datasets)
+
+    def has_change_permission(self, request, obj=None):
+        from dumpsite.access import can
+
+        return can(request.user, "datasets.change_dataset", obj.image.dataset if obj else None)
+
+    def has_add_permission(self, request):
+        return False  # boxes are validated against their image by the service; import them

@@ -123,6 +123,10 @@ MEDIA_ROOT = Path(env_str("DUMPSITE_MEDIA_ROOT", str(BASE_DIR / "var" / "media")
 # Scratch space of training runs: exported COCO files, logs, intermediate checkpoints.
 TRAINING_WORK_ROOT = Path(env_str("DUMPSITE_WORK_ROOT", str(BASE_DIR / "var" / "runs")))
 
+# Background tiles of the admin's dataset map, e.g. "https://tile.openstreetmap.org/{z}/{x}/{y}.png". Empty: no
+# background (offline); the image points and footprints render either way.
+DUMPSITE_MAP_TILES_URL = env_str("DUMPSITE_MAP_TILES_URL", "")
+
 # Largest accepted image upload, in bytes.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 DUMPSITE_MAX_IMAGE_BYTES = env_int("DUMPSITE_MAX_IMAGE_BYTES", 50 * 1024 * 1024)

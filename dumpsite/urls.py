@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from datasets.api import DatasetViewSet
+from datasets.views import image_thumbnail
 from models_registry.api import TrainedModelViewSet
 from training.api import TrainingRunViewSet
 
@@ -15,6 +16,7 @@ router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("datasets/images/<int:pk>/thumbnail.jpg", image_thumbnail, name="dataset-image-thumbnail"),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

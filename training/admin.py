@@ -1,27 +1,228 @@
-from django.contrib import admin
-from django.utils.html import format_html
+"""The operator console for training runs: start, watch (live progress), cancel, retry, publish, compare."""
 
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from dumpsite.access import can
 from dumpsite.admin_access import AccessControlledAdmin
+from dumpsite.charts import Series, line_chart
+from dumpsite.errors import ApplicationError
 
+from . import admin_views, services
 from .models import TrainingRun
+from .selectors import run_log_tail, run_metrics
+
+BADGE_COLOURS = {"queued": "#8a8a8a", "running": "#2f6fb0", "succeeded": "#3b9c5a", "failed": "#b03a48",
+                 "cancelled": "#b07a2f"}
+
+
+def fmt_seconds(seconds) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_html(run: TrainingRun):
+    eta = f"ETA {fmt_seconds(run.eta_seconds)}" if run.status == "running" and run.eta_seconds is not None else ""
+    return format_html(
+        '<span class="run-progress" data-run="{}" data-status="{}"><progress max="100" value="{}"></progress> '
+        '<span class="pct">{}%</span> <span class="eta">{}</span></span>',
+        run.pk, run.status, run.progress_percent, round(run.progress_percent), eta)
 
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
-    list_display = ("id", "name", "status", "progress", "dataset", "architecture", "base_model", "created_by",
-                    "created_at")
-    list_filter = ("status", "architecture", "dataset")
-    search_fields = ("name", "dataset__name")
-    list_select_related = ("dataset", "base_model", "created_by")
-    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    change_list_template = "admin/training/trainingrun/change_list.html"
+    list_display = ("id", "name", "status_badge", "progress", "best_map50", "dataset", "base_model", "created_by",
+                    "created_at", "duration")
+    list_display_links = ("id", "name")
+    list_filter = ("status", "architecture", "dataset", ("created_by", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("name", "dataset__name", "created_by__username")
+    list_select_related = ("dataset", "base_model", "created_by", "trained_model")
+    list_per_page = 50
+    actions = ["cancel_runs", "retry_runs", "publish_models", "compare_runs"]
+    fieldsets = [
+        (None, {"fields": ("name", "status_badge", "progress", "dataset", "architecture", "base_model",
+                           "model_link", "retry_of", "created_by")}),
+        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration")}),
+        ("Curves", {"fields": ("loss_chart", "lr_chart", "map_chart")}),
+        ("Parameters", {"fields": ("parameters_table", "export_table")}),
+        ("Outcome", {"fields": ("error_message", "log")}),
+    ]
+    readonly_fields = ("name", "status_badge", "progress", "dataset", "architecture", "base_model", "model_link",
+                       "retry_of", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
+                       "duration", "loss_chart", "lr_chart", "map_chart", "parameters_table", "export_table",
+                       "error_message", "log")
+
+    class Media:
+        js = ("admin_console/progress.js",)
+        css = {"all": ("admin_console/console.css",)}
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        url_name = getattr(request.resolver_match, "url_name", "") or ""
+        return queryset.defer("log_tail") if url_name.endswith("changelist") else queryset
+
+    def has_add_permission(self, request):
+        return False  # runs start through the "Start training run" form, which calls the service
+
+    def has_change_permission(self, request, obj=None):
+        return False  # nothing of a run is edited by hand: its page is a view; actions change its state
 
     def has_delete_permission(self, request, obj=None):
         return False  # deletion goes through training_run_delete (API), which refuses unfinished runs
 
-    def has_add_permission(self, request):
-        return False  # runs are created through the service (API, `manage.py train`), which validates them
+    def get_urls(self):
+        return [
+            path("start/", self.admin_site.admin_view(lambda r: admin_views.start_run_view(self, r)),
+                 name="training_trainingrun_start"),
+            path("compare/", self.admin_site.admin_view(self.compare_page), name="training_trainingrun_compare"),
+        ] + super().get_urls()
 
-    @admin.display(description="progress")
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_start": can(request.user, "training.add_trainingrun"), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        user = request.user
+        if not can(user, "training.schedule_trainingrun") and not self._has_any_object_perm(user, "schedule"):
+            actions.pop("cancel_runs", None)
+            actions.pop("retry_runs", None)
+        if not can(user, "models_registry.publish_trainedmodel"):
+            actions.pop("publish_models", None)
+        return actions
+
+    def _has_any_object_perm(self, user, action):
+        from .models import TrainingRunUserObjectPermission
+
+        return TrainingRunUserObjectPermission.objects.filter(
+            user=user, permission__codename=f"{action}_trainingrun").exists()
+
+    def compare_page(self, request):
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
+        return admin_views.compare_view(self.admin_site, request, kind="runs", ids=ids)
+
+    # --- columns -------------------------------------------------------------------------------------------
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return format_html('<span class="badge" style="background:{}">{}</span>',
+                           BADGE_COLOURS.get(obj.status, "#777"), obj.get_status_display())
+
+    @admin.display(description="progress", ordering="progress_percent")
     def progress(self, obj):
-        return format_html('<progress max="100" value="{}"></progress> {}%', obj.progress_percent,
-                           round(obj.progress_percent))
+        return progress_html(obj)
+
+    @admin.display(description="best mAP50")
+    def best_map50(self, obj):
+        model = getattr(obj, "trained_model", None)
+        if model is None or model.bbox_mAP_50 is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:models_registry_trainedmodel_change",
+                                                          args=[model.pk]), f"{model.bbox_mAP_50:.3f}")
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        return fmt_seconds(obj.duration_seconds)
+
+    @admin.display(description="trained model")
+    def model_link(self, obj):
+        model = getattr(obj, "trained_model", None)
+        if model is None:
+            return "—"
+        return format_html('<a href="{}">#{} {}</a>', reverse("admin:models_registry_trainedmodel_change",
+                                                             args=[model.pk]), model.pk, model.name)
+
+    # --- detail ---------------------------------------------------------------------------------------------
+    def _curves(self, obj):
+        if not hasattr(obj, "_curves_cache"):
+            obj._curves_cache = run_metrics(obj)
+        return obj._curves_cache
+
+    @admin.display(description="loss per iteration")
+    def loss_chart(self, obj):
+        its = self._curves(obj)["iterations"]
+        return mark_safe(line_chart([Series("loss", [(i["iteration"], i["loss"]) for i in its])],
+                                    title="Training loss", x_label="iteration", y_label="loss", y_min=0))
+
+    @admin.display(description="learning rate")
+    def lr_chart(self, obj):
+        its = self._curves(obj)["iterations"]
+        return mark_safe(line_chart([Series("lr", [(i["iteration"], i["lr"]) for i in its])],
+                                    title="Learning rate", x_label="iteration", y_label="lr", y_min=0))
+
+    @admin.display(description="mAP per epoch")
+    def map_chart(self, obj):
+        epochs = self._curves(obj)["epochs"]
+        return mark_safe(line_chart(
+            [Series(name, [(e["epoch"], e.get(key)) for e in epochs])
+             for name, key in (("mAP50", "bbox_mAP_50"), ("mAP", "bbox_mAP"), ("mAP75", "bbox_mAP_75"))],
+            title="Validation mAP", x_label="epoch", y_label="mAP", y_min=0, y_max=1, x_integer=True))
+
+    @admin.display(description="hyper-parameters")
+    def parameters_table(self, obj):
+        return format_html('<table class="kv">{}</table>', format_html_join(
+            "", "<tr><th>{}</th><td>{}</td></tr>", sorted(obj.parameters.items())))
+
+    @admin.display(description="exported split")
+    def export_table(self, obj):
+        keys = ("train_images", "val_images", "train_annotations", "val_annotations", "classes")
+        return format_html('<table class="kv">{}</table>', format_html_join(
+            "", "<tr><th>{}</th><td>{}</td></tr>", [(k, obj.export_summary.get(k)) for k in keys
+                                                    if k in obj.export_summary])) if obj.export_summary else "—"
+
+    @admin.display(description="log (end)")
+    def log(self, obj):
+        return format_html('<pre class="log">{}</pre>', run_log_tail(obj)[-8000:] or "—")
+
+    # --- actions --------------------------------------------------------------------------------------------
+    def _each(self, request, queryset, perm, label, func):
+        done = 0
+        for run in queryset:
+            if not can(request.user, perm, run):
+                self.message_user(request, f"Run #{run.pk}: you may not {label} it.", messages.ERROR)
+                continue
+            try:
+                func(run)
+                done += 1
+            except (ApplicationError, PermissionDenied) as exc:
+                self.message_user(request, f"Run #{run.pk}: {exc}", messages.ERROR)
+        if done:
+            self.message_user(request, f"{label.capitalize()}: {done} run(s).", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected runs")
+    def cancel_runs(self, request, queryset):
+        self._each(request, queryset, "training.schedule_trainingrun", "cancel",
+                   lambda run: services.training_run_cancel(run=run, user=request.user))
+
+    @admin.action(description="Retry selected runs")
+    def retry_runs(self, request, queryset):
+        self._each(request, queryset, "training.schedule_trainingrun", "retry",
+                   lambda run: services.training_run_retry(run=run, user=request.user))
+
+    @admin.action(description="Publish the models of selected runs")
+    def publish_models(self, request, queryset):
+        from models_registry.services import trained_model_publish
+
+        def publish(run):
+            model = getattr(run, "trained_model", None)
+            if model is None:
+                raise ApplicationError("it has no trained model.")
+            if not can(request.user, "models_registry.publish_trainedmodel", model):
+                raise PermissionDenied("you may not publish its model.")
+            trained_model_publish(model=model, user=request.user)
+
+        self._each(request, queryset, "training.view_trainingrun", "publish the model of", publish)
+
+    @admin.action(description="Compare selected runs side by side")
+    def compare_runs(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return redirect(f"{reverse('admin:training_trainingrun_compare')}?ids={ids}")

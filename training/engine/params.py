@@ -20,6 +20,8 @@ class ParamSpec:
     def describe(self) -> str:
         if self.choices:
             return f"one of {', '.join(self.choices)}"
+        if self.kind is int:
+            return f"int from {int(self.minimum)} to {int(self.maximum)}"
         return f"{self.kind.__name__} from {self.minimum:g} to {self.maximum:g}"
 
 

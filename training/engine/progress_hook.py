@@ -33,7 +33,7 @@ class ProgressEventsHook(Hook):
         done = runner.iter + 1  # runner.iter counts from 0 and is advanced after this hook
         elapsed = time.monotonic() - self._t0
         per_iter = elapsed / max(done - self._iter0, 1)
-        losses = {k: round(float(v), 6) for k, v in (outputs or {}).items()}
+        losses = {k: round(float(v.detach() if hasattr(v, "detach") else v), 6) for k, v in (outputs or {}).items()}
         lr = runner.optim_wrapper.get_lr().get("lr", [None])[0]
         self._write("iter", epoch=runner.epoch + 1, iter=done, max_iters=runner.max_iters, losses=losses,
                     lr=lr, eta=round(per_iter * (runner.max_iters - done), 1))

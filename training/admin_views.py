@@ -1,0 +1,78 @@
+"""Admin pages beyond the change list: start a run, compare runs or models side by side."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from dumpsite.access import can, visible
+from dumpsite.errors import ApplicationError
+from models_registry.models import METRIC_FIELDS, TrainedModel
+from models_registry.selectors import models_visible_to
+
+from .engine.params import PARAM_SPECS
+from .forms import StartRunForm
+from .models import TrainingRun
+from .services import training_run_create
+
+
+def start_run_view(model_admin, request):
+    if not can(request.user, "training.add_trainingrun"):
+        raise PermissionDenied
+    form = StartRunForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = training_run_create(
+                dataset=form.cleaned_data["dataset"], architecture=form.cleaned_data["architecture"],
+                base_model=form.cleaned_data["base_model"], parameters=form.parameters(),
+                name=form.cleaned_data["name"], created_by=request.user)
+        except ApplicationError as exc:
+            form.add_service_errors(exc.message, exc.extra)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Training run #{run.pk} {run.name!r} is queued.")
+            return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    context = {**model_admin.admin_site.each_context(request), "title": "Start a training run", "form": form,
+               "opts": model_admin.model._meta, "has_view_permission": True}
+    return TemplateResponse(request, "admin/training/start_run.html", context)
+
+
+def compare_view(admin_site, request, *, kind: str, ids: list[int]):
+    """Parameters and metrics of two or more runs or models in columns."""
+    if kind == "runs":
+        runs = list(visible(request.user, "training.view_trainingrun",
+                            TrainingRun.objects.select_related("dataset", "trained_model")).filter(pk__in=ids))
+        items = [(f"Run #{r.pk} {r.name}", r, getattr(r, "trained_model", None)) for r in runs]
+    else:
+        models = list(models_visible_to(request.user).select_related("source_run", "dataset").filter(pk__in=ids))
+        items = [(f"Model #{m.pk} {m.name}", m.source_run, m) for m in models]
+    if len(items) < 2:
+        messages.warning(request, "Choose at least two items you may see to compare.")
+        return redirect(request.META.get("HTTP_REFERER") or "admin:index")
+    rows = [("Dataset", [str((run or model).dataset) if (run or model) else "—" for _, run, model in items]),
+            ("Architecture", [(run or model).architecture for _, run, model in items])]
+    for name in PARAM_SPECS:
+        rows.append((name, [run.parameters.get(name, "—") if run else "—" for _, run, _m in items]))
+    for field in METRIC_FIELDS:
+        rows.append((field, [_num(getattr(m, field)) if m else "—" for *_x, m in items]))
+    rows.append(("best epoch", [m.best_epoch if m else "—" for *_x, m in items]))
+    rows.append(("parameters (count)", [f"{m.parameter_count:,}" if m and m.parameter_count else "—"
+                                        for *_x, m in items]))
+    rows.append(("training time", [str(m.training_duration).split(".")[0] if m and m.training_duration else "—"
+                                   for *_x, m in items]))
+    from dumpsite.charts import Series, line_chart
+
+    chart = line_chart([Series(label, [(e["epoch"], e.get("bbox_mAP_50")) for e in (m.metrics_history or [])])
+                        for label, _r, m in items if m], title="bbox mAP50 per epoch", x_label="epoch",
+                       y_label="mAP50", y_min=0, y_max=1, width=720, x_integer=True)
+    context = {**admin_site.each_context(request), "title": f"Compare {kind}", "columns": [i[0] for i in items],
+               "rows": rows, "chart": chart}
+    return TemplateResponse(request, "admin/compare.html", context)
+
+
+def _num(value):
+    return "—" if value is None else f"{value:.3f}"

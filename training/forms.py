@@ -1,0 +1,57 @@
+"""The admin's "Start training run" form. It only shapes input; ``training_run_create`` decides."""
+
+from __future__ import annotations
+
+from django import forms
+
+from datasets.models import Dataset
+from dumpsite.access import visible
+from models_registry.selectors import models_visible_to
+
+from .engine.params import PARAM_SPECS
+from .engine.presets import PRESETS, get_preset, preset_choices
+
+DEFAULTS = get_preset("retinanet_r18_tiny").defaults
+
+
+class StartRunForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to dataset / architecture.")
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), help_text="Datasets you may train on.")
+    architecture = forms.ChoiceField(choices=preset_choices(), initial="retinanet_r18_tiny",
+                                     help_text=" ".join(f"{p.key}: {p.description}" for p in PRESETS.values()))
+    base_model = forms.ModelChoiceField(queryset=None, required=False,
+                                        help_text="Fine-tune from this model (same architecture and classes). "
+                                                  "Leave empty to train from scratch.")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["dataset"].queryset = visible(user, "datasets.use_dataset", Dataset.objects.all())
+        self.fields["base_model"].queryset = models_visible_to(user).order_by("-created_at")
+        for spec in PARAM_SPECS.values():
+            default = DEFAULTS[spec.name]
+            help_text = f"{spec.help} Valid: {spec.describe()}; default {default}."
+            if spec.kind is str:
+                field = forms.ChoiceField(choices=[(c, c) for c in spec.choices], required=False, help_text=help_text)
+            elif spec.kind is int:
+                field = forms.IntegerField(required=False, help_text=help_text,
+                                           widget=forms.NumberInput(attrs={"placeholder": default}))
+            else:
+                field = forms.FloatField(required=False, help_text=help_text,
+                                         widget=forms.NumberInput(attrs={"placeholder": default, "step": "any"}))
+            self.fields[spec.name] = field
+
+    def parameters(self) -> dict:
+        return {name: self.cleaned_data[name] for name in PARAM_SPECS
+                if self.cleaned_data.get(name) not in (None, "")}
+
+    def add_service_errors(self, message: str, extra: dict) -> None:
+        """Put a service's ApplicationError on the fields it names, the rest on the form."""
+        placed = False
+        for key, value in (extra or {}).items():
+            field = key if key in self.fields else None
+            if field:
+                self.add_error(field, str(value))
+                placed = True
+        if not placed or message:
+            self.add_error(None, message)
