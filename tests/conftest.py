@@ -55,6 +55,19 @@ def make_dataset(db):
     return build
 
 
+@pytest.fixture
+def roles(db):
+    """The role groups. A data migration creates them, but a transactional test's flush empties every table, so
+    tests that need them apply them again (idempotent)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from dumpsite.roles import sync_roles
+
+    ContentType.objects.clear_cache()  # a flush recreates content types under new ids
+    sync_roles()
+    ContentType.objects.clear_cache()
+
+
 class Worker:
     def __init__(self, proc: subprocess.Popen, log: Path):
         self.proc, self.log = proc, log
@@ -84,8 +97,12 @@ def stop_worker(worker: Worker, timeout: float = 30) -> None:
         try:
             worker.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(worker.proc.pid, signal.SIGKILL)
-            worker.proc.wait()
+            pass
+    try:  # whatever is left of the cluster's process group (its worker processes) goes too
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    worker.proc.wait()
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
 
 
 @pytest.fixture
-def world(db, make_dataset, tmp_path) -> World:
+def world(db, roles, make_dataset, tmp_path) -> World:
     users = {role: make_user(role, GROUP_OF.get(role)) for role in ROLES if role != "anonymous"}
     dataset = make_dataset(name="shared")
     run = training_run_create(dataset=dataset, parameters={"epochs": 2}, name="owner's run",

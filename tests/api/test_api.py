@@ -226,3 +226,19 @@ def test_swagger_ui_is_served_from_local_static_files(world):
     html = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "cdn." not in html and "unpkg" not in html
+
+
+def test_sync_roles_is_idempotent_and_leaves_the_app_registry_intact(db):
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from dumpsite.roles import ROLES, sync_roles
+
+    modules = {c.label: c.models_module for c in apps.get_app_configs()}
+    sync_roles()
+    sync_roles()
+    assert {c.label: c.models_module for c in apps.get_app_configs()} == modules
+    assert sorted(Group.objects.values_list("name", flat=True)) == sorted(ROLES)
+    publisher = Group.objects.get(name="Publisher")
+    assert publisher.permissions.filter(codename="publish_trainedmodel").exists()
+    assert not Group.objects.get(name="Viewer").permissions.filter(codename="add_trainingrun").exists()

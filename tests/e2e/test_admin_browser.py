@@ -1,0 +1,172 @@
+"""The operator console in a real browser: headless Debian Chromium driven by Playwright, a live server, and a
+real django-q2 worker training the tiny preset. Screenshots of the main pages go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from datasets.demo import demo_dataset_create
+from models_registry.models import TrainedModel
+from training.models import TrainingRun
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls below are ordinary synchronous ones.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+from playwright import sync_api as playwright_sync  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield instance
+        instance.close()
+
+
+def staff(username: str, group: str) -> User:
+    user = User.objects.create_user(username, password=f"{username}-Pw-2026!", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+def login(browser, live_server, user: User):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", f"{user.username}-Pw-2026!")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/$"))
+    return page
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_operator_starts_watches_and_publishes(worker, roles, live_server, browser):
+    operator = staff("operator", "Administrator")
+    dataset = demo_dataset_create(name="browser demo", images=120, seed=11, created_by=operator)
+    page = login(browser, live_server, operator)
+
+    # The form refuses bad input with field errors, and nothing is queued.
+    page.goto(f"{live_server.url}/admin/training/trainingrun/")
+    page.click("#start-run")
+    page.select_option("#id_dataset", str(dataset.pk))
+    page.fill("#id_epochs", "0")
+    page.fill("#id_image_size", "250")
+    page.click("input[name=_start]")
+    assert "0 is out of range" in page.inner_text(".field-epochs .errorlist")
+    assert "not a multiple of 32" in page.inner_text(".field-image_size .errorlist")
+    shot(page, "start-form-errors")
+    assert TrainingRun.objects.count() == 0
+
+    # A good run starts and is queued for the worker.
+    page.fill("#id_name", "from the browser")
+    page.fill("#id_epochs", "3")
+    page.fill("#id_image_size", "")
+    page.click("input[name=_start]")
+    page.wait_for_url(re.compile(r".*/admin/training/trainingrun/\d+/change/$"))
+    run = TrainingRun.objects.get(name="from the browser")
+    assert run.created_by == operator and run.parameters["epochs"] == 3
+
+    # The list's progress bar advances by itself while the worker trains.
+    page.goto(f"{live_server.url}/admin/training/trainingrun/")
+    bar = f'.run-progress[data-run="{run.pk}"] progress'
+    seen: list[float] = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            value = float(page.eval_on_selector(bar, "el => el.value"))
+        except playwright_sync.Error:
+            value = None  # the page is reloading itself (it does when a run ends)
+        if value is not None:
+            seen.append(value)
+            if 0 < value < 100 and len([v for v in seen if 0 < v < 100]) == 1:
+                shot(page, "runs-list-training")
+        if TrainingRun.objects.filter(pk=run.pk, status__in=TrainingRun.FINISHED).exists():
+            break
+        time.sleep(1)
+    mid = sorted({v for v in seen if 0 < v < 100})
+    assert len(mid) >= 2, seen  # at least two different in-between values, updated without reloading
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error_message
+    page.wait_for_selector(f'.run-progress[data-run="{run.pk}"][data-status="succeeded"]', timeout=30000)
+    shot(page, "runs-list")
+
+    page.goto(f"{live_server.url}/admin/training/trainingrun/{run.pk}/change/")
+    assert page.locator("svg.chart polyline").count() >= 3  # loss, learning rate, mAP curves
+    shot(page, "run-detail")
+
+    # Publish the resulting model from its page.
+    model = TrainedModel.objects.get(source_run=run)
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
+    shot(page, "model-detail")
+    page.click("#publish-toggle")
+    page.wait_for_selector(".messagelist .success")
+    assert "is published" in page.inner_text(".messagelist")
+    model.refresh_from_db()
+    assert model.is_published and model.published_by == operator
+
+    for url, name in ((f"/admin/models_registry/trainedmodel/", "models-list"),
+                      (f"/admin/models_registry/trainedmodel/lineage/", "lineage"),
+                      (f"/admin/datasets/dataset/{dataset.pk}/change/", "dataset-detail"),
+                      (f"/admin/datasets/datasetimage/?dataset__id__exact={dataset.pk}", "dataset-images")):
+        page.goto(live_server.url + url)
+        shot(page, name)
+    assert page.locator("img.thumb").count() > 0  # lazily loaded; the first ones are on screen
+    page.wait_for_function("() => { const i = document.querySelector('img.thumb');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=10000)
+    page.goto(f"{live_server.url}/admin/datasets/dataset/{dataset.pk}/change/")
+    page.wait_for_selector("#dataset-map path.image-point, #dataset-map canvas", timeout=10000)
+
+
+def test_viewer_finds_no_way_to_start_cancel_or_publish(roles, live_server, browser, make_dataset, tmp_path):
+    viewer = staff("viewer", "Viewer")
+    owner = staff("owner", "Administrator")
+    dataset = make_dataset(name="viewer data")
+    run = TrainingRun.objects.create(name="someone's run", dataset=dataset, status="queued", created_by=owner)
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("training.view_trainingrun", viewer, run)  # shared with the viewer: visible, not controllable
+    from tests.api.conftest import register_model
+
+    done = TrainingRun.objects.create(name="done", dataset=dataset, status="succeeded", created_by=owner)
+    model = register_model(done, tmp_path)
+    TrainedModel.objects.filter(pk=model.pk).update(is_published=True)
+
+    page = login(browser, live_server, viewer)
+    page.goto(f"{live_server.url}/admin/training/trainingrun/")
+    assert page.locator("#start-run").count() == 0
+    assert page.locator(f'.run-progress[data-run="{run.pk}"]').count() == 1
+    actions = page.locator("select[name=action] option").all_inner_texts()
+    assert not any("Cancel" in a or "Retry" in a or "Publish" in a for a in actions), actions
+    shot(page, "viewer-runs-list")
+    response = page.goto(f"{live_server.url}/admin/training/trainingrun/start/")
+    assert response.status == 403
+
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
+    assert page.locator("#publish-toggle").count() == 0
+    shot(page, "viewer-model-detail")
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/")
+    actions = page.locator("select[name=action] option").all_inner_texts()
+    assert not any("ublish" in a for a in actions), actions
+    # Posting to the publish URL directly is refused as well.
+    csrf = page.evaluate("() => document.cookie.match(/csrftoken=([^;]+)/)[1]")
+    status = page.evaluate("""async ([url, csrf]) => (await fetch(url, {method: 'POST', headers: {'X-CSRFToken': csrf},
+                           body: new URLSearchParams({unpublish: '1'})})).status""",
+                           [f"/admin/models_registry/trainedmodel/{model.pk}/publish/", csrf])
+    assert status in (200, 302)
+    model.refresh_from_db()
+    assert model.is_published  # the viewer could not unpublish it
