@@ -16,14 +16,22 @@ from models_registry.selectors import models_visible_to
 from .engine.params import PARAM_SPECS
 from .forms import StartRunForm
 from .models import TrainingRun
-from .services import training_run_create
+from .services import training_run_create, training_run_validate
 
 
 def start_run_view(model_admin, request):
     if not can(request.user, "training.add_trainingrun"):
         raise PermissionDenied
     form = StartRunForm(request.POST or None, user=request.user)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and not form.is_valid() and form.cleaned_data.get("dataset"):
+        # Some fields did not parse; check the ones that did with the service too, so every error shows at once.
+        try:
+            training_run_validate(dataset=form.cleaned_data["dataset"],
+                                  architecture=form.cleaned_data.get("architecture") or "retinanet_r18_tiny",
+                                  base_model=form.cleaned_data.get("base_model"), parameters=form.parameters())
+        except ApplicationError as exc:
+            form.add_service_errors("", {k: v for k, v in exc.extra.items() if k not in form.errors})
+    elif request.method == "POST" and form.is_valid():
         try:
             run = training_run_create(
                 dataset=form.cleaned_data["dataset"], architecture=form.cleaned_data["architecture"],

@@ -42,6 +42,7 @@ class StartRunForm(forms.Form):
             self.fields[spec.name] = field
 
     def parameters(self) -> dict:
+        """The parameters that were given and parsed (the rest take the preset's defaults)."""
         return {name: self.cleaned_data[name] for name in PARAM_SPECS
                 if self.cleaned_data.get(name) not in (None, "")}
 
@@ -49,9 +50,9 @@ class StartRunForm(forms.Form):
         """Put a service's ApplicationError on the fields it names, the rest on the form."""
         placed = False
         for key, value in (extra or {}).items():
-            field = key if key in self.fields else None
-            if field:
-                self.add_error(field, str(value))
+            if key in self.fields:
+                # Parameter errors are precise on their own; for the dataset or base model the message says more.
+                self.add_error(key, str(value) if key in PARAM_SPECS or not message else message)
                 placed = True
-        if not placed or message:
+        if message and not placed:
             self.add_error(None, message)
