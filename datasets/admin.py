@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from operator import attrgetter
 
 from django.conf import settings
 from django.contrib import admin
@@ -11,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from dumpsite.access import visible
+from dumpsite.access import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 
 from .models import Annotation, Dataset, DatasetImage
@@ -83,8 +84,25 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
                            "" if len(features) < MAP_POINTS_LIMIT else f" (first {MAP_POINTS_LIMIT})")
 
 
+class DatasetContentAdmin(AccessControlledAdmin, admin.ModelAdmin):
+    """Rows that belong to a dataset: visible with the dataset, editable with the dataset's change permission."""
+
+    dataset_path = "dataset"  # lookup from a row to its dataset
+
+    def visible_queryset(self, request, queryset):
+        datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+        return queryset.filter(**{f"{self.dataset_path}__in": datasets})
+
+    def has_change_permission(self, request, obj=None):
+        dataset = attrgetter(self.dataset_path.replace("__", "."))(obj) if obj is not None else None
+        return can(request.user, "datasets.change_dataset", dataset)
+
+    def has_add_permission(self, request):
+        return False  # images and boxes are validated by the services; import them
+
+
 @admin.register(DatasetImage)
-class DatasetImageAdmin(AccessControlledAdmin, admin.ModelAdmin):
+class DatasetImageAdmin(DatasetContentAdmin):
     list_display = ("thumbnail", "id", "original_name", "dataset", "size", "boxes", "enabled", "captured_at")
     list_display_links = ("id", "original_name")
     list_filter = ("enabled", "dataset")
@@ -100,17 +118,8 @@ class DatasetImageAdmin(AccessControlledAdmin, admin.ModelAdmin):
         css = {"all": ("admin_console/console.css",)}
 
     def visible_queryset(self, request, queryset):
-        datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
-        return queryset.filter(dataset__in=datasets).annotate(
+        return super().visible_queryset(request, queryset).annotate(
             box_count=Count("annotations", filter=Q(annotations__enabled=True)))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        from dumpsite.access import can
-
-        return can(request.user, "datasets.change_dataset", obj.dataset if obj else None)
 
     @admin.display(description="")
     def thumbnail(self, obj):
@@ -127,20 +136,9 @@ class DatasetImageAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
 
 @admin.register(Annotation)
-class AnnotationAdmin(AccessControlledAdmin, admin.ModelAdmin):
+class AnnotationAdmin(DatasetContentAdmin):
     list_display = ("id", "image", "dataset_class", "x", "y", "width", "height", "enabled")
     list_filter = ("enabled", "dataset_class__dataset")
     list_select_related = ("image", "dataset_class")
     raw_id_fields = ("image", "dataset_class")
-
-    def visible_queryset(self, request, queryset):
-        datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
-        return queryset.filter(image__dataset__in=datasets)
-
-    def has_change_permission(self, request, obj=None):
-        from dumpsite.access import can
-
-        return can(request.user, "datasets.change_dataset", obj.image.dataset if obj else None)
-
-    def has_add_permission(self, request):
-        return False  # boxes are validated against their image by the service; import them
+    dataset_path = "image__dataset"

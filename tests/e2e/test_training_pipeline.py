@@ -120,22 +120,28 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert "Load checkpoint from" in events and model.checkpoint.name in events
 
 
+def tiles_dataset(name: str, classes: list[str], *, count: int, seed: int):
+    """A dataset of demo tiles under the given class names (demo class i -> classes[i])."""
+    from datasets.demo import generate_tile
+    from datasets.services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
+
+    dataset = dataset_create(name=name, class_names=classes)
+    by_position = list(dataset.classes.order_by("position"))
+    for index in range(count):
+        tile = generate_tile(seed, index)
+        image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index}.jpg")
+        annotations_bulk_create([annotation_build(image=image, dataset_class=by_position[c], x=x, y=y, width=w,
+                                                  height=h) for c, x, y, w, h in tile.boxes])
+    return dataset
+
+
 EVIL = ['pile "quoted"\nwith newline', "__import__('os').system('touch {sentinel}')"]
 
 
 def test_hostile_class_names_train_as_plain_data(worker_keeping_scratch, tmp_path):
-    from datasets.demo import generate_tile
-    from datasets.services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
-
     sentinel = tmp_path / "pwned"
     names = [n.format(sentinel=sentinel) for n in EVIL]
-    dataset = dataset_create(name="hostile", class_names=names)
-    classes = list(dataset.classes.order_by("position"))
-    for index in range(24):
-        tile = generate_tile(5, index)
-        image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"t{index}.jpg")
-        annotations_bulk_create([annotation_build(image=image, dataset_class=classes[c], x=x, y=y, width=w, height=h)
-                                 for c, x, y, w, h in tile.boxes])
+    dataset = tiles_dataset("hostile", names, count=24, seed=5)
     run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4})
     run, _ = follow(run.pk, TRAIN_TIMEOUT)
     assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
@@ -150,18 +156,10 @@ def test_hostile_class_names_train_as_plain_data(worker_keeping_scratch, tmp_pat
     assert not sentinel.exists()
 
 
-def test_corrupt_image_fails_the_run_with_a_readable_error(worker, make_dataset, settings):
-    from datasets.demo import generate_tile
+def test_corrupt_image_fails_the_run_with_a_readable_error(worker, settings):
     from datasets.models import DatasetImage
-    from datasets.services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
 
-    dataset = dataset_create(name="corrupt", class_names=["waste_pile", "construction_debris"])
-    classes = list(dataset.classes.order_by("position"))
-    for index in range(8):
-        tile = generate_tile(9, index)
-        image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index}.jpg")
-        annotations_bulk_create([annotation_build(image=image, dataset_class=classes[c], x=x, y=y, width=w, height=h)
-                                 for c, x, y, w, h in tile.boxes])
+    dataset = tiles_dataset("corrupt", ["waste_pile", "construction_debris"], count=8, seed=9)
     bad = DatasetImage.objects.filter(dataset=dataset).order_by("id")[3]
     Path(settings.MEDIA_ROOT, bad.image.name).write_bytes(b"\xff\xd8 this is not a jpeg any more")
 
