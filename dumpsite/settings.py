@@ -209,3 +209,9 @@ TRAINING_MIN_FREE_BYTES = env_int("DUMPSITE_MIN_FREE_BYTES", 2 * 1024**3)
 # gis.W001 warns that GDAL < 3.9 (Debian 12 ships 3.6) cannot block file/network access while parsing spatial
 # references. Geometries here come from our own code or GeoJSON/WKT parsed by GEOS, never user SRS strings.
 SILENCED_SYSTEM_CHECKS = ["gis.W001"]
+
+# A running run whose worker sent no heartbeat for this many seconds is marked failed by the reaper (a django-q2
+# schedule, every minute), which also kills its training process if it is still alive on the reaper's host.
+TRAINING_HEARTBEAT_LIMIT = env_int("DUMPSITE_HEARTBEAT_LIMIT", 60)
+# The reaper's schedule, in minutes.
+TRAINING_REAPER_MINUTES = env_int("DUMPSITE_REAPER_MINUTES", 1)

@@ -52,7 +52,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = ["id", "name", "dataset", "dataset_name", "base_model", "architecture", "parameters", "status",
-                  "progress", "error_message", "trained_model", "retry_of", "created_by", "created_at",
+                  "progress", "error_message", "trained_model", "retry_of", "time_limit_seconds", "created_by",
+                  "created_at",
                   "started_at", "finished_at", "duration_seconds"]
         read_only_fields = fields
 
@@ -71,6 +72,8 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     dataset = serializers.IntegerField(help_text="Dataset id.")
     base_model = serializers.IntegerField(required=False, allow_null=True, help_text="Trained model id to fine-tune.")
     architecture = serializers.ChoiceField(choices=preset_choices(), required=False)
+    time_limit_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                                  help_text="Wall-clock limit; default: the site's limit.")
     parameters = serializers.DictField(
         required=False, default=dict,
         help_text="Hyper-parameters; missing ones take the preset's defaults. "
@@ -129,7 +132,8 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
                                 status=400)
         run = services.training_run_create(
             dataset=dataset, base_model=base_model, architecture=data.get("architecture"),
-            parameters=data.get("parameters"), name=data.get("name", ""), created_by=request.user)
+            parameters=data.get("parameters"), name=data.get("name", ""), created_by=request.user,
+            time_limit_seconds=data.get("time_limit_seconds"))
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):

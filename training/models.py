@@ -56,6 +56,8 @@ class TrainingRun(models.Model):
     export_summary = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="training_runs")
+    time_limit_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Wall-clock limit of this run; empty: the site's DUMPSITE_RUN_TIMEOUT.")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
                                  help_text="The failed or cancelled run this one retries.")
 
@@ -83,6 +85,10 @@ class TrainingRun(models.Model):
     def work_dir(self) -> Path:
         """Scratch directory of this run; derived from the id only, never from user text."""
         return Path(settings.TRAINING_WORK_ROOT) / f"run-{self.pk}"
+
+    @property
+    def effective_time_limit(self) -> int:
+        return self.time_limit_seconds or settings.TRAINING_RUN_TIMEOUT
 
     @property
     def duration_seconds(self) -> float | None:

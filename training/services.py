@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import traceback
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -87,7 +88,7 @@ def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | 
 @transaction.atomic
 def training_run_create(*, dataset: Dataset, architecture: str | None = None, base_model: TrainedModel | None = None,
                         parameters: dict | None = None, name: str = "", created_by=None,
-                        retry_of: TrainingRun | None = None) -> TrainingRun:
+                        retry_of: TrainingRun | None = None, time_limit_seconds: int | None = None) -> TrainingRun:
     """Validate and queue a run. ``created_by`` (when given) must be allowed to train on the dataset and to use the
     base model; the creator gets the run's object permissions."""
     _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
@@ -95,12 +96,17 @@ def training_run_create(*, dataset: Dataset, architecture: str | None = None, ba
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
     params = training_run_validate(dataset=dataset, architecture=architecture, base_model=base_model,
                                    parameters=parameters)
+    if time_limit_seconds is not None and (
+            isinstance(time_limit_seconds, bool) or not isinstance(time_limit_seconds, int)
+            or not 1 <= time_limit_seconds <= settings.TRAINING_RUN_TIMEOUT):
+        raise ApplicationError("Invalid time limit.", {
+            "time_limit_seconds": f"a whole number of seconds from 1 to {settings.TRAINING_RUN_TIMEOUT}"})
     name = (name or "").strip() or f"{dataset.name} / {architecture}"
     if len(name) > 200:
         raise ApplicationError("The run name is too long.", {"name": "at most 200 characters"})
     run = TrainingRun.objects.create(name=name, dataset=dataset, architecture=architecture, base_model=base_model,
                                      parameters=params, max_epochs=params["epochs"], created_by=created_by,
-                                     retry_of=retry_of)
+                                     retry_of=retry_of, time_limit_seconds=time_limit_seconds)
     grant(created_by, CREATOR_PERMS["trainingrun"], run)
     transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
     return run
@@ -128,7 +134,8 @@ def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
     base_name = run.name.split(" (attempt ")[0]
     return training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
                                parameters=dict(run.parameters), name=f"{base_name} (attempt {attempt})"[:200],
-                               created_by=user if user is not None else run.created_by, retry_of=run)
+                               created_by=user if user is not None else run.created_by, retry_of=run,
+                               time_limit_seconds=run.time_limit_seconds)
 
 
 def training_run_delete(*, run: TrainingRun) -> None:
@@ -141,6 +148,41 @@ def training_run_delete(*, run: TrainingRun) -> None:
         work = run.work_dir
         run.delete()
         transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
+
+
+def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
+    """Mark running runs without a heartbeat for ``limit_seconds`` as failed; kill their training process when it
+    still lives on this host. Returns the ids of the runs reaped."""
+    from .engine.supervisor import kill_training_process
+
+    limit = settings.TRAINING_HEARTBEAT_LIMIT if limit_seconds is None else limit_seconds
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=limit)
+    reaped = []
+    for run in TrainingRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
+        last = timezone.localtime(run.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=Status.FAILED, finished_at=now, worker_pid=None, error_message=(
+                f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost the "
+                f"database. The run was marked failed; retry it to train again."))
+        if not updated:
+            continue
+        reaped.append(run.pk)
+        if run.worker_pid and run.worker_host == socket.gethostname():
+            if kill_training_process(run.worker_pid, run.work_dir / "job.json"):
+                logger.warning("killed the orphaned training process %s of run %s", run.worker_pid, run.pk)
+        logger.warning("training run %s reaped: no heartbeat since %s", run.pk, last)
+    return reaped
+
+
+def reaper_schedule_ensure() -> None:
+    """The django-q2 schedule that runs the reaper (idempotent)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name="reap stale training runs",
+        defaults={"func": "training.tasks.reap_stale_runs", "schedule_type": Schedule.MINUTES,
+                  "minutes": settings.TRAINING_REAPER_MINUTES, "repeats": -1})
 
 
 def _who(user) -> str:
@@ -244,7 +286,7 @@ def training_run_execute(*, run_id: int) -> str:
             job_file=work / "job.json", events_file=work / "events.jsonl", log_file=log_file,
             on_progress=lambda state: training_run_progress(run_id=run_id, state=state),
             on_start=lambda pid: TrainingRun.objects.filter(pk=run_id).update(worker_pid=pid),
-            interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=settings.TRAINING_RUN_TIMEOUT,
+            interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=run.effective_time_limit,
         )
         training_run_progress(run_id=run_id, state=result.state)
         if result.stopped:
@@ -252,7 +294,7 @@ def training_run_execute(*, run_id: int) -> str:
             return TrainingRun.objects.get(pk=run_id).status
         if result.timed_out:
             return _fail(run, log_tail=result.log_tail, message=(
-                f"The run exceeded its time limit of {settings.TRAINING_RUN_TIMEOUT} s and was stopped."))
+                f"The run exceeded its time limit of {run.effective_time_limit} s and was stopped."))
         if result.returncode != 0:
             return _fail(run, message=explain_image_paths(result.error or "training failed"),
                          log_tail=result.log_tail)

@@ -13,7 +13,9 @@ import glob
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -121,11 +123,27 @@ def _record_error(job: TrainingJob | None, exc: BaseException) -> None:
         fh.write(json.dumps({"event": "error", "time": time.time(), "message": message[:2000]}) + "\n")
 
 
+def exit_with_parent(interval: float = 1.0) -> None:
+    """End this process group when the worker that started it dies: a training without its supervisor would
+    run on unwatched, and nothing would record how it ended."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:  # re-parented: the worker is gone
+                print(f"worker process {parent} is gone; stopping the training", file=sys.stderr, flush=True)
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m training.engine.child JOB_FILE", file=sys.stderr)
         return 2
     job = None
+    exit_with_parent()
     try:
         job = TrainingJob.read(Path(argv[1]))
         train(job)

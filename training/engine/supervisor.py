@@ -72,6 +72,24 @@ def terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             continue
 
 
+def kill_training_process(pid: int, job_file: Path) -> bool:
+    """SIGKILL the process group of training child ``pid`` if that process is running ``job_file``.
+
+    The command line is checked first: after a crash the pid may already belong to an unrelated process.
+    """
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    if b"training.engine.child" not in cmdline or str(job_file).encode() not in cmdline:
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def run_child(
     *,
     job_file: Path,

@@ -32,6 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="Run name.")
         parser.add_argument("--user", help="Username recorded as the creator.")
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
+        parser.add_argument("--time-limit", type=int, help="Wall-clock limit of the run in seconds.")
         for spec in PARAM_SPECS.values():
             parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=spec.kind,
                                 choices=spec.choices, help=f"{spec.help} ({spec.describe()})")
@@ -46,7 +47,8 @@ class Command(BaseCommand):
         params = {name: opts[name] for name in PARAM_SPECS if opts.get(name) is not None}
         with application_errors_as_command_errors():
             run = training_run_create(dataset=dataset, architecture=opts["architecture"], base_model=base_model,
-                                      parameters=params, name=opts["name"], created_by=get_user_or_none(opts["user"]))
+                                      parameters=params, name=opts["name"], created_by=get_user_or_none(opts["user"]),
+                                      time_limit_seconds=opts["time_limit"])
         self.stdout.write(f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, "
                           f"{run.parameters['epochs']} epochs).")
         if opts["wait"]:

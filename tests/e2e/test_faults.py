@@ -1,0 +1,84 @@
+"""Faults with real workers and real training: cancel, time limit, a worker killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from datasets.demo import demo_dataset_create
+from tests.conftest import start_worker, stop_worker, wait_for
+from training.models import TrainingRun
+from training.services import reaper_schedule_ensure, training_run_cancel, training_run_create, training_run_retry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def training(run_id: int, min_iter: int = 2) -> TrainingRun:
+    return wait_for(lambda: TrainingRun.objects.filter(pk=run_id, status="running", current_iter__gte=min_iter,
+                                                       worker_pid__isnull=False).first(),
+                    timeout=300, message=f"run {run_id} to be training")
+
+
+def finished(run_id: int, timeout: float = 600) -> TrainingRun:
+    return wait_for(lambda: TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.FINISHED).first(),
+                    timeout=timeout, message=f"run {run_id} to finish")
+
+
+def test_cancel_stops_a_running_training_within_10_seconds(worker):
+    dataset = demo_dataset_create(name="cancel me", images=60, seed=2)
+    run = training(training_run_create(dataset=dataset, parameters={"epochs": 20}).pk)
+    child = run.worker_pid
+    started = time.monotonic()
+    training_run_cancel(run=run)
+    wait_for(lambda: not alive(child), timeout=10, interval=0.2, message="the training process to end")
+    assert time.monotonic() - started < 10
+    run.refresh_from_db()
+    assert run.status == "cancelled" and run.finished_at
+    wait_for(lambda: not list(run.work_dir.rglob("*.pth")), timeout=10, message="scratch checkpoints removed")
+
+    # The worker is free for the next run, and a per-run time limit ends that one as failed.
+    limited = training_run_create(dataset=dataset, parameters={"epochs": 20}, time_limit_seconds=8)
+    limited = finished(limited.pk, timeout=120)
+    assert limited.status == "failed" and "time limit of 8 s" in limited.error_message
+    assert not alive(limited.worker_pid or child)
+
+
+def test_worker_killed_mid_training_is_reaped_and_its_run_can_be_retried(transactional_db, tmp_path):
+    from django.db import connection
+
+    reaper_schedule_ensure()
+    cluster = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log",
+                           DUMPSITE_HEARTBEAT_LIMIT="10")
+    try:
+        dataset = demo_dataset_create(name="kill me", images=48, seed=4)
+        run = training(training_run_create(dataset=dataset, parameters={"epochs": 6}).pk, min_iter=3)
+        child = run.worker_pid
+        worker_process = parent_of(child)
+        assert worker_process != cluster.proc.pid  # the django-q worker, not the cluster's sentinel
+        os.kill(worker_process, signal.SIGKILL)
+
+        wait_for(lambda: not alive(child), timeout=10, interval=0.2, message="the orphaned training to stop")
+        run = wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, status="failed").first(), timeout=180,
+                       message="the reaper to mark the run failed")
+        assert "stopped sending heartbeats" in run.error_message
+
+        retry = finished(training_run_retry(run=run).pk)
+        assert retry.status == "succeeded", (retry.error_message, cluster.output()[-2000:])
+        assert retry.retry_of_id == run.pk and "(attempt 2)" in retry.name
+    finally:
+        stop_worker(cluster)

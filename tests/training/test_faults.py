@@ -1,0 +1,98 @@
+"""Dead-worker reaping, orphan killing, time limits and cancel on the command line (unit level)."""
+
+import io
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from dumpsite.errors import ApplicationError
+from training.engine.supervisor import kill_training_process
+from training.models import TrainingRun
+from training.services import reaper_schedule_ensure, training_run_create, training_runs_reap_stale
+
+pytestmark = pytest.mark.django_db
+
+
+def running(dataset, *, heartbeat_age: float, **fields):
+    run = training_run_create(dataset=dataset)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="running", started_at=timezone.now(), heartbeat_at=timezone.now() - timedelta(seconds=heartbeat_age),
+        **fields)
+    return TrainingRun.objects.get(pk=run.pk)
+
+
+def test_reaper_fails_runs_without_heartbeat_and_leaves_the_others(make_dataset):
+    dataset = make_dataset()
+    stale = running(dataset, heartbeat_age=120)
+    fresh = running(dataset, heartbeat_age=5)
+    queued = training_run_create(dataset=dataset)
+    assert training_runs_reap_stale(limit_seconds=60) == [stale.pk]
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    queued.refresh_from_db()
+    assert stale.status == "failed" and "stopped sending heartbeats" in stale.error_message and stale.finished_at
+    assert fresh.status == "running" and queued.status == "queued"
+    assert training_runs_reap_stale(limit_seconds=60) == []
+
+
+def fake_child(job_file):
+    """A process whose command line looks like the training child of ``job_file``."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "training.engine.child",
+                             str(job_file)], start_new_session=True)
+
+
+def test_reaper_kills_the_orphaned_training_process_of_that_run_only(make_dataset):
+    import socket
+
+    dataset = make_dataset()
+    run = running(dataset, heartbeat_age=300, worker_host=socket.gethostname())
+    orphan = fake_child(run.work_dir / "job.json")
+    stranger = fake_child("/elsewhere/job.json")
+    TrainingRun.objects.filter(pk=run.pk).update(worker_pid=orphan.pid)
+    try:
+        assert training_runs_reap_stale(limit_seconds=60) == [run.pk]
+        assert orphan.wait(timeout=5) == -9
+        assert not kill_training_process(stranger.pid, run.work_dir / "job.json")  # not that run's child
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        orphan.kill()
+
+
+def test_kill_refuses_pids_that_are_not_training_children(tmp_path):
+    import os
+
+    assert not kill_training_process(os.getpid(), tmp_path / "job.json")
+    assert not kill_training_process(2 ** 22 + 12345, tmp_path / "job.json")
+
+
+def test_reaper_schedule_is_idempotent():
+    from django_q.models import Schedule
+
+    reaper_schedule_ensure()
+    reaper_schedule_ensure()
+    schedule = Schedule.objects.get(name="reap stale training runs")
+    assert schedule.func == "training.tasks.reap_stale_runs" and schedule.repeats == -1
+
+
+@pytest.mark.parametrize("limit", [0, -5, 10 ** 9, 2.5, True])
+def test_time_limit_out_of_range_is_refused(make_dataset, limit):
+    with pytest.raises(ApplicationError, match="Invalid time limit"):
+        training_run_create(dataset=make_dataset(), time_limit_seconds=limit)
+
+
+def test_cancel_on_the_command_line(make_dataset):
+    run = training_run_create(dataset=make_dataset())
+    out = io.StringIO()
+    call_command("cancel_run", str(run.pk), stdout=out)
+    run.refresh_from_db()
+    assert run.status == "cancelled" and "is cancelled" in out.getvalue()
+    with pytest.raises(CommandError, match="only queued or running runs can be cancelled"):
+        call_command("cancel_run", str(run.pk), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="No training run #999999"):
+        call_command("cancel_run", "999999", stdout=io.StringIO())
