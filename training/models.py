@@ -50,6 +50,7 @@ class TrainingRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker_pid = models.IntegerField(null=True, blank=True, help_text="Process id of the training child.")
     worker_host = models.CharField(max_length=255, blank=True)
+    worker_process = models.CharField(max_length=300, blank=True, help_text="host:pid of the worker that ran it.")
 
     error_message = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -198,8 +199,10 @@ def training_run_enqueue(*, run_id: int) -> str:
 def training_run_claim(*, run_id: int) -> bool:
     """queued -> running, as one conditional UPDATE: of several workers handed the same run, one wins."""
     now = timezone.now()
+    host = socket.gethostname()[:255]
     return TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=socket.gethostname()[:255],
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=host,
+        worker_process=f"{host}:{os.getpid()}",
     ) == 1
 
 

@@ -82,3 +82,38 @@ def test_worker_killed_mid_training_is_reaped_and_its_run_can_be_retried(transac
         assert retry.retry_of_id == run.pk and "(attempt 2)" in retry.name
     finally:
         stop_worker(cluster)
+
+
+def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tmp_path):
+    from django.db import connection
+    from django_q.models import Task
+
+    from models_registry.models import TrainedModel
+    from training.engine.events import read_events
+
+    dataset = demo_dataset_create(name="many", images=16, seed=6)
+    runs = [training_run_create(dataset=dataset, name=f"run {i}", parameters={"epochs": 1, "batch_size": 8})
+            for i in range(6)]
+    db_name = connection.settings_dict["NAME"]
+    clusters = [start_worker(db_name, tmp_path / f"cluster{i}.log") for i in range(2)]
+    try:
+        for run in runs:
+            finished(run.pk, timeout=600)
+        # Which cluster ran what: the worker process that claimed a run belongs to one cluster's process group.
+        ran = TrainingRun.objects.filter(pk__in=[r.pk for r in runs])
+        pids = {int(r.worker_process.rsplit(":", 1)[1]) for r in ran}
+        groups = {os.getpgid(pid) for pid in pids}
+        assert groups == {c.proc.pid for c in clusters}, (pids, groups)
+    finally:
+        for cluster in clusters:
+            stop_worker(cluster)
+    for run in runs:
+        run.refresh_from_db()
+        assert run.status == "succeeded", run.error_message
+        starts = [e for e in read_events(run.work_dir / "events.jsonl") if e.get("event") == "start"]
+        assert len(starts) == 1, (run.pk, starts)
+        assert TrainedModel.objects.filter(source_run=run).count() == 1
+    # The broker handed each task out once: one finished task per run, none left in the queue.
+    done = Task.objects.filter(func="training.tasks.execute_training_run")
+    assert sorted(t.args[0] for t in done) == sorted(r.pk for r in runs)
+    assert all(t.success for t in done)
