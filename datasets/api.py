@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import django_filters
+
 from django.contrib.gis.db.models import Collect, GeometryField
 from django.contrib.gis.db.models.functions import Envelope
 from django.db.models import Count, IntegerField, OuterRef, Subquery
@@ -15,6 +17,7 @@ from rest_framework.decorators import action
 
 from dumpsite.access import visible
 from dumpsite.api import ActionPermission
+from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
@@ -85,8 +88,20 @@ class DatasetImageSerializer(serializers.ModelSerializer):
                   "captured_at", "annotation_count", "created_at"]
 
 
+class DatasetFilter(ApiFilterSet):
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    created_by = django_filters.CharFilter(field_name="created_by__username")
+
+    class Meta:
+        model = Dataset
+        fields = ["created_by"]
+
+
 class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     """Datasets the user may see, with class list, counts and geographic extent."""
+
+    lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
 
     serializer_class = DatasetSerializer
     permission_classes = [ActionPermission]
@@ -94,7 +109,7 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created_at", "updated_at"]
     ordering = ["name"]
-    filterset_fields = {"created_at": ["gte", "lte"], "created_by": ["exact"]}
+    filterset_class = DatasetFilter
 
     def get_queryset(self):
         return datasets_with_stats(visible(self.request.user, "datasets.view_dataset", Dataset.objects.all()))

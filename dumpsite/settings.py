@@ -183,6 +183,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Datasets, training runs and trained models of the dump-site detection platform.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page describe the API; they hold no data, so anyone may read them.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Swagger UI from drf-spectacular-sidecar's files under STATIC_URL: no CDN, works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

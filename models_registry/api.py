@@ -12,6 +12,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from dumpsite.api import ActionPermission
+from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from . import services
 from .models import METRIC_FIELDS, TrainedModel
@@ -39,9 +40,9 @@ class TrainedModelSerializer(serializers.ModelSerializer):
                                              description=validated_data.get("description"))
 
 
-class TrainedModelFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+class TrainedModelFilter(ApiFilterSet):
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
     published = django_filters.BooleanFilter(field_name="is_published")
     created_by = django_filters.CharFilter(field_name="created_by__username")
     min_map50 = django_filters.NumberFilter(field_name="bbox_mAP_50", lookup_expr="gte")
@@ -54,6 +55,8 @@ class TrainedModelFilter(django_filters.FilterSet):
 class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
                           mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Trained models the user may see: their own, published ones, or all for reviewing roles."""
+
+    lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
 
     serializer_class = TrainedModelSerializer
     permission_classes = [ActionPermission]

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from datasets.models import Dataset
 from dumpsite.access import visible
 from dumpsite.api import ActionPermission, error_body
+from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 from models_registry.models import TrainedModel
 
 from . import services
@@ -80,11 +81,11 @@ class TrainingRunCreateSerializer(serializers.Serializer):
                   + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()))
 
 
-class TrainingRunFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
-    finished_after = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
-    finished_before = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lte")
+class TrainingRunFilter(ApiFilterSet):
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    finished_after = UtcIsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = UtcIsoDateTimeFilter(field_name="finished_at", lookup_expr="lte")
     created_by = django_filters.CharFilter(field_name="created_by__username")
 
     class Meta:
@@ -95,6 +96,8 @@ class TrainingRunFilter(django_filters.FilterSet):
 class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                          mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Training runs the user may see. A run is private to its creator unless shared or the user's role sees all."""
+
+    lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
 
     permission_classes = [ActionPermission]
     action_permissions = {

@@ -242,3 +242,17 @@ def test_sync_roles_is_idempotent_and_leaves_the_app_registry_intact(db):
     publisher = Group.objects.get(name="Publisher")
     assert publisher.permissions.filter(codename="publish_trainedmodel").exists()
     assert not Group.objects.get(name="Viewer").permissions.filter(codename="add_trainingrun").exists()
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/api/datasets/?created_after=1079-10-03T03:56:22%2B21:36", 200),  # offset PostgreSQL refuses: normalised
+    ("/api/training-runs/?created_before=0001-01-01T00:00:00%2B14:00", 400),  # before year 1 in UTC
+    ("/api/training-runs/null,null/progress/", 404),
+    ("/api/trained-models/abc/", 404),
+    ("/api/training-runs/99999999999999999999999/", 404),
+])
+def test_inputs_the_fuzzer_found_are_handled(world, url, status):
+    client = world.client("admin")
+    client.raise_request_exception = False
+    response = client.get(url)
+    assert response.status_code == status, response.content[:300]
