@@ -11,10 +11,14 @@ from dumpsite.errors import ApplicationError
 
 
 @contextmanager
-def application_errors_as_command_errors():
-    """A rule violation ends the command with exit status 1 and a one-line reason."""
+def cli_call():
+    """The command's work is attributed to the command line in the audit trail, and a rule violation ends the
+    command with exit status 1 and a one-line reason."""
+    from audit.services import audit_interface
+
     try:
-        yield
+        with audit_interface("cli"):
+            yield
     except ApplicationError as exc:
         raise CommandError(" ".join(str(exc).split())) from exc
 

@@ -34,7 +34,7 @@ ROLES: dict[str, list[str]] = {
     ] + [
         "datasets.use_dataset", "training.schedule_trainingrun", "training.view_trainingrun_statistics",
         "models_registry.publish_trainedmodel", "models_registry.view_trainedmodel_statistics",
-        "models_registry.view_published_trainedmodel",
+        "models_registry.view_published_trainedmodel", "audit.view_auditevent",
     ],
 }
 

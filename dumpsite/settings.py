@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "datasets",
     "models_registry",
     "training",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -53,6 +54,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "audit.services.AuditInterfaceMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

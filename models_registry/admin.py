@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from audit.admin import audit_trail_html
 from dumpsite.access import can
 from dumpsite.admin_access import AccessControlledAdmin
 from dumpsite.charts import Series, line_chart
@@ -66,11 +67,12 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
         ("Lineage", {"fields": ("lineage",)}),
         ("Artifacts", {"fields": ("checkpoint_sha256", "config_sha256", "parameter_count", "training_duration",
                                   "created_by", "created_at")}),
+        ("History", {"fields": ("history",)}),
     ]
     readonly_fields = ("published", "publish_buttons", "origin", "architecture", "class_names", "dataset", "run_link",
                        "downloads", "best_epoch", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m",
                        "bbox_mAP_l", "map_chart", "lineage", "checkpoint_sha256", "config_sha256", "parameter_count",
-                       "training_duration", "created_by", "created_at")
+                       "training_duration", "created_by", "created_at", "history")
 
     class Media:
         css = {"all": ("admin_console/console.css",)}
@@ -168,6 +170,10 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
     def lineage(self, obj):
         return lineage_html(obj, obj.admin_request.user)
 
+
+    @admin.display(description="audit trail")
+    def history(self, obj):
+        return audit_trail_html(obj)
 
     # --- pages and actions ----------------------------------------------------------------------------------
     def publish_page(self, request, pk):

@@ -81,7 +81,7 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
             "created_by", "published_by").defer("metrics_history"))
 
     def perform_destroy(self, instance):
-        services.trained_model_delete(model=instance)
+        services.trained_model_delete(model=instance, user=self.request.user)
 
     @extend_schema(request=None, responses=TrainedModelSerializer)
     @action(detail=True, methods=["post"])

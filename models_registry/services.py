@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets.services import validate_class_names
+from audit.services import audit_record
 from dumpsite.access import grant
 from dumpsite.errors import ApplicationError
 from dumpsite.roles import CREATOR_PERMS
@@ -65,6 +66,8 @@ def _create_with_artifacts(*, checkpoint: Path, config: Path, config_name: str =
         with transaction.atomic():
             model = TrainedModel.objects.create(artifact_key=key, **files, **fields)
             grant(fields.get("created_by"), CREATOR_PERMS["trainedmodel"], model)
+            audit_record(action="registered", obj=model, actor=fields.get("created_by"),
+                         checkpoint_sha256=files["checkpoint_sha256"], source_run=model.source_run_id)
             return model
     except BaseException:
         _remove_artifacts(key)
@@ -136,6 +139,7 @@ def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
         return model
     model.is_published, model.published_at, model.published_by = True, timezone.now(), user
     model.save(update_fields=["is_published", "published_at", "published_by"])
+    audit_record(action="published", obj=model, actor=user)
     return model
 
 
@@ -145,6 +149,7 @@ def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
     if model.is_published:
         model.is_published, model.published_at, model.published_by = False, None, None
         model.save(update_fields=["is_published", "published_at", "published_by"])
+        audit_record(action="unpublished", obj=model, actor=user)
     return model
 
 
@@ -167,7 +172,7 @@ def trained_model_update(*, model: TrainedModel, name: str | None = None,
     return model
 
 
-def trained_model_delete(*, model: TrainedModel) -> None:
+def trained_model_delete(*, model: TrainedModel, user=None) -> None:
     """Delete a model and, once the deletion is committed, its files. Published models and models others build
     on are kept: unpublish first; a lineage is never cut."""
     with transaction.atomic():
@@ -181,5 +186,6 @@ def trained_model_delete(*, model: TrainedModel) -> None:
             raise ApplicationError("This model is the base of other models or runs and cannot be deleted.",
                                    {"derived_models": derived, "fine_tuning_runs": runs})
         key = model.artifact_key
+        audit_record(action="deleted", obj=model, actor=user)
         model.delete()
         transaction.on_commit(lambda: _remove_artifacts(key))

@@ -18,7 +18,7 @@ import django
 django.setup()
 child_only = set(json.loads(sys.argv[1]))
 imported = []
-for package in ("dumpsite", "datasets", "training", "models_registry"):
+for package in ("dumpsite", "datasets", "training", "models_registry", "audit"):
     module = importlib.import_module(package)
     for info in pkgutil.walk_packages(module.__path__, prefix=package + "."):
         if info.name in child_only or ".migrations." in info.name:

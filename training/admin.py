@@ -9,6 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from audit.admin import audit_trail_html
 from dumpsite.access import can
 from dumpsite.admin_access import AccessControlledAdmin
 from dumpsite.charts import Series, line_chart
@@ -56,11 +57,12 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         ("Curves", {"fields": ("loss_chart", "lr_chart", "map_chart")}),
         ("Parameters", {"fields": ("parameters_table", "export_table")}),
         ("Outcome", {"fields": ("error_message", "log")}),
+        ("History", {"fields": ("history",)}),
     ]
     readonly_fields = ("name", "status_badge", "progress", "dataset", "architecture", "base_model", "model_link",
                        "retry_of", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
                        "duration", "loss_chart", "lr_chart", "map_chart", "parameters_table", "export_table",
-                       "error_message", "log")
+                       "error_message", "log", "history")
 
     class Media:
         js = ("admin_console/progress.js",)
@@ -182,6 +184,10 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     @admin.display(description="log (end)")
     def log(self, obj):
         return format_html('<pre class="log">{}</pre>', run_log_tail(obj)[-8000:] or "—")
+
+    @admin.display(description="audit trail")
+    def history(self, obj):
+        return audit_trail_html(obj)
 
     # --- actions --------------------------------------------------------------------------------------------
     def _each(self, request, queryset, perm, label, func):

@@ -140,7 +140,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
-        services.training_run_delete(run=instance)
+        services.training_run_delete(run=instance, user=self.request.user)
 
     @extend_schema(request=None, responses=TrainingRunSerializer)
     @action(detail=True, methods=["post"])

@@ -22,6 +22,7 @@ from django.utils import timezone
 from datasets.coco_export import export_coco
 from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_assert_trainable
+from audit.services import audit_record
 from dumpsite.access import can, grant
 from dumpsite.errors import ApplicationError
 from dumpsite.roles import CREATOR_PERMS
@@ -109,6 +110,8 @@ def training_run_create(*, dataset: Dataset, architecture: str | None = None, ba
                                      parameters=params, max_epochs=params["epochs"], created_by=created_by,
                                      retry_of=retry_of, time_limit_seconds=time_limit_seconds)
     grant(created_by, CREATOR_PERMS["trainingrun"], run)
+    audit_record(action="created", obj=run, actor=created_by, dataset=dataset.pk, architecture=architecture,
+                 base_model=base_model.pk if base_model else None, retry_of=retry_of.pk if retry_of else None)
     transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
     return run
 
@@ -123,6 +126,7 @@ def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
     if not updated:
         raise ApplicationError(f"Run #{run.pk} is {run.status}; only queued or running runs can be cancelled.",
                                {"status": run.status})
+    audit_record(action="cancelled", obj=run, actor=user)
     return run
 
 
@@ -133,13 +137,16 @@ def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
                                {"status": run.status})
     attempt = run.retries.count() + 2
     base_name = run.name.split(" (attempt ")[0]
-    return training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
-                               parameters=dict(run.parameters), name=f"{base_name} (attempt {attempt})"[:200],
-                               created_by=user if user is not None else run.created_by, retry_of=run,
-                               time_limit_seconds=run.time_limit_seconds)
+    with transaction.atomic():
+        new = training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
+                                  parameters=dict(run.parameters), name=f"{base_name} (attempt {attempt})"[:200],
+                                  created_by=user if user is not None else run.created_by, retry_of=run,
+                                  time_limit_seconds=run.time_limit_seconds)
+        audit_record(action="retried", obj=run, actor=user, new_run=new.pk)
+    return new
 
 
-def training_run_delete(*, run: TrainingRun) -> None:
+def training_run_delete(*, run: TrainingRun, user=None) -> None:
     """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
@@ -147,6 +154,7 @@ def training_run_delete(*, run: TrainingRun) -> None:
             raise ApplicationError(f"Run #{run.pk} is {run.status}; cancel it before deleting it.",
                                    {"status": run.status})
         work = run.work_dir
+        audit_record(action="deleted", obj=run, actor=user)
         run.delete()
         transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
 
@@ -162,12 +170,13 @@ def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
     reaped = []
     for run in TrainingRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
         last = timezone.localtime(run.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        message = (f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost "
+                   f"the database. The run was marked failed; retry it to train again.")
         updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=Status.FAILED, finished_at=now, worker_pid=None, error_message=(
-                f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost the "
-                f"database. The run was marked failed; retry it to train again."))
+            status=Status.FAILED, finished_at=now, worker_pid=None, error_message=message)
         if not updated:
             continue
+        audit_record(action="failed", obj=run, reason=message, reaped=True)
         reaped.append(run.pk)
         if run.worker_pid and run.worker_host == socket.gethostname():
             if kill_training_process(run.worker_pid, run.work_dir / "job.json"):
@@ -200,10 +209,14 @@ def training_run_claim(*, run_id: int) -> bool:
     """queued -> running, as one conditional UPDATE: of several workers handed the same run, one wins."""
     now = timezone.now()
     host = socket.gethostname()[:255]
-    return TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+    claimed = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
         status=Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=host,
         worker_process=f"{host}:{os.getpid()}",
     ) == 1
+    if claimed:
+        audit_record(action="started", obj=TrainingRun.objects.only("name").get(pk=run_id),
+                     worker=f"{host}:{os.getpid()}")
+    return claimed
 
 
 def training_run_progress(*, run_id: int, state: dict) -> bool:
@@ -221,8 +234,12 @@ def training_run_progress(*, run_id: int, state: dict) -> bool:
 
 
 def _finish(run_id: int, status: str, **fields) -> bool:
-    return TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+    finished = TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
         status=status, finished_at=timezone.now(), heartbeat_at=timezone.now(), worker_pid=None, **fields) == 1
+    if finished:
+        audit_record(action=str(status), obj=TrainingRun.objects.only("name").get(pk=run_id),
+                     **({"reason": fields["error_message"][:500]} if fields.get("error_message") else {}))
+    return finished
 
 
 def training_run_fail(*, run_id: int, message: str, log_tail: str = "") -> bool:

@@ -1,11 +1,15 @@
 """django-q2 entry points. Thin: they take ids and call one service."""
 
+from audit.services import audit_interface
+
 from .services import training_run_execute, training_runs_reap_stale
 
 
 def execute_training_run(run_id: int) -> str:
-    return training_run_execute(run_id=run_id)
+    with audit_interface("worker"):
+        return training_run_execute(run_id=run_id)
 
 
 def reap_stale_runs() -> list[int]:
-    return training_runs_reap_stale()
+    with audit_interface("worker"):
+        return training_runs_reap_stale()

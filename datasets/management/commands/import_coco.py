@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
 from datasets.coco_import import import_coco
-from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from dumpsite.commands import cli_call, get_user_or_none
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, json_file, images_dir, name, user, **options):
         bar = tqdm(unit="image", desc="importing")
-        with application_errors_as_command_errors():
+        with cli_call():
             try:
                 report = import_coco(json_path=json_file, images_dir=images_dir, dataset_name=name,
                                      created_by=get_user_or_none(user),

@@ -3,7 +3,7 @@ from tqdm import tqdm
 
 from datasets.demo import DEMO_CLASSES, demo_dataset_create
 from datasets.models import Annotation, Dataset
-from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from dumpsite.commands import cli_call, get_user_or_none
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             return
         if images < 2:
             raise CommandError("--images must be at least 2.")
-        with application_errors_as_command_errors(), tqdm(total=images, unit="tile", desc=name) as bar:
+        with cli_call(), tqdm(total=images, unit="tile", desc=name) as bar:
             dataset = demo_dataset_create(name=name, images=images, seed=seed, created_by=get_user_or_none(user),
                                           progress=lambda done, total: bar.update(done - bar.n))
         boxes = Annotation.objects.filter(image__dataset=dataset).count()

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from dumpsite.commands import cli_call, get_user_or_none
 from models_registry.models import TrainedModel
 from models_registry.services import trained_model_publish, trained_model_unpublish
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
             model = TrainedModel.objects.get(pk=model_id)
         except TrainedModel.DoesNotExist:
             raise CommandError(f"No trained model #{model_id}.") from None
-        with application_errors_as_command_errors():
+        with cli_call():
             if unpublish:
                 trained_model_unpublish(model=model, user=get_user_or_none(user))
                 self.stdout.write(self.style.SUCCESS(f"Model #{model.pk} {model.name!r} is no longer published."))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from dumpsite.commands import cli_call, get_user_or_none
 from models_registry.services import trained_model_register_base
 from training.engine.inspect import inspect_checkpoint
 from training.engine.presets import PRESETS
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         class_names = classes.split(",") if classes else report.get("classes")
         if not class_names:
             raise CommandError("The checkpoint stores no class names; pass --classes.")
-        with application_errors_as_command_errors():
+        with cli_call():
             model = trained_model_register_base(
                 name=name, architecture=architecture, checkpoint=checkpoint, config=config, class_names=class_names,
                 inspection=report, description=description, created_by=get_user_or_none(user))

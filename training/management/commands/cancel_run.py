@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from dumpsite.commands import cli_call, get_user_or_none
 from training.models import TrainingRun
 from training.services import training_run_cancel
 
@@ -16,6 +16,6 @@ class Command(BaseCommand):
         run = TrainingRun.objects.filter(pk=run_id).first()
         if run is None:
             raise CommandError(f"No training run #{run_id}.")
-        with application_errors_as_command_errors():
+        with cli_call():
             training_run_cancel(run=run, user=get_user_or_none(user))
         self.stdout.write(self.style.SUCCESS(f"Run #{run_id} is cancelled."))

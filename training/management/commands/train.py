@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from datasets.models import Dataset
-from dumpsite.commands import application_errors_as_command_errors, get_user_or_none
+from dumpsite.commands import cli_call, get_user_or_none
 from models_registry.models import TrainedModel
 from training.engine.params import PARAM_SPECS
 from training.engine.presets import PRESETS
@@ -45,7 +45,7 @@ class Command(BaseCommand):
             if base_model is None:
                 raise CommandError(f"No trained model #{opts['base_model']}.")
         params = {name: opts[name] for name in PARAM_SPECS if opts.get(name) is not None}
-        with application_errors_as_command_errors():
+        with cli_call():
             run = training_run_create(dataset=dataset, architecture=opts["architecture"], base_model=base_model,
                                       parameters=params, name=opts["name"], created_by=get_user_or_none(opts["user"]),
                                       time_limit_seconds=opts["time_limit"])
