@@ -49,7 +49,7 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     search_fields = ("name", "dataset__name", "created_by__username")
     list_select_related = ("dataset", "base_model", "created_by", "trained_model")
     list_per_page = 50
-    actions = ["cancel_runs", "retry_runs", "publish_models", "compare_runs"]
+    actions = ["cancel_runs", "retry_runs", "resume_runs", "publish_models", "compare_runs"]
     fieldsets = [
         (None, {"fields": ("name", "status_badge", "progress", "dataset", "architecture", "base_model",
                            "model_link", "retry_of", "created_by")}),
@@ -99,6 +99,7 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         if not can(user, "training.schedule_trainingrun") and not self._has_any_object_perm(user, "schedule"):
             actions.pop("cancel_runs", None)
             actions.pop("retry_runs", None)
+            actions.pop("resume_runs", None)
         if not can(user, "models_registry.publish_trainedmodel"):
             actions.pop("publish_models", None)
         return actions
@@ -213,6 +214,11 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     def retry_runs(self, request, queryset):
         self._each(request, queryset, "training.schedule_trainingrun", "retry",
                    lambda run: services.training_run_retry(run=run, user=request.user))
+
+    @admin.action(description="Resume selected runs from their last checkpoint")
+    def resume_runs(self, request, queryset):
+        self._each(request, queryset, "training.schedule_trainingrun", "resume",
+                   lambda run: services.training_run_resume(run=run, user=request.user))
 
     @admin.action(description="Publish the models of selected runs")
     def publish_models(self, request, queryset):

@@ -104,6 +104,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
         "list": None, "retrieve": "training.view_trainingrun", "progress": "training.view_trainingrun",
         "create": "training.add_trainingrun", "destroy": "training.delete_trainingrun",
         "cancel": "training.schedule_trainingrun", "retry": "training.schedule_trainingrun",
+        "resume": "training.schedule_trainingrun",
         "metrics": "training.view_trainingrun_statistics", "log": "training.view_trainingrun_statistics",
     }
     filterset_class = TrainingRunFilter
@@ -154,6 +155,13 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
     def retry(self, request, pk=None):
         """Queue a new attempt of a failed or cancelled run, linked to it."""
         attempt = services.training_run_retry(run=self.get_object(), user=request.user)
+        return Response(TrainingRunSerializer(attempt).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={201: TrainingRunSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Queue a new attempt that continues a failed or cancelled run from its last epoch checkpoint."""
+        attempt = services.training_run_resume(run=self.get_object(), user=request.user)
         return Response(TrainingRunSerializer(attempt).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=ProgressSerializer)

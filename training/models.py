@@ -59,6 +59,8 @@ class TrainingRun(models.Model):
                                    related_name="training_runs")
     time_limit_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Wall-clock limit of this run; empty: the site's DUMPSITE_RUN_TIMEOUT.")
+    resume_checkpoint = models.CharField(
+        max_length=500, blank=True, help_text="Checkpoint of the attempt this run resumes (epoch, optimizer, schedule).")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
                                  help_text="The failed or cancelled run this one retries.")
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import traceback
+from pathlib import Path
 from datetime import timedelta
 
 from django.conf import settings
@@ -146,6 +147,28 @@ def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
     return new
 
 
+def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
+    """A new attempt that continues a failed or cancelled run from its last epoch checkpoint (weights, optimizer,
+    learning-rate schedule and epoch), linked to it."""
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise ApplicationError(f"Run #{run.pk} is {run.status}; only failed or cancelled runs can be resumed.",
+                               {"status": run.status})
+    checkpoint = last_checkpoint(run)
+    if checkpoint is None:
+        raise ApplicationError(f"Run #{run.pk} kept no checkpoint (it stopped before its first epoch ended); "
+                               f"retry it instead.", {"checkpoint": "none"})
+    base_name = run.name.split(" (attempt ")[0].split(" (resumed")[0]
+    with transaction.atomic():
+        new = training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
+                                  parameters=dict(run.parameters), name=f"{base_name} (resumed)"[:200],
+                                  created_by=user if user is not None else run.created_by, retry_of=run,
+                                  time_limit_seconds=run.time_limit_seconds)
+        new.resume_checkpoint = str(checkpoint)
+        new.save(update_fields=["resume_checkpoint"])
+        audit_record(action="resumed", obj=run, actor=user, new_run=new.pk, checkpoint=checkpoint.name)
+    return new
+
+
 def training_run_delete(*, run: TrainingRun, user=None) -> None:
     """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
     with transaction.atomic():
@@ -251,16 +274,28 @@ def training_run_succeed(*, run_id: int, log_tail: str = "") -> bool:
     return _finish(run_id, Status.SUCCEEDED, progress_percent=100.0, eta_seconds=0.0, log_tail=log_tail[-20_000:])
 
 
-def _cleanup_work_dir(run: TrainingRun) -> None:
+def last_checkpoint(run: TrainingRun):
+    """The newest epoch checkpoint a failed or cancelled run kept (for resuming), or None."""
+    candidates = list((run.work_dir / "mmengine").glob("epoch_*.pth"))
+    return max(candidates, key=lambda p: int(p.stem.split("_")[1])) if candidates else None
+
+
+def _cleanup_work_dir(run: TrainingRun, *, keep_last_checkpoint: bool = False) -> None:
     """Remove bulky scratch files (checkpoints, copies already in the registry); keep the log, the events and the
-    exported split (data/: which images were trained on and which held out) for later reading."""
+    exported split (data/: which images were trained on and which held out) for later reading, and the last epoch
+    checkpoint of a run that did not finish, so that it can be resumed."""
     work = run.work_dir
     if not work.exists() or settings.TRAINING_KEEP_SCRATCH:
         return
+    keep = last_checkpoint(run) if keep_last_checkpoint else None
     for path in work.iterdir():
         if path.name in ("train.log", "events.jsonl", "job.json", "result.json", "data"):
             continue
-        if path.is_dir():
+        if keep is not None and path == keep.parent:
+            for inner in path.iterdir():
+                if inner != keep:
+                    shutil.rmtree(inner, ignore_errors=True) if inner.is_dir() else inner.unlink(missing_ok=True)
+        elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
@@ -297,7 +332,8 @@ def training_run_execute(*, run_id: int) -> str:
             overrides=build_overrides(
                 preset=preset, params=run.parameters, classes=export.classes,
                 train_ann_file=str(export.train_file), val_ann_file=str(export.val_file),
-                image_root=str(export.image_root), work_dir=str(work / "mmengine"), load_from=load_from),
+                image_root=str(export.image_root), work_dir=str(work / "mmengine"), load_from=load_from,
+                resume_from=run.resume_checkpoint or None),
             classes=export.classes, work_dir=str(work / "mmengine"), events_file=str(work / "events.jsonl"),
             result_file=str(work / "result.json"), output_dir=str(work / "output"),
         )
@@ -310,7 +346,7 @@ def training_run_execute(*, run_id: int) -> str:
         )
         training_run_progress(run_id=run_id, state=result.state)
         if result.stopped:
-            _cleanup_work_dir(run)
+            _cleanup_work_dir(run, keep_last_checkpoint=True)
             return TrainingRun.objects.get(pk=run_id).status
         if result.timed_out:
             return _fail(run, log_tail=result.log_tail, message=(
@@ -319,7 +355,13 @@ def training_run_execute(*, run_id: int) -> str:
             return _fail(run, message=explain_image_paths(result.error or "training failed"),
                          log_tail=result.log_tail)
         outcome = json.loads((work / "result.json").read_text(encoding="utf-8"))
-        history = metrics_history(read_events(work / "events.jsonl"))
+        events = read_events(work / "events.jsonl")
+        if run.resume_checkpoint and run.retry_of_id:
+            # The resumed attempt continues the earlier one: its epochs up to the checkpoint come first.
+            upto = int(Path(run.resume_checkpoint).stem.split("_")[1])
+            events = [e for e in read_events(run.retry_of.work_dir / "events.jsonl")
+                      if (e.get("epoch") or 0) <= upto] + events
+        history = metrics_history(events)
         _register_and_succeed(run, outcome=outcome, history=history, log_tail=result.log_tail)
         return Status.SUCCEEDED
     except ApplicationError as exc:
@@ -332,7 +374,7 @@ def training_run_execute(*, run_id: int) -> str:
 
 def _fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
     """Clean the scratch files first, so that a run seen as finished has nothing left in flight."""
-    _cleanup_work_dir(run)
+    _cleanup_work_dir(run, keep_last_checkpoint=True)
     training_run_fail(run_id=run.pk, message=message, log_tail=log_tail)
     return Status.FAILED
 

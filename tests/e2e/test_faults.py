@@ -49,7 +49,8 @@ def test_cancel_stops_a_running_training_within_10_seconds(worker):
     assert time.monotonic() - started < 10
     run.refresh_from_db()
     assert run.status == "cancelled" and run.finished_at
-    wait_for(lambda: not list(run.work_dir.rglob("*.pth")), timeout=10, message="scratch checkpoints removed")
+    # Only the last epoch checkpoint may stay (for resuming); this run was cancelled before its first one.
+    wait_for(lambda: not list(run.work_dir.rglob("best_*.pth")), timeout=10, message="scratch checkpoints removed")
 
     # The worker is free for the next run, and a per-run time limit ends that one as failed.
     limited = training_run_create(dataset=dataset, parameters={"epochs": 20}, time_limit_seconds=8)
@@ -117,3 +118,33 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
     done = Task.objects.filter(func="training.tasks.execute_training_run")
     assert sorted(t.args[0] for t in done) == sorted(r.pk for r in runs)
     assert all(t.success for t in done)
+
+
+def test_a_cancelled_run_resumes_from_its_last_checkpoint(worker):
+    from models_registry.models import TrainedModel
+    from training.engine.events import read_events
+    from training.services import training_run_resume
+
+    dataset = demo_dataset_create(name="resume me", images=48, seed=8)
+    run = training_run_create(dataset=dataset, parameters={"epochs": 4})
+    # Cancel once the first epoch is checkpointed and validated.
+    wait_for(lambda: list((run.work_dir / "mmengine").glob("epoch_*.pth")) and any(
+        e["event"] == "val" for e in read_events(run.work_dir / "events.jsonl")), timeout=300,
+        message="the first epoch's checkpoint and validation")
+    training_run_cancel(run=run)
+    run = finished(run.pk)
+    # The worker stops the process group, then keeps only the last epoch checkpoint.
+    kept = wait_for(lambda: (lambda found: found if len(found) == 1 else None)(
+        list((run.work_dir / "mmengine").rglob("*.pth"))), timeout=20, message="scratch cleaned up")
+    assert run.status == "cancelled" and kept[0].name.startswith("epoch_"), kept
+
+    resumed = finished(training_run_resume(run=run).pk)
+    assert resumed.status == "succeeded", resumed.error_message
+    assert resumed.retry_of_id == run.pk and resumed.resume_checkpoint == str(kept[0])
+    start = next(e for e in read_events(resumed.work_dir / "events.jsonl") if e["event"] == "start")
+    done_epochs = int(kept[0].stem.split("_")[1])
+    assert start["resumed_iter"] == done_epochs * start["iters_per_epoch"] > 0  # continued, not restarted
+    log = (resumed.work_dir / "train.log").read_text()
+    assert "resumed epoch" in log.lower() or "resume" in log.lower()
+    model = TrainedModel.objects.get(source_run=resumed)
+    assert [h["epoch"] for h in model.metrics_history] == [1, 2, 3, 4]

@@ -96,3 +96,33 @@ def test_cancel_on_the_command_line(make_dataset):
         call_command("cancel_run", str(run.pk), stdout=io.StringIO())
     with pytest.raises(CommandError, match="No training run #999999"):
         call_command("cancel_run", "999999", stdout=io.StringIO())
+
+
+def test_resume_needs_a_finished_attempt_with_a_checkpoint(make_dataset):
+    from training.services import training_run_resume
+
+    run = training_run_create(dataset=make_dataset())
+    with pytest.raises(ApplicationError, match="only failed or cancelled runs can be resumed"):
+        training_run_resume(run=run)
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed")
+    run.refresh_from_db()
+    with pytest.raises(ApplicationError, match="kept no checkpoint"):
+        training_run_resume(run=run)
+    (run.work_dir / "mmengine").mkdir(parents=True)
+    for epoch in (2, 10):
+        (run.work_dir / "mmengine" / f"epoch_{epoch}.pth").write_bytes(b"x")
+    resumed = training_run_resume(run=run)
+    assert resumed.resume_checkpoint.endswith("epoch_10.pth") and resumed.retry_of == run
+    assert resumed.parameters == run.parameters and resumed.name.endswith("(resumed)")
+
+
+def test_resume_override_makes_mmengine_resume():
+    from training.engine.config import build_overrides
+    from training.engine.params import validate_params
+    from training.engine.presets import PRESETS
+
+    kwargs = dict(preset=PRESETS["retinanet_r18_tiny"], params=validate_params("retinanet_r18_tiny", None),
+                  classes=["a"], train_ann_file="t", val_ann_file="v", image_root="/m", work_dir="/w")
+    assert build_overrides(**kwargs)["resume"] is False
+    resumed = build_overrides(**kwargs, load_from="/base.pth", resume_from="/w/epoch_3.pth")
+    assert (resumed["resume"], resumed["load_from"]) == (True, "/w/epoch_3.pth")

@@ -87,6 +87,7 @@ def build_overrides(
     image_root: str,
     work_dir: str,
     load_from: str | None = None,
+    resume_from: str | None = None,
     num_workers: int = 0,
 ) -> dict:
     """The override dict for ``preset``'s base config. ``params`` must come from ``validate_params``."""
@@ -131,8 +132,9 @@ def build_overrides(
         },
         "randomness": {"seed": params["seed"], "deterministic": False},
         "work_dir": work_dir,
-        "load_from": load_from,
-        "resume": False,
+        # Resuming restores weights, optimizer, schedule and epoch from a full checkpoint of an earlier attempt.
+        "load_from": resume_from or load_from,
+        "resume": bool(resume_from),
     }
 
 
