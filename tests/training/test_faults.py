@@ -126,3 +126,35 @@ def test_resume_override_makes_mmengine_resume():
     assert build_overrides(**kwargs)["resume"] is False
     resumed = build_overrides(**kwargs, load_from="/base.pth", resume_from="/w/epoch_3.pth")
     assert (resumed["resume"], resumed["load_from"]) == (True, "/w/epoch_3.pth")
+
+
+def test_a_run_refuses_to_start_below_the_free_disk_floor(make_dataset, settings):
+    from training.services import training_run_execute
+
+    settings.TRAINING_MIN_FREE_BYTES = 10 ** 18  # an exabyte: never free
+    run = training_run_create(dataset=make_dataset())
+    assert training_run_execute(run_id=run.pk) == "failed"
+    run.refresh_from_db()
+    assert run.status == "failed" and "MiB free in the work area" in run.error_message
+    assert not list(run.work_dir.rglob("*.json"))  # nothing exported, nothing left to clean
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_run_removes_its_work_dir_after_the_commit(make_dataset):
+    from training.services import training_run_delete
+
+    run = training_run_create(dataset=make_dataset())
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed")
+    run.work_dir.mkdir(parents=True)
+    (run.work_dir / "train.log").write_text("log")
+    training_run_delete(run=run)
+    assert not run.work_dir.exists() and not TrainingRun.objects.filter(pk=run.pk).exists()
+
+
+def test_the_broker_never_hands_a_training_run_out_twice(settings):
+    """django-q2 re-delivers an unacknowledged task after `retry` seconds; that must exceed the longest run."""
+    from django.conf import settings as live
+
+    q = live.Q_CLUSTER
+    assert q["timeout"] > live.TRAINING_RUN_TIMEOUT and q["retry"] > q["timeout"]
+    assert q["max_attempts"] == 1
