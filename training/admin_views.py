@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from dumpsite.access import can, visible
 from dumpsite.errors import ApplicationError
-from models_registry.models import METRIC_FIELDS, TrainedModel
+from models_registry.models import METRIC_FIELDS
 from models_registry.selectors import models_visible_to
 
 from .engine.params import PARAM_SPECS

@@ -10,6 +10,12 @@ from .models import TrainingRun
 MAX_CURVE_POINTS = 500
 
 
+def last_checkpoint(run: TrainingRun):
+    """The newest epoch checkpoint a failed or cancelled run kept (for resuming), or None."""
+    candidates = list((run.work_dir / "mmengine").glob("epoch_*.pth"))
+    return max(candidates, key=lambda p: int(p.stem.split("_")[1])) if candidates else None
+
+
 def run_log_file(run: TrainingRun) -> Path | None:
     path = run.work_dir / "train.log"
     return path if path.is_file() else None

@@ -2,7 +2,7 @@
 
 from audit.services import audit_interface
 
-from .services import training_run_execute, training_runs_reap_stale
+from .worker import training_run_execute, training_runs_reap_stale
 
 
 def execute_training_run(run_id: int) -> str:

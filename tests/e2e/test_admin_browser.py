@@ -119,8 +119,8 @@ def test_operator_starts_watches_and_publishes(worker, roles, live_server, brows
     model.refresh_from_db()
     assert model.is_published and model.published_by == operator
 
-    for url, name in ((f"/admin/models_registry/trainedmodel/", "models-list"),
-                      (f"/admin/models_registry/trainedmodel/lineage/", "lineage"),
+    for url, name in (("/admin/models_registry/trainedmodel/", "models-list"),
+                      ("/admin/models_registry/trainedmodel/lineage/", "lineage"),
                       (f"/admin/datasets/dataset/{dataset.pk}/change/", "dataset-detail"),
                       (f"/admin/datasets/datasetimage/?dataset__id__exact={dataset.pk}", "dataset-images")):
         page.goto(live_server.url + url)

@@ -12,7 +12,8 @@ import pytest
 from datasets.demo import demo_dataset_create
 from tests.conftest import start_worker, stop_worker, wait_for
 from training.models import TrainingRun
-from training.services import reaper_schedule_ensure, training_run_cancel, training_run_create, training_run_retry
+from training.services import training_run_cancel, training_run_create, training_run_retry
+from training.worker import reaper_schedule_ensure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

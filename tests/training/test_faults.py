@@ -3,7 +3,6 @@
 import io
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,8 @@ from django.utils import timezone
 from dumpsite.errors import ApplicationError
 from training.engine.supervisor import kill_training_process
 from training.models import TrainingRun
-from training.services import reaper_schedule_ensure, training_run_create, training_runs_reap_stale
+from training.services import training_run_create
+from training.worker import reaper_schedule_ensure, training_runs_reap_stale
 
 pytestmark = pytest.mark.django_db
 
@@ -129,7 +129,7 @@ def test_resume_override_makes_mmengine_resume():
 
 
 def test_a_run_refuses_to_start_below_the_free_disk_floor(make_dataset, settings):
-    from training.services import training_run_execute
+    from training.worker import training_run_execute
 
     settings.TRAINING_MIN_FREE_BYTES = 10 ** 18  # an exabyte: never free
     run = training_run_create(dataset=make_dataset())

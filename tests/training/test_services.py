@@ -124,7 +124,7 @@ def test_run_work_dir_is_derived_from_the_id_only(make_dataset, settings):
 
 def test_error_messages_name_the_image_instead_of_its_path(make_dataset, settings):
     from datasets.models import DatasetImage
-    from training.services import explain_image_paths
+    from training.worker import explain_image_paths
 
     image = DatasetImage.objects.filter(dataset=make_dataset()).first()
     path = f"{settings.MEDIA_ROOT}/{image.image.name}"

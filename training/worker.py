@@ -1,0 +1,209 @@
+"""What runs inside a django-q2 worker: the life of a claimed training run, and the reaper of dead runs.
+
+The tasks in ``tasks.py`` call these; every state change goes through the transitions in ``services.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import socket
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from datasets.coco_export import export_coco
+from datasets.models import DatasetImage
+from dumpsite.errors import ApplicationError
+
+from .engine.presets import get_preset
+from .models import TrainingRun
+from .selectors import last_checkpoint
+from .services import training_run_claim, training_run_fail, training_run_progress, training_run_succeed
+
+logger = logging.getLogger(__name__)
+Status = TrainingRun.Status
+
+
+_IMAGE_PATH = re.compile(r"(?:[^\s'\"]*/)?datasets/(\d+)/images/([0-9a-f]{64})\.[A-Za-z0-9]+")
+
+
+def explain_image_paths(message: str) -> str:
+    """Replace stored image paths in an error by the dataset image they are: what an operator can act on."""
+    def describe(match: re.Match) -> str:
+        image = DatasetImage.objects.filter(dataset_id=int(match.group(1)), sha256=match.group(2)).first()
+        return f"image #{image.pk} {image.original_name!r}" if image else "an image file"
+
+    return _IMAGE_PATH.sub(describe, message)
+
+
+def _tail(log_file) -> str:
+    from .engine.supervisor import tail_text
+
+    return tail_text(log_file)
+
+
+def _check_free_disk(path) -> None:
+    free = shutil.disk_usage(path).free
+    floor = getattr(settings, "TRAINING_MIN_FREE_BYTES", 0)
+    if free < floor:
+        raise ApplicationError(f"Only {free // 2**20} MiB free in the work area; a run needs {floor // 2**20} MiB.")
+
+
+def _cleanup_work_dir(run: TrainingRun, *, keep_last_checkpoint: bool = False) -> None:
+    """Remove bulky scratch files (checkpoints, copies already in the registry); keep the log, the events and the
+    exported split (data/: which images were trained on and which held out) for later reading, and the last epoch
+    checkpoint of a run that did not finish, so that it can be resumed."""
+    work = run.work_dir
+    if not work.exists() or settings.TRAINING_KEEP_SCRATCH:
+        return
+    keep = last_checkpoint(run) if keep_last_checkpoint else None
+    for path in work.iterdir():
+        if path.name in ("train.log", "events.jsonl", "job.json", "result.json", "data"):
+            continue
+        if keep is not None and path == keep.parent:
+            for inner in path.iterdir():
+                if inner != keep:
+                    shutil.rmtree(inner, ignore_errors=True) if inner.is_dir() else inner.unlink(missing_ok=True)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def training_run_execute(*, run_id: int) -> str:
+    """The whole life of a claimed run, called by the django-q2 task. Returns the final status."""
+    from .engine.config import build_overrides
+    from .engine.events import metrics_history, read_events
+    from .engine.job import TrainingJob
+    from .engine.supervisor import run_child
+
+    if not training_run_claim(run_id=run_id):
+        status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        logger.info("training run %s not claimed (status %s)", run_id, status)
+        return status or "missing"
+    run = TrainingRun.objects.select_related("dataset", "base_model").get(pk=run_id)
+    work = run.work_dir
+    log_file = work / "train.log"
+    try:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        _check_free_disk(work)
+        export = export_coco(run.dataset, work / "data", val_fraction=run.parameters["val_fraction"],
+                             seed=run.parameters["seed"])
+        TrainingRun.objects.filter(pk=run_id).update(export_summary=export.as_dict())
+        preset = get_preset(run.architecture)
+        load_from = None
+        if run.base_model is not None:
+            load_from = str(run.base_model.checkpoint.path)
+        job = TrainingJob(
+            base_config=preset.base_config,
+            overrides=build_overrides(
+                preset=preset, params=run.parameters, classes=export.classes,
+                train_ann_file=str(export.train_file), val_ann_file=str(export.val_file),
+                image_root=str(export.image_root), work_dir=str(work / "mmengine"), load_from=load_from,
+                resume_from=run.resume_checkpoint or None),
+            classes=export.classes, work_dir=str(work / "mmengine"), events_file=str(work / "events.jsonl"),
+            result_file=str(work / "result.json"), output_dir=str(work / "output"),
+        )
+        job.write(work / "job.json")
+        result = run_child(
+            job_file=work / "job.json", events_file=work / "events.jsonl", log_file=log_file,
+            on_progress=lambda state: training_run_progress(run_id=run_id, state=state),
+            on_start=lambda pid: TrainingRun.objects.filter(pk=run_id).update(worker_pid=pid),
+            interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=run.effective_time_limit,
+        )
+        training_run_progress(run_id=run_id, state=result.state)
+        if result.stopped:
+            _cleanup_work_dir(run, keep_last_checkpoint=True)
+            return TrainingRun.objects.get(pk=run_id).status
+        if result.timed_out:
+            return _fail(run, log_tail=result.log_tail, message=(
+                f"The run exceeded its time limit of {run.effective_time_limit} s and was stopped."))
+        if result.returncode != 0:
+            return _fail(run, message=explain_image_paths(result.error or "training failed"),
+                         log_tail=result.log_tail)
+        outcome = json.loads((work / "result.json").read_text(encoding="utf-8"))
+        events = read_events(work / "events.jsonl")
+        if run.resume_checkpoint and run.retry_of_id:
+            # The resumed attempt continues the earlier one: its epochs up to the checkpoint come first.
+            upto = int(Path(run.resume_checkpoint).stem.split("_")[1])
+            events = [e for e in read_events(run.retry_of.work_dir / "events.jsonl")
+                      if (e.get("epoch") or 0) <= upto] + events
+        history = metrics_history(events)
+        _register_and_succeed(run, outcome=outcome, history=history, log_tail=result.log_tail)
+        return Status.SUCCEEDED
+    except ApplicationError as exc:
+        return _fail(run, message=str(exc), log_tail=_tail(log_file))
+    except Exception as exc:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
+        logger.exception("training run %s crashed in the worker", run_id)
+        return _fail(run, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
+                     log_tail=(_tail(log_file) + "\n" + traceback.format_exc()).strip())
+
+
+def _fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
+    """Clean the scratch files first, so that a run seen as finished has nothing left in flight."""
+    _cleanup_work_dir(run, keep_last_checkpoint=True)
+    training_run_fail(run_id=run.pk, message=message, log_tail=log_tail)
+    return Status.FAILED
+
+
+def _register_and_succeed(run: TrainingRun, *, outcome: dict, history: list[dict], log_tail: str) -> None:
+    """Register the model and mark the run succeeded in one transaction; stored artifacts go if it rolls back."""
+    from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
+
+    model = None
+    try:
+        with transaction.atomic():
+            model = trained_model_register_from_run(run=run, result=outcome, history=history)
+            _cleanup_work_dir(run)
+            if not training_run_succeed(run_id=run.pk, log_tail=log_tail):
+                raise ApplicationError("The run stopped being 'running' before its model could be registered.")
+    except BaseException:
+        if model is not None:
+            trained_model_delete_artifacts(model)
+        raise
+
+
+def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
+    """Mark running runs without a heartbeat for ``limit_seconds`` as failed; kill their training process when it
+    still lives on this host. Returns the ids of the runs reaped."""
+    from .engine.supervisor import kill_training_process
+
+    limit = settings.TRAINING_HEARTBEAT_LIMIT if limit_seconds is None else limit_seconds
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=limit)
+    reaped = []
+    for run in TrainingRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
+        last = timezone.localtime(run.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        message = (f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost "
+                   f"the database. The run was marked failed; retry it to train again.")
+        updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=Status.FAILED, finished_at=now, worker_pid=None, error_message=message)
+        if not updated:
+            continue
+        audit_record(action="failed", obj=run, reason=message, reaped=True)
+        reaped.append(run.pk)
+        if run.worker_pid and run.worker_host == socket.gethostname():
+            if kill_training_process(run.worker_pid, run.work_dir / "job.json"):
+                logger.warning("killed the orphaned training process %s of run %s", run.worker_pid, run.pk)
+        logger.warning("training run %s reaped: no heartbeat since %s", run.pk, last)
+    return reaped
+
+
+def reaper_schedule_ensure() -> None:
+    """The django-q2 schedule that runs the reaper (idempotent)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name="reap stale training runs",
+        defaults={"func": "training.tasks.reap_stale_runs", "schedule_type": Schedule.MINUTES,
+                  "minutes": settings.TRAINING_REAPER_MINUTES, "repeats": -1})
