@@ -2,7 +2,6 @@ import json
 import os
 import time
 
-
 from training.engine.supervisor import run_child
 
 
