@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.gis.db import models
-from django.db.models import Count, Q
+from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 
 def dataset_image_upload_to(instance: "DatasetImage", filename: str) -> str:
     # The stored name is chosen by the service (a content hash), never the uploader's file name.
     return f"datasets/{instance.dataset_id}/images/{filename}"
-
-
-class DatasetQuerySet(models.QuerySet):
-    def with_counts(self) -> "DatasetQuerySet":
-        return self.annotate(
-            image_count=Count("images", distinct=True),
-            annotation_count=Count("images__annotations", distinct=True),
-        )
 
 
 class Dataset(models.Model):
@@ -28,8 +20,6 @@ class Dataset(models.Model):
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-
-    objects = DatasetQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -25,6 +25,14 @@ def _map(value):
     return "—" if value is None else f"{value:.3f}"
 
 
+def epoch_map_chart(history: list[dict]) -> str:
+    """mAP50, mAP and mAP75 per epoch from a metrics history (a run's or a model's)."""
+    return mark_safe(line_chart(
+        [Series(name, [(e["epoch"], e.get(key)) for e in history])
+         for name, key in (("mAP50", "bbox_mAP_50"), ("mAP", "bbox_mAP"), ("mAP75", "bbox_mAP_75"))],
+        title="Validation mAP", x_label="epoch", y_label="mAP", y_min=0, y_max=1, x_integer=True))
+
+
 def lineage_html(obj: TrainedModel, user):
     """Ancestors as a chain, descendants as a nested list; models the user may not see stay anonymous."""
     tree = model_lineage(obj, user)
@@ -160,11 +168,7 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     @admin.display(description="mAP per epoch")
     def map_chart(self, obj):
-        history = obj.metrics_history or []
-        return mark_safe(line_chart(
-            [Series(name, [(e["epoch"], e.get(key)) for e in history])
-             for name, key in (("mAP50", "bbox_mAP_50"), ("mAP", "bbox_mAP"), ("mAP75", "bbox_mAP_75"))],
-            title="Validation mAP", x_label="epoch", y_label="mAP", y_min=0, y_max=1, x_integer=True))
+        return epoch_map_chart(obj.metrics_history or [])
 
     @admin.display(description="lineage")
     def lineage(self, obj):

@@ -10,7 +10,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audit.admin import audit_trail_html
-from dumpsite.access import can
+from dumpsite.access import can, visible
+from models_registry.admin import epoch_map_chart
 from dumpsite.admin_access import AccessControlledAdmin
 from dumpsite.charts import Series, line_chart
 from dumpsite.errors import ApplicationError
@@ -96,19 +97,14 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     def get_actions(self, request):
         actions = super().get_actions(request)
         user = request.user
-        if not can(user, "training.schedule_trainingrun") and not self._has_any_object_perm(user, "schedule"):
+        # Any run this user may schedule (globally, or per object through the user or a group)?
+        if not visible(user, "training.schedule_trainingrun", TrainingRun.objects.all()).exists():
             actions.pop("cancel_runs", None)
             actions.pop("retry_runs", None)
             actions.pop("resume_runs", None)
         if not can(user, "models_registry.publish_trainedmodel"):
             actions.pop("publish_models", None)
         return actions
-
-    def _has_any_object_perm(self, user, action):
-        from .models import TrainingRunUserObjectPermission
-
-        return TrainingRunUserObjectPermission.objects.filter(
-            user=user, permission__codename=f"{action}_trainingrun").exists()
 
     def compare_page(self, request):
         ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
@@ -150,25 +146,22 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
             obj._curves_cache = run_metrics(obj)
         return obj._curves_cache
 
+    def _iteration_chart(self, obj, key: str, title: str):
+        its = self._curves(obj)["iterations"]
+        return mark_safe(line_chart([Series(key, [(i["iteration"], i[key]) for i in its])],
+                                    title=title, x_label="iteration", y_label=key, y_min=0))
+
     @admin.display(description="loss per iteration")
     def loss_chart(self, obj):
-        its = self._curves(obj)["iterations"]
-        return mark_safe(line_chart([Series("loss", [(i["iteration"], i["loss"]) for i in its])],
-                                    title="Training loss", x_label="iteration", y_label="loss", y_min=0))
+        return self._iteration_chart(obj, "loss", "Training loss")
 
     @admin.display(description="learning rate")
     def lr_chart(self, obj):
-        its = self._curves(obj)["iterations"]
-        return mark_safe(line_chart([Series("lr", [(i["iteration"], i["lr"]) for i in its])],
-                                    title="Learning rate", x_label="iteration", y_label="lr", y_min=0))
+        return self._iteration_chart(obj, "lr", "Learning rate")
 
     @admin.display(description="mAP per epoch")
     def map_chart(self, obj):
-        epochs = self._curves(obj)["epochs"]
-        return mark_safe(line_chart(
-            [Series(name, [(e["epoch"], e.get(key)) for e in epochs])
-             for name, key in (("mAP50", "bbox_mAP_50"), ("mAP", "bbox_mAP"), ("mAP75", "bbox_mAP_75"))],
-            title="Validation mAP", x_label="epoch", y_label="mAP", y_min=0, y_max=1, x_integer=True))
+        return epoch_map_chart(self._curves(obj)["epochs"])
 
     @admin.display(description="hyper-parameters")
     def parameters_table(self, obj):

@@ -11,11 +11,6 @@ from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from .engine.presets import DEFAULT_PRESET, preset_choices
 
 
-class TrainingRunQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
-
-
 class TrainingRun(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -63,8 +58,6 @@ class TrainingRun(models.Model):
         max_length=500, blank=True, help_text="Checkpoint of the attempt this run resumes (epoch, optimizer, schedule).")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
                                  help_text="The failed or cancelled run this one retries.")
-
-    objects = TrainingRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

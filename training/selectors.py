@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .engine.events import metrics_history, read_events
+from .engine.supervisor import tail_text
 from .models import TrainingRun
 
 MAX_CURVE_POINTS = 500
@@ -23,8 +24,6 @@ def run_log_file(run: TrainingRun) -> Path | None:
 
 def run_log_tail(run: TrainingRun) -> str:
     """The live end of the log while the run trains; the stored tail once it has ended."""
-    from .engine.supervisor import tail_text
-
     live = tail_text(run.work_dir / "train.log") if not run.is_finished else ""
     return live or run.log_tail
 

@@ -25,6 +25,7 @@ from dumpsite.errors import ApplicationError
 
 from .engine.presets import get_preset
 from .models import TrainingRun
+from .engine.supervisor import tail_text
 from .selectors import last_checkpoint
 from .services import training_run_claim, training_run_fail, training_run_progress, training_run_succeed
 
@@ -42,12 +43,6 @@ def explain_image_paths(message: str) -> str:
         return f"image #{image.pk} {image.original_name!r}" if image else "an image file"
 
     return _IMAGE_PATH.sub(describe, message)
-
-
-def _tail(log_file) -> str:
-    from .engine.supervisor import tail_text
-
-    return tail_text(log_file)
 
 
 def _check_free_disk(path) -> None:
@@ -142,11 +137,11 @@ def training_run_execute(*, run_id: int) -> str:
         _register_and_succeed(run, outcome=outcome, history=history, log_tail=result.log_tail)
         return Status.SUCCEEDED
     except ApplicationError as exc:
-        return _fail(run, message=str(exc), log_tail=_tail(log_file))
+        return _fail(run, message=str(exc), log_tail=tail_text(log_file))
     except Exception as exc:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
         logger.exception("training run %s crashed in the worker", run_id)
         return _fail(run, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
-                     log_tail=(_tail(log_file) + "\n" + traceback.format_exc()).strip())
+                     log_tail=(tail_text(log_file) + "\n" + traceback.format_exc()).strip())
 
 
 def _fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
