@@ -16,6 +16,7 @@ from dumpsite.access import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 
 from .models import Annotation, Dataset, DatasetImage
+from .selectors import datasets_with_stats
 
 MAP_POINTS_LIMIT = 5000
 
@@ -32,8 +33,6 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
         js = ("vendor/leaflet-1.9.4/leaflet.js", "admin_console/dataset_map.js")
 
     def get_queryset(self, request):
-        from .api import datasets_with_stats
-
         return datasets_with_stats(super().get_queryset(request))
 
     def has_add_permission(self, request):

@@ -6,8 +6,6 @@ import json
 
 import django_filters
 
-from django.contrib.gis.db.models import Collect, GeometryField
-from django.contrib.gis.db.models.functions import Envelope
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from drf_spectacular.types import OpenApiTypes
@@ -20,24 +18,12 @@ from dumpsite.api import ActionPermission
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
+from .selectors import datasets_with_stats
 
 
 def _count(queryset, field: str = "pk"):
     return Coalesce(Subquery(queryset.values(field).annotate(n=Count("*")).values("n")[:1],
                              output_field=IntegerField()), 0)
-
-
-def datasets_with_stats(queryset):
-    """Counts and geographic extent as subqueries: one query for a whole page, whatever the dataset sizes."""
-    images = DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by()
-    annotations = Annotation.objects.filter(image__dataset=OuterRef("pk")).order_by()
-    extent = (DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset")
-              .annotate(e=Coalesce(Envelope(Collect("footprint")), Envelope(Collect("location")))).values("e"))
-    return queryset.annotate(
-        image_count=_count(images, "dataset"),
-        annotation_count=_count(annotations, "image__dataset"),
-        extent=Subquery(extent[:1], output_field=GeometryField(srid=4326)),
-    ).select_related("created_by").prefetch_related("classes")
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
@@ -68,7 +54,8 @@ class DatasetSerializer(serializers.ModelSerializer):
     classes = DatasetClassSerializer(many=True, read_only=True)
     image_count = serializers.IntegerField(read_only=True)
     annotation_count = serializers.IntegerField(read_only=True)
-    extent = GeoJSONField(help_text="Bounding box of the images' footprints (or locations), GeoJSON, WGS 84.")
+    extent = GeoJSONField(help_text="Bounding box of the images' footprints (or locations where they have none), "
+                                    "GeoJSON, WGS 84.")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:

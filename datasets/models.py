@@ -100,6 +100,24 @@ class Annotation(models.Model):
         return f"{self.dataset_class_id} @ ({self.x:.0f}, {self.y:.0f}, {self.width:.0f}, {self.height:.0f})"
 
 
+class DatasetStats(models.Model):
+    """Counts and extent of a dataset, kept by PostgreSQL triggers (migration 0003), never written by Django.
+
+    Every insert, update and delete of images and boxes adjusts them in the same statement, whatever made it (a
+    service, a bulk import, an admin delete, a cascade), so the list endpoints read one row instead of counting
+    500k boxes per request. A separate row, so that saving a ``Dataset`` can never write back stale counts.
+    """
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, primary_key=True, related_name="stats")
+    image_count = models.PositiveIntegerField(default=0)
+    annotation_count = models.PositiveIntegerField(default=0)
+    extent = models.GeometryField(srid=4326, null=True, blank=True,
+                                  help_text="Envelope of the images' footprints (or locations where they have none).")
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id}: {self.image_count} images, {self.annotation_count} boxes"
+
+
 # Object permissions with direct foreign keys (guardian): indexed joins instead of generic string keys.
 class DatasetUserObjectPermission(UserObjectPermissionBase):
     content_object = models.ForeignKey(Dataset, on_delete=models.CASCADE)
