@@ -5,25 +5,24 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from .common import Figure, percentile
+from .training import ensure_trainer
 
 RUNS, MODELS, REQUESTS = 10_000, 1_000, 40
 
 
 def ensure_data() -> User:
     from datasets.models import Dataset
-    from dumpsite.roles import CREATOR_PERMS, sync_roles
+    from dumpsite.roles import CREATOR_PERMS
     from models_registry.models import TrainedModel, TrainedModelUserObjectPermission
     from training.models import TrainingRun, TrainingRunUserObjectPermission
 
-    sync_roles()
-    user, _ = User.objects.get_or_create(username="bench-trainer")
-    user.groups.add(Group.objects.get(name="Trainer"))
+    user = ensure_trainer()
     User.objects.filter(username="bench-root").exists() or User.objects.create_superuser("bench-root")
     dataset, _ = Dataset.objects.get_or_create(name="bench-api")
     have = TrainingRun.objects.filter(dataset=dataset).count()
@@ -46,6 +45,8 @@ def ensure_data() -> User:
         TrainedModelUserObjectPermission.objects.bulk_create(
             [TrainedModelUserObjectPermission(user=user, permission=p, content_object=m) for m in models
              for p in perms], batch_size=5000)
+    with connection.cursor() as cursor:  # planner statistics, as autovacuum keeps them on a live database
+        cursor.execute("ANALYZE")
     return user
 
 

@@ -7,8 +7,13 @@ both. ``visible`` filters a queryset in the database (a constant number of queri
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from guardian.shortcuts import assign_perm, get_objects_for_user
+from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+
+
+def is_direct_fk(perm_model) -> bool:
+    return perm_model._meta.get_field("content_object").is_relation
 
 
 def can(user, perm: str, obj=None) -> bool:
@@ -19,10 +24,30 @@ def can(user, perm: str, obj=None) -> bool:
 
 
 def visible(user, perm: str, queryset: QuerySet) -> QuerySet:
-    """The objects of ``queryset`` the user holds ``perm`` on, globally or per object."""
+    """The objects of ``queryset`` the user holds ``perm`` on, globally or per object.
+
+    Same answer as guardian's ``get_objects_for_user(accept_global_perms=True, with_superuser=True)``, with a
+    leaner filter for models with direct-foreign-key permission tables (all of ours): guardian also restricts each
+    permission subquery to ``content_object IN (the queryset)``, a probe of the model's primary key per permission
+    row, which made a Trainer's page of 10k runs cost twice the superuser's (bench/api_lists.py).
+    """
     if not user or not user.is_authenticated or not user.is_active:
         return queryset.none()
-    return get_objects_for_user(user, perm, klass=queryset, accept_global_perms=True, with_superuser=True)
+    model = queryset.model
+    user_model, group_model = get_user_obj_perms_model(model), get_group_obj_perms_model(model)
+    if not (is_direct_fk(user_model) and is_direct_fk(group_model)):
+        return get_objects_for_user(user, perm, klass=queryset, accept_global_perms=True, with_superuser=True)
+    if user.is_superuser or user.has_perm(perm):
+        return queryset
+    app_label, codename = perm.split(".", 1)
+    meta = model._meta
+    if app_label != meta.app_label:
+        raise ValueError(f"{perm!r} is not a permission of {meta.label}")
+    of_perm = {"permission__codename": codename, "permission__content_type__app_label": meta.app_label,
+               "permission__content_type__model": meta.model_name}
+    by_user = user_model.objects.filter(user=user, **of_perm).values("content_object_id")
+    by_group = group_model.objects.filter(group__user=user, **of_perm).values("content_object_id")
+    return queryset.filter(Q(pk__in=by_user) | Q(pk__in=by_group))
 
 
 def grant(user, perms: list[str], obj) -> None:

@@ -55,7 +55,9 @@ def test_progress_is_one_cheap_query_after_authentication(world):
     client = world.client("owner")
     n, body = count_queries(client, f"/api/training-runs/{world.run.pk}/progress/")
     assert set(body) >= {"status", "percent", "epoch", "max_epochs", "iteration", "max_iterations", "eta_seconds"}
-    assert n <= 4, n  # user's global perms, group perms, the filtered row
+    # user's global perms, their groups' perms, the row by its key, the object perms of user and groups on it:
+    # each an index lookup (bench/api_lists.py measures it against a superuser's single query)
+    assert n <= 5, n
 
 
 def test_dataset_detail_reports_classes_counts_and_extent(db, make_dataset):
