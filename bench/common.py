@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -53,3 +57,59 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, {platform.platform()}"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "var" / "bench"
+
+
+class Cluster:
+    """A real django-q2 cluster (`manage.py qcluster`) on the bench database, with the product's settings."""
+
+    def __init__(self, log_name: str = "qcluster.log"):
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        self.log = SCRATCH / log_name
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Cluster":
+        self.proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_idle()
+        return self
+
+    def wait_idle(self, settle: float = 3.0) -> None:
+        """Give the cluster time to start (or finish a task) and fall back to polling an empty queue."""
+        time.sleep(settle)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"qcluster exited with {self.proc.returncode}; see {self.log}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def process_start_boottime(pid: int) -> float:
+    """When a process started, in seconds of CLOCK_BOOTTIME (10 ms resolution), read from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of the file: starttime in clock ticks
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")

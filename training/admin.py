@@ -54,7 +54,8 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ("name", "status_badge", "progress", "dataset", "architecture", "base_model",
                            "model_link", "retry_of", "created_by")}),
-        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration")}),
+        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration",
+                               "timings_table")}),
         ("Curves", {"fields": ("loss_chart", "lr_chart", "map_chart")}),
         ("Parameters", {"fields": ("parameters_table", "export_table")}),
         ("Outcome", {"fields": ("error_message", "log")}),
@@ -62,8 +63,8 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     ]
     readonly_fields = ("name", "status_badge", "progress", "dataset", "architecture", "base_model", "model_link",
                        "retry_of", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
-                       "duration", "loss_chart", "lr_chart", "map_chart", "parameters_table", "export_table",
-                       "error_message", "log", "history")
+                       "duration", "timings_table", "loss_chart", "lr_chart", "map_chart", "parameters_table",
+                       "export_table", "error_message", "log", "history")
 
     class Media:
         js = ("admin_console/progress.js",)
@@ -174,6 +175,15 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         return format_html('<table class="kv">{}</table>', format_html_join(
             "", "<tr><th>{}</th><td>{}</td></tr>", [(k, obj.export_summary.get(k)) for k in keys
                                                     if k in obj.export_summary])) if obj.export_summary else "—"
+
+    @admin.display(description="where the time went")
+    def timings_table(self, obj):
+        if not obj.timings:
+            return "—"
+        total = sum(obj.timings.values()) or 1.0
+        return format_html('<table class="kv" id="run-timings">{}</table>', format_html_join(
+            "", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
+            [(phase, f"{seconds:.2f} s", f"{100 * seconds / total:.1f}%") for phase, seconds in obj.timings.items()]))
 
     @admin.display(description="log (end)")
     def log(self, obj):

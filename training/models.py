@@ -50,6 +50,9 @@ class TrainingRun(models.Model):
     error_message = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     export_summary = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text=(
+        "Seconds spent in each phase, in order: queued, export, config, startup (process start, imports, model "
+        "and data loading), training (until the process exits), registration."))
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="training_runs")
     time_limit_seconds = models.PositiveIntegerField(

@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import socket
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -87,6 +88,7 @@ def training_run_execute(*, run_id: int) -> str:
     run = TrainingRun.objects.select_related("dataset", "base_model").get(pk=run_id)
     work = run.work_dir
     log_file = work / "train.log"
+    timings = PhaseTimer(run)
     try:
         if work.exists():
             shutil.rmtree(work)
@@ -95,6 +97,7 @@ def training_run_execute(*, run_id: int) -> str:
         export = export_coco(run.dataset, work / "data", val_fraction=run.parameters["val_fraction"],
                              seed=run.parameters["seed"])
         TrainingRun.objects.filter(pk=run_id).update(export_summary=export.as_dict())
+        timings.lap("export")
         preset = get_preset(run.architecture)
         load_from = None
         if run.base_model is not None:
@@ -110,12 +113,14 @@ def training_run_execute(*, run_id: int) -> str:
             result_file=str(work / "result.json"), output_dir=str(work / "output"),
         )
         job.write(work / "job.json")
+        timings.lap("config")
         result = run_child(
             job_file=work / "job.json", events_file=work / "events.jsonl", log_file=log_file,
             on_progress=lambda state: training_run_progress(run_id=run_id, state=state),
             on_start=lambda pid: TrainingRun.objects.filter(pk=run_id).update(worker_pid=pid),
             interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=run.effective_time_limit,
         )
+        timings.child_exited(work / "events.jsonl")
         training_run_progress(run_id=run_id, state=result.state)
         if result.stopped:
             _cleanup_work_dir(run, keep_last_checkpoint=True)
@@ -135,6 +140,7 @@ def training_run_execute(*, run_id: int) -> str:
                       if (e.get("epoch") or 0) <= upto] + events
         history = metrics_history(events)
         _register_and_succeed(run, outcome=outcome, history=history, log_tail=result.log_tail)
+        timings.lap("registration")
         return Status.SUCCEEDED
     except ApplicationError as exc:
         return _fail(run, message=str(exc), log_tail=tail_text(log_file))
@@ -142,6 +148,38 @@ def training_run_execute(*, run_id: int) -> str:
         logger.exception("training run %s crashed in the worker", run_id)
         return _fail(run, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
                      log_tail=(tail_text(log_file) + "\n" + traceback.format_exc()).strip())
+    finally:
+        timings.save()
+
+
+class PhaseTimer:
+    """Where a run's wall time went, stored on the run: queued, export, config, startup, training, registration."""
+
+    def __init__(self, run: TrainingRun):
+        self.run_id = run.pk
+        self.phases = {"queued": round((run.started_at - run.created_at).total_seconds(), 3)}
+        self._last = time.time()
+
+    def lap(self, phase: str) -> None:
+        now = time.time()
+        self.phases[phase] = round(now - self._last, 3)
+        self._last = now
+
+    def child_exited(self, events_file: Path) -> None:
+        """Split the child's life at its first progress event: before it, process start, imports and the loading
+        of model and data; after it, training proper."""
+        from .engine.events import read_events
+
+        first = next((e["time"] for e in read_events(events_file) if e.get("event") == "start"), None)
+        if first is not None and self._last <= first <= time.time():
+            self.phases["startup"] = round(first - self._last, 3)
+            self._last = first
+            self.lap("training")
+        else:
+            self.lap("startup")
+
+    def save(self) -> None:
+        TrainingRun.objects.filter(pk=self.run_id).update(timings=self.phases)
 
 
 def _fail(run: TrainingRun, *, message: str, log_tail: str) -> str:

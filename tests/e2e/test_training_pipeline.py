@@ -85,6 +85,14 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert run.progress_percent == 100.0 and run.current_iter == run.max_iters > 0
     assert run.started_at and run.finished_at and run.heartbeat_at and "loss" in run.latest_losses
 
+    # Where the time went: every phase measured, in order, adding up to the run's life.
+    timings = wait_for(lambda: (t := TrainingRun.objects.get(pk=run_id).timings).get("registration") is not None
+                       and t, timeout=10, interval=0.1, message="timings")
+    assert list(timings) == ["queued", "export", "config", "startup", "training", "registration"]
+    assert min(timings.values()) >= 0 and timings["training"] > timings["startup"] > 0, timings
+    life = (run.finished_at - run.created_at).total_seconds()
+    assert abs(sum(timings.values()) - life) < 2.0, (timings, life)
+
     model = TrainedModel.objects.get(source_run=run)
     assert model.dataset == dataset and model.base_model is None and model.origin == "trained"
     assert model.class_names == ["waste_pile", "construction_debris"]
@@ -170,3 +178,6 @@ def test_corrupt_image_fails_the_run_with_a_readable_error(worker, settings):
     assert str(settings.MEDIA_ROOT) not in run.error_message
     assert "Traceback" in run.log_tail and run.finished_at
     assert not TrainedModel.objects.filter(source_run=run).exists()
+    timings = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).timings, timeout=10, interval=0.1,
+                       message="timings")
+    assert {"queued", "export", "config", "startup"} <= set(timings) and "registration" not in timings, timings

@@ -97,8 +97,11 @@ def train(job: TrainingJob) -> dict:
     # Train from the stored JSON: the Runner dumps its config under the name it was loaded from, so it writes
     # JSON too; no Python source is ever written.
     runner = Runner.from_cfg(load_json_config(config_file))
-    runner.register_hook(ProgressEventsHook(job.events_file))
+    if job.progress_events:
+        runner.register_hook(ProgressEventsHook(job.events_file))
+    train_started = time.monotonic()
     runner.train()
+    train_s = time.monotonic() - train_started
 
     best = _best_checkpoint(runner, job.work_dir)
     model_file = os.path.join(job.output_dir, "model.pth")
@@ -106,7 +109,8 @@ def train(job: TrainingJob) -> dict:
                           extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)})
     result = {"model_file": model_file, "config_file": config_file, "best_checkpoint": best,
               "checkpoint_epoch": _epoch_of(best),
-              "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3)}
+              "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3),
+              "train_s": round(train_s, 3)}
     tmp = job.result_file + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(result, fh, ensure_ascii=False)

@@ -16,6 +16,7 @@ class TrainingJob:
     events_file: str
     result_file: str
     output_dir: str        # where the child leaves model.pth and config.json for registration
+    progress_events: bool = True  # False only to measure what the progress hook costs (bench/)
 
     def write(self, path: Path) -> None:
         tmp = Path(path).with_suffix(".tmp")

@@ -1,0 +1,79 @@
+"""Queue latency: from the create call returning to the training child process starting, with an idle worker.
+
+Alternates with django-q2's own latency (an empty task handed to the same cluster): the difference is what the
+platform adds before the child starts (claim, COCO export, config, process spawn).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from .common import SCRATCH, Cluster, Figure, boottime, percentile, process_start_boottime
+from .training import ensure_demo_dataset, ensure_trainer
+
+SAMPLES = 10
+
+
+def _wait(predicate, timeout: float, interval: float = 0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("the worker did not answer in time")
+
+
+def _platform_sample(client: Client, dataset_id: int, user: User) -> float:
+    from training.models import TrainingRun
+    from training.services import training_run_cancel
+
+    response = client.post("/api/training-runs/", {"dataset": dataset_id, "parameters": {"epochs": 1}},
+                           content_type="application/json")
+    returned = boottime()
+    assert response.status_code == 201, response.content
+    run_id = response.json()["id"]
+    pid = _wait(lambda: TrainingRun.objects.filter(pk=run_id).values_list("worker_pid", flat=True).first(), 60)
+    latency = process_start_boottime(pid) - returned
+    training_run_cancel(run=TrainingRun.objects.get(pk=run_id), user=user)
+    _wait(lambda: not Path(f"/proc/{pid}").exists() and
+          TrainingRun.objects.filter(pk=run_id, status="cancelled").exists(), 60, interval=0.1)
+    return latency
+
+
+def _queue_sample() -> float:
+    from django_q.tasks import async_task
+
+    marker = SCRATCH / "probe-start.txt"
+    marker.unlink(missing_ok=True)
+    async_task("bench.probe.note_start", str(marker))
+    queued = boottime()
+    _wait(lambda: marker.exists() and marker.read_text(), 30)
+    return float(marker.read_text()) - queued
+
+
+def run() -> list[Figure]:
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    user = ensure_trainer()
+    dataset = ensure_demo_dataset()
+    client = Client()
+    client.force_login(user)
+    platform, queue = [], []
+    with Cluster("qcluster-queue-latency.log") as cluster:
+        for _ in range(SAMPLES):
+            platform.append(_platform_sample(client, dataset.pk, user))
+            cluster.wait_idle(1.0)
+            queue.append(_queue_sample())
+            cluster.wait_idle(1.0)
+    p50, p95, q50 = percentile(platform, 0.5), percentile(platform, 0.95), percentile(queue, 0.5)
+    return [
+        Figure("queue latency", "create returned -> child process started, p50 / p95",
+               f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms", "p50 <= 500 ms", p50 <= 0.5),
+        Figure("queue latency", "of which django-q2 itself (empty task), p50", f"{q50 * 1000:.0f} ms",
+               "informative", None),
+    ]
