@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import django
@@ -20,7 +21,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dumpsite.settings")
     django.setup()
     logging.getLogger("django-q").setLevel(logging.WARNING)  # its "Enqueued" lines would break up the output
-    from .common import machine
+    from .common import Figure, machine
 
     chosen = argv or BENCHMARKS
     unknown = [name for name in chosen if name not in BENCHMARKS]
@@ -31,7 +32,12 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     for name in chosen:
         print(f"running {name} ...", flush=True)
-        figures.extend(importlib.import_module(f"bench.{name}").run())
+        try:
+            figures.extend(importlib.import_module(f"bench.{name}").run())
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
+            traceback.print_exc()
+            figures.append(Figure(name, "did not complete", f"{type(exc).__name__}: {exc}"[:200], "completes",
+                                  False))
     rows = [f"| {f.benchmark} | {f.name} | {f.value} | {f.target} | {f.verdict()} |" for f in figures]
     table = "\n".join(["| benchmark | figure | measured | target | |", "| --- | --- | --- | --- | --- |", *rows])
     print(table)

@@ -85,7 +85,7 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)  # the main process stops its workers (a group kill hangs it)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -93,7 +93,9 @@ def start_worker(db_name: str, log: Path, **extra_env: str) -> Worker:
 
 def stop_worker(worker: Worker, timeout: float = 30) -> None:
     if worker.proc.poll() is None:
-        os.killpg(worker.proc.pid, signal.SIGTERM)
+        # The cluster's main process stops its workers itself within a second; a SIGTERM to the whole group
+        # leaves it waiting for workers that are already gone.
+        worker.proc.send_signal(signal.SIGTERM)
         try:
             worker.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

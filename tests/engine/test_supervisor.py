@@ -57,3 +57,17 @@ def test_stop_request_ends_the_whole_process_group(tmp_path):
 def test_timeout_stops_the_child(tmp_path):
     result = run(tmp_path, steps=1000, sleep=0.05, timeout=0.5)
     assert result.timed_out and result.returncode != 0
+
+
+def test_the_supervisor_sleeps_between_ticks_and_wakes_when_the_child_exits(tmp_path, monkeypatch):
+    from training.engine.supervisor import ExitWatch
+
+    waits, original = [], ExitWatch.wait
+    monkeypatch.setattr(ExitWatch, "wait", lambda self, timeout: waits.append(timeout) or original(self, timeout))
+    started = time.monotonic()
+    result = run_child(job_file=script(tmp_path, steps=5, sleep=0.1), events_file=tmp_path / "events.jsonl",
+                       log_file=tmp_path / "child.log", on_progress=lambda s: True, interval=30, poll=30,
+                       module="tests.engine.scripted_child")
+    assert result.returncode == 0 and result.state["percent"] == 100.0
+    assert time.monotonic() - started < 15  # the exit ended the 30 s sleep
+    assert len(waits) <= 2, waits  # no wake-ups in between (Popen.wait(timeout) would poll every 50 ms)
