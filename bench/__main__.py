@@ -9,19 +9,17 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import django
 
 BENCHMARKS = ["training", "queue_latency", "coco_export", "api_lists", "web_footprint"]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dumpsite.settings")
     django.setup()
     logging.getLogger("django-q").setLevel(logging.WARNING)  # its "Enqueued" lines would break up the output
-    from .common import Figure, machine
+    from .common import ROOT, Figure, machine
 
     chosen = argv or BENCHMARKS
     unknown = [name for name in chosen if name not in BENCHMARKS]

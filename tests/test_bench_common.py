@@ -10,3 +10,22 @@ def test_alternate_interleaves_the_variants():
 def test_percentiles():
     values = list(range(1, 101))
     assert percentile(values, 0.5) in (50, 51) and percentile(values, 0.95) == 95 and percentile([7], 0.95) == 7
+
+
+def test_process_start_time_lies_between_the_readings_around_its_spawn():
+    import os
+    import subprocess
+    import sys
+
+    from bench.common import boottime, process_start_boottime, rss_mib
+
+    before = boottime()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    after = boottime()
+    try:
+        started = process_start_boottime(child.pid)
+        assert before - 0.011 <= started <= after + 0.011  # clock ticks are 10 ms
+    finally:
+        child.kill()
+        child.wait()
+    assert 10 < rss_mib(os.getpid()) <= rss_mib(os.getpid(), "VmHWM")  # this test process: tens of MiB
