@@ -181,9 +181,10 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         if not obj.timings:
             return "—"
         total = sum(obj.timings.values()) or 1.0
+        phases = [(phase, obj.timings[phase]) for phase in TrainingRun.PHASES if phase in obj.timings]
         return format_html('<table class="kv" id="run-timings">{}</table>', format_html_join(
             "", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
-            [(phase, f"{seconds:.2f} s", f"{100 * seconds / total:.1f}%") for phase, seconds in obj.timings.items()]))
+            [(phase, f"{seconds:.2f} s", f"{100 * seconds / total:.1f}%") for phase, seconds in phases]))
 
     @admin.display(description="log (end)")
     def log(self, obj):

@@ -12,6 +12,9 @@ from .engine.presets import DEFAULT_PRESET, preset_choices
 
 
 class TrainingRun(models.Model):
+    # The phases of ``timings`` in the order they happen (a JSON object keeps no order in PostgreSQL's jsonb).
+    PHASES = ("queued", "export", "config", "startup", "training", "registration")
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -51,8 +54,8 @@ class TrainingRun(models.Model):
     log_tail = models.TextField(blank=True)
     export_summary = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True, help_text=(
-        "Seconds spent in each phase, in order: queued, export, config, startup (process start, imports, model "
-        "and data loading), training (until the process exits), registration."))
+        "Seconds spent in each phase: queued, export, config, startup (process start, imports, model and data "
+        "loading), training (until the process exits), registration. A run that failed lacks the later ones."))
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="training_runs")
     time_limit_seconds = models.PositiveIntegerField(

@@ -153,7 +153,7 @@ def training_run_execute(*, run_id: int) -> str:
 
 
 class PhaseTimer:
-    """Where a run's wall time went, stored on the run: queued, export, config, startup, training, registration."""
+    """Where a run's wall time went, stored on the run by phase (``TrainingRun.PHASES``)."""
 
     def __init__(self, run: TrainingRun):
         self.run_id = run.pk

@@ -107,3 +107,18 @@ def test_start_form_explains_an_unusable_dataset_on_its_field(world, make_datase
     html = response.content.decode()
     assert response.status_code == 200 and "field-dataset" in html
     assert "has no enabled annotations on enabled images" in html
+
+
+def test_run_page_shows_where_the_time_went_in_phase_order(world):
+    import re
+
+    from training.models import TrainingRun
+
+    # As PostgreSQL's jsonb hands it back: keys sorted by length, not in the order of the phases.
+    TrainingRun.objects.filter(pk=world.run.pk).update(timings={
+        "registration": 0.5, "training": 40.0, "startup": 4.0, "config": 0.01, "export": 0.49, "queued": 5.0})
+    page = staff_client(world, "owner").get(f"/admin/training/trainingrun/{world.run.pk}/change/").content.decode()
+    table = page[page.index('id="run-timings"'):]
+    table = table[:table.index("</table>")]
+    assert re.findall(r"<th>(\w+)</th>", table) == list(TrainingRun.PHASES)
+    assert "<td>40.00 s</td><td>80.0%</td>" in table

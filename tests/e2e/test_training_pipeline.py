@@ -85,10 +85,10 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert run.progress_percent == 100.0 and run.current_iter == run.max_iters > 0
     assert run.started_at and run.finished_at and run.heartbeat_at and "loss" in run.latest_losses
 
-    # Where the time went: every phase measured, in order, adding up to the run's life.
+    # Where the time went: every phase measured, adding up to the run's life.
     timings = wait_for(lambda: (t := TrainingRun.objects.get(pk=run_id).timings).get("registration") is not None
                        and t, timeout=10, interval=0.1, message="timings")
-    assert list(timings) == ["queued", "export", "config", "startup", "training", "registration"]
+    assert set(timings) == set(TrainingRun.PHASES)
     assert min(timings.values()) >= 0 and timings["training"] > timings["startup"] > 0, timings
     life = (run.finished_at - run.created_at).total_seconds()
     assert abs(sum(timings.values()) - life) < 2.0, (timings, life)

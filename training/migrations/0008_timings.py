@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='trainingrun',
             name='timings',
-            field=models.JSONField(blank=True, default=dict, help_text='Seconds spent in each phase, in order: queued, export, config, startup (process start, imports, model and data loading), training (until the process exits), registration.'),
+            field=models.JSONField(blank=True, default=dict, help_text='Seconds spent in each phase: queued, export, config, startup (process start, imports, model and data loading), training (until the process exits), registration. A run that failed lacks the later ones.'),
         ),
     ]
