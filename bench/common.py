@@ -97,11 +97,15 @@ class Cluster:
         self.proc.wait()
 
 
-def process_start_boottime(pid: int) -> float:
-    """When a process started, in seconds of CLOCK_BOOTTIME (10 ms resolution), read from /proc/<pid>/stat."""
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: [0] state, [1] ppid, ... [19] starttime."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of the file: starttime in clock ticks
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def process_start_boottime(pid: int) -> float:
+    """When a process started, in seconds of CLOCK_BOOTTIME (10 ms resolution)."""
+    return int(proc_stat(pid)[19]) / os.sysconf("SC_CLK_TCK")  # starttime, in clock ticks
 
 
 def boottime() -> float:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
 from .common import SCRATCH, Cluster, Figure, boottime, percentile, process_start_boottime
-from .training import ensure_demo_dataset, ensure_trainer
+from .training import trainer_session
 
 SAMPLES = 10
 
@@ -58,11 +57,7 @@ def _queue_sample() -> float:
 
 
 def run() -> list[Figure]:
-    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-    user = ensure_trainer()
-    dataset = ensure_demo_dataset()
-    client = Client()
-    client.force_login(user)
+    user, dataset, client = trainer_session()
     platform, queue = [], []
     with Cluster("qcluster-queue-latency.log") as cluster:
         for _ in range(SAMPLES):

@@ -46,6 +46,17 @@ def ensure_demo_dataset():
     return Dataset.objects.filter(name=DATASET).first() or demo_dataset_create(name=DATASET, images=IMAGES)
 
 
+def trainer_session():
+    """The bench Trainer, the demo dataset, and a test client logged in as the Trainer."""
+    from django.conf import settings
+
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    user = ensure_trainer()
+    client = Client()
+    client.force_login(user)
+    return user, ensure_demo_dataset(), client
+
+
 def _tools_train() -> Path:
     import mmdet
 
@@ -165,15 +176,9 @@ def _progress_row(dataset, user) -> int:
 
 
 def run() -> list[Figure]:
-    from django.conf import settings
-
     from training.models import TrainingRun
 
-    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-    user = ensure_trainer()
-    dataset = ensure_demo_dataset()
-    client = Client()
-    client.force_login(user)
+    user, dataset, client = trainer_session()
     out = SCRATCH / "training"
     out.mkdir(parents=True, exist_ok=True)
 

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 
-from .common import ROOT, SCRATCH, Figure, rss_mib
+from .common import ROOT, SCRATCH, Figure, proc_stat, rss_mib
 
 REQUESTS = 300
 
@@ -44,10 +44,9 @@ def _worker_pid(master: int) -> int:
 
 def _ppid(pid: int) -> int | None:
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        return int(proc_stat(pid)[1])
     except OSError:
         return None
-    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 def _engine_rss() -> float:

@@ -120,7 +120,8 @@ def training_run_execute(*, run_id: int) -> str:
             on_start=lambda pid: TrainingRun.objects.filter(pk=run_id).update(worker_pid=pid),
             interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=run.effective_time_limit,
         )
-        timings.child_exited(work / "events.jsonl")
+        events = read_events(work / "events.jsonl")
+        timings.child_exited(events)
         training_run_progress(run_id=run_id, state=result.state)
         if result.stopped:
             _cleanup_work_dir(run, keep_last_checkpoint=True)
@@ -132,7 +133,6 @@ def training_run_execute(*, run_id: int) -> str:
             return _fail(run, message=explain_image_paths(result.error or "training failed"),
                          log_tail=result.log_tail)
         outcome = json.loads((work / "result.json").read_text(encoding="utf-8"))
-        events = read_events(work / "events.jsonl")
         if run.resume_checkpoint and run.retry_of_id:
             # The resumed attempt continues the earlier one: its epochs up to the checkpoint come first.
             upto = int(Path(run.resume_checkpoint).stem.split("_")[1])
@@ -165,12 +165,10 @@ class PhaseTimer:
         self.phases[phase] = round(now - self._last, 3)
         self._last = now
 
-    def child_exited(self, events_file: Path) -> None:
+    def child_exited(self, events: list[dict]) -> None:
         """Split the child's life at its first progress event: before it, process start, imports and the loading
         of model and data; after it, training proper."""
-        from .engine.events import read_events
-
-        first = next((e["time"] for e in read_events(events_file) if e.get("event") == "start"), None)
+        first = next((e["time"] for e in events if e.get("event") == "start"), None)
         if first is not None and self._last <= first <= time.time():
             self.phases["startup"] = round(first - self._last, 3)
             self._last = first
