@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dumpsite.redact import redact_paths
+
 from .engine.events import metrics_history, read_events
 from .engine.supervisor import tail_text
 from .models import TrainingRun
@@ -23,9 +25,22 @@ def run_log_file(run: TrainingRun) -> Path | None:
 
 
 def run_log_tail(run: TrainingRun) -> str:
-    """The live end of the log while the run trains; the stored tail once it has ended."""
+    """The live end of the log while the run trains; the stored tail once it has ended (paths redacted)."""
     live = tail_text(run.work_dir / "train.log") if not run.is_finished else ""
-    return live or run.log_tail
+    return redact_paths(live or run.log_tail)
+
+
+def run_log_lines(path: Path, chunk_lines: int = 2000):
+    """The whole log file as redacted chunks of lines, for streaming a download without reading it whole."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        batch = []
+        for line in fh:
+            batch.append(line)
+            if len(batch) >= chunk_lines:
+                yield redact_paths("".join(batch)).encode()
+                batch = []
+        if batch:
+            yield redact_paths("".join(batch)).encode()
 
 
 def run_metrics(run: TrainingRun) -> dict:

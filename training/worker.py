@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import shutil
 import socket
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def training_run_execute(*, run_id: int) -> str:
     from .engine.config import build_overrides
     from .engine.events import metrics_history, read_events
     from .engine.job import TrainingJob
-    from .engine.supervisor import run_child
+    from .engine.supervisor import child_environment, run_child
 
     if not training_run_claim(run_id=run_id):
         status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
@@ -119,6 +119,7 @@ def training_run_execute(*, run_id: int) -> str:
             on_progress=lambda state: training_run_progress(run_id=run_id, state=state),
             on_start=lambda pid: TrainingRun.objects.filter(pk=run_id).update(worker_pid=pid),
             interval=settings.TRAINING_PROGRESS_INTERVAL, timeout=run.effective_time_limit,
+            env=child_environment(tuple(settings.TRAINING_CHILD_ENV)),
         )
         events = read_events(work / "events.jsonl")
         timings.child_exited(events)
@@ -144,10 +145,11 @@ def training_run_execute(*, run_id: int) -> str:
         return Status.SUCCEEDED
     except ApplicationError as exc:
         return _fail(run, message=str(exc), log_tail=tail_text(log_file))
-    except Exception as exc:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
-        logger.exception("training run %s crashed in the worker", run_id)
-        return _fail(run, message=f"Internal error in the worker: {type(exc).__name__}: {exc}",
-                     log_tail=(tail_text(log_file) + "\n" + traceback.format_exc()).strip())
+    except Exception:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
+        reference = secrets.token_hex(4)
+        logger.exception("training run %s crashed in the worker (reference %s)", run_id, reference)
+        return _fail(run, message=(f"Internal error in the worker (reference {reference}); the server log has "
+                                   f"the details."), log_tail=tail_text(log_file))
     finally:
         timings.save()
 

@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import BEST_METRIC, restore_tuples
+from .config import BEST_METRIC, dumps_config_json, publishable_config, restore_tuples
 from .job import TrainingJob
 
 
@@ -48,13 +48,20 @@ def build_config(job: TrainingJob):
 
 def load_json_config(path: str):
     """Load a stored JSON config for running: tuples restored, and the local visualization backend swapped for one
-    that records the config as JSON (mmengine's writes config.py)."""
+    that records the config as JSON (mmengine's writes config.py).
+
+    Never ``Config.fromfile``: it rewrites the file's text before parsing it (``{{$VAR:default}}`` becomes an
+    environment variable's value, ``{{ fileDirname }}`` a path, ``{{ _base_.x }}`` a base value), and this file
+    holds user text (class names) that must reach MMDetection literally. A plain JSON parse keeps it data.
+    """
     from mmengine.config import Config
 
     from . import vis_backend  # noqa: F401 - registers JsonConfigLocalVisBackend
 
-    cfg = Config.fromfile(path)
-    restore_tuples(cfg._cfg_dict)
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    # The file name makes the Runner dump its copy of the config as JSON, never as Python source.
+    cfg = Config(restore_tuples(data), filename=path)
     for backend in (cfg.get("visualizer") or {}).get("vis_backends") or []:
         if backend.get("type") == "LocalVisBackend":
             backend["type"] = "JsonConfigLocalVisBackend"
@@ -94,6 +101,9 @@ def train(job: TrainingJob) -> dict:
     os.makedirs(job.output_dir, exist_ok=True)
     config_file = os.path.join(job.output_dir, "config.json")
     cfg.dump(config_file)
+    publish_file = os.path.join(job.output_dir, "model_config.json")
+    with open(publish_file, "w", encoding="utf-8") as fh:
+        fh.write(dumps_config_json(publishable_config(json.loads(json.dumps(cfg.to_dict())))))
     # Train from the stored JSON: the Runner dumps its config under the name it was loaded from, so it writes
     # JSON too; no Python source is ever written.
     runner = Runner.from_cfg(load_json_config(config_file))
@@ -107,15 +117,19 @@ def train(job: TrainingJob) -> dict:
     model_file = os.path.join(job.output_dir, "model.pth")
     params = save_weights(best, model_file, classes=job.classes,
                           extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)})
-    result = {"model_file": model_file, "config_file": config_file, "best_checkpoint": best,
+    result = {"model_file": model_file, "config_file": publish_file, "best_checkpoint": best,
               "checkpoint_epoch": _epoch_of(best),
               "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3),
               "train_s": round(train_s, 3)}
-    tmp = job.result_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, ensure_ascii=False)
-    os.replace(tmp, job.result_file)
+    write_json(job.result_file, result)
     return result
+
+
+def write_json(path: str, data) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False)
+    os.replace(tmp, path)
 
 
 def _record_error(job: TrainingJob | None, exc: BaseException) -> None:

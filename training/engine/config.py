@@ -8,6 +8,7 @@ child process merges the overrides into the base with mmengine's ``Config.merge_
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from .presets import Preset
@@ -150,3 +151,35 @@ def restore_tuples(node: Any) -> Any:
         for value in node:
             restore_tuples(value)
     return node
+
+
+def publishable_config(cfg: dict) -> dict:
+    """The config as it is stored with a registered model: what was trained, without this server's file system.
+
+    Absolute paths (the work dir, the exported annotation files, the image root, the base model's checkpoint in
+    storage) are replaced by the relative layout a user recreates on their side (``data/annotations/*.json``):
+    a model handed to another team tells nothing about where this server keeps its files.
+    """
+    out = copy.deepcopy(cfg)
+    out["work_dir"] = "work_dirs/model"
+    out["load_from"] = None
+    out["resume"] = False
+    for split, name in (("train", "train.json"), ("val", "val.json"), ("test", "val.json")):
+        dataset = (out.get(f"{split}_dataloader") or {}).get("dataset")
+        if isinstance(dataset, dict):
+            dataset["data_root"] = "data/"
+            dataset["ann_file"] = f"annotations/{name}"
+        evaluator = out.get(f"{split}_evaluator")
+        if isinstance(evaluator, dict) and "ann_file" in evaluator:
+            evaluator["ann_file"] = f"data/annotations/{name}"
+    return out
+
+
+def dumps_config_json(cfg: dict) -> str:
+    """JSON text of a config that mmengine's ``Config.fromfile`` reads back literally.
+
+    ``fromfile`` rewrites ``{{ ... }}`` patterns in a file's raw text before parsing it; a class name may hold
+    one. JSON never has ``{{`` outside a string (an object key is always a string), so escaping the second brace
+    of every ``{{`` as ``\\u007b`` changes nothing for a JSON parser and leaves no pattern in the text.
+    """
+    return json.dumps(cfg, ensure_ascii=False, indent=1).replace("{{", "{\\u007b")

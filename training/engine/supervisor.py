@@ -20,6 +20,25 @@ from .events import EventTail, fold_progress
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+# What the training child inherits from the worker's environment: the process basics, locale, thread counts and
+# accelerator selection. Nothing else: the worker holds the database password and Django's secret key, and the
+# child (which runs MMDetection on user-supplied data and logs its environment) needs neither.
+CHILD_ENV_NAMES = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "TORCH_HOME",
+    "MPLCONFIGDIR", "XDG_CACHE_HOME", "PYTHONPATH",
+)
+
+
+def child_environment(extra_names: tuple[str, ...] = (), source: dict | None = None) -> dict:
+    """An explicit, minimal environment for the training child: ``CHILD_ENV_NAMES`` plus ``extra_names`` (the
+    site's own additions), taken from ``source`` (the worker's environment) where set."""
+    source = os.environ if source is None else source
+    env = {name: source[name] for name in (*CHILD_ENV_NAMES, *extra_names) if name in source}
+    env.setdefault("PATH", os.defpath)
+    return env
+
 
 @dataclass
 class ChildResult:
@@ -127,8 +146,9 @@ def run_child(
     env: dict | None = None,
     module: str = "training.engine.child",
 ) -> ChildResult:
+    """Run the child with ``env`` (default: :func:`child_environment`), never the worker's whole environment."""
     argv = [sys.executable, "-m", module, str(job_file)]
-    child_env = dict(os.environ if env is None else env)
+    child_env = dict(child_environment() if env is None else env)
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), child_env.get("PYTHONPATH")]))
     child_env["PYTHONUNBUFFERED"] = "1"
     tail = EventTail(events_file)
