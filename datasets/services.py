@@ -6,6 +6,7 @@ import hashlib
 import io
 import math
 import os
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
-from dumpsite.access import grant
+from dumpsite.access import grant, require
 from dumpsite.errors import ApplicationError
 from dumpsite.roles import CREATOR_PERMS
 
@@ -69,6 +70,7 @@ def validate_class_names(names) -> list[str]:
 
 @transaction.atomic
 def dataset_create(*, name: str, class_names, description: str = "", created_by=None) -> Dataset:
+    require(created_by, "datasets.add_dataset", message="You may not create datasets.")
     if not isinstance(name, str) or not name.strip():
         raise ApplicationError("A dataset needs a name.", {"name": "empty"})
     if len(name) > 200:
@@ -100,12 +102,23 @@ def decode_image(content: bytes) -> DecodedImage:
         raise ApplicationError(
             f"The image is too large ({len(content)} bytes; the limit is {settings.DUMPSITE_MAX_IMAGE_BYTES})."
         )
+    limit = settings.DUMPSITE_MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(content)) as img:
-            fmt = img.format
-            width, height = img.size
-            img.load()  # decode all pixels: a truncated file fails here, not in training
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            # Pillow only warns between its own two limits; any bomb warning is a refusal here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as img:
+                fmt = img.format
+                width, height = img.size  # from the header: nothing decoded yet
+                if width * height > limit:
+                    raise ApplicationError(
+                        f"The image is {width}x{height} = {width * height:,} pixels; the limit is {limit:,} "
+                        f"(DUMPSITE_MAX_IMAGE_PIXELS). Cut large orthophotos into tiles.",
+                        {"pixels": width * height})
+                img.load()  # decode all pixels: a truncated file fails here, not in training
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ApplicationError(f"The image is too large to decode safely: {exc}", {"pixels": "too many"}) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ApplicationError(f"The file is not a readable image: {exc}.") from exc
     if fmt not in IMAGE_FORMATS:
         raise ApplicationError(f"Unsupported image format {fmt}; use one of {', '.join(sorted(IMAGE_FORMATS))}.")
@@ -204,6 +217,59 @@ def annotation_create(**kwargs) -> Annotation:
     annotation = annotation_build(**kwargs)
     annotation.save()
     return annotation
+
+
+@transaction.atomic
+def annotation_update(*, annotation: Annotation, user=None, dataset_class: DatasetClass | None = None, x=None,
+                      y=None, width=None, height=None, polygon=..., enabled: bool | None = None) -> Annotation:
+    """Change a box's class, geometry or enabled flag. It stays on its image; the class must be one of its
+    dataset's, the box inside its image; ``user`` needs the dataset's change permission."""
+    annotation = Annotation.objects.select_for_update().select_related("image__dataset").get(pk=annotation.pk)
+    image = annotation.image
+    require(user, "datasets.change_dataset", image.dataset,
+            message=f"You may not change dataset {image.dataset.name!r}.")
+    if dataset_class is not None and dataset_class.dataset_id != image.dataset_id:
+        raise ApplicationError("The class belongs to another dataset.", {"dataset_class": "not of this dataset"})
+    box = [annotation.x if x is None else x, annotation.y if y is None else y,
+           annotation.width if width is None else width, annotation.height if height is None else height]
+    annotation.x, annotation.y, annotation.width, annotation.height = validate_box(
+        image=image, x=box[0], y=box[1], width=box[2], height=box[3])
+    if dataset_class is not None:
+        annotation.dataset_class = dataset_class
+    if polygon is not ...:
+        annotation.polygon = validate_polygon(image=image, polygon=polygon)
+    if enabled is not None:
+        annotation.enabled = bool(enabled)
+    annotation.save()
+    return annotation
+
+
+@transaction.atomic
+def dataset_image_update(*, image: DatasetImage, user=None, enabled: bool) -> DatasetImage:
+    """Include an image in training or leave it out; ``user`` needs the dataset's change permission."""
+    require(user, "datasets.change_dataset", image.dataset,
+            message=f"You may not change dataset {image.dataset.name!r}.")
+    DatasetImage.objects.filter(pk=image.pk).update(enabled=bool(enabled))
+    image.enabled = bool(enabled)
+    return image
+
+
+@transaction.atomic
+def dataset_update(*, dataset: Dataset, user=None, name: str | None = None,
+                   description: str | None = None) -> Dataset:
+    require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ApplicationError("A dataset needs a name.", {"name": "empty"})
+        if len(name) > 200:
+            raise ApplicationError("Dataset name is too long.", {"name": "at most 200 characters"})
+        if Dataset.objects.filter(name=name).exclude(pk=dataset.pk).exists():
+            raise ApplicationError(f"A dataset named {name!r} already exists.", {"name": "taken"})
+        dataset.name = name
+    if description is not None:
+        dataset.description = description
+    dataset.save()
+    return dataset
 
 
 def annotations_bulk_create(annotations: list[Annotation]) -> list[Annotation]:

@@ -7,6 +7,7 @@ both. ``visible`` filters a queryset in the database (a constant number of queri
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from guardian.shortcuts import assign_perm, get_objects_for_user
 from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
@@ -21,6 +22,34 @@ def can(user, perm: str, obj=None) -> bool:
     if not user or not user.is_authenticated or not user.is_active:
         return False
     return user.has_perm(perm) or (obj is not None and user.has_perm(perm, obj))
+
+
+def require(user, perm: str, obj=None, message: str = "You may not do that.") -> None:
+    """The check every service that changes something makes on its acting user: ``perm`` globally or on ``obj``.
+
+    ``user=None`` is the platform itself (the worker finishing a run, set-up code); every interface passes a
+    real user: the request's, or the command line's ``--user`` (``dumpsite.commands.cli_user``).
+    """
+    if user is not None and not can(user, perm, obj):
+        raise PermissionDenied(message)
+
+
+class NotVisible(LookupError):
+    """No such object, or one the user may not see: the two are never told apart."""
+
+
+def get_visible(queryset: QuerySet, pk, what: str):
+    """The object ``pk`` of an already visibility-filtered ``queryset``; ``NotVisible`` ("No <what> #<pk>.")
+    when it is missing or hidden alike. Interfaces look objects up through this (or DRF's get_object on the
+    same filtered queryset), so a new interface cannot forget a rule."""
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise NotVisible(f"No {what} {pk!r}.") from None
+    obj = queryset.filter(pk=pk).first()
+    if obj is None:
+        raise NotVisible(f"No {what} #{pk}.")
+    return obj
 
 
 def visible(user, perm: str, queryset: QuerySet) -> QuerySet:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from datasets.services import validate_class_names
 from audit.services import audit_record
-from dumpsite.access import grant
+from dumpsite.access import grant, require
 from dumpsite.errors import ApplicationError
 from dumpsite.roles import CREATOR_PERMS
 from training.engine.events import best_epoch
@@ -101,6 +101,7 @@ def trained_model_register_base(*, name: str, architecture: str, checkpoint: Pat
     """
     from training.engine.presets import PRESETS
 
+    require(created_by, "models_registry.add_trainedmodel", message="You may not register models.")
     if architecture not in PRESETS:
         raise ApplicationError(f"Unknown architecture {architecture!r}.", {"architecture": list(PRESETS)})
     names = validate_class_names(class_names)
@@ -130,6 +131,7 @@ def trained_model_register_base(*, name: str, architecture: str, checkpoint: Pat
 
 @transaction.atomic
 def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
+    require(user, "models_registry.publish_trainedmodel", model, message=f"You may not publish model #{model.pk}.")
     model = TrainedModel.objects.select_for_update().get(pk=model.pk)
     # A trained model is registered only when its run succeeds; its run may have been deleted since.
     run = model.source_run
@@ -145,6 +147,8 @@ def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
 
 @transaction.atomic
 def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
+    require(user, "models_registry.publish_trainedmodel", model,
+            message=f"You may not unpublish model #{model.pk}.")
     model = TrainedModel.objects.select_for_update().get(pk=model.pk)
     if model.is_published:
         model.is_published, model.published_at, model.published_by = False, None, None
@@ -154,8 +158,9 @@ def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
 
 
 @transaction.atomic
-def trained_model_update(*, model: TrainedModel, name: str | None = None,
-                         description: str | None = None) -> TrainedModel:
+def trained_model_update(*, model: TrainedModel, name: str | None = None, description: str | None = None,
+                         user=None) -> TrainedModel:
+    require(user, "models_registry.change_trainedmodel", model, message=f"You may not change model #{model.pk}.")
     fields = []
     if name is not None:
         if not isinstance(name, str) or not name.strip():
@@ -165,6 +170,8 @@ def trained_model_update(*, model: TrainedModel, name: str | None = None,
         model.name = name.strip()
         fields.append("name")
     if description is not None:
+        if not isinstance(description, str):
+            raise ApplicationError("The description must be text.", {"description": "not text"})
         model.description = description
         fields.append("description")
     if fields:
@@ -175,6 +182,7 @@ def trained_model_update(*, model: TrainedModel, name: str | None = None,
 def trained_model_delete(*, model: TrainedModel, user=None) -> None:
     """Delete a model and, once the deletion is committed, its files. Published models and models others build
     on are kept: unpublish first; a lineage is never cut."""
+    require(user, "models_registry.delete_trainedmodel", model, message=f"You may not delete model #{model.pk}.")
     with transaction.atomic():
         model = TrainedModel.objects.select_for_update().get(pk=model.pk)
         if model.is_published:

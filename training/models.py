@@ -64,6 +64,9 @@ class TrainingRun(models.Model):
         max_length=500, blank=True, help_text="Checkpoint of the attempt this run resumes (epoch, optimizer, schedule).")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
                                  help_text="The failed or cancelled run this one retries.")
+    retry_of_root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                      help_text="The first run of this chain of retries and resumes.")
+    attempt = models.PositiveIntegerField(default=1, help_text="1 for a new run; retries and resumes count on.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -11,17 +11,20 @@ import shutil
 import socket
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
 from audit.services import audit_record
-from dumpsite.access import can, grant
+from dumpsite.access import grant, require
 from dumpsite.errors import ApplicationError
+from dumpsite.redact import redact_paths
 from dumpsite.roles import CREATOR_PERMS
 from models_registry.models import TrainedModel
+from models_registry.selectors import models_visible_to
 
 from .engine.params import ParamError, validate_params
 from .engine.presets import DEFAULT_PRESET, PRESETS
@@ -71,25 +74,38 @@ def training_run_validate(*, dataset: Dataset, architecture: str, base_model: Tr
 
 
 def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | None) -> None:
-    if user is None:  # operators on the command line without --user
+    if user is None:  # the platform itself
         return
-    if not can(user, "training.add_trainingrun"):
-        raise PermissionDenied("You may not start training runs.")
-    if not can(user, "datasets.use_dataset", dataset):
-        raise PermissionDenied(f"You may not train on dataset {dataset.name!r}.")
-    if base_model is not None and not (
-            can(user, "models_registry.view_trainedmodel", base_model)
-            or (base_model.is_published and can(user, "models_registry.view_published_trainedmodel"))):
-        raise PermissionDenied("You may not use that base model.")
+    require(user, "training.add_trainingrun", message="You may not start training runs.")
+    require(user, "datasets.use_dataset", dataset, message=f"You may not train on dataset {dataset.name!r}.")
+    if base_model is not None and not models_visible_to(user).filter(pk=base_model.pk).exists():
+        # The same answer as for an id that does not exist: a hidden model is not confirmed to exist.
+        raise ApplicationError("No such base model.", {"base_model": "no such model"})
+
+
+def _check_queue_share(user) -> None:
+    """One user may not fill the queue: at most TRAINING_MAX_QUEUED_PER_USER of their runs wait at once."""
+    limit = settings.TRAINING_MAX_QUEUED_PER_USER
+    if user is None or not limit:
+        return
+    # The user's row is locked for the rest of the transaction: two requests of one user cannot both pass.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    queued = TrainingRun.objects.filter(created_by=user, status=Status.QUEUED).count()
+    if queued >= limit:
+        raise ApplicationError(f"You already have {queued} queued runs (the limit is {limit}); wait for them to "
+                               f"start or cancel some.", {"queued_runs": queued})
 
 
 @transaction.atomic
 def training_run_create(*, dataset: Dataset, architecture: str | None = None, base_model: TrainedModel | None = None,
                         parameters: dict | None = None, name: str = "", created_by=None,
-                        retry_of: TrainingRun | None = None, time_limit_seconds: int | None = None) -> TrainingRun:
+                        retry_of: TrainingRun | None = None, time_limit_seconds: int | None = None,
+                        attempt: int = 1, resume_checkpoint: str = "") -> TrainingRun:
     """Validate and queue a run. ``created_by`` (when given) must be allowed to train on the dataset and to use the
-    base model; the creator gets the run's object permissions."""
+    base model, and may not have more than the site's share of queued runs; the creator gets the run's object
+    permissions."""
     _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
+    _check_queue_share(created_by)
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
     params = training_run_validate(dataset=dataset, architecture=architecture, base_model=base_model,
@@ -104,7 +120,9 @@ def training_run_create(*, dataset: Dataset, architecture: str | None = None, ba
         raise ApplicationError("The run name is too long.", {"name": "at most 200 characters"})
     run = TrainingRun.objects.create(name=name, dataset=dataset, architecture=architecture, base_model=base_model,
                                      parameters=params, max_epochs=params["epochs"], created_by=created_by,
-                                     retry_of=retry_of, time_limit_seconds=time_limit_seconds)
+                                     retry_of=retry_of, time_limit_seconds=time_limit_seconds, attempt=attempt,
+                                     retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
+                                     resume_checkpoint=resume_checkpoint)
     grant(created_by, CREATOR_PERMS["trainingrun"], run)
     audit_record(action="created", obj=run, actor=created_by, dataset=dataset.pk, architecture=architecture,
                  base_model=base_model.pk if base_model else None, retry_of=retry_of.pk if retry_of else None)
@@ -114,7 +132,8 @@ def training_run_create(*, dataset: Dataset, architecture: str | None = None, ba
 
 def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
     """queued -> cancelled at once; running -> cancelled, and the worker stops the training process group at its
-    next progress tick (about a second). Finished runs are refused."""
+    next progress tick (about a second). Finished runs are refused. ``user`` needs the run's schedule permission."""
+    require(user, "training.schedule_trainingrun", run, message=f"You may not cancel run #{run.pk}.")
     now = timezone.now()
     updated = TrainingRun.objects.filter(pk=run.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
         status=Status.CANCELLED, finished_at=now, error_message=f"Cancelled by {_who(user)}.")
@@ -126,46 +145,51 @@ def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
     return run
 
 
+def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
+    """Retry and resume: a new queued attempt of a failed or cancelled run, linked to it.
+
+    The attempt belongs to the run's owner (who retries it is recorded in the audit trail, not made its owner);
+    the one who asks needs the run's schedule permission and must be allowed to train on its data.
+    """
+    verb = "resume" if resume else "retry"
+    require(user, "training.schedule_trainingrun", run, message=f"You may not {verb} run #{run.pk}.")
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise ApplicationError(f"Run #{run.pk} is {run.status}; only failed or cancelled runs can be "
+                               f"{'resumed' if resume else 'retried'}.", {"status": run.status})
+    checkpoint = last_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        raise ApplicationError(f"Run #{run.pk} kept no checkpoint (it stopped before its first epoch ended); "
+                               f"retry it instead.", {"checkpoint": "none"})
+    _check_user_may_train(user, dataset=run.dataset, base_model=run.base_model)
+    owner = run.created_by or user
+    root = run.retry_of_root or run
+    with transaction.atomic():
+        attempt = TrainingRun.objects.filter(Q(pk=root.pk) | Q(retry_of_root=root)).aggregate(
+            n=Max("attempt"))["n"] + 1
+        suffix = " (resumed)" if resume else f" (attempt {attempt})"
+        new = training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
+                                  parameters=dict(run.parameters), name=f"{root.name}{suffix}"[:200],
+                                  created_by=owner, retry_of=run, time_limit_seconds=run.time_limit_seconds,
+                                  attempt=attempt, resume_checkpoint=str(checkpoint) if checkpoint else "")
+        audit_record(action="resumed" if resume else "retried", obj=run, actor=user, new_run=new.pk,
+                     **({"checkpoint": checkpoint.name} if checkpoint else {}))
+    return new
+
+
 def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
     """A new queued attempt with the same dataset, base model and parameters, linked to the one it retries."""
-    if run.status not in (Status.FAILED, Status.CANCELLED):
-        raise ApplicationError(f"Run #{run.pk} is {run.status}; only failed or cancelled runs can be retried.",
-                               {"status": run.status})
-    attempt = run.retries.count() + 2
-    base_name = run.name.split(" (attempt ")[0]
-    with transaction.atomic():
-        new = training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
-                                  parameters=dict(run.parameters), name=f"{base_name} (attempt {attempt})"[:200],
-                                  created_by=user if user is not None else run.created_by, retry_of=run,
-                                  time_limit_seconds=run.time_limit_seconds)
-        audit_record(action="retried", obj=run, actor=user, new_run=new.pk)
-    return new
+    return _new_attempt(run=run, user=user, resume=False)
 
 
 def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
     """A new attempt that continues a failed or cancelled run from its last epoch checkpoint (weights, optimizer,
     learning-rate schedule and epoch), linked to it."""
-    if run.status not in (Status.FAILED, Status.CANCELLED):
-        raise ApplicationError(f"Run #{run.pk} is {run.status}; only failed or cancelled runs can be resumed.",
-                               {"status": run.status})
-    checkpoint = last_checkpoint(run)
-    if checkpoint is None:
-        raise ApplicationError(f"Run #{run.pk} kept no checkpoint (it stopped before its first epoch ended); "
-                               f"retry it instead.", {"checkpoint": "none"})
-    base_name = run.name.split(" (attempt ")[0].split(" (resumed")[0]
-    with transaction.atomic():
-        new = training_run_create(dataset=run.dataset, architecture=run.architecture, base_model=run.base_model,
-                                  parameters=dict(run.parameters), name=f"{base_name} (resumed)"[:200],
-                                  created_by=user if user is not None else run.created_by, retry_of=run,
-                                  time_limit_seconds=run.time_limit_seconds)
-        new.resume_checkpoint = str(checkpoint)
-        new.save(update_fields=["resume_checkpoint"])
-        audit_record(action="resumed", obj=run, actor=user, new_run=new.pk, checkpoint=checkpoint.name)
-    return new
+    return _new_attempt(run=run, user=user, resume=True)
 
 
 def training_run_delete(*, run: TrainingRun, user=None) -> None:
     """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
+    require(user, "training.delete_trainingrun", run, message=f"You may not delete run #{run.pk}.")
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if not run.is_finished:
@@ -225,11 +249,15 @@ def _finish(run_id: int, status: str, **fields) -> bool:
 
 
 def training_run_fail(*, run_id: int, message: str, log_tail: str = "") -> bool:
+    """running -> failed. Users read the message and the log tail: the server's paths are replaced (the server
+    log keeps the original)."""
     logger.warning("training run %s failed: %s", run_id, message)
-    return _finish(run_id, Status.FAILED, error_message=message[:10_000], log_tail=log_tail[-20_000:])
+    return _finish(run_id, Status.FAILED, error_message=redact_paths(message)[:10_000],
+                   log_tail=redact_paths(log_tail)[-20_000:])
 
 
 def training_run_succeed(*, run_id: int, log_tail: str = "") -> bool:
-    return _finish(run_id, Status.SUCCEEDED, progress_percent=100.0, eta_seconds=0.0, log_tail=log_tail[-20_000:])
+    return _finish(run_id, Status.SUCCEEDED, progress_percent=100.0, eta_seconds=0.0,
+                   log_tail=redact_paths(log_tail)[-20_000:])
 
 

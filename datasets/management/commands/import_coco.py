@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
 from datasets.coco_import import import_coco
-from dumpsite.commands import cli_call, get_user_or_none
+from dumpsite.commands import USER_HELP, cli_call, cli_user
 
 
 class Command(BaseCommand):
@@ -14,14 +14,15 @@ class Command(BaseCommand):
         parser.add_argument("json_file", type=Path, help="COCO annotations (instances_*.json).")
         parser.add_argument("images_dir", type=Path, help="Folder the COCO file_name entries are relative to.")
         parser.add_argument("--name", required=True, help="Name of the new dataset.")
-        parser.add_argument("--user", help="Username recorded as the creator.")
+        parser.add_argument("--user", help=USER_HELP)
 
     def handle(self, *args, json_file, images_dir, name, user, **options):
+        user = cli_user(user)
         bar = tqdm(unit="image", desc="importing")
         with cli_call():
             try:
                 report = import_coco(json_path=json_file, images_dir=images_dir, dataset_name=name,
-                                     created_by=get_user_or_none(user),
+                                     created_by=user,
                                      progress=lambda done, total: (setattr(bar, "total", total),
                                                                    bar.update(done - bar.n)))
             finally:

@@ -3,7 +3,7 @@ from tqdm import tqdm
 
 from datasets.demo import DEMO_CLASSES, demo_dataset_create
 from datasets.models import Annotation, Dataset
-from dumpsite.commands import cli_call, get_user_or_none
+from dumpsite.commands import USER_HELP, cli_call, cli_user
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--images", type=int, default=200, help="Number of 256x256 tiles (default: 200).")
         parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same dataset.")
         parser.add_argument("--if-missing", action="store_true", help="Do nothing if the dataset already exists.")
-        parser.add_argument("--user", help="Username recorded as the creator.")
+        parser.add_argument("--user", help=USER_HELP)
 
     def handle(self, *args, name, images, seed, if_missing, user, **options):
         if if_missing and Dataset.objects.filter(name=name).exists():
@@ -22,8 +22,9 @@ class Command(BaseCommand):
             return
         if images < 2:
             raise CommandError("--images must be at least 2.")
+        user = cli_user(user)
         with cli_call(), tqdm(total=images, unit="tile", desc=name) as bar:
-            dataset = demo_dataset_create(name=name, images=images, seed=seed, created_by=get_user_or_none(user),
+            dataset = demo_dataset_create(name=name, images=images, seed=seed, created_by=user,
                                           progress=lambda done, total: bar.update(done - bar.n))
         boxes = Annotation.objects.filter(image__dataset=dataset).count()
         self.stdout.write(self.style.SUCCESS(

@@ -1,7 +1,8 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from dumpsite.commands import cli_call, get_user_or_none
-from models_registry.models import TrainedModel
+from dumpsite.access import get_visible
+from dumpsite.commands import USER_HELP, cli_call, cli_user
+from models_registry.selectors import models_visible_to
 from models_registry.services import trained_model_publish, trained_model_unpublish
 
 
@@ -11,17 +12,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("model_id", type=int)
         parser.add_argument("--unpublish", action="store_true")
-        parser.add_argument("--user", help="Username recorded as the publisher.")
+        parser.add_argument("--user", help=USER_HELP)
 
     def handle(self, *args, model_id, unpublish, user, **options):
-        try:
-            model = TrainedModel.objects.get(pk=model_id)
-        except TrainedModel.DoesNotExist:
-            raise CommandError(f"No trained model #{model_id}.") from None
+        user = cli_user(user)
         with cli_call():
+            model = get_visible(models_visible_to(user), model_id, "trained model")
             if unpublish:
-                trained_model_unpublish(model=model, user=get_user_or_none(user))
+                trained_model_unpublish(model=model, user=user)
                 self.stdout.write(self.style.SUCCESS(f"Model #{model.pk} {model.name!r} is no longer published."))
             else:
-                trained_model_publish(model=model, user=get_user_or_none(user))
+                trained_model_publish(model=model, user=user)
                 self.stdout.write(self.style.SUCCESS(f"Model #{model.pk} {model.name!r} is published."))

@@ -2,7 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dumpsite.commands import cli_call, get_user_or_none
+from dumpsite.access import require
+from dumpsite.commands import USER_HELP, cli_call, cli_user
 from models_registry.services import trained_model_register_base
 from training.engine.inspect import inspect_checkpoint
 from training.engine.presets import PRESETS
@@ -20,9 +21,12 @@ class Command(BaseCommand):
                                               "stored in the checkpoint's meta.")
         parser.add_argument("--config", type=Path, help="Config file kept as an artifact (never executed).")
         parser.add_argument("--description", default="")
-        parser.add_argument("--user", help="Username recorded as the creator.")
+        parser.add_argument("--user", help=USER_HELP)
 
     def handle(self, *args, checkpoint, name, architecture, classes, config, description, user, **options):
+        user = cli_user(user)
+        with cli_call():  # refused before the checkpoint is read, not after
+            require(user, "models_registry.add_trainedmodel", message=f"{user.username} may not register models.")
         if not checkpoint.is_file():
             raise CommandError(f"Checkpoint not found: {checkpoint}")
         if config is not None and not config.is_file():
@@ -37,7 +41,7 @@ class Command(BaseCommand):
         with cli_call():
             model = trained_model_register_base(
                 name=name, architecture=architecture, checkpoint=checkpoint, config=config, class_names=class_names,
-                inspection=report, description=description, created_by=get_user_or_none(user))
+                inspection=report, description=description, created_by=user)
         self.stdout.write(self.style.SUCCESS(
             f"Registered model #{model.pk} {model.name!r}: {architecture}, {len(class_names)} classes, "
             f"{report['parameter_count']:,} parameters, sha256 {model.checkpoint_sha256[:12]}."))

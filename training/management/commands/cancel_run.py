@@ -1,6 +1,7 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from dumpsite.commands import cli_call, get_user_or_none
+from dumpsite.access import get_visible, visible
+from dumpsite.commands import USER_HELP, cli_call, cli_user
 from training.models import TrainingRun
 from training.services import training_run_cancel
 
@@ -10,12 +11,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("run_id", type=int)
-        parser.add_argument("--user", help="Username recorded as who cancelled it.")
+        parser.add_argument("--user", help=USER_HELP)
 
     def handle(self, *args, run_id, user, **options):
-        run = TrainingRun.objects.filter(pk=run_id).first()
-        if run is None:
-            raise CommandError(f"No training run #{run_id}.")
+        user = cli_user(user)
         with cli_call():
-            training_run_cancel(run=run, user=get_user_or_none(user))
+            run = get_visible(visible(user, "training.view_trainingrun", TrainingRun.objects.all()), run_id,
+                              "training run")
+            training_run_cancel(run=run, user=user)
         self.stdout.write(self.style.SUCCESS(f"Run #{run_id} is cancelled."))

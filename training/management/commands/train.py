@@ -4,8 +4,10 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from datasets.models import Dataset
-from dumpsite.commands import cli_call, get_user_or_none
+from dumpsite.access import get_visible, visible
+from dumpsite.commands import USER_HELP, cli_call, cli_user
 from models_registry.models import TrainedModel
+from models_registry.selectors import models_visible_to
 from training.engine.params import PARAM_SPECS
 from training.engine.presets import PRESETS
 from training.models import TrainingRun
@@ -30,7 +32,7 @@ class Command(BaseCommand):
                             help="Architecture preset (default: the base model's, else retinanet_r18_tiny).")
         parser.add_argument("--base-model", type=int, help="Id of a registered model to fine-tune from.")
         parser.add_argument("--name", default="", help="Run name.")
-        parser.add_argument("--user", help="Username recorded as the creator.")
+        parser.add_argument("--user", help=USER_HELP)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument("--time-limit", type=int, help="Wall-clock limit of the run in seconds.")
         for spec in PARAM_SPECS.values():
@@ -38,24 +40,24 @@ class Command(BaseCommand):
                                 choices=spec.choices, help=f"{spec.help} ({spec.describe()})")
 
     def handle(self, *args, **opts):
-        dataset = self._dataset(opts["dataset"])
-        base_model = None
-        if opts["base_model"] is not None:
-            base_model = TrainedModel.objects.filter(pk=opts["base_model"]).first()
-            if base_model is None:
-                raise CommandError(f"No trained model #{opts['base_model']}.")
+        user = cli_user(opts["user"])
+        dataset = self._dataset(opts["dataset"], user)
         params = {name: opts[name] for name in PARAM_SPECS if opts.get(name) is not None}
         with cli_call():
+            base_model = None
+            if opts["base_model"] is not None:
+                base_model = get_visible(models_visible_to(user), opts["base_model"], "trained model")
             run = training_run_create(dataset=dataset, architecture=opts["architecture"], base_model=base_model,
-                                      parameters=params, name=opts["name"], created_by=get_user_or_none(opts["user"]),
+                                      parameters=params, name=opts["name"], created_by=user,
                                       time_limit_seconds=opts["time_limit"])
         self.stdout.write(f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, "
                           f"{run.parameters['epochs']} epochs).")
         if opts["wait"]:
             self._follow(run.pk)
 
-    def _dataset(self, ref: str) -> Dataset:
-        query = Dataset.objects.filter(pk=int(ref)) if ref.isdigit() else Dataset.objects.filter(name=ref)
+    def _dataset(self, ref: str, user) -> Dataset:
+        datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
+        query = datasets.filter(pk=int(ref)) if ref.isascii() and ref.isdigit() else datasets.filter(name=ref)
         dataset = query.first()
         if dataset is None:
             raise CommandError(f"No dataset {ref!r}.")
