@@ -15,8 +15,9 @@ from django.utils.safestring import mark_safe
 from dumpsite.access import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 
-from .models import Annotation, Dataset, DatasetImage
+from .models import Annotation, Dataset, DatasetClass, DatasetImage
 from .selectors import datasets_with_stats
+from .services import annotation_update, dataset_image_update, dataset_update
 
 MAP_POINTS_LIMIT = 5000
 
@@ -40,6 +41,9 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # images, boxes and the runs trained on them hang off a dataset: no one-click delete
+
+    def save_with_service(self, request, obj, data):
+        dataset_update(dataset=obj, user=request.user, name=data.get("name"), description=data.get("description"))
 
     @admin.display(ordering="image_count", description="images")
     def image_count(self, obj):
@@ -92,6 +96,11 @@ class DatasetContentAdmin(AccessControlledAdmin, admin.ModelAdmin):
         datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
         return queryset.filter(**{f"{self.dataset_path}__in": datasets})
 
+    def get_list_filter(self, request):
+        # Only the datasets this user sees: the stock filter lists every dataset's name.
+        return [(f, admin.RelatedOnlyFieldListFilter) if f == self.dataset_path else f
+                for f in super().get_list_filter(request)]
+
     def has_change_permission(self, request, obj=None):
         dataset = attrgetter(self.dataset_path.replace("__", "."))(obj) if obj is not None else None
         return can(request.user, "datasets.change_dataset", dataset)
@@ -120,6 +129,9 @@ class DatasetImageAdmin(DatasetContentAdmin):
         return super().visible_queryset(request, queryset).annotate(
             box_count=Count("annotations", filter=Q(annotations__enabled=True)))
 
+    def save_with_service(self, request, obj, data):
+        dataset_image_update(image=obj, user=request.user, enabled=data["enabled"])
+
     @admin.display(description="")
     def thumbnail(self, obj):
         return format_html('<img class="thumb" src="{}" alt="{}" loading="lazy">',
@@ -136,8 +148,24 @@ class DatasetImageAdmin(DatasetContentAdmin):
 
 @admin.register(Annotation)
 class AnnotationAdmin(DatasetContentAdmin):
+    """A box is edited where it is: its image is fixed, its class is one of that image's dataset's classes, and
+    ``annotation_update`` checks the box and the user's change permission on the dataset."""
+
     list_display = ("id", "image", "dataset_class", "x", "y", "width", "height", "enabled")
-    list_filter = ("enabled", "dataset_class__dataset")
+    list_filter = ("enabled", "image__dataset")
     list_select_related = ("image", "dataset_class")
-    raw_id_fields = ("image", "dataset_class")
+    fields = ("image", "dataset_class", "x", "y", "width", "height", "polygon", "enabled")
+    readonly_fields = ("image",)
     dataset_path = "image__dataset"
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None and "dataset_class" in form.base_fields:
+            form.base_fields["dataset_class"].queryset = DatasetClass.objects.filter(
+                dataset_id=obj.image.dataset_id).order_by("position")
+        return form
+
+    def save_with_service(self, request, obj, data):
+        annotation_update(annotation=obj, user=request.user, dataset_class=data.get("dataset_class"),
+                          x=data.get("x"), y=data.get("y"), width=data.get("width"), height=data.get("height"),
+                          polygon=data.get("polygon"), enabled=data.get("enabled"))

@@ -41,6 +41,41 @@ def _load_coco(json_path: Path) -> dict:
     return doc
 
 
+def _key(value):
+    """An id as a dict key that tells 1 from "1" and from True (JSON keeps them apart; Python's == does not)."""
+    return (type(value).__name__, value) if isinstance(value, (int, float, str, bool)) or value is None \
+        else ("other", repr(value))
+
+
+def _duplicate_ids(entries: list) -> dict:
+    """Image ids used by more than one entry, with how many entries use each."""
+    counts: dict = {}
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("id") is not None:
+            counts[_key(entry["id"])] = counts.get(_key(entry["id"]), 0) + 1
+    return {key: n for key, n in counts.items() if n > 1}
+
+
+def _categories(entries: list) -> list[dict]:
+    """The categories in id order. Each needs an integer id of its own: with two categories of one id, every box
+    of that id would land in an arbitrary one of them, so such a file is refused whole."""
+    categories, seen = [], {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ApplicationError(f"categories[{index}] is not an object.", {f"categories[{index}]": "not an object"})
+        cid = entry.get("id")
+        if isinstance(cid, bool) or not isinstance(cid, int):
+            raise ApplicationError(f"categories[{index}] has no integer id ({cid!r}).",
+                                   {f"categories[{index}]": "id must be an integer"})
+        if cid in seen:
+            raise ApplicationError(
+                f"Category id {cid} is used twice ({seen[cid]!r} and {entry.get('name')!r}); each category needs "
+                f"its own id.", {f"categories[{index}]": f"duplicate id {cid}"})
+        seen[cid] = entry.get("name")
+        categories.append(entry)
+    return sorted(categories, key=lambda c: c["id"])
+
+
 def _confined(images_dir: Path, file_name) -> Path | None:
     """The image path inside ``images_dir``, or None when the name escapes it (``../``, absolute paths, links)."""
     if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
@@ -61,7 +96,7 @@ def import_coco(
     images_dir = Path(images_dir).resolve()
     if not images_dir.is_dir():
         raise ApplicationError(f"Image folder not found: {images_dir}.")
-    categories = sorted((c for c in doc["categories"] if isinstance(c, dict)), key=lambda c: c.get("id", 0))
+    categories = _categories(doc["categories"])
     category_names = [c.get("name") for c in categories]
 
     report = ImportReport()
@@ -69,12 +104,21 @@ def import_coco(
         dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
         report.dataset = dataset
         classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"))}
+        ambiguous = _duplicate_ids(doc["images"])
         boxes_by_image: dict = {}
+        annotation_ids: set = set()
         for ann in doc["annotations"]:
-            if isinstance(ann, dict):
-                boxes_by_image.setdefault(ann.get("image_id"), []).append(ann)
-            else:
+            if not isinstance(ann, dict):
                 report.reject("annotation", "not an object")
+            elif ann.get("id") is not None and _key(ann.get("id")) in annotation_ids:
+                report.reject(f"annotation {ann.get('id')!r}", "duplicate annotation id (the first one is kept)")
+            elif _key(ann.get("image_id")) in ambiguous:
+                report.reject(f"annotation {ann.get('id')!r}",
+                              f"image_id {ann.get('image_id')!r} is shared by several images; which one the box "
+                              f"belongs to is unknown")
+            else:
+                annotation_ids.add(_key(ann.get("id")))
+                boxes_by_image.setdefault(_key(ann.get("image_id")), []).append(ann)
 
         total = len(doc["images"])
         for n, entry in enumerate(doc["images"], start=1):
@@ -82,6 +126,10 @@ def import_coco(
                 progress(n, total)
             label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) \
                 else "image"
+            if isinstance(entry, dict) and _key(entry.get("id")) in ambiguous:
+                report.reject(label, f"image id {entry.get('id')!r} is used by {ambiguous[_key(entry.get('id'))]} "
+                                     f"images; none of them is imported")
+                continue
             path = _confined(images_dir, entry.get("file_name")) if isinstance(entry, dict) else None
             if path is None:
                 report.reject(label, "file name is missing or points outside the image folder")
@@ -97,9 +145,10 @@ def import_coco(
                 continue
             report.images += 1
             built = []
-            for ann in boxes_by_image.pop(entry.get("id"), []):
+            for ann in boxes_by_image.pop(_key(entry.get("id")), []):
                 ann_label = f"annotation {ann.get('id')!r} of {label}"
-                cls = classes.get(ann.get("category_id"))
+                category = ann.get("category_id")
+                cls = None if isinstance(category, bool) else classes.get(category)
                 bbox = ann.get("bbox")
                 if cls is None:
                     report.reject(ann_label, f"unknown category_id {ann.get('category_id')!r}")
@@ -118,9 +167,9 @@ def import_coco(
                     report.reject(ann_label, str(exc))
             annotations_bulk_create(built)
             report.annotations += len(built)
-        for image_id, anns in boxes_by_image.items():
+        for anns in boxes_by_image.values():
             for ann in anns:
-                report.reject(f"annotation {ann.get('id')!r}", f"image_id {image_id!r} was not imported")
+                report.reject(f"annotation {ann.get('id')!r}", f"image_id {ann.get('image_id')!r} was not imported")
         if report.images == 0:
             raise ApplicationError("No image could be imported; nothing was saved.",
                                    {"rejected": len(report.rejected)})

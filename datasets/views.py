@@ -1,9 +1,18 @@
-"""Image thumbnails with their boxes drawn, for the admin (permission-checked: the dataset must be visible)."""
+"""Image thumbnails with their boxes drawn, for the admin (permission-checked: the dataset must be visible).
+
+The image is decoded once: the first view stores a small copy (``DUMPSITE_THUMBNAIL_ROOT``, named by the image's
+content hash), and every later view draws the current boxes on that copy. Images over the pixel limit are never
+decoded here.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import tempfile
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
@@ -17,6 +26,36 @@ THUMB = 160
 COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
 
 
+def thumbnail_path(image: DatasetImage) -> Path:
+    return Path(settings.DUMPSITE_THUMBNAIL_ROOT) / image.sha256[:2] / f"{image.sha256}-{THUMB}.jpg"
+
+
+def base_thumbnail(image: DatasetImage) -> Image.Image:
+    """The image scaled to fit THUMB x THUMB, from the cache or decoded once and stored (atomically)."""
+    if image.width * image.height > settings.DUMPSITE_MAX_IMAGE_PIXELS:
+        raise Http404("The image is over the pixel limit.")
+    path = thumbnail_path(image)
+    try:
+        with Image.open(path) as cached:
+            return cached.convert("RGB")
+    except (FileNotFoundError, OSError):
+        pass
+    with image.image.open("rb") as fh, Image.open(fh) as img:
+        img.draft("RGB", (THUMB * 2, THUMB * 2))  # JPEG: decode at a fraction of the size
+        img.thumbnail((THUMB, THUMB))  # other formats: reduce while resampling, no full-size copy kept
+        small = img.convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            small.save(out, format="JPEG", quality=85)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return small
+
+
 @require_GET
 @login_required
 def image_thumbnail(request, pk: int):
@@ -25,13 +64,10 @@ def image_thumbnail(request, pk: int):
     if image is None:
         raise Http404
     try:
-        with image.image.open("rb") as fh, Image.open(fh) as img:
-            img.draft("RGB", (THUMB * 2, THUMB * 2))  # fast JPEG downscale while decoding
-            img = img.convert("RGB")
-            scale = min(THUMB / image.width, THUMB / image.height)
-            img = img.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-    except (OSError, ValueError):
+        img = base_thumbnail(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
         raise Http404("The image file is missing or unreadable.") from None
+    scale = min(img.width / image.width, img.height / image.height)
     draw = ImageDraw.Draw(img)
     for ann in image.annotations.filter(enabled=True).select_related("dataset_class"):
         colour = COLOURS[ann.dataset_class.position % len(COLOURS)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
@@ -12,7 +14,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from dumpsite.access import can
+from dumpsite.access import NotVisible, can
 from dumpsite.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,16 @@ def exception_handler(exc, context):
     """Every error is {"code", "message", "errors"}; a 5xx says nothing about the inside (it is logged)."""
     if isinstance(exc, ApplicationError):
         return Response(error_body("invalid", exc.message, exc.extra), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("too_large", f"The request body is larger than the limit of "
+                                                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."),
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, SuspiciousOperation):  # too many fields or files, a malformed multipart body, ...
+        logger.warning("refused request: %s", exc)
+        return Response(error_body("bad_request", "The request could not be read."),
+                        status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, NotVisible):
+        exc = exceptions.NotFound(str(exc))
     if isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, Http404):
@@ -61,8 +73,12 @@ class ActionPermission(BasePermission):
 
     def _perm(self, view):
         perms = getattr(view, "action_permissions", {})
+        if view.action is None and view.request is not None and view.request.method == "OPTIONS":
+            return None  # the metadata of an endpoint (also asked by the browsable API's forms): no data in it
         if view.action not in perms:
-            raise DjangoPermissionDenied("This action is not allowed.")
+            # DRF's own exception: the browsable API asks each form's permission and expects this type; Django's
+            # PermissionDenied escaped it and turned the whole page into a 403.
+            raise exceptions.PermissionDenied("This action is not allowed.")
         return perms[view.action]
 
     def has_permission(self, request, view):

@@ -24,6 +24,26 @@ if not SECRET_KEY:
 
 # Host names this site answers to (comma separated).
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# Origins trusted for CSRF behind HTTPS, e.g. "https://train.example.org" (comma separated).
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS in production (README "Security model"): behind a TLS-terminating proxy that sets X-Forwarded-Proto,
+# set DJANGO_SECURE_PROXY_SSL=1; DJANGO_HTTPS=1 makes cookies secure-only, redirects plain HTTP and sends HSTS
+# for DJANGO_HSTS_SECONDS (default one year once HTTPS is on).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_SECURE_PROXY_SSL", False) else None
+_HTTPS = env_bool("DJANGO_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = _HTTPS
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", _HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", _HTTPS)
+# Health checks and the like on plain HTTP inside the deployment may skip the redirect (regular expressions).
+SECURE_REDIRECT_EXEMPT = env_list("DJANGO_SECURE_REDIRECT_EXEMPT", [])
+SESSION_COOKIE_HTTPONLY = True
+# Sign-in lasts this long (seconds; default two weeks).
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_AGE", 14 * 24 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -54,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "dumpsite.auth.LoginThrottleMiddleware",
     "audit.services.AuditInterfaceMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -129,11 +150,33 @@ TRAINING_WORK_ROOT = Path(env_str("DUMPSITE_WORK_ROOT", str(BASE_DIR / "var" / "
 # background (offline); the image points and footprints render either way.
 DUMPSITE_MAP_TILES_URL = env_str("DUMPSITE_MAP_TILES_URL", "")
 
-# Largest accepted image upload, in bytes.
+# Largest request body read into memory (JSON bodies, form fields), in bytes; larger ones are refused with 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+# Largest accepted image file, in bytes.
 DUMPSITE_MAX_IMAGE_BYTES = env_int("DUMPSITE_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
+# Largest accepted image, in pixels (width x height): a small compressed file can decode to gigabytes. The default
+# holds a 10,000 x 10,000 orthophoto tile.
+DUMPSITE_MAX_IMAGE_PIXELS = env_int("DUMPSITE_MAX_IMAGE_PIXELS", 100_000_000)
+# Where generated thumbnails are cached (made once per image, on first view).
+DUMPSITE_THUMBNAIL_ROOT = Path(env_str("DUMPSITE_THUMBNAIL_ROOT", str(MEDIA_ROOT / "thumbnails")))
+
+# Cache shared by every process (the database's): login and API throttling count here.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "dumpsite_cache"}}
+
+# API tokens expire this many seconds after they were made (default 30 days; 0: never). A new one comes from
+# POST /api/auth/token/ (username + password), `manage.py drf_create_token -r NAME` or the admin's Tokens page.
+DUMPSITE_TOKEN_TTL = env_int("DUMPSITE_TOKEN_TTL", 30 * 24 * 3600)
+# Sign-in attempts (admin and API login pages, token endpoint) per client address and per username.
+DUMPSITE_LOGIN_RATE = env_str("DUMPSITE_LOGIN_RATE", "10/minute")
+# Queued runs one user may have waiting at once (0: no limit).
+TRAINING_MAX_QUEUED_PER_USER = env_int("DUMPSITE_MAX_QUEUED_PER_USER", 10)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Names of environment variables the training child may inherit on top of the basics (PATH, locale, thread
+# counts, CUDA device selection: training/engine/supervisor.py); e.g. "HTTPS_PROXY,MY_LICENSE_FILE". The child
+# never sees the rest of the worker's environment (database password, secret key).
+TRAINING_CHILD_ENV = env_list("DUMPSITE_CHILD_ENV", [])
 
 # Minimum seconds between two progress writes of one run to the database.
 TRAINING_PROGRESS_INTERVAL = float(env_str("DUMPSITE_PROGRESS_INTERVAL", "1.0"))
@@ -164,7 +207,7 @@ REST_FRAMEWORK = {
     # Browser sessions (with CSRF) and tokens for scripts (`manage.py drf_create_token <user>`).
     # Token first: an anonymous request then gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "dumpsite.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from datasets.api import DatasetViewSet
+from dumpsite.auth_views import ObtainTokenView
 from datasets.views import image_thumbnail
 from models_registry.api import TrainedModelViewSet
 from training.api import TrainingRunViewSet
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("api/auth/", include("rest_framework.urls")),
 ]
 

@@ -12,17 +12,30 @@ from django.utils.safestring import mark_safe
 
 from audit.admin import audit_trail_html
 from dumpsite.access import can
-from dumpsite.admin_access import AccessControlledAdmin
+from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
 from dumpsite.charts import Series, line_chart
 from dumpsite.errors import ApplicationError
 
 from . import services
 from .models import TrainedModel
-from .selectors import model_lineage, models_visible_to
+from .selectors import model_lineage, models_visible_to, related_visibility
+
+
+HIDDEN = "(not visible to you)"
 
 
 def _map(value):
     return "—" if value is None else f"{value:.3f}"
+
+
+def related_model_html(pk: int | None, name: str, is_visible: bool):
+    """A link to a related model, or a neutral mark when the user may not see it: its name never shows."""
+    if pk is None:
+        return "—"
+    if not is_visible:
+        return HIDDEN
+    return format_html('<a href="{}">#{} {}</a>', reverse("admin:models_registry_trainedmodel_change", args=[pk]),
+                       pk, name)
 
 
 def epoch_map_chart(history: list[dict]) -> str:
@@ -61,15 +74,15 @@ def lineage_html(obj: TrainedModel, user):
 class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
     change_list_template = "admin/models_registry/trainedmodel/change_list.html"
     list_display = ("id", "name", "published", "map", "map50", "map75", "architecture", "base_model_link",
-                    "dataset", "created_by", "created_at")
+                    "dataset_link", "created_by", "created_at")
     list_display_links = ("id", "name")
-    list_filter = ("is_published", "architecture", "origin", "dataset")
+    list_filter = ("is_published", "architecture", "origin", ("dataset", VisibleRelatedOnlyFilter))
     search_fields = ("name", "description")
     list_select_related = ("base_model", "dataset", "created_by")
     actions = ["publish", "unpublish", "compare"]
     fieldsets = [
         (None, {"fields": ("name", "description", "published", "publish_buttons", "origin", "architecture",
-                           "class_names", "dataset", "run_link", "downloads")}),
+                           "class_names", "dataset_link", "run_link", "downloads")}),
         ("Metrics (best epoch)", {"fields": ("best_epoch", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s",
                                              "bbox_mAP_m", "bbox_mAP_l", "map_chart")}),
         ("Lineage", {"fields": ("lineage",)}),
@@ -77,7 +90,7 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
                                   "created_by", "created_at")}),
         ("History", {"fields": ("history",)}),
     ]
-    readonly_fields = ("published", "publish_buttons", "origin", "architecture", "class_names", "dataset", "run_link",
+    readonly_fields = ("published", "publish_buttons", "origin", "architecture", "class_names", "dataset_link", "run_link",
                        "downloads", "best_epoch", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m",
                        "bbox_mAP_l", "map_chart", "lineage", "checkpoint_sha256", "config_sha256", "parameter_count",
                        "training_duration", "created_by", "created_at", "history")
@@ -86,7 +99,13 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
         css = {"all": ("admin_console/console.css",)}
 
     def visible_queryset(self, request, queryset):
-        return models_visible_to(request.user, queryset)
+        user = request.user
+        return models_visible_to(user, queryset).annotate(
+            **related_visibility(user))
+
+    def save_with_service(self, request, obj, data):
+        services.trained_model_update(model=obj, name=data.get("name"), description=data.get("description"),
+                                      user=request.user)
 
     def has_delete_permission(self, request, obj=None):
         return False  # deletion goes through trained_model_delete (API), which keeps lineages and published models
@@ -128,17 +147,22 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     @admin.display(description="base model", ordering="base_model")
     def base_model_link(self, obj):
-        if obj.base_model is None:
+        return related_model_html(obj.base_model_id, getattr(obj.base_model, "name", ""),
+                                  getattr(obj, "base_model_visible", False))
+
+    @admin.display(description="dataset", ordering="dataset__name")
+    def dataset_link(self, obj):
+        if obj.dataset_id is None:
             return "—"
-        return format_html('<a href="{}">#{} {}</a>', reverse("admin:models_registry_trainedmodel_change",
-                                                             args=[obj.base_model_id]), obj.base_model_id,
-                           obj.base_model.name)
+        return str(obj.dataset) if getattr(obj, "dataset_visible", False) else HIDDEN
 
     # --- detail ---------------------------------------------------------------------------------------------
     @admin.display(description="training run")
     def run_link(self, obj):
         if obj.source_run_id is None:
             return "— (registered from files)" if obj.origin == "registered" else "— (run deleted)"
+        if not getattr(obj, "source_run_visible", False):
+            return HIDDEN
         return format_html('<a href="{}">#{}</a>', reverse("admin:training_trainingrun_change",
                                                           args=[obj.source_run_id]), obj.source_run_id)
 
@@ -221,8 +245,7 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
     def compare_page(self, request):
         from training.admin_views import compare_view
 
-        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
-        return compare_view(self.admin_site, request, kind="models", ids=ids)
+        return compare_view(self.admin_site, request, kind="models", ids=parse_ids(request.GET.get("ids")))
 
     def lineage_page(self, request):
         """Every visible root model (no visible base) with the tree of models derived from it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -16,10 +16,35 @@ from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from . import services
 from .models import METRIC_FIELDS, TrainedModel
-from .selectors import model_lineage, models_visible_to
+from .selectors import model_lineage, models_visible_to, related_visibility
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class VisibleIdField(serializers.Field):
+    """The id of a related object, or null when the user may not see it (the queryset annotates
+    ``<name>_visible``): a published model does not confirm that a private run or model exists."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def get_attribute(self, instance):
+        pk = getattr(instance, f"{self.field_name}_id")
+        flag = f"{self.field_name}_visible"
+        if pk is not None and not hasattr(instance, flag):  # an object fresh from a service: ask once
+            request = self.context.get("request")
+            user = getattr(request, "user", None)
+            setattr(instance, flag, TrainedModel.objects.filter(pk=instance.pk).annotate(
+                **related_visibility(user)).values_list(flag, flat=True).first())
+        return pk if getattr(instance, flag, False) else None
+
+    def to_representation(self, value):
+        return value
 
 
 class TrainedModelSerializer(serializers.ModelSerializer):
+    dataset = VisibleIdField(help_text="Dataset it was trained on (null if you may not see it).")
+    base_model = VisibleIdField(help_text="Model it was fine-tuned from (null if none, or you may not see it).")
+    source_run = VisibleIdField(help_text="Run that trained it (null if none, or you may not see it).")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     published_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     training_duration_seconds = serializers.SerializerMethodField()
@@ -37,7 +62,8 @@ class TrainedModelSerializer(serializers.ModelSerializer):
 
     def update(self, instance, validated_data):
         return services.trained_model_update(model=instance, name=validated_data.get("name"),
-                                             description=validated_data.get("description"))
+                                             description=validated_data.get("description"),
+                                             user=self.context["request"].user)
 
 
 class TrainedModelFilter(ApiFilterSet):
@@ -49,7 +75,7 @@ class TrainedModelFilter(ApiFilterSet):
 
     class Meta:
         model = TrainedModel
-        fields = ["dataset", "base_model", "architecture", "origin", "published", "created_by"]
+        fields = ["dataset", "base_model", "source_run", "architecture", "origin", "published", "created_by"]
 
 
 class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
@@ -77,8 +103,9 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
     ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
-        return models_visible_to(self.request.user, TrainedModel.objects.select_related(
-            "created_by", "published_by").defer("metrics_history"))
+        user = self.request.user
+        return models_visible_to(user, TrainedModel.objects.select_related(
+            "created_by", "published_by").defer("metrics_history")).annotate(**related_visibility(user))
 
     def perform_destroy(self, instance):
         services.trained_model_delete(model=instance, user=self.request.user)
@@ -87,14 +114,14 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
     @action(detail=True, methods=["post"])
     def publish(self, request, pk=None):
         """Publish for production detection (models of succeeded runs and registered base models only)."""
-        return Response(TrainedModelSerializer(services.trained_model_publish(model=self.get_object(),
-                                                                              user=request.user)).data)
+        model = services.trained_model_publish(model=self.get_object(), user=request.user)
+        return Response(TrainedModelSerializer(model, context=self.get_serializer_context()).data)
 
     @extend_schema(request=None, responses=TrainedModelSerializer)
     @action(detail=True, methods=["post"])
     def unpublish(self, request, pk=None):
-        return Response(TrainedModelSerializer(services.trained_model_unpublish(model=self.get_object(),
-                                                                                user=request.user)).data)
+        model = services.trained_model_unpublish(model=self.get_object(), user=request.user)
+        return Response(TrainedModelSerializer(model, context=self.get_serializer_context()).data)
 
     @extend_schema(responses=inline_serializer("Lineage", {
         "ancestors": serializers.ListField(child=serializers.DictField()),

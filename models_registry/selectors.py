@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.apps import apps
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from dumpsite.access import can, visible
 
@@ -16,6 +17,20 @@ def models_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
     if can(user, "models_registry.view_published_trainedmodel"):
         return queryset.filter(Q(pk__in=own.values("pk")) | Q(is_published=True))
     return own
+
+
+def related_visibility(user) -> dict:
+    """Annotations for a queryset of models: may ``user`` see each one's base model, source run and dataset?
+    Interfaces show a related object's name or id only when it is visible, so a private run or model is never
+    confirmed to exist through a published model that refers to it."""
+    runs = apps.get_model("training", "TrainingRun").objects.all()
+    datasets = apps.get_model("datasets", "Dataset").objects.all()
+    return {
+        "base_model_visible": Exists(models_visible_to(user).filter(pk=OuterRef("base_model_id"))),
+        "source_run_visible": Exists(visible(user, "training.view_trainingrun", runs)
+                                     .filter(pk=OuterRef("source_run_id"))),
+        "dataset_visible": Exists(visible(user, "datasets.view_dataset", datasets).filter(pk=OuterRef("dataset_id"))),
+    }
 
 
 def model_lineage(model: TrainedModel, user) -> dict:

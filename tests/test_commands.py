@@ -15,6 +15,14 @@ from training.models import TrainingRun
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def operator(db):
+    """The one administrator commands act as when no --user is given (scripts/setup.sh makes 'operator')."""
+    from dumpsite.commands import ensure_operator
+
+    ensure_operator()
+
+
 def run(*args):
     out = io.StringIO()
     call_command(*args, stdout=out, stderr=io.StringIO())

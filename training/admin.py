@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -11,8 +12,9 @@ from django.utils.safestring import mark_safe
 
 from audit.admin import audit_trail_html
 from dumpsite.access import can, visible
-from models_registry.admin import epoch_map_chart
-from dumpsite.admin_access import AccessControlledAdmin
+from models_registry.admin import HIDDEN, epoch_map_chart, related_model_html
+from models_registry.selectors import models_visible_to
+from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
 from dumpsite.charts import Series, line_chart
 from dumpsite.errors import ApplicationError
 
@@ -43,17 +45,19 @@ def progress_html(run: TrainingRun):
 @admin.register(TrainingRun)
 class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
     change_list_template = "admin/training/trainingrun/change_list.html"
-    list_display = ("id", "name", "status_badge", "progress", "best_map50", "dataset", "base_model", "created_by",
-                    "created_at", "duration")
+    list_display = ("id", "name", "status_badge", "progress", "best_map50", "dataset", "base_model_link",
+                    "created_by", "created_at", "duration")
     list_display_links = ("id", "name")
-    list_filter = ("status", "architecture", "dataset", ("created_by", admin.RelatedOnlyFieldListFilter))
+    # Related filters list only what the visible runs refer to: the stock ones list every dataset and user.
+    list_filter = ("status", "architecture", ("dataset", VisibleRelatedOnlyFilter),
+                   ("created_by", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "dataset__name", "created_by__username")
     list_select_related = ("dataset", "base_model", "created_by", "trained_model")
     list_per_page = 50
     actions = ["cancel_runs", "retry_runs", "resume_runs", "publish_models", "compare_runs"]
     fieldsets = [
-        (None, {"fields": ("name", "status_badge", "progress", "dataset", "architecture", "base_model",
-                           "model_link", "retry_of", "created_by")}),
+        (None, {"fields": ("name", "status_badge", "progress", "dataset", "architecture", "base_model_link",
+                           "model_link", "retry_of_link", "attempt", "created_by")}),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration",
                                "timings_table")}),
         ("Curves", {"fields": ("loss_chart", "lr_chart", "map_chart")}),
@@ -61,8 +65,8 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         ("Outcome", {"fields": ("error_message", "log")}),
         ("History", {"fields": ("history",)}),
     ]
-    readonly_fields = ("name", "status_badge", "progress", "dataset", "architecture", "base_model", "model_link",
-                       "retry_of", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
+    readonly_fields = ("name", "status_badge", "progress", "dataset", "architecture", "base_model_link",
+                       "model_link", "retry_of_link", "attempt", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
                        "duration", "timings_table", "loss_chart", "lr_chart", "map_chart", "parameters_table",
                        "export_table", "error_message", "log", "history")
 
@@ -71,7 +75,10 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         css = {"all": ("admin_console/console.css",)}
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request)
+        queryset = super().get_queryset(request).annotate(
+            base_model_visible=Exists(models_visible_to(request.user).filter(pk=OuterRef("base_model_id"))),
+            retry_of_visible=Exists(visible(request.user, "training.view_trainingrun", TrainingRun.objects.all())
+                                    .filter(pk=OuterRef("retry_of_id"))))
         url_name = getattr(request.resolver_match, "url_name", "") or ""
         return queryset.defer("log_tail") if url_name.endswith("changelist") else queryset
 
@@ -108,8 +115,7 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         return actions
 
     def compare_page(self, request):
-        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
-        return admin_views.compare_view(self.admin_site, request, kind="runs", ids=ids)
+        return admin_views.compare_view(self.admin_site, request, kind="runs", ids=parse_ids(request.GET.get("ids")))
 
     # --- columns -------------------------------------------------------------------------------------------
     @admin.display(description="status", ordering="status")
@@ -128,6 +134,20 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
             return "—"
         return format_html('<a href="{}">{}</a>', reverse("admin:models_registry_trainedmodel_change",
                                                           args=[model.pk]), f"{model.bbox_mAP_50:.3f}")
+
+    @admin.display(description="base model")
+    def base_model_link(self, obj):
+        return related_model_html(obj.base_model_id, getattr(obj.base_model, "name", ""),
+                                  getattr(obj, "base_model_visible", False))
+
+    @admin.display(description="retry of")
+    def retry_of_link(self, obj):
+        if obj.retry_of_id is None:
+            return "—"
+        if not getattr(obj, "retry_of_visible", False):
+            return HIDDEN
+        return format_html('<a href="{}">#{}</a>', reverse("admin:training_trainingrun_change",
+                                                          args=[obj.retry_of_id]), obj.retry_of_id)
 
     @admin.display(description="duration")
     def duration(self, obj):

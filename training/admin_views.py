@@ -11,7 +11,7 @@ from django.urls import reverse
 from dumpsite.access import can, visible
 from dumpsite.errors import ApplicationError
 from models_registry.models import METRIC_FIELDS
-from models_registry.selectors import models_visible_to
+from models_registry.selectors import models_visible_to, related_visibility
 
 from .engine.params import PARAM_SPECS
 from .forms import StartRunForm
@@ -50,32 +50,40 @@ def start_run_view(model_admin, request):
 
 
 def compare_view(admin_site, request, *, kind: str, ids: list[int]):
-    """Parameters and metrics of two or more runs or models in columns."""
+    """Parameters and metrics of two or more runs or models in columns. A column shows only what the user may
+    see: a published model's private run (its parameters) or dataset stays out, as does a visible run's model
+    that the user may not see."""
+    user = request.user
+    hidden = "(not visible to you)"
     if kind == "runs":
-        runs = list(visible(request.user, "training.view_trainingrun",
-                            TrainingRun.objects.select_related("dataset", "trained_model")).filter(pk__in=ids))
-        items = [(f"Run #{r.pk} {r.name}", r, getattr(r, "trained_model", None)) for r in runs]
+        runs = list(visible(user, "training.view_trainingrun", TrainingRun.objects.select_related("dataset"))
+                    .filter(pk__in=ids).order_by("pk"))
+        seen_models = {m.pk: m for m in models_visible_to(user).filter(source_run__in=runs)}
+        items = [(f"Run #{r.pk} {r.name}", r, seen_models.get(getattr(getattr(r, "trained_model", None), "pk", None)),
+                  str(r.dataset)) for r in runs]
     else:
-        models = list(models_visible_to(request.user).select_related("source_run", "dataset").filter(pk__in=ids))
-        items = [(f"Model #{m.pk} {m.name}", m.source_run, m) for m in models]
+        models = list(models_visible_to(user).select_related("source_run", "dataset")
+                      .annotate(**related_visibility(user)).filter(pk__in=ids).order_by("pk"))
+        items = [(f"Model #{m.pk} {m.name}", m.source_run if m.source_run_visible else None, m,
+                  (str(m.dataset) if m.dataset_visible else hidden) if m.dataset_id else "—") for m in models]
     if len(items) < 2:
         messages.warning(request, "Choose at least two items you may see to compare.")
-        return redirect(request.META.get("HTTP_REFERER") or "admin:index")
-    rows = [("Dataset", [str((run or model).dataset) if (run or model) else "—" for _, run, model in items]),
-            ("Architecture", [(run or model).architecture for _, run, model in items])]
+        return redirect(reverse("admin:index"))
+    rows = [("Dataset", [dataset for *_x, dataset in items]),
+            ("Architecture", [(run or model).architecture for _, run, model, _d in items])]
     for name in PARAM_SPECS:
-        rows.append((name, [run.parameters.get(name, "—") if run else "—" for _, run, _m in items]))
+        rows.append((name, [run.parameters.get(name, "—") if run else "—" for _, run, _m, _d in items]))
     for field in METRIC_FIELDS:
-        rows.append((field, [_num(getattr(m, field)) if m else "—" for *_x, m in items]))
-    rows.append(("best epoch", [m.best_epoch if m else "—" for *_x, m in items]))
+        rows.append((field, [_num(getattr(m, field)) if m else "—" for _l, _r, m, _d in items]))
+    rows.append(("best epoch", [m.best_epoch if m else "—" for _l, _r, m, _d in items]))
     rows.append(("parameters (count)", [f"{m.parameter_count:,}" if m and m.parameter_count else "—"
-                                        for *_x, m in items]))
+                                        for _l, _r, m, _d in items]))
     rows.append(("training time", [str(m.training_duration).split(".")[0] if m and m.training_duration else "—"
-                                   for *_x, m in items]))
+                                   for _l, _r, m, _d in items]))
     from dumpsite.charts import Series, line_chart
 
     chart = line_chart([Series(label, [(e["epoch"], e.get("bbox_mAP_50")) for e in (m.metrics_history or [])])
-                        for label, _r, m in items if m], title="bbox mAP50 per epoch", x_label="epoch",
+                        for label, _r, m, _d in items if m], title="bbox mAP50 per epoch", x_label="epoch",
                        y_label="mAP50", y_min=0, y_max=1, width=720, x_integer=True)
     context = {**admin_site.each_context(request), "title": f"Compare {kind}", "columns": [i[0] for i in items],
                "rows": rows, "chart": chart}

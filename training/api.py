@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import django_filters
-from django.http import FileResponse
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -15,13 +15,13 @@ from datasets.models import Dataset
 from dumpsite.access import can, visible
 from dumpsite.api import ActionPermission, error_body
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
-from models_registry.models import TrainedModel
+from models_registry.selectors import models_visible_to
 
 from . import services
 from .engine.params import PARAM_SPECS
 from .engine.presets import preset_choices
 from .models import TrainingRun
-from .selectors import run_log_file, run_log_tail, run_metrics
+from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics
 
 
 PROGRESS_MODEL_FIELDS = ["id", "status", "progress_percent", "current_epoch", "max_epochs", "current_iter",
@@ -127,7 +127,8 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
             return Response(error_body("invalid", "Invalid input.", {"dataset": ["No such dataset."]}), status=400)
         base_model = None
         if data.get("base_model") is not None:
-            base_model = TrainedModel.objects.filter(pk=data["base_model"]).first()
+            # Hidden and missing models get the same answer: a private model is not confirmed to exist.
+            base_model = models_visible_to(request.user).filter(pk=data["base_model"]).first()
             if base_model is None:
                 return Response(error_body("invalid", "Invalid input.", {"base_model": ["No such model."]}),
                                 status=400)
@@ -193,6 +194,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
         if request.query_params.get("download") in ("1", "true", "yes"):
             if path is None:
                 raise NotFound("This run has no log file.")
-            return FileResponse(open(path, "rb"), as_attachment=True, filename=f"run-{run.pk}.log",
-                                content_type="text/plain; charset=utf-8")
+            response = StreamingHttpResponse(run_log_lines(path), content_type="text/plain; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.log"'
+            return response
         return Response({"tail": run_log_tail(run)})

@@ -35,9 +35,15 @@ def evaluate_registered(model: TrainedModel, work_dir: Path) -> dict:
     from training.engine.checkpoints import install_safe_globals
     from training.engine.config import restore_tuples
 
+    from django.conf import settings
+
     install_safe_globals()
     register_all_modules(init_default_scope=True)
     cfg = Config(restore_tuples(json.loads(Path(model.config.path).read_text())))
+    # The stored config names no server paths: point it at the run's exported split, as a user would at theirs.
+    val = str(model.source_run.work_dir / "data" / "val.json")
+    cfg.test_dataloader.dataset.update(data_root=str(settings.MEDIA_ROOT), ann_file=val)
+    cfg.test_evaluator.ann_file = val
     cfg.work_dir, cfg.load_from = str(work_dir), model.checkpoint.path
     return Runner.from_cfg(cfg).test()
 
@@ -56,7 +62,10 @@ def follow(run_id: int, timeout: float) -> tuple[TrainingRun, list[tuple[str, fl
 
 
 def test_train_from_scratch_then_fine_tune(worker, tmp_path):
+    from dumpsite.commands import ensure_operator
+
     dataset = demo_dataset_create(name="e2e-demo", images=200, seed=3)
+    ensure_operator()  # the command line acts as the one administrator, as after scripts/setup.sh
 
     # 1. Through the command line, as an operator would: `manage.py train --wait`.
     out, err, failure = io.StringIO(), io.StringIO(), []
@@ -144,19 +153,69 @@ def tiles_dataset(name: str, classes: list[str], *, count: int, seed: int):
 
 
 EVIL = ['pile "quoted"\nwith newline', "__import__('os').system('touch {sentinel}')"]
+# mmengine's Config.fromfile rewrites these in a file's text: an environment variable's value, a path, a base value.
+TEMPLATES = ["{{$DUMPSITE_PROBE_SECRET:x}}", "{{ fileDirname }}", "{{ _base_.model }}"]
 
 
-def test_hostile_class_names_train_as_plain_data(worker_keeping_scratch, tmp_path):
-    sentinel = tmp_path / "pwned"
-    names = [n.format(sentinel=sentinel) for n in EVIL]
-    dataset = tiles_dataset("hostile", names, count=24, seed=5)
-    run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4})
-    run, _ = follow(run.pk, TRAIN_TIMEOUT)
+def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, monkeypatch):
+    import secrets
+
+    import torch
+    from django.conf import settings
+    from django.db import connection
+    from mmengine.config import Config
+
+    from tests.conftest import start_worker, stop_worker
+
+    secret = f"s3cr3t-{secrets.token_hex(8)}"
+    worker = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log", DUMPSITE_KEEP_SCRATCH="1",
+                          DUMPSITE_PROBE_SECRET=secret)
+    try:
+        sentinel = tmp_path / "pwned"
+        names = TEMPLATES[:2] + [n.format(sentinel=sentinel) for n in EVIL] + TEMPLATES[2:]
+        dataset = tiles_dataset("hostile", names, count=24, seed=5)
+        run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4})
+
+        # The training child gets an explicit, minimal environment: no database password, no secret key, nothing
+        # else of the worker's.
+        pid = wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, status="running").values_list(
+            "worker_pid", flat=True).first(), timeout=120, interval=0.2, message="the training child")
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+        assert not {"DUMPSITE_PROBE_SECRET", "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "POSTGRES_DB"} & set(environ)
+        assert secret not in "".join(environ.values()) and "PATH" in environ
+
+        run, _ = follow(run.pk, TRAIN_TIMEOUT)
+    finally:
+        stop_worker(worker)
     assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
     model = TrainedModel.objects.get(source_run=run)
     assert model.class_names == names
-    config = json.loads(Path(model.config.path).read_text())
+
+    # The stored config carries the names literally, holds no template pattern in its text (a stock loader with
+    # substitution on reads it back unchanged), and names none of this server's folders.
+    text = Path(model.config.path).read_text(encoding="utf-8")
+    config = json.loads(text)
     assert config["train_dataloader"]["dataset"]["metainfo"]["classes"] == names
+    assert "{{" not in text and secret not in text
+    for root in (settings.MEDIA_ROOT, settings.TRAINING_WORK_ROOT, Path(__file__).resolve().parents[2]):
+        assert str(root) not in text, root
+    assert config["load_from"] is None and config["train_dataloader"]["dataset"]["ann_file"] == \
+        "annotations/train.json"
+    monkeypatch.setenv("DUMPSITE_PROBE_SECRET", secret)
+    stock = Config.fromfile(model.config.path)
+    assert list(stock.train_dataloader.dataset.metainfo.classes) == names
+
+    # The checkpoint's own class list is the literal one too.
+    meta = torch.load(model.checkpoint.path, map_location="cpu", weights_only=True)["meta"]
+    assert meta["dataset_meta"]["classes"] == names
+
+    # The secret reached nothing the run wrote: no log, event, config or checkpoint, and not the database.
+    for path in run.work_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in run.log_tail + run.error_message
+
     # Nothing anywhere in the run's scratch space is Python source (mmengine's own dumps are JSON here too).
     assert (run.work_dir / "mmengine").is_dir() and list(run.work_dir.rglob("*.pth"))
     assert not list(run.work_dir.rglob("*.py")), list(run.work_dir.rglob("*.py"))

@@ -87,6 +87,9 @@ def test_time_limit_out_of_range_is_refused(make_dataset, limit):
 
 
 def test_cancel_on_the_command_line(make_dataset):
+    from dumpsite.commands import ensure_operator
+
+    ensure_operator()
     run = training_run_create(dataset=make_dataset())
     out = io.StringIO()
     call_command("cancel_run", str(run.pk), stdout=out)

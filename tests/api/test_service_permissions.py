@@ -1,0 +1,116 @@
+"""The permission matrix of every state-changing service, called directly (not through the API or the admin).
+
+The services are the one home of the access rules: whatever interface calls them, the acting user's permission
+is checked there. ``allowed`` services must go through (or stop at a domain rule, never at a permission);
+refused ones raise PermissionDenied and change nothing.
+"""
+
+import pytest
+from django.core.exceptions import PermissionDenied
+
+from datasets.models import Annotation, Dataset, DatasetImage
+from datasets.services import annotation_update, dataset_create, dataset_image_update, dataset_update
+from dumpsite.errors import ApplicationError
+from models_registry import services as registry
+from models_registry.models import TrainedModel
+from tests.api.conftest import ROLES
+from training import services as training
+from training.models import TrainingRun
+
+
+def set_run(world, status):
+    TrainingRun.objects.filter(pk=world.run.pk).update(status=status)
+    world.run.refresh_from_db()
+
+
+def register_base(world, user, tmp_path):
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"w")
+    return registry.trained_model_register_base(name="b", architecture="retinanet_r18_tiny", checkpoint=path,
+                                                class_names=["waste"], inspection={}, created_by=user)
+
+
+# name -> (call(world, user, tmp_path), what to read back to see that nothing changed)
+SERVICES = {
+    "run create": (lambda w, u, t: training.training_run_create(dataset=w.dataset, parameters={"epochs": 1},
+                                                                 created_by=u),
+                   lambda w: TrainingRun.objects.count()),
+    "run cancel": (lambda w, u, t: training.training_run_cancel(run=w.run, user=u),
+                   lambda w: TrainingRun.objects.get(pk=w.run.pk).status),
+    "run retry": (lambda w, u, t: training.training_run_retry(run=w.run, user=u),
+                  lambda w: TrainingRun.objects.count()),
+    "run resume": (lambda w, u, t: training.training_run_resume(run=w.run, user=u),
+                   lambda w: TrainingRun.objects.count()),
+    "run delete": (lambda w, u, t: training.training_run_delete(run=w.run, user=u),
+                   lambda w: TrainingRun.objects.filter(pk=w.run.pk).exists()),
+    "model publish": (lambda w, u, t: registry.trained_model_publish(model=w.model, user=u),
+                      lambda w: TrainedModel.objects.get(pk=w.model.pk).is_published),
+    "model unpublish": (lambda w, u, t: registry.trained_model_unpublish(model=w.published, user=u),
+                        lambda w: TrainedModel.objects.get(pk=w.published.pk).is_published),
+    "model update": (lambda w, u, t: registry.trained_model_update(model=w.model, name="renamed", user=u),
+                     lambda w: TrainedModel.objects.get(pk=w.model.pk).name),
+    "model delete": (lambda w, u, t: registry.trained_model_delete(model=w.model, user=u),
+                     lambda w: TrainedModel.objects.filter(pk=w.model.pk).exists()),
+    "model register base": (register_base, lambda w: TrainedModel.objects.count()),
+    "dataset create": (lambda w, u, t: dataset_create(name="new", class_names=["a"], created_by=u),
+                       lambda w: Dataset.objects.count()),
+    "dataset update": (lambda w, u, t: dataset_update(dataset=w.dataset, name="renamed", user=u),
+                       lambda w: Dataset.objects.get(pk=w.dataset.pk).name),
+    "image update": (lambda w, u, t: dataset_image_update(image=w.dataset.images.first(), enabled=False, user=u),
+                     lambda w: DatasetImage.objects.filter(enabled=False).count()),
+    "annotation update": (lambda w, u, t: annotation_update(annotation=Annotation.objects.first(), x=2, user=u),
+                          lambda w: Annotation.objects.first().x),
+}
+
+#                        viewer owner other_trainer publisher admin   (True: allowed)
+ALLOWED = {
+    "run create":          (False, True, True, False, True),
+    "run cancel":          (False, True, False, False, True),
+    "run retry":           (False, True, False, False, True),
+    "run resume":          (False, True, False, False, True),
+    "run delete":          (False, True, False, False, True),
+    "model publish":       (False, False, False, True, True),
+    "model unpublish":     (False, False, False, True, True),
+    "model update":        (False, True, False, False, True),
+    "model delete":        (False, True, False, False, True),
+    "model register base": (False, False, False, False, True),
+    "dataset create":      (False, False, False, False, True),
+    "dataset update":      (False, False, False, False, True),
+    "image update":        (False, False, False, False, True),
+    "annotation update":   (False, False, False, False, True),
+}
+PREPARE = {"run cancel": "queued", "run retry": "failed", "run resume": "failed"}
+USERS = [r for r in ROLES if r != "anonymous"]
+CASES = [(name, role, ALLOWED[name][i]) for name in SERVICES for i, role in enumerate(USERS)]
+
+
+def test_every_service_has_a_row():
+    assert set(SERVICES) == set(ALLOWED)
+
+
+@pytest.mark.parametrize("name, role, allowed", CASES, ids=[f"{n}-{r}" for n, r, _ in CASES])
+def test_service_permission_matrix(world, tmp_path, name, role, allowed):
+    call, state = SERVICES[name]
+    user = world.users[role]
+    if name in PREPARE:
+        set_run(world, PREPARE[name])
+    if allowed:
+        try:
+            call(world, user, tmp_path)
+        except ApplicationError:
+            pass  # a domain rule (e.g. no checkpoint to resume from), reached past the permission check
+        return
+    before = state(world)
+    with pytest.raises(PermissionDenied):
+        call(world, user, tmp_path)
+    assert state(world) == before
+
+
+def test_the_anonymous_user_may_do_nothing(world, tmp_path):
+    from django.contrib.auth.models import AnonymousUser
+
+    for name, (call, _state) in SERVICES.items():
+        if name in PREPARE:
+            set_run(world, PREPARE[name])
+        with pytest.raises((PermissionDenied, ApplicationError)):
+            call(world, AnonymousUser(), tmp_path)
