@@ -61,13 +61,22 @@ class LoginThrottleMiddleware:
     def __call__(self, request):
         if request.method == "POST" and request.path in LOGIN_PATHS:
             limit, window = _rate()
-            address = request.META.get("REMOTE_ADDR", "")
+            address = self._address(request)
             username = self._username(request)
             keys = [f"login:addr:{address}"] + ([f"login:user:{hashlib.sha256(username.encode()).hexdigest()}"]
                                                 if username else [])
             if max(_hit(key, window) for key in keys) > limit:
                 return self._too_many(request, window)
         return self.get_response(request)
+
+    @staticmethod
+    def _address(request) -> str:
+        """The client's address. Behind the trusted proxy (DJANGO_SECURE_PROXY_SSL) every request comes from the
+        proxy, which appends the real client to X-Forwarded-For: its last entry is the one to count."""
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if settings.SECURE_PROXY_SSL_HEADER and forwarded:
+            return forwarded.split(",")[-1].strip()
+        return request.META.get("REMOTE_ADDR", "")
 
     @staticmethod
     def _username(request) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -214,16 +215,13 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
         return redirect("admin:models_registry_trainedmodel_change", pk)
 
     def _toggle(self, request, models, *, publish: bool):
-        for model in models:
-            if not can(request.user, "models_registry.publish_trainedmodel", model):
-                self.message_user(request, f"Model #{model.pk}: you may not publish or unpublish it.", messages.ERROR)
-                continue
+        for model in models:  # the service checks the user's permission on each one
             try:
                 if publish:
                     services.trained_model_publish(model=model, user=request.user)
                 else:
                     services.trained_model_unpublish(model=model, user=request.user)
-            except ApplicationError as exc:
+            except (ApplicationError, PermissionDenied) as exc:
                 self.message_user(request, f"Model #{model.pk}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"Model #{model.pk} {model.name!r} is "

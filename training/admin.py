@@ -215,12 +215,10 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
         return audit_trail_html(obj)
 
     # --- actions --------------------------------------------------------------------------------------------
-    def _each(self, request, queryset, perm, label, func):
+    def _each(self, request, queryset, label, func):
+        """Apply a service to each selected run; the service checks the user's permission on each one."""
         done = 0
         for run in queryset:
-            if not can(request.user, perm, run):
-                self.message_user(request, f"Run #{run.pk}: you may not {label} it.", messages.ERROR)
-                continue
             try:
                 func(run)
                 done += 1
@@ -231,17 +229,17 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     @admin.action(description="Cancel selected runs")
     def cancel_runs(self, request, queryset):
-        self._each(request, queryset, "training.schedule_trainingrun", "cancel",
+        self._each(request, queryset, "cancel",
                    lambda run: services.training_run_cancel(run=run, user=request.user))
 
     @admin.action(description="Retry selected runs")
     def retry_runs(self, request, queryset):
-        self._each(request, queryset, "training.schedule_trainingrun", "retry",
+        self._each(request, queryset, "retry",
                    lambda run: services.training_run_retry(run=run, user=request.user))
 
     @admin.action(description="Resume selected runs from their last checkpoint")
     def resume_runs(self, request, queryset):
-        self._each(request, queryset, "training.schedule_trainingrun", "resume",
+        self._each(request, queryset, "resume",
                    lambda run: services.training_run_resume(run=run, user=request.user))
 
     @admin.action(description="Publish the models of selected runs")
@@ -252,11 +250,9 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
             model = getattr(run, "trained_model", None)
             if model is None:
                 raise ApplicationError("it has no trained model.")
-            if not can(request.user, "models_registry.publish_trainedmodel", model):
-                raise PermissionDenied("you may not publish its model.")
             trained_model_publish(model=model, user=request.user)
 
-        self._each(request, queryset, "training.view_trainingrun", "publish the model of", publish)
+        self._each(request, queryset, "publish the model of", publish)
 
     @admin.action(description="Compare selected runs side by side")
     def compare_runs(self, request, queryset):

@@ -27,6 +27,17 @@ class World:
     model: TrainedModel
     published: TrainedModel
 
+    def staff_client(self, role: str):
+        """A Django test client signed in as ``role``'s user, made staff (the admin's door)."""
+        from django.test import Client
+
+        user = self.users[role]
+        user.is_staff = True
+        user.save()
+        client = Client()
+        client.force_login(user)
+        return client
+
     def client(self, role: str) -> APIClient:
         client = APIClient()
         if role != "anonymous":

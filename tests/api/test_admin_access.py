@@ -7,12 +7,7 @@ pytestmark = pytest.mark.django_db
 
 
 def staff_client(world, role):
-    user = world.users[role]
-    user.is_staff = True
-    user.save()
-    client = Client()
-    client.force_login(user)
-    return client
+    return world.staff_client(role)
 
 
 @pytest.mark.parametrize("role, sees_run, sees_model", [

@@ -146,3 +146,40 @@ def test_demo_dataset_that_fails_halfway_leaves_no_rows_and_no_files(settings, m
         demo.demo_dataset_create(name="flaky", images=6)
     assert not Dataset.objects.filter(name="flaky").exists()
     assert (set(images_root.rglob("*.jpg")) if images_root.exists() else set()) == before
+
+
+def test_images_sharing_an_id_are_refused_with_their_boxes(tmp_path):
+    """COCO ties boxes to images by id: with two images of one id, nobody knows which image a box is on."""
+    json_file, images = _coco_folder(tmp_path)
+    (images / "c.jpg").write_bytes(jpeg_bytes(64, 48, (200, 20, 30)))
+    doc = json.loads(json_file.read_text())
+    doc["images"] = [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "c.jpg"}, {"id": 2, "file_name": "b.jpg"}]
+    doc["annotations"] = [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 10, 10]},
+                          {"id": 2, "image_id": 2, "category_id": 3, "bbox": [1, 1, 10, 10]},
+                          {"id": 2, "image_id": 2, "category_id": 7, "bbox": [3, 3, 10, 10]}]
+    json_file.write_text(json.dumps(doc))
+    report = import_coco(json_path=json_file, images_dir=images, dataset_name="dupes")
+    reasons = [why for _, why in report.rejected]
+    assert report.images == 1 and report.annotations == 1
+    assert reasons.count("image id 1 is used by 2 images; none of them is imported") == 2
+    assert any("image_id 1 is shared by several images" in why for why in reasons)
+    assert "duplicate annotation id (the first one is kept)" in reasons
+    dataset = Dataset.objects.get(name="dupes")
+    assert list(dataset.images.values_list("original_name", flat=True)) == ["b.jpg"]
+    assert Annotation.objects.get(image__dataset=dataset).dataset_class.name == "waste"
+
+
+@pytest.mark.parametrize("categories, message", [
+    ([{"id": 1, "name": "waste"}, {"id": 1, "name": "tyres"}], r"Category id 1 is used twice \('waste' and 'tyres'\)"),
+    ([{"name": "waste"}], r"categories\[0\] has no integer id"),
+    ([{"id": "1", "name": "waste"}], r"categories\[0\] has no integer id"),
+    (["waste"], r"categories\[0\] is not an object"),
+])
+def test_a_file_with_ambiguous_categories_is_refused_whole(tmp_path, categories, message):
+    json_file, images = _coco_folder(tmp_path)
+    doc = json.loads(json_file.read_text())
+    doc["categories"] = categories
+    json_file.write_text(json.dumps(doc))
+    with pytest.raises(ApplicationError, match=message):
+        import_coco(json_path=json_file, images_dir=images, dataset_name="ambiguous")
+    assert not Dataset.objects.filter(name="ambiguous").exists()

@@ -13,6 +13,10 @@ import time
 
 def main() -> int:
     script = json.load(open(sys.argv[1]))
+    if script.get("dump_env"):
+        import os
+
+        json.dump(dict(os.environ), open(script["dump_env"], "w"))
     if script.get("ignore_term"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if script.get("grandchild_pid_file"):

@@ -105,3 +105,43 @@ def test_standard_preset_sets_the_roi_head_class_count():
                         train_ann_file="t", val_ann_file="v", image_root="/m", work_dir="/w")
     assert o["model"]["roi_head"]["bbox_head"]["num_classes"] == 3
     assert o["optim_wrapper"]["optimizer"]["type"] == "SGD"
+
+
+TEMPLATES = ["{{$DUMPSITE_TEST_SECRET:fallback}}", "{{ fileDirname }}", "{{ _base_.model }}", "{{'$HOME'}}"]
+
+
+def test_the_child_reads_its_config_without_template_substitution(tmp_path, monkeypatch):
+    """mmengine's Config.fromfile would put an environment variable's value, a path or a base value in place of
+    these names; the child parses its JSON as data, and the names stay what they are."""
+    from training.engine.child import load_json_config
+
+    monkeypatch.setenv("DUMPSITE_TEST_SECRET", "the-secret-value")
+    job = TrainingJob(base_config=PRESETS["retinanet_r18_tiny"].base_config,
+                      overrides=overrides(classes=TEMPLATES), classes=TEMPLATES, work_dir=str(tmp_path),
+                      events_file="e", result_file="r", output_dir="o")
+    build_config(job).dump(str(tmp_path / "config.json"))
+    cfg = load_json_config(str(tmp_path / "config.json"))
+    assert list(cfg.train_dataloader.dataset.metainfo.classes) == TEMPLATES
+    assert "the-secret-value" not in json.dumps(cfg.to_dict())
+    assert cfg.filename.endswith("config.json")  # the Runner dumps its copy as JSON, not Python
+    assert cfg.train_dataloader.dataset.pipeline[2]["scale"] == (256, 256)
+
+
+def test_a_published_config_names_no_server_paths_and_reads_back_literally(tmp_path, monkeypatch):
+    from mmengine.config import Config
+
+    from training.engine.config import dumps_config_json, publishable_config
+
+    monkeypatch.setenv("DUMPSITE_TEST_SECRET", "the-secret-value")
+    cfg = json.loads(json.dumps(overrides(classes=TEMPLATES, load_from="/srv/media/models/k/model.pth")))
+    public = publishable_config(cfg)
+    text = dumps_config_json(public)
+    assert "/w/" not in text and "/media" not in text and "/srv" not in text and "{{" not in text
+    assert public["load_from"] is None and public["work_dir"] == "work_dirs/model"
+    assert public["val_dataloader"]["dataset"]["ann_file"] == "annotations/val.json"
+    assert public["val_evaluator"]["ann_file"] == "data/annotations/val.json"
+    assert cfg["load_from"] == "/srv/media/models/k/model.pth"  # the input is left as it was
+    (tmp_path / "model_config.json").write_text(text)
+    stock = Config.fromfile(str(tmp_path / "model_config.json"))  # what a user's plain MMDetection does
+    assert list(stock.train_dataloader.dataset.metainfo.classes) == TEMPLATES
+    assert json.loads(text)["train_dataloader"]["dataset"]["metainfo"]["classes"] == TEMPLATES

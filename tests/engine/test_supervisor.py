@@ -71,3 +71,24 @@ def test_the_supervisor_sleeps_between_ticks_and_wakes_when_the_child_exits(tmp_
     assert result.returncode == 0 and result.state["percent"] == 100.0
     assert time.monotonic() - started < 15  # the exit ended the 30 s sleep
     assert len(waits) <= 2, waits  # no wake-ups in between (Popen.wait(timeout) would poll every 50 ms)
+
+
+def test_the_child_gets_a_minimal_environment(tmp_path, monkeypatch):
+    from training.engine.supervisor import child_environment
+
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "k" * 50)
+    monkeypatch.setenv("POSTGRES_PASSWORD", "pw")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("SITE_LICENSE", "lic")
+    env = child_environment()
+    assert "DJANGO_SECRET_KEY" not in env and "POSTGRES_PASSWORD" not in env and "SITE_LICENSE" not in env
+    assert env["OMP_NUM_THREADS"] == "2" and env["PATH"]
+    assert child_environment(("SITE_LICENSE",))["SITE_LICENSE"] == "lic"
+    # And that is what the child process really sees.
+    dump = tmp_path / "env.json"
+    result = run_child(job_file=script(tmp_path, steps=1, dump_env=str(dump)), events_file=tmp_path / "events.jsonl",
+                       log_file=tmp_path / "child.log", on_progress=lambda s: True, interval=0.1, poll=0.05,
+                       module="tests.engine.scripted_child")
+    assert result.returncode == 0, result.log_tail
+    seen = json.loads(dump.read_text())
+    assert "DJANGO_SECRET_KEY" not in seen and "POSTGRES_PASSWORD" not in seen and seen["OMP_NUM_THREADS"] == "2"

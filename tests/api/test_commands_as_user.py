@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from dumpsite.commands import ensure_operator
 from models_registry.models import TrainedModel
-from tests.api.conftest import make_user, world  # noqa: F401 - the fixture
+from tests.api.conftest import make_user
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +54,8 @@ def test_with_several_administrators_the_command_asks_who_acts(roles, make_datas
 
 def test_a_named_user_gets_their_own_permissions(roles, make_dataset, monkeypatch):
     make_dataset(name="d")
-    viewer, owner, peer = make_user("val", "Viewer"), make_user("olga", "Trainer"), make_user("pete", "Trainer")
+    for name, role in (("val", "Viewer"), ("olga", "Trainer"), ("pete", "Trainer")):
+        make_user(name, role)
     assert "may not start training runs" in refusal("train", "--dataset", "d", "--user", "val")
     run("train", "--dataset", "d", "--user", "olga", "--epochs", "1")
     own = TrainingRun.objects.get()
