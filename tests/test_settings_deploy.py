@@ -12,7 +12,10 @@ PRODUCTION = {"DJANGO_HTTPS": "1", "DJANGO_SECURE_PROXY_SSL": "1", "DJANGO_ALLOW
 
 
 def check_deploy(**env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_HTTPS", "DJANGO_SECURE", "DJANGO_HSTS"))}
+    # The process environment of a production server: none of this test process's own switches (the browser
+    # tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright's live server, which --deploy rightly refuses).
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DJANGO_HTTPS", "DJANGO_SECURE", "DJANGO_HSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
     return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
                           env={**clean, "DJANGO_SECRET_KEY": secrets.token_urlsafe(48), **env},
                           capture_output=True, text=True, timeout=120)

@@ -192,3 +192,25 @@ def test_sign_in_doors_are_throttled(world, settings, path):
     codes = [proxied[0].post(path, {"username": f"u{i}", "password": "x"}).status_code for i in range(6)]
     assert codes[5] == 429 and proxied[1].post(path, {"username": "v", "password": "x"}).status_code != 429
     cache.clear()
+
+
+def test_a_bomb_in_a_coco_import_is_one_rejected_item_on_the_command_line(world, tmp_path, settings):
+    import json
+
+    from django.core.management import call_command
+
+    from tests.conftest import jpeg_bytes
+
+    settings.DUMPSITE_MAX_IMAGE_PIXELS = 1_000_000
+    (tmp_path / "ok.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "bomb.png").write_bytes(png_bytes(5000, 5000))
+    (tmp_path / "c.json").write_text(json.dumps({
+        "categories": [{"id": 1, "name": "waste"}],
+        "images": [{"id": 1, "file_name": "ok.jpg"}, {"id": 2, "file_name": "bomb.png"}],
+        "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5]}]}))
+    out = io.StringIO()
+    call_command("import_coco", str(tmp_path / "c.json"), str(tmp_path), "--name", "with a bomb", "--user", "admin",
+                 stdout=out, stderr=io.StringIO())
+    text = out.getvalue()
+    assert "rejected image 2 ('bomb.png'): The image is 5000x5000 = 25,000,000 pixels" in text
+    assert "1 images, 0 annotations imported" in text
