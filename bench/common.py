@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from dumpsite.qcluster import start_cluster, stop_cluster
 
 
 @dataclass
@@ -72,8 +72,7 @@ class Cluster:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Cluster":
-        self.proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = start_cluster(self.log)
         self.wait_idle()
         return self
 
@@ -84,17 +83,8 @@ class Cluster:
             raise RuntimeError(f"qcluster exited with {self.proc.returncode}; see {self.log}")
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # the main process stops its workers (a group kill hangs it)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        if self.proc:
+            stop_cluster(self.proc)
 
 
 def proc_stat(pid: int) -> list[str]:

@@ -16,6 +16,7 @@ from dumpsite.access import can
 from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
 from dumpsite.charts import Series, line_chart
 from dumpsite.errors import ApplicationError
+from dumpsite.formatting import metric
 
 from . import services
 from .models import TrainedModel
@@ -24,9 +25,6 @@ from .selectors import model_lineage, models_visible_to, related_visibility
 
 HIDDEN = "(not visible to you)"
 
-
-def _map(value):
-    return "—" if value is None else f"{value:.3f}"
 
 
 def related_model_html(pk: int | None, name: str, is_visible: bool):
@@ -56,7 +54,7 @@ def lineage_html(obj: TrainedModel, user):
             return format_html("{}", node["name"])
         return format_html('<a href="{}">#{} {}</a> <span class="help">mAP50 {}{}</span>',
                            reverse("admin:models_registry_trainedmodel_change", args=[node["id"]]),
-                           node["id"], node["name"], _map(node.get("bbox_mAP_50")),
+                           node["id"], node["name"], metric(node.get("bbox_mAP_50")),
                            " · published" if node.get("is_published") else "")
 
     def branch(nodes):
@@ -136,15 +134,15 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     @admin.display(description="mAP", ordering="bbox_mAP")
     def map(self, obj):
-        return _map(obj.bbox_mAP)
+        return metric(obj.bbox_mAP)
 
     @admin.display(description="mAP50", ordering="bbox_mAP_50")
     def map50(self, obj):
-        return _map(obj.bbox_mAP_50)
+        return metric(obj.bbox_mAP_50)
 
     @admin.display(description="mAP75", ordering="bbox_mAP_75")
     def map75(self, obj):
-        return _map(obj.bbox_mAP_75)
+        return metric(obj.bbox_mAP_75)
 
     @admin.display(description="base model", ordering="base_model")
     def base_model_link(self, obj):

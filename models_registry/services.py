@@ -23,12 +23,9 @@ from training.engine.events import best_epoch
 from .models import METRIC_FIELDS, TrainedModel
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _store_artifacts(*, checkpoint: Path, config: Path, config_name: str = "config.json") -> tuple[str, dict]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from PIL import Image
+
+from dumpsite.qcluster import start_cluster, stop_cluster
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="dumpsite-tests-"))
@@ -85,26 +85,11 @@ def worker_env(db_name: str, **extra: str) -> dict:
 
 
 def start_worker(db_name: str, log: Path, **extra_env: str) -> Worker:
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT_ROOT,
-                            env=worker_env(db_name, **extra_env),
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Worker(proc, log)
+    return Worker(start_cluster(log, env=worker_env(db_name, **extra_env)), log)
 
 
 def stop_worker(worker: Worker, timeout: float = 30) -> None:
-    if worker.proc.poll() is None:
-        # The cluster's main process stops its workers itself within a second; a SIGTERM to the whole group
-        # leaves it waiting for workers that are already gone.
-        worker.proc.send_signal(signal.SIGTERM)
-        try:
-            worker.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # whatever is left of the cluster's process group (its worker processes) goes too
-        os.killpg(worker.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    worker.proc.wait()
+    stop_cluster(worker.proc, timeout)
 
 
 @pytest.fixture

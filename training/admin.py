@@ -17,6 +17,7 @@ from models_registry.selectors import models_visible_to
 from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
 from dumpsite.charts import Series, line_chart
 from dumpsite.errors import ApplicationError
+from dumpsite.formatting import duration as format_duration
 
 from . import admin_views, services
 from .models import TrainingRun
@@ -26,16 +27,8 @@ BADGE_COLOURS = {"queued": "#8a8a8a", "running": "#2f6fb0", "succeeded": "#3b9c5
                  "cancelled": "#b07a2f"}
 
 
-def fmt_seconds(seconds) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def progress_html(run: TrainingRun):
-    eta = f"ETA {fmt_seconds(run.eta_seconds)}" if run.status == "running" and run.eta_seconds is not None else ""
+    eta = f"ETA {format_duration(run.eta_seconds)}" if run.status == "running" and run.eta_seconds is not None else ""
     return format_html(
         '<span class="run-progress" data-run="{}" data-status="{}"><progress max="100" value="{}"></progress> '
         '<span class="pct">{}%</span> <span class="eta">{}</span></span>',
@@ -151,7 +144,7 @@ class TrainingRunAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration(self, obj):
-        return fmt_seconds(obj.duration_seconds)
+        return format_duration(obj.duration_seconds)
 
     @admin.display(description="trained model")
     def model_link(self, obj):

@@ -10,10 +10,12 @@ from django.urls import reverse
 
 from dumpsite.access import can, visible
 from dumpsite.errors import ApplicationError
+from dumpsite.formatting import metric
 from models_registry.models import METRIC_FIELDS
 from models_registry.selectors import models_visible_to, related_visibility
 
 from .engine.params import PARAM_SPECS
+from .engine.presets import DEFAULT_PRESET
 from .forms import StartRunForm
 from .models import TrainingRun
 from .services import training_run_create, training_run_validate
@@ -27,7 +29,7 @@ def start_run_view(model_admin, request):
         # Some fields did not parse; check the ones that did with the service too, so every error shows at once.
         try:
             training_run_validate(dataset=form.cleaned_data["dataset"],
-                                  architecture=form.cleaned_data.get("architecture") or "retinanet_r18_tiny",
+                                  architecture=form.cleaned_data.get("architecture") or DEFAULT_PRESET,
                                   base_model=form.cleaned_data.get("base_model"), parameters=form.parameters())
         except ApplicationError as exc:
             form.add_service_errors("", {k: v for k, v in exc.extra.items() if k not in form.errors})
@@ -74,7 +76,7 @@ def compare_view(admin_site, request, *, kind: str, ids: list[int]):
     for name in PARAM_SPECS:
         rows.append((name, [run.parameters.get(name, "—") if run else "—" for _, run, _m, _d in items]))
     for field in METRIC_FIELDS:
-        rows.append((field, [_num(getattr(m, field)) if m else "—" for _l, _r, m, _d in items]))
+        rows.append((field, [metric(getattr(m, field)) if m else "—" for _l, _r, m, _d in items]))
     rows.append(("best epoch", [m.best_epoch if m else "—" for _l, _r, m, _d in items]))
     rows.append(("parameters (count)", [f"{m.parameter_count:,}" if m and m.parameter_count else "—"
                                         for _l, _r, m, _d in items]))
@@ -89,6 +91,3 @@ def compare_view(admin_site, request, *, kind: str, ids: list[int]):
                "rows": rows, "chart": chart}
     return TemplateResponse(request, "admin/compare.html", context)
 
-
-def _num(value):
-    return "—" if value is None else f"{value:.3f}"

@@ -24,10 +24,6 @@ from .models import TrainingRun
 from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics
 
 
-PROGRESS_MODEL_FIELDS = ["id", "status", "progress_percent", "current_epoch", "max_epochs", "current_iter",
-                         "max_iters", "eta_seconds", "latest_losses", "learning_rate", "started_at", "heartbeat_at",
-                         "finished_at"]
-
 
 class ProgressSerializer(serializers.ModelSerializer):
     epoch = serializers.IntegerField(source="current_epoch", read_only=True)
@@ -41,6 +37,10 @@ class ProgressSerializer(serializers.ModelSerializer):
         fields = ["id", "status", "percent", "epoch", "max_epochs", "iteration", "max_iterations", "eta_seconds",
                   "losses", "learning_rate", "started_at", "heartbeat_at", "finished_at"]
         read_only_fields = fields
+
+
+# The model fields the progress endpoint loads: exactly what its serializer reads.
+PROGRESS_MODEL_FIELDS = [field.source for field in ProgressSerializer().fields.values()]
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):

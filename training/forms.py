@@ -9,15 +9,23 @@ from dumpsite.access import visible
 from models_registry.selectors import models_visible_to
 
 from .engine.params import PARAM_SPECS
-from .engine.presets import PRESETS, get_preset, preset_choices
+from .engine.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_choices
 
-DEFAULTS = get_preset("retinanet_r18_tiny").defaults
+DEFAULTS = get_preset(DEFAULT_PRESET).defaults
+
+
+def _defaults_text(name: str) -> str:
+    """The default of one parameter: one value, or each preset's where they differ."""
+    values = {key: preset.defaults[name] for key, preset in PRESETS.items()}
+    if len(set(map(repr, values.values()))) == 1:
+        return f"default {values[DEFAULT_PRESET]}"
+    return "defaults: " + ", ".join(f"{value} for {key}" for key, value in values.items())
 
 
 class StartRunForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to dataset / architecture.")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), help_text="Datasets you may train on.")
-    architecture = forms.ChoiceField(choices=preset_choices(), initial="retinanet_r18_tiny",
+    architecture = forms.ChoiceField(choices=preset_choices(), initial=DEFAULT_PRESET,
                                      help_text=" ".join(f"{p.key}: {p.description}" for p in PRESETS.values()))
     base_model = forms.ModelChoiceField(queryset=None, required=False,
                                         help_text="Fine-tune from this model (same architecture and classes). "
@@ -30,7 +38,7 @@ class StartRunForm(forms.Form):
         self.fields["base_model"].queryset = models_visible_to(user).order_by("-created_at")
         for spec in PARAM_SPECS.values():
             default = DEFAULTS[spec.name]
-            help_text = f"{spec.help} Valid: {spec.describe()}; default {default}."
+            help_text = f"{spec.help} Valid: {spec.describe()}; {_defaults_text(spec.name)}."
             if spec.kind is str:
                 field = forms.ChoiceField(choices=[(c, c) for c in spec.choices], required=False, help_text=help_text)
             elif spec.kind is int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dumpsite.redact import redact_paths
 
+from .engine.config import checkpoint_epoch
 from .engine.events import metrics_history, read_events
 from .engine.supervisor import tail_text
 from .models import TrainingRun
@@ -16,7 +17,7 @@ MAX_CURVE_POINTS = 500
 def last_checkpoint(run: TrainingRun):
     """The newest epoch checkpoint a failed or cancelled run kept (for resuming), or None."""
     candidates = list((run.work_dir / "mmengine").glob("epoch_*.pth"))
-    return max(candidates, key=lambda p: int(p.stem.split("_")[1])) if candidates else None
+    return max(candidates, key=checkpoint_epoch) if candidates else None
 
 
 def run_log_file(run: TrainingRun) -> Path | None:

@@ -248,6 +248,16 @@ def _finish(run_id: int, status: str, **fields) -> bool:
     return finished
 
 
+def training_run_fail_stale(*, run: TrainingRun, cutoff, message: str) -> bool:
+    """running -> failed for a run whose last heartbeat is older than ``cutoff`` (its worker is gone). One
+    conditional UPDATE: of several reapers, or a reaper and a last heartbeat, exactly one outcome wins."""
+    updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=Status.FAILED, finished_at=timezone.now(), worker_pid=None, error_message=redact_paths(message))
+    if updated:
+        audit_record(action="failed", obj=run, reason=message, reaped=True)
+    return updated == 1
+
+
 def training_run_fail(*, run_id: int, message: str, log_tail: str = "") -> bool:
     """running -> failed. Users read the message and the log tail: the server's paths are replaced (the server
     log keeps the original)."""

@@ -2,7 +2,8 @@
 
 from audit.services import audit_interface
 
-from .worker import training_run_execute, training_runs_reap_stale
+from .reaper import training_runs_reap_stale
+from .worker import training_run_execute
 
 
 def execute_training_run(run_id: int) -> str:

@@ -1,4 +1,5 @@
-"""What runs inside a django-q2 worker: the life of a claimed training run, and the reaper of dead runs.
+"""What runs inside a django-q2 worker: the life of a claimed training run (the reaper of dead runs is in
+``reaper.py``).
 
 The tasks in ``tasks.py`` call these; every state change goes through the transitions in ``services.py``.
 """
@@ -10,20 +11,16 @@ import logging
 import re
 import secrets
 import shutil
-import socket
 import time
-from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
-from audit.services import audit_record
 from datasets.coco_export import export_coco
 from datasets.models import DatasetImage
 from dumpsite.errors import ApplicationError
 
+from .engine.config import checkpoint_epoch
 from .engine.presets import get_preset
 from .models import TrainingRun
 from .engine.supervisor import tail_text
@@ -136,7 +133,7 @@ def training_run_execute(*, run_id: int) -> str:
         outcome = json.loads((work / "result.json").read_text(encoding="utf-8"))
         if run.resume_checkpoint and run.retry_of_id:
             # The resumed attempt continues the earlier one: its epochs up to the checkpoint come first.
-            upto = int(Path(run.resume_checkpoint).stem.split("_")[1])
+            upto = checkpoint_epoch(run.resume_checkpoint)
             events = [e for e in read_events(run.retry_of.work_dir / "events.jsonl")
                       if (e.get("epoch") or 0) <= upto] + events
         history = metrics_history(events)
@@ -204,39 +201,3 @@ def _register_and_succeed(run: TrainingRun, *, outcome: dict, history: list[dict
         if model is not None:
             trained_model_delete_artifacts(model)
         raise
-
-
-def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
-    """Mark running runs without a heartbeat for ``limit_seconds`` as failed; kill their training process when it
-    still lives on this host. Returns the ids of the runs reaped."""
-    from .engine.supervisor import kill_training_process
-
-    limit = settings.TRAINING_HEARTBEAT_LIMIT if limit_seconds is None else limit_seconds
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=limit)
-    reaped = []
-    for run in TrainingRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
-        last = timezone.localtime(run.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
-        message = (f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost "
-                   f"the database. The run was marked failed; retry it to train again.")
-        updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=Status.FAILED, finished_at=now, worker_pid=None, error_message=message)
-        if not updated:
-            continue
-        audit_record(action="failed", obj=run, reason=message, reaped=True)
-        reaped.append(run.pk)
-        if run.worker_pid and run.worker_host == socket.gethostname():
-            if kill_training_process(run.worker_pid, run.work_dir / "job.json"):
-                logger.warning("killed the orphaned training process %s of run %s", run.worker_pid, run.pk)
-        logger.warning("training run %s reaped: no heartbeat since %s", run.pk, last)
-    return reaped
-
-
-def reaper_schedule_ensure() -> None:
-    """The django-q2 schedule that runs the reaper (idempotent)."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        name="reap stale training runs",
-        defaults={"func": "training.tasks.reap_stale_runs", "schedule_type": Schedule.MINUTES,
-                  "minutes": settings.TRAINING_REAPER_MINUTES, "repeats": -1})

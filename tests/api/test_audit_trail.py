@@ -10,7 +10,7 @@ from audit.models import AuditEvent
 from audit.services import audit_interface
 from training.models import TrainingRun
 from training.services import training_run_claim, training_run_create, training_run_fail
-from training.worker import training_runs_reap_stale
+from training.reaper import training_runs_reap_stale
 
 pytestmark = pytest.mark.django_db
 

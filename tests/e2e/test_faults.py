@@ -11,9 +11,10 @@ import pytest
 
 from datasets.demo import demo_dataset_create
 from tests.conftest import start_worker, stop_worker, wait_for
+from training.engine.config import checkpoint_epoch
 from training.models import TrainingRun
 from training.services import training_run_cancel, training_run_create, training_run_retry
-from training.worker import reaper_schedule_ensure
+from training.reaper import reaper_schedule_ensure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -143,7 +144,7 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint(worker):
     assert resumed.status == "succeeded", resumed.error_message
     assert resumed.retry_of_id == run.pk and resumed.resume_checkpoint == str(kept[0])
     start = next(e for e in read_events(resumed.work_dir / "events.jsonl") if e["event"] == "start")
-    done_epochs = int(kept[0].stem.split("_")[1])
+    done_epochs = checkpoint_epoch(kept[0])
     assert start["resumed_iter"] == done_epochs * start["iters_per_epoch"] > 0  # continued, not restarted
     log = (resumed.work_dir / "train.log").read_text()
     assert "resumed epoch" in log.lower() or "resume" in log.lower()

@@ -13,7 +13,7 @@ from dumpsite.errors import ApplicationError
 from training.engine.supervisor import kill_training_process
 from training.models import TrainingRun
 from training.services import training_run_create
-from training.worker import reaper_schedule_ensure, training_runs_reap_stale
+from training.reaper import reaper_schedule_ensure, training_runs_reap_stale
 
 pytestmark = pytest.mark.django_db
 

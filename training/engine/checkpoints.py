@@ -78,5 +78,10 @@ def save_weights(src: str, dst: str, *, classes: list[str], extra_meta: dict | N
     state = ckpt["state_dict"]
     meta = {"dataset_meta": {"classes": list(classes)}, **(extra_meta or {})}
     torch.save({"state_dict": state, "meta": meta}, dst)
-    return int(sum(t.numel() for k, t in state.items() if not k.endswith(("running_mean", "running_var",
-                                                                            "num_batches_tracked"))))
+    return parameter_count(state)
+
+
+def parameter_count(state: dict) -> int:
+    """Learned parameters of a state dict (batch-norm running statistics are buffers, not parameters)."""
+    return int(sum(t.numel() for k, t in state.items()
+                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))))

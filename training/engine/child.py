@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -20,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import BEST_METRIC, dumps_config_json, publishable_config, restore_tuples
+from .config import BEST_METRIC, checkpoint_epoch, dumps_config_json, publishable_config, restore_tuples
 from .job import TrainingJob
 
 
@@ -67,10 +66,6 @@ def load_json_config(path: str):
             backend["type"] = "JsonConfigLocalVisBackend"
     return cfg
 
-def _epoch_of(path: str) -> int:
-    match = re.search(r"epoch_(\d+)\.pth$", path)
-    return int(match.group(1)) if match else 0
-
 
 def _best_checkpoint(runner, work_dir: str) -> str:
     """The checkpoint CheckpointHook kept as best; the last one when no epoch produced metrics (no detections)."""
@@ -81,7 +76,7 @@ def _best_checkpoint(runner, work_dir: str) -> str:
     if not candidates:
         candidates = glob.glob(os.path.join(work_dir, "epoch_*.pth"))
     if candidates:
-        return max(candidates, key=_epoch_of)
+        return max(candidates, key=checkpoint_epoch)
     raise RuntimeError("training finished but no checkpoint was saved")
 
 
@@ -118,7 +113,7 @@ def train(job: TrainingJob) -> dict:
     params = save_weights(best, model_file, classes=job.classes,
                           extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)})
     result = {"model_file": model_file, "config_file": publish_file, "best_checkpoint": best,
-              "checkpoint_epoch": _epoch_of(best),
+              "checkpoint_epoch": checkpoint_epoch(best),
               "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3),
               "train_s": round(train_s, 3)}
     write_json(job.result_file, result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from .presets import Preset
@@ -17,6 +18,13 @@ METRIC_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP
 BEST_METRIC = "coco/bbox_mAP"
 # Pipeline transforms whose ``scale`` must be a tuple: mmcv's rescale_size rejects lists, and JSON has no tuples.
 _SCALE_TRANSFORMS = {"Resize", "RandomResize", "FixShapeResize"}
+
+
+def checkpoint_epoch(path) -> int:
+    """The epoch of a checkpoint from mmengine's names (``epoch_3.pth``, ``best_coco_bbox_mAP_epoch_3.pth``); 0 for
+    any other name."""
+    match = re.search(r"epoch_(\d+)\.pth$", str(path))
+    return int(match.group(1)) if match else 0
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

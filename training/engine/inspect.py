@@ -35,13 +35,11 @@ def inspect_checkpoint(path: str, architecture: str, timeout: float = 300) -> di
 
 
 def _inspect(path: str, architecture: str) -> dict:
-    from .checkpoints import load_checkpoint
+    from .checkpoints import load_checkpoint, parameter_count
 
     ckpt = load_checkpoint(path)
     state = ckpt["state_dict"]
-    report = {"parameter_count": int(sum(t.numel() for k, t in state.items()
-                                         if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))),
-              "num_classes": None, "classes": None}
+    report = {"parameter_count": parameter_count(state), "num_classes": None, "classes": None}
     head = _HEADS.get(architecture)
     if head is not None:
         key, count = head

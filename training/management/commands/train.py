@@ -5,6 +5,7 @@ from tqdm import tqdm
 
 from datasets.models import Dataset
 from dumpsite.access import get_visible, visible
+from dumpsite.formatting import duration, metric
 from dumpsite.commands import USER_HELP, cli_call, cli_user
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
@@ -12,14 +13,6 @@ from training.engine.params import PARAM_SPECS
 from training.engine.presets import PRESETS
 from training.models import TrainingRun
 from training.services import training_run_create
-
-
-def _fmt_eta(seconds) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
 class Command(BaseCommand):
@@ -82,8 +75,8 @@ class Command(BaseCommand):
                     loss = run.latest_losses.get("loss")
                     bar.set_description_str(f"epoch {run.current_epoch}/{run.max_epochs}"
                                             if run.current_iter < run.max_iters else "validating, registering")
-                    bar.set_postfix_str(f"loss {loss:.4f} ETA {_fmt_eta(run.eta_seconds)}" if loss is not None
-                                        else f"ETA {_fmt_eta(run.eta_seconds)}")
+                    bar.set_postfix_str(f"loss {loss:.4f} ETA {duration(run.eta_seconds)}" if loss is not None
+                                        else f"ETA {duration(run.eta_seconds)}")
                     bar.refresh()
                 else:
                     bar.set_description_str("exporting the dataset, starting")
@@ -99,7 +92,6 @@ class Command(BaseCommand):
             reason = " ".join((run.error_message or "no reason recorded").split())
             raise CommandError(f"Run #{run.pk} {run.status}: {reason}")
         model = TrainedModel.objects.get(source_run=run)
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         self.stdout.write(self.style.SUCCESS(
             f"Run #{run.pk} succeeded in {run.duration_seconds:.0f} s. Registered model #{model.pk} {model.name!r} "
-            f"(best epoch {model.best_epoch}): bbox mAP50 {fmt(model.bbox_mAP_50)}, mAP {fmt(model.bbox_mAP)}."))
+            f"(best epoch {model.best_epoch}): bbox mAP50 {metric(model.bbox_mAP_50)}, mAP {metric(model.bbox_mAP)}."))

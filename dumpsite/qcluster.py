@@ -1,0 +1,35 @@
+"""Start and stop a django-q2 worker cluster (``manage.py qcluster``) as a child process: for the test suite's
+real workers and the benchmarks. Not imported by the web process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_cluster(log: Path, env: dict | None = None) -> subprocess.Popen:
+    """A cluster in its own process group, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_cluster(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the cluster's main process, which stops its workers within a second (a SIGTERM to the whole
+    group leaves it waiting for workers that are already gone); then whatever is left of the group is killed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
