@@ -13,8 +13,9 @@ class AuditEvent(models.Model):
         SYSTEM = "system", "System"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     interface = models.CharField(max_length=16, choices=Interface.choices)
     action = models.CharField(max_length=32, db_index=True)
     object_type = models.CharField(max_length=32)

@@ -24,8 +24,13 @@ def audit_record(*, action: str, obj, actor=None, **detail) -> AuditEvent:
     """Record ``action`` on a training run or trained model, in the caller's transaction."""
     return AuditEvent.objects.create(
         actor=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
-        interface=_interface.get(), action=action, object_type=obj._meta.model_name, object_id=obj.pk,
-        object_name=str(getattr(obj, "name", obj))[:200], detail=detail)
+        interface=_interface.get(),
+        action=action,
+        object_type=obj._meta.model_name,
+        object_id=obj.pk,
+        object_name=str(getattr(obj, "name", obj))[:200],
+        detail=detail,
+    )
 
 
 class AuditInterfaceMiddleware:

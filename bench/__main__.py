@@ -34,8 +34,7 @@ def main(argv: list[str]) -> int:
             figures.extend(importlib.import_module(f"bench.{name}").run())
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
             traceback.print_exc()
-            figures.append(Figure(name, "did not complete", f"{type(exc).__name__}: {exc}"[:200], "completes",
-                                  False))
+            figures.append(Figure(name, "did not complete", f"{type(exc).__name__}: {exc}"[:200], "completes", False))
     rows = [f"| {f.benchmark} | {f.name} | {f.value} | {f.target} | {f.verdict()} |" for f in figures]
     table = "\n".join(["| benchmark | figure | measured | target | |", "| --- | --- | --- | --- | --- |", *rows])
     print(table)
@@ -46,7 +45,8 @@ def main(argv: list[str]) -> int:
             f"# Benchmarks\n\nRun with `bash bench/run.sh` on {datetime.date.today()} ({minutes:.0f} min): "
             f"{machine()}.\nEach figure is measured side by side with its baseline in one run (alternating, "
             f"medians).\n\n{table}\n" + (ROOT / "bench" / "analysis.md").read_text(encoding="utf-8"),
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         print(f"written to {doc.relative_to(ROOT)}")
     else:
         print("(a partial run: docs/benchmarks.md is left as it was)")

@@ -49,9 +49,10 @@ def percentile(values: list[float], q: float) -> float:
 def machine() -> str:
     cpu = "unknown CPU"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
@@ -71,7 +72,7 @@ class Cluster:
         self.log = SCRATCH / log_name
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         self.proc = start_cluster(self.log)
         self.wait_idle()
         return self
@@ -90,7 +91,7 @@ class Cluster:
 def proc_stat(pid: int) -> list[str]:
     """The fields of /proc/<pid>/stat after the command name: [0] state, [1] ppid, ... [19] starttime."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2:].split()
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def process_start_boottime(pid: int) -> float:

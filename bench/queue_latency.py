@@ -32,16 +32,22 @@ def _platform_sample(client: Client, dataset_id: int, user: User) -> float:
     from training.models import TrainingRun
     from training.services import training_run_cancel
 
-    response = client.post("/api/training-runs/", {"dataset": dataset_id, "parameters": {"epochs": 1}},
-                           content_type="application/json")
+    response = client.post(
+        "/api/training-runs/", {"dataset": dataset_id, "parameters": {"epochs": 1}}, content_type="application/json"
+    )
     returned = boottime()
     assert response.status_code == 201, response.content
     run_id = response.json()["id"]
-    pid = _wait(lambda: TrainingRun.objects.filter(pk=run_id).values_list("worker_pid", flat=True).first(), 60)
+    pid = _wait(lambda: TrainingRun.objects.filter(pk=run_id).values_list("training_pid", flat=True).first(), 60)
     latency = process_start_boottime(pid) - returned
     training_run_cancel(run=TrainingRun.objects.get(pk=run_id), user=user)
-    _wait(lambda: not Path(f"/proc/{pid}").exists() and
-          TrainingRun.objects.filter(pk=run_id, status="cancelled").exists(), 60, interval=0.1)
+    _wait(
+        lambda: (
+            not Path(f"/proc/{pid}").exists() and TrainingRun.objects.filter(pk=run_id, status="cancelled").exists()
+        ),
+        60,
+        interval=0.1,
+    )
     return latency
 
 
@@ -67,8 +73,14 @@ def run() -> list[Figure]:
             cluster.wait_idle(1.0)
     p50, p95, q50 = percentile(platform, 0.5), percentile(platform, 0.95), percentile(queue, 0.5)
     return [
-        Figure("queue latency", "create returned -> child process started, p50 / p95",
-               f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms", "p50 <= 500 ms", p50 <= 0.5),
-        Figure("queue latency", "of which django-q2 itself (empty task), p50", f"{q50 * 1000:.0f} ms",
-               "informative", None),
+        Figure(
+            "queue latency",
+            "create returned -> child process started, p50 / p95",
+            f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms",
+            "p50 <= 500 ms",
+            p50 <= 0.5,
+        ),
+        Figure(
+            "queue latency", "of which django-q2 itself (empty task), p50", f"{q50 * 1000:.0f} ms", "informative", None
+        ),
     ]

@@ -24,14 +24,14 @@ from django.test import Client
 
 from .common import ROOT, SCRATCH, Cluster, Figure, median
 
-EPOCHS = 3          # a run of about 30-40 s on 2 CPU cores: long enough for a 1-3 % difference to show
+EPOCHS = 3  # a run of about 30-40 s on 2 CPU cores: long enough for a 1-3 % difference to show
 IMAGES = 120
-PAIRS = 3           # alternating pairs per comparison
+PAIRS = 3  # alternating pairs per comparison
 DATASET = "bench-demo"
 
 
 def ensure_trainer() -> User:
-    from dumpsite.roles import sync_roles
+    from access.roles import sync_roles
 
     sync_roles()
     user, _ = User.objects.get_or_create(username="bench-trainer")
@@ -71,8 +71,11 @@ def _platform_run(client: Client, dataset_id: int):
     from training.models import TrainingRun
 
     start = time.time()
-    response = client.post("/api/training-runs/", {"dataset": dataset_id, "parameters": {"epochs": EPOCHS}},
-                           content_type="application/json")
+    response = client.post(
+        "/api/training-runs/",
+        {"dataset": dataset_id, "parameters": {"epochs": EPOCHS}},
+        content_type="application/json",
+    )
     assert response.status_code == 201, response.content
     run_id = response.json()["id"]
     # Polled lazily, so as not to take CPU from the training: the end is the run's finished_at, written in the
@@ -110,8 +113,13 @@ def _baseline_run(config: Path, work: Path) -> float:
     work.mkdir(parents=True)
     start = time.perf_counter()
     with open(work / "stdout.log", "wb") as log:
-        proc = subprocess.run([sys.executable, str(_tools_train()), str(config), "--work-dir", str(work)],
-                              cwd=work, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, str(_tools_train()), str(config), "--work-dir", str(work)],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"tools/train.py exited with {proc.returncode}; see {work / 'stdout.log'}")
@@ -126,9 +134,14 @@ def _child_job(run, work: Path, *, progress_events: bool) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     job = dataclasses.replace(
-        job, overrides={**job.overrides, "work_dir": str(work / "mmengine")}, work_dir=str(work / "mmengine"),
-        events_file=str(work / "events.jsonl"), result_file=str(work / "result.json"),
-        output_dir=str(work / "output"), progress_events=progress_events)
+        job,
+        overrides={**job.overrides, "work_dir": str(work / "mmengine")},
+        work_dir=str(work / "mmengine"),
+        events_file=str(work / "events.jsonl"),
+        result_file=str(work / "result.json"),
+        output_dir=str(work / "output"),
+        progress_events=progress_events,
+    )
     job.write(work / "job.json")
     return work / "job.json"
 
@@ -141,9 +154,13 @@ def _child_supervised(run, work: Path, progress_run_id: int) -> float:
     from training.services import training_run_progress
 
     job_file = _child_job(run, work, progress_events=True)
-    result = run_child(job_file=job_file, events_file=work / "events.jsonl", log_file=work / "train.log",
-                       on_progress=lambda state: training_run_progress(run_id=progress_run_id, state=state),
-                       interval=settings.TRAINING_PROGRESS_INTERVAL)
+    result = run_child(
+        job_file=job_file,
+        events_file=work / "events.jsonl",
+        log_file=work / "train.log",
+        on_progress=lambda state: training_run_progress(run_id=progress_run_id, state=state),
+        interval=settings.TRAINING_PROGRESS_INTERVAL,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"supervised child failed: {result.error}")
     return json.loads((work / "result.json").read_text())["train_s"]
@@ -154,8 +171,13 @@ def _child_alone(run, work: Path) -> float:
 
     job_file = _child_job(run, work, progress_events=False)
     with open(work / "train.log", "wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "training.engine.child", str(job_file)], cwd=ROOT,
-                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-m", "training.engine.child", str(job_file)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"child without hook failed; see {work / 'train.log'}")
     if any(e.get("event") in ("start", "iter") for e in read_events(work / "events.jsonl")):
@@ -170,9 +192,15 @@ def _progress_row(dataset, user) -> int:
     from training.models import TrainingRun
 
     now = timezone.now()
-    return TrainingRun.objects.create(name="bench progress target", dataset=dataset, status="running",
-                                      parameters={"epochs": EPOCHS}, created_by=user, started_at=now,
-                                      heartbeat_at=now).pk
+    return TrainingRun.objects.create(
+        name="bench progress target",
+        dataset=dataset,
+        status="running",
+        parameters={"epochs": EPOCHS},
+        created_by=user,
+        started_at=now,
+        heartbeat_at=now,
+    ).pk
 
 
 def run() -> list[Figure]:
@@ -204,19 +232,42 @@ def run() -> list[Figure]:
         print(f"  progress-overhead pair {i + 1}/{PAIRS} ...", flush=True)
         alone.append(_child_alone(reference, out / "child"))
         supervised.append(_child_supervised(reference, out / "child", target_row))
-        print(f"    runner.train() without hook {alone[-1]:.2f} s, with hook + supervisor {supervised[-1]:.2f} s",
-              flush=True)
+        print(
+            f"    runner.train() without hook {alone[-1]:.2f} s, with hook + supervisor {supervised[-1]:.2f} s",
+            flush=True,
+        )
     shutil.rmtree(out / "child", ignore_errors=True)
 
     p, b = median(platform), median(baseline)
-    figures = [Figure("orchestration", "platform (API -> registered model) / tools/train.py, median wall",
-                      f"{p:.1f} s / {b:.1f} s = {p / b:.3f}x", "<= 1.03x", p / b <= 1.03)]
+    figures = [
+        Figure(
+            "orchestration",
+            "platform (API -> registered model) / tools/train.py, median wall",
+            f"{p:.1f} s / {b:.1f} s = {p / b:.3f}x",
+            "<= 1.03x",
+            p / b <= 1.03,
+        )
+    ]
     phases = {name: median([r.timings.get(name, 0.0) for r in runs]) for name in TrainingRun.PHASES}
     accounted = sum(phases.values())
-    figures.append(Figure("orchestration", "platform phases, median s", ", ".join(
-        f"{name} {seconds:.2f}" for name, seconds in phases.items()) + f"; API call and the rest "
-        f"{p - accounted:.2f}", "informative", None))
+    figures.append(
+        Figure(
+            "orchestration",
+            "platform phases, median s",
+            ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items()) + f"; API call and the rest "
+            f"{p - accounted:.2f}",
+            "informative",
+            None,
+        )
+    )
     s, a = median(supervised), median(alone)
-    figures.append(Figure("progress", "runner.train() with hook + supervisor / without, median",
-                          f"{s:.2f} s / {a:.2f} s = {s / a:.3f}x", "<= 1.01x", s / a <= 1.01))
+    figures.append(
+        Figure(
+            "progress",
+            "runner.train() with hook + supervisor / without, median",
+            f"{s:.2f} s / {a:.2f} s = {s / a:.3f}x",
+            "<= 1.01x",
+            s / a <= 1.01,
+        )
+    )
     return figures

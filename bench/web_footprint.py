@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from .common import ROOT, SCRATCH, Figure, proc_stat, rss_mib
 
@@ -51,8 +52,10 @@ def _ppid(pid: int) -> int | None:
 
 def _engine_rss() -> float:
     """RSS of a process that has only imported what the training child imports."""
-    code = ("import torch, mmdet.apis, mmengine.runner\n"
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')][0])")
+    code = (
+        "import torch, mmdet.apis, mmengine.runner\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')][0])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
@@ -69,8 +72,7 @@ def run() -> list[Figure]:
     token, _ = Token.objects.get_or_create(user=user)
     some_run = TrainingRun.objects.order_by("-id").values_list("pk", flat=True).first()
     dataset = Dataset.objects.order_by("id").first()
-    paths = ["/api/training-runs/?page_size=50", "/api/trained-models/?page_size=50", "/api/datasets/",
-             "/api/schema/"]
+    paths = ["/api/training-runs/?page_size=50", "/api/trained-models/?page_size=50", "/api/datasets/", "/api/schema/"]
     if some_run:
         paths += [f"/api/training-runs/{some_run}/", f"/api/training-runs/{some_run}/metrics/"]
     if dataset:
@@ -81,9 +83,23 @@ def run() -> list[Figure]:
     port = _free_port()
     env = dict(os.environ, BENCH_WEB_REPORT=str(report))
     master = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "dumpsite.wsgi:application", "--workers", "1", "--bind",
-         f"127.0.0.1:{port}", "--config", "python:bench.gunicorn_probe"],
-        cwd=ROOT, env=env, stdout=open(SCRATCH / "gunicorn.log", "ab"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "dumpsite.wsgi:application",
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--config",
+            "python:bench.gunicorn_probe",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(SCRATCH / "gunicorn.log", "ab"),  # noqa: SIM115 - handed to the server process
+        stderr=subprocess.STDOUT,
+    )  # noqa: SIM115
     try:
         worker = _worker_pid(master.pid)
         for _ in range(300):
@@ -96,7 +112,7 @@ def run() -> list[Figure]:
         for i in range(REQUESTS):
             assert _get(port, paths[i % len(paths)], token.key) == 200, paths[i % len(paths)]
         rss_after, rss_peak = rss_mib(worker), rss_mib(worker, "VmHWM")
-        maps = open(f"/proc/{worker}/maps").read()
+        maps = Path(f"/proc/{worker}/maps").read_text()
         mapped = sorted({name for name in ("torch", "mmcv", "mmdet", "cv2") if f"/{name}/" in maps})
     finally:
         master.send_signal(signal.SIGTERM)
@@ -105,11 +121,25 @@ def run() -> list[Figure]:
     engine = _engine_rss()
     clean = not imported and not mapped
     return [
-        Figure("web footprint", f"gunicorn worker RSS: started / after {REQUESTS} API requests (peak)",
-               f"{rss_start:.0f} / {rss_after:.0f} MiB ({rss_peak:.0f})", "informative", None),
-        Figure("web footprint", "torch, mmdet, mmengine, mmcv, cv2 in the web worker",
-               f"imported: {', '.join(imported) or 'none'}; mapped: {', '.join(mapped) or 'none'}", "none",
-               clean),
-        Figure("web footprint", "web worker RSS / a process that only imports torch + mmdet",
-               f"{rss_after:.0f} / {engine:.0f} MiB = {rss_after / engine:.2f}x", "informative", None),
+        Figure(
+            "web footprint",
+            f"gunicorn worker RSS: started / after {REQUESTS} API requests (peak)",
+            f"{rss_start:.0f} / {rss_after:.0f} MiB ({rss_peak:.0f})",
+            "informative",
+            None,
+        ),
+        Figure(
+            "web footprint",
+            "torch, mmdet, mmengine, mmcv, cv2 in the web worker",
+            f"imported: {', '.join(imported) or 'none'}; mapped: {', '.join(mapped) or 'none'}",
+            "none",
+            clean,
+        ),
+        Figure(
+            "web footprint",
+            "web worker RSS / a process that only imports torch + mmdet",
+            f"{rss_after:.0f} / {engine:.0f} MiB = {rss_after / engine:.2f}x",
+            "informative",
+            None,
+        ),
     ]

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from dumpsite.access import can, visible
+from access.rules import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
@@ -59,10 +59,15 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
             boxes=Count("annotations", filter=Q(annotations__enabled=True, annotations__image__enabled=True)),
             images=Count("annotations__image", distinct=True),
         ).order_by("position")
-        return format_html('<table class="kv" id="class-counts"><tr><th>#</th><th>class</th><th>boxes</th>'
-                           '<th>images</th></tr>{}</table>', format_html_join(
-                               "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                               ((c.position + 1, c.name, c.boxes, c.images) for c in rows)))
+        return format_html(
+            '<table class="kv" id="class-counts"><tr><th>#</th><th>class</th><th>boxes</th>'
+            "<th>images</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                ((c.position + 1, c.name, c.boxes, c.images) for c in rows),
+            ),
+        )
 
     @admin.display(description="images")
     def images_link(self, obj):
@@ -72,19 +77,27 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
     @admin.display(description="map")
     def map(self, obj):
         features = []
-        for pk, name, location, footprint in (obj.images.exclude(location=None, footprint=None)
-                                              .values_list("pk", "original_name", "location", "footprint")
-                                              [:MAP_POINTS_LIMIT]):
-            features.append({"id": pk, "name": name,
-                             "point": json.loads(location.geojson) if location else None,
-                             "footprint": json.loads(footprint.geojson) if footprint else None})
+        for pk, name, location, footprint in obj.images.exclude(location=None, footprint=None).values_list(
+            "pk", "original_name", "location", "footprint"
+        )[:MAP_POINTS_LIMIT]:
+            features.append(
+                {
+                    "id": pk,
+                    "name": name,
+                    "point": json.loads(location.geojson) if location else None,
+                    "footprint": json.loads(footprint.geojson) if footprint else None,
+                }
+            )
         if not features:
             return "No image has a location."
         data = json.dumps({"features": features, "tiles": settings.DUMPSITE_MAP_TILES_URL})
-        return format_html('<div id="dataset-map"></div><script type="application/json" id="dataset-map-data">{}'
-                           '</script><p class="help">{} located images{}.</p>', mark_safe(
-                               data.replace("<", "\\u003c")), len(features),
-                           "" if len(features) < MAP_POINTS_LIMIT else f" (first {MAP_POINTS_LIMIT})")
+        return format_html(
+            '<div id="dataset-map"></div><script type="application/json" id="dataset-map-data">{}'
+            '</script><p class="help">{} located images{}.</p>',
+            mark_safe(data.replace("<", "\\u003c")),
+            len(features),
+            "" if len(features) < MAP_POINTS_LIMIT else f" (first {MAP_POINTS_LIMIT})",
+        )
 
 
 class DatasetContentAdmin(AccessControlledAdmin, admin.ModelAdmin):
@@ -98,8 +111,10 @@ class DatasetContentAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     def get_list_filter(self, request):
         # Only the datasets this user sees: the stock filter lists every dataset's name.
-        return [(f, admin.RelatedOnlyFieldListFilter) if f == self.dataset_path else f
-                for f in super().get_list_filter(request)]
+        return [
+            (f, admin.RelatedOnlyFieldListFilter) if f == self.dataset_path else f
+            for f in super().get_list_filter(request)
+        ]
 
     def has_change_permission(self, request, obj=None):
         dataset = attrgetter(self.dataset_path.replace("__", "."))(obj) if obj is not None else None
@@ -117,25 +132,52 @@ class DatasetImageAdmin(DatasetContentAdmin):
     search_fields = ("original_name", "sha256")
     list_select_related = ("dataset",)
     list_per_page = 60
-    fields = ("thumbnail", "dataset", "original_name", "sha256", "width", "height", "enabled", "location",
-              "footprint", "captured_at", "created_at")
-    readonly_fields = ("thumbnail", "dataset", "original_name", "sha256", "width", "height", "location",
-                       "footprint", "captured_at", "created_at")
+    fields = (
+        "thumbnail",
+        "dataset",
+        "original_name",
+        "sha256",
+        "width",
+        "height",
+        "enabled",
+        "location",
+        "footprint",
+        "captured_at",
+        "created_at",
+    )
+    readonly_fields = (
+        "thumbnail",
+        "dataset",
+        "original_name",
+        "sha256",
+        "width",
+        "height",
+        "location",
+        "footprint",
+        "captured_at",
+        "created_at",
+    )
 
     class Media:
         css = {"all": ("admin_console/console.css",)}
 
     def visible_queryset(self, request, queryset):
-        return super().visible_queryset(request, queryset).annotate(
-            box_count=Count("annotations", filter=Q(annotations__enabled=True)))
+        return (
+            super()
+            .visible_queryset(request, queryset)
+            .annotate(box_count=Count("annotations", filter=Q(annotations__enabled=True)))
+        )
 
     def save_with_service(self, request, obj, data):
         dataset_image_update(image=obj, user=request.user, enabled=data["enabled"])
 
     @admin.display(description="")
     def thumbnail(self, obj):
-        return format_html('<img class="thumb" src="{}" alt="{}" loading="lazy">',
-                           reverse("dataset-image-thumbnail", args=[obj.pk]), obj.original_name)
+        return format_html(
+            '<img class="thumb" src="{}" alt="{}" loading="lazy">',
+            reverse("dataset-image-thumbnail", args=[obj.pk]),
+            obj.original_name,
+        )
 
     @admin.display(description="size")
     def size(self, obj):
@@ -162,10 +204,19 @@ class AnnotationAdmin(DatasetContentAdmin):
         form = super().get_form(request, obj, **kwargs)
         if obj is not None and "dataset_class" in form.base_fields:
             form.base_fields["dataset_class"].queryset = DatasetClass.objects.filter(
-                dataset_id=obj.image.dataset_id).order_by("position")
+                dataset_id=obj.image.dataset_id
+            ).order_by("position")
         return form
 
     def save_with_service(self, request, obj, data):
-        annotation_update(annotation=obj, user=request.user, dataset_class=data.get("dataset_class"),
-                          x=data.get("x"), y=data.get("y"), width=data.get("width"), height=data.get("height"),
-                          polygon=data.get("polygon"), enabled=data.get("enabled"))
+        annotation_update(
+            annotation=obj,
+            user=request.user,
+            dataset_class=data.get("dataset_class"),
+            x=data.get("x"),
+            y=data.get("y"),
+            width=data.get("width"),
+            height=data.get("height"),
+            polygon=data.get("polygon"),
+            enabled=data.get("enabled"),
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import django_filters
-
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from drf_spectacular.types import OpenApiTypes
@@ -13,7 +12,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 
-from dumpsite.access import visible
+from access.rules import visible
 from dumpsite.api import ActionPermission
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
@@ -22,8 +21,9 @@ from .selectors import datasets_with_stats
 
 
 def _count(queryset, field: str = "pk"):
-    return Coalesce(Subquery(queryset.values(field).annotate(n=Count("*")).values("n")[:1],
-                             output_field=IntegerField()), 0)
+    return Coalesce(
+        Subquery(queryset.values(field).annotate(n=Count("*")).values("n")[:1], output_field=IntegerField()), 0
+    )
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
@@ -54,14 +54,25 @@ class DatasetSerializer(serializers.ModelSerializer):
     classes = DatasetClassSerializer(many=True, read_only=True)
     image_count = serializers.IntegerField(read_only=True)
     annotation_count = serializers.IntegerField(read_only=True)
-    extent = GeoJSONField(help_text="Bounding box of the images' footprints (or locations where they have none), "
-                                    "GeoJSON, WGS 84.")
+    extent = GeoJSONField(
+        help_text="Bounding box of the images' footprints (or locations where they have none), GeoJSON, WGS 84."
+    )
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Dataset
-        fields = ["id", "name", "description", "classes", "image_count", "annotation_count", "extent",
-                  "created_by", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "classes",
+            "image_count",
+            "annotation_count",
+            "extent",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class DatasetImageSerializer(serializers.ModelSerializer):
@@ -71,8 +82,19 @@ class DatasetImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DatasetImage
-        fields = ["id", "original_name", "sha256", "width", "height", "enabled", "location", "footprint",
-                  "captured_at", "annotation_count", "created_at"]
+        fields = [
+            "id",
+            "original_name",
+            "sha256",
+            "width",
+            "height",
+            "enabled",
+            "location",
+            "footprint",
+            "captured_at",
+            "annotation_count",
+            "created_at",
+        ]
 
 
 class DatasetFilter(ApiFilterSet):
@@ -106,8 +128,10 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     def images(self, request, pk=None):
         """The dataset's images, paginated, with their annotation counts."""
         dataset = self.get_object()
-        images = (DatasetImage.objects.filter(dataset=dataset).order_by("id")
-                  .annotate(annotation_count=_count(Annotation.objects.filter(image=OuterRef("pk")).order_by(),
-                                                    "image")))
+        images = (
+            DatasetImage.objects.filter(dataset=dataset)
+            .order_by("id")
+            .annotate(annotation_count=_count(Annotation.objects.filter(image=OuterRef("pk")).order_by(), "image"))
+        )
         page = self.paginate_queryset(images)
         return self.get_paginated_response(DatasetImageSerializer(page, many=True).data)

@@ -37,9 +37,14 @@ class CocoExport:
 
     def as_dict(self) -> dict:
         return {
-            "directory": str(self.directory), "train_file": str(self.train_file), "val_file": str(self.val_file),
-            "image_root": str(self.image_root), "classes": self.classes, "train_images": self.train_images,
-            "val_images": self.val_images, "train_annotations": self.train_annotations,
+            "directory": str(self.directory),
+            "train_file": str(self.train_file),
+            "val_file": str(self.val_file),
+            "image_root": str(self.image_root),
+            "classes": self.classes,
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "train_annotations": self.train_annotations,
             "val_annotations": self.val_annotations,
         }
 
@@ -64,12 +69,14 @@ def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files:
 
     images = list(
         DatasetImage.objects.filter(dataset=dataset, enabled=True)
-        .order_by("id").values_list("id", "image", "width", "height")
+        .order_by("id")
+        .values_list("id", "image", "width", "height")
     )
     boxes: dict[int, list[tuple]] = {}
     for row in (
         Annotation.objects.filter(image__dataset=dataset, image__enabled=True, enabled=True)
-        .order_by("image_id", "id").values_list("image_id", "dataset_class_id", "x", "y", "width", "height", "polygon")
+        .order_by("image_id", "id")
+        .values_list("image_id", "dataset_class_id", "x", "y", "width", "height", "polygon")
         .iterator(chunk_size=20000)
     ):
         boxes.setdefault(row[0], []).append(row[1:])
@@ -79,8 +86,10 @@ def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files:
         missing = [name for _, name, _, _ in images if not (root / name).is_file()]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise ApplicationError(f"{len(missing)} image file(s) of dataset {dataset.name!r} are missing: {shown}.",
-                                   {"missing_files": len(missing)})
+            raise ApplicationError(
+                f"{len(missing)} image file(s) of dataset {dataset.name!r} are missing: {shown}.",
+                {"missing_files": len(missing)},
+            )
 
     with_boxes = [i for i, *_ in images if i in boxes]
     without = [i for i, *_ in images if i not in boxes]
@@ -95,14 +104,23 @@ def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files:
                 continue
             doc_images.append({"id": image_id, "file_name": name, "width": width, "height": height})
             for class_id, x, y, w, h, polygon in boxes.get(image_id, ()):
-                doc_annotations.append({
-                    "id": len(doc_annotations) + 1, "image_id": image_id,
-                    "category_id": class_ids[class_id] + 1,
-                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-                    "segmentation": [[v for point in polygon for v in point]] if polygon else [],
-                })
-        return {"info": {"description": dataset.name}, "images": doc_images, "annotations": doc_annotations,
-                "categories": categories}
+                doc_annotations.append(
+                    {
+                        "id": len(doc_annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": class_ids[class_id] + 1,
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                        "segmentation": [[v for point in polygon for v in point]] if polygon else [],
+                    }
+                )
+        return {
+            "info": {"description": dataset.name},
+            "images": doc_images,
+            "annotations": doc_annotations,
+            "categories": categories,
+        }
 
     return document(train_ids), document(val_ids)
 
@@ -124,8 +142,13 @@ def export_coco(dataset: Dataset, out_dir: Path, *, val_fraction: float, seed: i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CocoExport(
-        directory=out_dir, train_file=out_dir / "train.json", val_file=out_dir / "val.json",
-        image_root=Path(settings.MEDIA_ROOT), classes=[c["name"] for c in train["categories"]],
-        train_images=len(train["images"]), val_images=len(val["images"]),
-        train_annotations=len(train["annotations"]), val_annotations=len(val["annotations"]),
+        directory=out_dir,
+        train_file=out_dir / "train.json",
+        val_file=out_dir / "val.json",
+        image_root=Path(settings.MEDIA_ROOT),
+        classes=[c["name"] for c in train["categories"]],
+        train_images=len(train["images"]),
+        val_images=len(val["images"]),
+        train_annotations=len(train["annotations"]),
+        val_annotations=len(val["annotations"]),
     )

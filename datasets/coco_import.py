@@ -12,8 +12,13 @@ from django.db import transaction
 from dumpsite.errors import ApplicationError
 
 from .models import Dataset
-from .services import (annotation_build, annotations_bulk_create, dataset_create, dataset_image_create,
-                       image_files_removed_on_error)
+from .services import (
+    annotation_build,
+    annotations_bulk_create,
+    dataset_create,
+    dataset_image_create,
+    image_files_removed_on_error,
+)
 
 
 @dataclass
@@ -43,8 +48,11 @@ def _load_coco(json_path: Path) -> dict:
 
 def _key(value):
     """An id as a dict key that tells 1 from "1" and from True (JSON keeps them apart; Python's == does not)."""
-    return (type(value).__name__, value) if isinstance(value, (int, float, str, bool)) or value is None \
+    return (
+        (type(value).__name__, value)
+        if isinstance(value, (int, float, str, bool)) or value is None
         else ("other", repr(value))
+    )
 
 
 def _duplicate_ids(entries: list) -> dict:
@@ -65,12 +73,15 @@ def _categories(entries: list) -> list[dict]:
             raise ApplicationError(f"categories[{index}] is not an object.", {f"categories[{index}]": "not an object"})
         cid = entry.get("id")
         if isinstance(cid, bool) or not isinstance(cid, int):
-            raise ApplicationError(f"categories[{index}] has no integer id ({cid!r}).",
-                                   {f"categories[{index}]": "id must be an integer"})
+            raise ApplicationError(
+                f"categories[{index}] has no integer id ({cid!r}).", {f"categories[{index}]": "id must be an integer"}
+            )
         if cid in seen:
             raise ApplicationError(
                 f"Category id {cid} is used twice ({seen[cid]!r} and {entry.get('name')!r}); each category needs "
-                f"its own id.", {f"categories[{index}]": f"duplicate id {cid}"})
+                f"its own id.",
+                {f"categories[{index}]": f"duplicate id {cid}"},
+            )
         seen[cid] = entry.get("name")
         categories.append(entry)
     return sorted(categories, key=lambda c: c["id"])
@@ -103,7 +114,7 @@ def import_coco(
     with image_files_removed_on_error(), transaction.atomic():
         dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
         report.dataset = dataset
-        classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"))}
+        classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"), strict=True)}
         ambiguous = _duplicate_ids(doc["images"])
         boxes_by_image: dict = {}
         annotation_ids: set = set()
@@ -113,9 +124,11 @@ def import_coco(
             elif ann.get("id") is not None and _key(ann.get("id")) in annotation_ids:
                 report.reject(f"annotation {ann.get('id')!r}", "duplicate annotation id (the first one is kept)")
             elif _key(ann.get("image_id")) in ambiguous:
-                report.reject(f"annotation {ann.get('id')!r}",
-                              f"image_id {ann.get('image_id')!r} is shared by several images; which one the box "
-                              f"belongs to is unknown")
+                report.reject(
+                    f"annotation {ann.get('id')!r}",
+                    f"image_id {ann.get('image_id')!r} is shared by several images; which one the box "
+                    f"belongs to is unknown",
+                )
             else:
                 annotation_ids.add(_key(ann.get("id")))
                 boxes_by_image.setdefault(_key(ann.get("image_id")), []).append(ann)
@@ -124,11 +137,13 @@ def import_coco(
         for n, entry in enumerate(doc["images"], start=1):
             if progress:
                 progress(n, total)
-            label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) \
-                else "image"
+            label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) else "image"
             if isinstance(entry, dict) and _key(entry.get("id")) in ambiguous:
-                report.reject(label, f"image id {entry.get('id')!r} is used by {ambiguous[_key(entry.get('id'))]} "
-                                     f"images; none of them is imported")
+                report.reject(
+                    label,
+                    f"image id {entry.get('id')!r} is used by {ambiguous[_key(entry.get('id'))]} "
+                    f"images; none of them is imported",
+                )
                 continue
             path = _confined(images_dir, entry.get("file_name")) if isinstance(entry, dict) else None
             if path is None:
@@ -138,8 +153,7 @@ def import_coco(
                 report.reject(label, "file not found")
                 continue
             try:
-                image = dataset_image_create(dataset=dataset, content=path.read_bytes(),
-                                             original_name=path.name)
+                image = dataset_image_create(dataset=dataset, content=path.read_bytes(), original_name=path.name)
             except ApplicationError as exc:
                 report.reject(label, exc.message)
                 continue
@@ -159,10 +173,19 @@ def import_coco(
                 seg = ann.get("segmentation")
                 polygon = None
                 if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) >= 6:
-                    polygon = [seg[0][i:i + 2] for i in range(0, len(seg[0]) - 1, 2)]
+                    polygon = [seg[0][i : i + 2] for i in range(0, len(seg[0]) - 1, 2)]
                 try:
-                    built.append(annotation_build(image=image, dataset_class=cls, x=bbox[0], y=bbox[1],
-                                                  width=bbox[2], height=bbox[3], polygon=polygon))
+                    built.append(
+                        annotation_build(
+                            image=image,
+                            dataset_class=cls,
+                            x=bbox[0],
+                            y=bbox[1],
+                            width=bbox[2],
+                            height=bbox[3],
+                            polygon=polygon,
+                        )
+                    )
                 except ApplicationError as exc:
                     report.reject(ann_label, str(exc))
             annotations_bulk_create(built)
@@ -171,6 +194,5 @@ def import_coco(
             for ann in anns:
                 report.reject(f"annotation {ann.get('id')!r}", f"image_id {ann.get('image_id')!r} was not imported")
         if report.images == 0:
-            raise ApplicationError("No image could be imported; nothing was saved.",
-                                   {"rejected": len(report.rejected)})
+            raise ApplicationError("No image could be imported; nothing was saved.", {"rejected": len(report.rejected)})
     return report

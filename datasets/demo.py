@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from math import cos, radians
 
 import numpy as np
@@ -18,8 +18,13 @@ from django.db import transaction
 from PIL import Image, ImageDraw, ImageFilter
 
 from .models import Dataset
-from .services import (annotation_build, annotations_bulk_create, dataset_create, dataset_image_create,
-                       image_files_removed_on_error)
+from .services import (
+    annotation_build,
+    annotations_bulk_create,
+    dataset_create,
+    dataset_image_create,
+    image_files_removed_on_error,
+)
 
 DEMO_CLASSES = ["waste_pile", "construction_debris"]
 GROUND_SAMPLE_M = 0.2
@@ -54,8 +59,10 @@ def _blob_mask(rng: np.random.Generator, w: int, h: int) -> Image.Image:
 
 
 def _waste_texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    palette = np.array([[235, 235, 230], [40, 60, 170], [200, 40, 40], [30, 30, 30], [230, 200, 40],
-                        [90, 170, 210], [180, 180, 190]], np.float32)
+    palette = np.array(
+        [[235, 235, 230], [40, 60, 170], [200, 40, 40], [30, 30, 30], [230, 200, 40], [90, 170, 210], [180, 180, 190]],
+        np.float32,
+    )
     cells = rng.integers(0, len(palette), (h // 3 + 1, w // 3 + 1))
     tex = palette[cells].repeat(3, 0).repeat(3, 1)[:h, :w]
     return tex + rng.normal(0, 12, (h, w, 3))
@@ -107,12 +114,19 @@ def generate_tile(seed: int, index: int, size: int = 256) -> Tile:
         mask = np.array(blob, np.float32)[..., None] / 255.0
         # A pile casts a shadow: a darker rim just outside its outline.
         rim = np.array(blob.filter(ImageFilter.MaxFilter(5)), np.float32)[..., None] / 255.0 - mask
-        canvas[y:y + h, x:x + w] *= 1 - 0.45 * np.clip(rim, 0, 1)
+        canvas[y : y + h, x : x + w] *= 1 - 0.45 * np.clip(rim, 0, 1)
         tex = _waste_texture(rng, w, h) if cls == 0 else _debris_texture(rng, w, h)
-        canvas[y:y + h, x:x + w] = canvas[y:y + h, x:x + w] * (1 - mask) + tex * mask
+        canvas[y : y + h, x : x + w] = canvas[y : y + h, x : x + w] * (1 - mask) + tex * mask
         ys, xs = np.nonzero(mask[..., 0] > 0.5)
-        boxes.append((cls, float(x + xs.min()), float(y + ys.min()),
-                      float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)))
+        boxes.append(
+            (
+                cls,
+                float(x + xs.min()),
+                float(y + ys.min()),
+                float(xs.max() - xs.min() + 1),
+                float(ys.max() - ys.min() + 1),
+            )
+        )
     out = io.BytesIO()
     Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(out, format="JPEG", quality=92)
     return Tile(jpeg=out.getvalue(), boxes=boxes)
@@ -130,23 +144,35 @@ def tile_geometry(index: int, size: int = 256, columns: int = 20) -> tuple[Point
     return Point((west + east) / 2, (north + south) / 2, srid=4326), footprint
 
 
-def demo_dataset_create(*, name: str, images: int = 200, seed: int = 0, created_by=None,
-                        progress: Callable[[int, int], None] | None = None) -> Dataset:
+def demo_dataset_create(
+    *, name: str, images: int = 200, seed: int = 0, created_by=None, progress: Callable[[int, int], None] | None = None
+) -> Dataset:
     with image_files_removed_on_error(), transaction.atomic():
-        dataset = dataset_create(name=name, class_names=DEMO_CLASSES, created_by=created_by,
-                                 description=f"Synthetic aerial tiles (seed {seed}), made by make_demo_dataset.")
+        dataset = dataset_create(
+            name=name,
+            class_names=DEMO_CLASSES,
+            created_by=created_by,
+            description=f"Synthetic aerial tiles (seed {seed}), made by make_demo_dataset.",
+        )
         classes = list(dataset.classes.order_by("position"))
-        start = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+        start = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
         for index in range(images):
             tile = generate_tile(seed, index)
             location, footprint = tile_geometry(index)
-            image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index:05d}.jpg",
-                                         location=location, footprint=footprint,
-                                         captured_at=start + timedelta(seconds=20 * index))
-            annotations_bulk_create([
-                annotation_build(image=image, dataset_class=classes[cls], x=x, y=y, width=w, height=h)
-                for cls, x, y, w, h in tile.boxes
-            ])
+            image = dataset_image_create(
+                dataset=dataset,
+                content=tile.jpeg,
+                original_name=f"tile_{index:05d}.jpg",
+                location=location,
+                footprint=footprint,
+                captured_at=start + timedelta(seconds=20 * index),
+            )
+            annotations_bulk_create(
+                [
+                    annotation_build(image=image, dataset_class=classes[cls], x=x, y=y, width=w, height=h)
+                    for cls, x, y, w, h in tile.boxes
+                ]
+            )
             if progress:
                 progress(index + 1, images)
     return dataset

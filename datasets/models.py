@@ -8,7 +8,7 @@ from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 
-def dataset_image_upload_to(instance: "DatasetImage", filename: str) -> str:
+def dataset_image_upload_to(instance: DatasetImage, filename: str) -> str:
     # The stored name is chosen by the service (a content hash), never the uploader's file name.
     return f"datasets/{instance.dataset_id}/images/{filename}"
 
@@ -16,8 +16,9 @@ def dataset_image_upload_to(instance: "DatasetImage", filename: str) -> str:
 class Dataset(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -111,8 +112,12 @@ class DatasetStats(models.Model):
     dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, primary_key=True, related_name="stats")
     image_count = models.PositiveIntegerField(default=0)
     annotation_count = models.PositiveIntegerField(default=0)
-    extent = models.GeometryField(srid=4326, null=True, blank=True,
-                                  help_text="Envelope of the images' footprints (or locations where they have none).")
+    extent = models.GeometryField(
+        srid=4326,
+        null=True,
+        blank=True,
+        help_text="Envelope of the images' footprints (or locations where they have none).",
+    )
 
     def __str__(self) -> str:
         return f"{self.dataset_id}: {self.image_count} images, {self.annotation_count} boxes"

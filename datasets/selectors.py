@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Count, F, Q
 from django.db.models.functions import Coalesce
 
@@ -13,11 +15,15 @@ from .models import Annotation, Dataset, DatasetImage
 def datasets_with_stats(queryset):
     """Datasets with ``image_count``, ``annotation_count`` and ``extent`` read from their trigger-kept stats row:
     one join, whatever the dataset sizes."""
-    return queryset.annotate(
-        image_count=Coalesce(F("stats__image_count"), 0),
-        annotation_count=Coalesce(F("stats__annotation_count"), 0),
-        extent=F("stats__extent"),
-    ).select_related("created_by").prefetch_related("classes")
+    return (
+        queryset.annotate(
+            image_count=Coalesce(F("stats__image_count"), 0),
+            annotation_count=Coalesce(F("stats__annotation_count"), 0),
+            extent=F("stats__extent"),
+        )
+        .select_related("created_by")
+        .prefetch_related("classes")
+    )
 
 
 def dataset_training_summary(dataset: Dataset) -> dict:
@@ -43,8 +49,10 @@ def dataset_assert_trainable(dataset: Dataset, *, min_images: int = 2) -> dict:
     if summary["images"] == 0:
         raise ApplicationError(f"Dataset {dataset.name!r} has no enabled images.", {"dataset": "no images"})
     if summary["annotations"] == 0:
-        raise ApplicationError(f"Dataset {dataset.name!r} has no enabled annotations on enabled images.",
-                               {"dataset": "no usable annotations"})
+        raise ApplicationError(
+            f"Dataset {dataset.name!r} has no enabled annotations on enabled images.",
+            {"dataset": "no usable annotations"},
+        )
     if summary["images_with_boxes"] < min_images:
         raise ApplicationError(
             f"Dataset {dataset.name!r} has {summary['images_with_boxes']} usable image(s); a training run needs at "
@@ -52,3 +60,16 @@ def dataset_assert_trainable(dataset: Dataset, *, min_images: int = 2) -> dict:
             {"dataset": "too few usable images"},
         )
     return summary
+
+
+_STORED_IMAGE = re.compile(r"(?:[^\s'\"]*/)?datasets/(\d+)/images/([0-9a-f]{64})\.[A-Za-z0-9]+")
+
+
+def describe_image_paths(message: str) -> str:
+    """Replace stored image paths in an error by the dataset image they are: what an operator can act on."""
+
+    def describe(match: re.Match) -> str:
+        image = DatasetImage.objects.filter(dataset_id=int(match.group(1)), sha256=match.group(2)).first()
+        return f"image #{image.pk} {image.original_name!r}" if image else "an image file"
+
+    return _STORED_IMAGE.sub(describe, message)

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
-import os
-import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime
 
-from django.conf import settings
 from django.contrib.gis.geos import Point, Polygon
 from django.core.files.base import ContentFile
 from django.db import transaction
-from PIL import Image, UnidentifiedImageError
 
-from dumpsite.access import grant, require
+from access.roles import CREATOR_PERMS
+from access.rules import grant, require
 from dumpsite.errors import ApplicationError
-from dumpsite.roles import CREATOR_PERMS
 
+from .images import clean_original_name, decode_image
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
 MAX_CLASS_NAME_LENGTH = 100
@@ -42,7 +36,6 @@ def image_files_removed_on_error():
         raise
     finally:
         _stored_files.reset(token)
-IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
 
 
 def validate_class_names(names) -> list[str]:
@@ -86,52 +79,6 @@ def dataset_create(*, name: str, class_names, description: str = "", created_by=
     return dataset
 
 
-@dataclass(frozen=True)
-class DecodedImage:
-    width: int
-    height: int
-    extension: str
-    sha256: str
-
-
-def decode_image(content: bytes) -> DecodedImage:
-    """Check that ``content`` is a whole image in a supported format; the format is read, never trusted."""
-    if not content:
-        raise ApplicationError("The image file is empty.")
-    if len(content) > settings.DUMPSITE_MAX_IMAGE_BYTES:
-        raise ApplicationError(
-            f"The image is too large ({len(content)} bytes; the limit is {settings.DUMPSITE_MAX_IMAGE_BYTES})."
-        )
-    limit = settings.DUMPSITE_MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its own two limits; any bomb warning is a refusal here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as img:
-                fmt = img.format
-                width, height = img.size  # from the header: nothing decoded yet
-                if width * height > limit:
-                    raise ApplicationError(
-                        f"The image is {width}x{height} = {width * height:,} pixels; the limit is {limit:,} "
-                        f"(DUMPSITE_MAX_IMAGE_PIXELS). Cut large orthophotos into tiles.",
-                        {"pixels": width * height})
-                img.load()  # decode all pixels: a truncated file fails here, not in training
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ApplicationError(f"The image is too large to decode safely: {exc}", {"pixels": "too many"}) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ApplicationError(f"The file is not a readable image: {exc}.") from exc
-    if fmt not in IMAGE_FORMATS:
-        raise ApplicationError(f"Unsupported image format {fmt}; use one of {', '.join(sorted(IMAGE_FORMATS))}.")
-    return DecodedImage(width=width, height=height, extension=IMAGE_FORMATS[fmt],
-                        sha256=hashlib.sha256(content).hexdigest())
-
-
-def clean_original_name(name: str | None) -> str:
-    """Keep only the last path component of an uploaded file name, for display. It never names a stored file."""
-    base = os.path.basename((name or "").replace("\\", "/")).strip()
-    return "".join(ch for ch in base if ch.isprintable())[:255]
-
-
 def dataset_image_create(
     *,
     dataset: Dataset,
@@ -149,8 +96,14 @@ def dataset_image_create(
     if DatasetImage.objects.filter(dataset=dataset, sha256=decoded.sha256).exists():
         raise ApplicationError("This image is already in the dataset.", {"sha256": decoded.sha256})
     image = DatasetImage(
-        dataset=dataset, original_name=clean_original_name(original_name), sha256=decoded.sha256,
-        width=decoded.width, height=decoded.height, enabled=enabled, location=location, footprint=footprint,
+        dataset=dataset,
+        original_name=clean_original_name(original_name),
+        sha256=decoded.sha256,
+        width=decoded.width,
+        height=decoded.height,
+        enabled=enabled,
+        location=location,
+        footprint=footprint,
         captured_at=captured_at,
     )
     image.image.save(f"{decoded.sha256}.{decoded.extension}", ContentFile(content), save=False)
@@ -175,8 +128,7 @@ def validate_box(*, image: DatasetImage, x, y, width, height) -> tuple[float, fl
     if errors:
         raise ApplicationError("Invalid box.", errors)
     if width <= 0 or height <= 0:
-        raise ApplicationError("A box must have a positive width and height.",
-                               {"width": width, "height": height})
+        raise ApplicationError("A box must have a positive width and height.", {"width": width, "height": height})
     if x < 0 or y < 0 or x + width > image.width or y + height > image.height:
         raise ApplicationError(
             f"The box ({x}, {y}, {width}, {height}) is not inside the {image.width}x{image.height} image.",
@@ -192,9 +144,11 @@ def validate_polygon(*, image: DatasetImage, polygon) -> list[list[float]] | Non
         raise ApplicationError("A polygon needs at least three points.", {"polygon": "too few points"})
     points = []
     for point in polygon:
-        if (not isinstance(point, (list, tuple)) or len(point) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                           for v in point)):
+        if (
+            not isinstance(point, (list, tuple))
+            or len(point) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+        ):
             raise ApplicationError("Polygon points are [x, y] pairs of numbers.", {"polygon": repr(point)[:50]})
         px, py = point
         if not (0 <= px <= image.width and 0 <= py <= image.height):
@@ -203,14 +157,23 @@ def validate_polygon(*, image: DatasetImage, polygon) -> list[list[float]] | Non
     return points
 
 
-def annotation_build(*, image: DatasetImage, dataset_class: DatasetClass, x, y, width, height, polygon=None,
-                     enabled: bool = True) -> Annotation:
+def annotation_build(
+    *, image: DatasetImage, dataset_class: DatasetClass, x, y, width, height, polygon=None, enabled: bool = True
+) -> Annotation:
     """Validate and build (not save) one annotation; used by single and bulk creation alike."""
     if dataset_class.dataset_id != image.dataset_id:
         raise ApplicationError("The class belongs to another dataset.", {"class": dataset_class.name})
     bx, by, bw, bh = validate_box(image=image, x=x, y=y, width=width, height=height)
-    return Annotation(image=image, dataset_class=dataset_class, x=bx, y=by, width=bw, height=bh,
-                      polygon=validate_polygon(image=image, polygon=polygon), enabled=enabled)
+    return Annotation(
+        image=image,
+        dataset_class=dataset_class,
+        x=bx,
+        y=by,
+        width=bw,
+        height=bh,
+        polygon=validate_polygon(image=image, polygon=polygon),
+        enabled=enabled,
+    )
 
 
 def annotation_create(**kwargs) -> Annotation:
@@ -220,20 +183,36 @@ def annotation_create(**kwargs) -> Annotation:
 
 
 @transaction.atomic
-def annotation_update(*, annotation: Annotation, user=None, dataset_class: DatasetClass | None = None, x=None,
-                      y=None, width=None, height=None, polygon=..., enabled: bool | None = None) -> Annotation:
+def annotation_update(
+    *,
+    annotation: Annotation,
+    user=None,
+    dataset_class: DatasetClass | None = None,
+    x=None,
+    y=None,
+    width=None,
+    height=None,
+    polygon=...,
+    enabled: bool | None = None,
+) -> Annotation:
     """Change a box's class, geometry or enabled flag. It stays on its image; the class must be one of its
     dataset's, the box inside its image; ``user`` needs the dataset's change permission."""
     annotation = Annotation.objects.select_for_update().select_related("image__dataset").get(pk=annotation.pk)
     image = annotation.image
-    require(user, "datasets.change_dataset", image.dataset,
-            message=f"You may not change dataset {image.dataset.name!r}.")
+    require(
+        user, "datasets.change_dataset", image.dataset, message=f"You may not change dataset {image.dataset.name!r}."
+    )
     if dataset_class is not None and dataset_class.dataset_id != image.dataset_id:
         raise ApplicationError("The class belongs to another dataset.", {"dataset_class": "not of this dataset"})
-    box = [annotation.x if x is None else x, annotation.y if y is None else y,
-           annotation.width if width is None else width, annotation.height if height is None else height]
+    box = [
+        annotation.x if x is None else x,
+        annotation.y if y is None else y,
+        annotation.width if width is None else width,
+        annotation.height if height is None else height,
+    ]
     annotation.x, annotation.y, annotation.width, annotation.height = validate_box(
-        image=image, x=box[0], y=box[1], width=box[2], height=box[3])
+        image=image, x=box[0], y=box[1], width=box[2], height=box[3]
+    )
     if dataset_class is not None:
         annotation.dataset_class = dataset_class
     if polygon is not ...:
@@ -247,16 +226,16 @@ def annotation_update(*, annotation: Annotation, user=None, dataset_class: Datas
 @transaction.atomic
 def dataset_image_update(*, image: DatasetImage, user=None, enabled: bool) -> DatasetImage:
     """Include an image in training or leave it out; ``user`` needs the dataset's change permission."""
-    require(user, "datasets.change_dataset", image.dataset,
-            message=f"You may not change dataset {image.dataset.name!r}.")
+    require(
+        user, "datasets.change_dataset", image.dataset, message=f"You may not change dataset {image.dataset.name!r}."
+    )
     DatasetImage.objects.filter(pk=image.pk).update(enabled=bool(enabled))
     image.enabled = bool(enabled)
     return image
 
 
 @transaction.atomic
-def dataset_update(*, dataset: Dataset, user=None, name: str | None = None,
-                   description: str | None = None) -> Dataset:
+def dataset_update(*, dataset: Dataset, user=None, name: str | None = None, description: str | None = None) -> Dataset:
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
     if name is not None:
         if not isinstance(name, str) or not name.strip():

@@ -18,7 +18,7 @@ from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 from PIL import Image, ImageDraw
 
-from dumpsite.access import visible
+from access.rules import visible
 
 from .models import Dataset, DatasetImage
 
@@ -71,8 +71,11 @@ def image_thumbnail(request, pk: int):
     draw = ImageDraw.Draw(img)
     for ann in image.annotations.filter(enabled=True).select_related("dataset_class"):
         colour = COLOURS[ann.dataset_class.position % len(COLOURS)]
-        draw.rectangle([ann.x * scale, ann.y * scale, (ann.x + ann.width) * scale, (ann.y + ann.height) * scale],
-                       outline=colour, width=2)
+        draw.rectangle(
+            [ann.x * scale, ann.y * scale, (ann.x + ann.width) * scale, (ann.y + ann.height) * scale],
+            outline=colour,
+            width=2,
+        )
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=85)
     response = HttpResponse(out.getvalue(), content_type="image/jpeg")

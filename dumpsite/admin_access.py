@@ -7,13 +7,27 @@ import re
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
 from django.db import transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils.html import format_html
 
-from dumpsite.access import can, visible
+from access.rules import can, visible
 from dumpsite.errors import ApplicationError
 
 MAX_COMPARE_IDS = 20
+HIDDEN = "(not visible to you)"
+
+
+def related_model_html(pk: int | None, name: str, is_visible: bool):
+    """A link to a related trained model, or a neutral mark when the user may not see it: its name never shows."""
+    if pk is None:
+        return "—"
+    if not is_visible:
+        return HIDDEN
+    return format_html(
+        '<a href="{}">#{} {}</a>', reverse("admin:models_registry_trainedmodel_change", args=[pk]), pk, name
+    )
 
 
 def parse_ids(text: str | None, limit: int = MAX_COMPARE_IDS) -> list[int]:
@@ -36,8 +50,11 @@ class VisibleRelatedOnlyFilter(admin.RelatedOnlyFieldListFilter):
         meta = related._meta
         used = model_admin.get_queryset(request).distinct().values_list(f"{self.field_path}__pk", flat=True)
         seen = visible(request.user, f"{meta.app_label}.view_{meta.model_name}", related.objects.all())
-        return field.get_choices(include_blank=False, ordering=self.field_admin_ordering(field, request, model_admin),
-                                 limit_choices_to=Q(pk__in=used) & Q(pk__in=seen.values("pk")))
+        return field.get_choices(
+            include_blank=False,
+            ordering=self.field_admin_ordering(field, request, model_admin),
+            limit_choices_to=Q(pk__in=used) & Q(pk__in=seen.values("pk")),
+        )
 
 
 class _DryRun(Exception):

@@ -14,7 +14,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from dumpsite.access import NotVisible, can
+from access.rules import NotVisible, can
 from dumpsite.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -35,13 +35,16 @@ def exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
         return Response(error_body("invalid", exc.message, exc.extra), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RequestDataTooBig):
-        return Response(error_body("too_large", f"The request body is larger than the limit of "
-                                                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."),
-                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return Response(
+            error_body(
+                "too_large",
+                f"The request body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            ),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, SuspiciousOperation):  # too many fields or files, a malformed multipart body, ...
         logger.warning("refused request: %s", exc)
-        return Response(error_body("bad_request", "The request could not be read."),
-                        status=status.HTTP_400_BAD_REQUEST)
+        return Response(error_body("bad_request", "The request could not be read."), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, NotVisible):
         exc = exceptions.NotFound(str(exc))
     if isinstance(exc, DjangoPermissionDenied):
@@ -51,8 +54,9 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
-        return Response(error_body("server_error", "Internal server error."),
-                        status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        return Response(
+            error_body("server_error", "Internal server error."), status=status.HTTP_500_INTERNAL_SERVER_ERROR
+        )
     if isinstance(exc, exceptions.ValidationError):
         data = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = error_body("invalid", "Invalid input.", data)

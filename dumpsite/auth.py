@@ -63,8 +63,9 @@ class LoginThrottleMiddleware:
             limit, window = _rate()
             address = self._address(request)
             username = self._username(request)
-            keys = [f"login:addr:{address}"] + ([f"login:user:{hashlib.sha256(username.encode()).hexdigest()}"]
-                                                if username else [])
+            keys = [f"login:addr:{address}"] + (
+                [f"login:user:{hashlib.sha256(username.encode()).hexdigest()}"] if username else []
+            )
             if max(_hit(key, window) for key in keys) > limit:
                 return self._too_many(request, window)
         return self.get_response(request)

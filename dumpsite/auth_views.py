@@ -21,8 +21,12 @@ class ObtainTokenView(APIView):
     permission_classes = [AllowAny]
     serializer_class = AuthTokenSerializer
 
-    @extend_schema(request=AuthTokenSerializer, responses=inline_serializer("Token", {
-        "token": serializers.CharField(), "expires_at": serializers.DateTimeField(allow_null=True)}))
+    @extend_schema(
+        request=AuthTokenSerializer,
+        responses=inline_serializer(
+            "Token", {"token": serializers.CharField(), "expires_at": serializers.DateTimeField(allow_null=True)}
+        ),
+    )
     def post(self, request):
         payload = AuthTokenSerializer(data=request.data, context={"request": request})
         payload.is_valid(raise_exception=True)

@@ -15,11 +15,13 @@ from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
 from django.db.models import Q
 
-from dumpsite.access import NotVisible
+from access.rules import NotVisible
 from dumpsite.errors import ApplicationError
 
-USER_HELP = ("Username the command acts as (its permissions apply; it is recorded in the audit trail). Default: "
-             "$DUMPSITE_CLI_USER, else the only administrator account.")
+USER_HELP = (
+    "Username the command acts as (its permissions apply; it is recorded in the audit trail). Default: "
+    "$DUMPSITE_CLI_USER, else the only administrator account."
+)
 
 
 @contextmanager
@@ -37,8 +39,13 @@ def cli_call():
 
 
 def administrators():
-    return get_user_model().objects.filter(is_active=True).filter(
-        Q(is_superuser=True) | Q(groups__name="Administrator")).distinct().order_by("username")
+    return (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(Q(is_superuser=True) | Q(groups__name="Administrator"))
+        .distinct()
+        .order_by("username")
+    )
 
 
 def cli_user(username: str | None):
@@ -56,11 +63,14 @@ def cli_user(username: str | None):
     if len(admins) == 1:
         return admins[0]
     if not admins:
-        raise CommandError("No administrator account exists to act as: create one (manage.py createsuperuser, or "
-                           "scripts/setup.sh makes 'operator') or pass --user NAME.")
+        raise CommandError(
+            "No administrator account exists to act as: create one (manage.py createsuperuser, or "
+            "scripts/setup.sh makes 'operator') or pass --user NAME."
+        )
     names = ", ".join(a.username for a in admins[:5]) + (", ..." if len(admins) > 5 else "")
-    raise CommandError(f"Several administrators exist ({names}); pass --user NAME (or set DUMPSITE_CLI_USER) "
-                       f"to say who acts.")
+    raise CommandError(
+        f"Several administrators exist ({names}); pass --user NAME (or set DUMPSITE_CLI_USER) to say who acts."
+    )
 
 
 def ensure_operator(username: str = "operator") -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import django_filters
 from django import forms
@@ -19,7 +19,7 @@ class UtcIsoDateTimeField(IsoDateTimeField):
         parsed = super().to_python(value)
         if parsed is not None and parsed.tzinfo is not None:
             try:
-                parsed = parsed.astimezone(timezone.utc)
+                parsed = parsed.astimezone(UTC)
             except (OverflowError, ValueError) as exc:
                 raise forms.ValidationError("Date-time out of range.", code="invalid") from exc
         return parsed
@@ -47,5 +47,9 @@ class ApiFilterSet(FilterSet):
     that does not exist and 200 for one the user may not see (an existence oracle), and lists every row's name
     in the browsable API's filter form. By id, any id is a valid filter that matches only what the user sees."""
 
-    FILTER_DEFAULTS = {**FilterSet.FILTER_DEFAULTS, models.DateTimeField: {"filter_class": UtcIsoDateTimeFilter},
-                       models.ForeignKey: {"filter_class": IdFilter}, models.OneToOneField: {"filter_class": IdFilter}}
+    FILTER_DEFAULTS = {
+        **FilterSet.FILTER_DEFAULTS,
+        models.DateTimeField: {"filter_class": UtcIsoDateTimeFilter},
+        models.ForeignKey: {"filter_class": IdFilter},
+        models.OneToOneField: {"filter_class": IdFilter},
+    }

@@ -15,8 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_cluster(log: Path, env: dict | None = None) -> subprocess.Popen:
     """A cluster in its own process group, its output appended to ``log``."""
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_cluster(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -5,8 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from datasets.api import DatasetViewSet
-from dumpsite.auth_views import ObtainTokenView
 from datasets.views import image_thumbnail
+from dumpsite.auth_views import ObtainTokenView
 from models_registry.api import TrainedModelViewSet
 from training.api import TrainingRunViewSet
 

@@ -8,103 +8,123 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
-from audit.admin import audit_trail_html
-from dumpsite.access import can
+from access.rules import can
 from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
-from dumpsite.charts import Series, line_chart
 from dumpsite.errors import ApplicationError
-from dumpsite.formatting import metric
 
 from . import services
+from .admin_columns import ModelColumns, lineage_html
 from .models import TrainedModel
-from .selectors import model_lineage, models_visible_to, related_visibility
-
-
-HIDDEN = "(not visible to you)"
-
-
-
-def related_model_html(pk: int | None, name: str, is_visible: bool):
-    """A link to a related model, or a neutral mark when the user may not see it: its name never shows."""
-    if pk is None:
-        return "—"
-    if not is_visible:
-        return HIDDEN
-    return format_html('<a href="{}">#{} {}</a>', reverse("admin:models_registry_trainedmodel_change", args=[pk]),
-                       pk, name)
-
-
-def epoch_map_chart(history: list[dict]) -> str:
-    """mAP50, mAP and mAP75 per epoch from a metrics history (a run's or a model's)."""
-    return mark_safe(line_chart(
-        [Series(name, [(e["epoch"], e.get(key)) for e in history])
-         for name, key in (("mAP50", "bbox_mAP_50"), ("mAP", "bbox_mAP"), ("mAP75", "bbox_mAP_75"))],
-        title="Validation mAP", x_label="epoch", y_label="mAP", y_min=0, y_max=1, x_integer=True))
-
-
-def lineage_html(obj: TrainedModel, user):
-    """Ancestors as a chain, descendants as a nested list; models the user may not see stay anonymous."""
-    tree = model_lineage(obj, user)
-
-    def link(node):
-        if node.get("id") is None:
-            return format_html("{}", node["name"])
-        return format_html('<a href="{}">#{} {}</a> <span class="help">mAP50 {}{}</span>',
-                           reverse("admin:models_registry_trainedmodel_change", args=[node["id"]]),
-                           node["id"], node["name"], metric(node.get("bbox_mAP_50")),
-                           " · published" if node.get("is_published") else "")
-
-    def branch(nodes):
-        if not nodes:
-            return ""
-        return format_html("<ul>{}</ul>", format_html_join(
-            "", "<li>{}{}</li>", ((link(n), branch(n["children"])) for n in nodes)))
-
-    chain = format_html_join(" → ", "{}", ((link(a),) for a in reversed(tree["ancestors"])))
-    return format_html('<div class="lineage"><p>{}{}<strong>this model</strong></p>{}</div>',
-                       chain, " → " if tree["ancestors"] else "",
-                       branch(tree["descendants"]) or format_html("<p>{}</p>", "No models derived from it."))
+from .selectors import models_visible_to, related_visibility
 
 
 @admin.register(TrainedModel)
-class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
+class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
     change_list_template = "admin/models_registry/trainedmodel/change_list.html"
-    list_display = ("id", "name", "published", "map", "map50", "map75", "architecture", "base_model_link",
-                    "dataset_link", "created_by", "created_at")
+    list_display = (
+        "id",
+        "name",
+        "published",
+        "map",
+        "map50",
+        "map75",
+        "architecture",
+        "base_model_link",
+        "dataset_link",
+        "created_by",
+        "created_at",
+    )
     list_display_links = ("id", "name")
     list_filter = ("is_published", "architecture", "origin", ("dataset", VisibleRelatedOnlyFilter))
     search_fields = ("name", "description")
     list_select_related = ("base_model", "dataset", "created_by")
     actions = ["publish", "unpublish", "compare"]
     fieldsets = [
-        (None, {"fields": ("name", "description", "published", "publish_buttons", "origin", "architecture",
-                           "class_names", "dataset_link", "run_link", "downloads")}),
-        ("Metrics (best epoch)", {"fields": ("best_epoch", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s",
-                                             "bbox_mAP_m", "bbox_mAP_l", "map_chart")}),
-        ("Lineage", {"fields": ("lineage",)}),
-        ("Artifacts", {"fields": ("checkpoint_sha256", "config_sha256", "parameter_count", "training_duration",
-                                  "created_by", "created_at")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "description",
+                    "published",
+                    "origin",
+                    "architecture",
+                    "class_names",
+                    "dataset_link",
+                    "run_link",
+                    "downloads",
+                )
+            },
+        ),
+        (
+            "Metrics (best epoch)",
+            {
+                "fields": (
+                    "best_epoch",
+                    "bbox_mAP",
+                    "bbox_mAP_50",
+                    "bbox_mAP_75",
+                    "bbox_mAP_s",
+                    "bbox_mAP_m",
+                    "bbox_mAP_l",
+                    "map_chart",
+                )
+            },
+        ),
+        (
+            "Artifacts",
+            {
+                "fields": (
+                    "checkpoint_sha256",
+                    "config_sha256",
+                    "parameter_count",
+                    "training_duration",
+                    "created_by",
+                    "created_at",
+                )
+            },
+        ),
         ("History", {"fields": ("history",)}),
     ]
-    readonly_fields = ("published", "publish_buttons", "origin", "architecture", "class_names", "dataset_link", "run_link",
-                       "downloads", "best_epoch", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m",
-                       "bbox_mAP_l", "map_chart", "lineage", "checkpoint_sha256", "config_sha256", "parameter_count",
-                       "training_duration", "created_by", "created_at", "history")
+    readonly_fields = (
+        "published",
+        "origin",
+        "architecture",
+        "class_names",
+        "dataset_link",
+        "run_link",
+        "downloads",
+        "best_epoch",
+        "bbox_mAP",
+        "bbox_mAP_50",
+        "bbox_mAP_75",
+        "bbox_mAP_s",
+        "bbox_mAP_m",
+        "bbox_mAP_l",
+        "map_chart",
+        "checkpoint_sha256",
+        "config_sha256",
+        "parameter_count",
+        "training_duration",
+        "created_by",
+        "created_at",
+        "history",
+    )
 
     class Media:
         css = {"all": ("admin_console/console.css",)}
 
     def visible_queryset(self, request, queryset):
         user = request.user
-        return models_visible_to(user, queryset).annotate(
-            **related_visibility(user))
+        return models_visible_to(user, queryset).annotate(**related_visibility(user))
 
     def save_with_service(self, request, obj, data):
-        services.trained_model_update(model=obj, name=data.get("name"), description=data.get("description"),
-                                      user=request.user)
+        services.trained_model_update(
+            model=obj, name=data.get("name"), description=data.get("description"), user=request.user
+        )
 
     def has_delete_permission(self, request, obj=None):
         return False  # deletion goes through trained_model_delete (API), which keeps lineages and published models
@@ -121,65 +141,29 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("compare/", self.admin_site.admin_view(self.compare_page), name="models_registry_trainedmodel_compare"),
-            path("lineage/", self.admin_site.admin_view(self.lineage_page), name="models_registry_trainedmodel_lineage"),
-            path("<int:pk>/publish/", self.admin_site.admin_view(self.publish_page),
-                 name="models_registry_trainedmodel_publish"),
+            path(
+                "compare/", self.admin_site.admin_view(self.compare_page), name="models_registry_trainedmodel_compare"
+            ),
+            path(
+                "lineage/", self.admin_site.admin_view(self.lineage_page), name="models_registry_trainedmodel_lineage"
+            ),
+            path(
+                "<int:pk>/publish/",
+                self.admin_site.admin_view(self.publish_page),
+                name="models_registry_trainedmodel_publish",
+            ),
         ] + super().get_urls()
 
-    # --- columns --------------------------------------------------------------------------------------------
-    @admin.display(description="published", boolean=True, ordering="is_published")
-    def published(self, obj):
-        return obj.is_published
-
-    @admin.display(description="mAP", ordering="bbox_mAP")
-    def map(self, obj):
-        return metric(obj.bbox_mAP)
-
-    @admin.display(description="mAP50", ordering="bbox_mAP_50")
-    def map50(self, obj):
-        return metric(obj.bbox_mAP_50)
-
-    @admin.display(description="mAP75", ordering="bbox_mAP_75")
-    def map75(self, obj):
-        return metric(obj.bbox_mAP_75)
-
-    @admin.display(description="base model", ordering="base_model")
-    def base_model_link(self, obj):
-        return related_model_html(obj.base_model_id, getattr(obj.base_model, "name", ""),
-                                  getattr(obj, "base_model_visible", False))
-
-    @admin.display(description="dataset", ordering="dataset__name")
-    def dataset_link(self, obj):
-        if obj.dataset_id is None:
-            return "—"
-        return str(obj.dataset) if getattr(obj, "dataset_visible", False) else HIDDEN
-
-    # --- detail ---------------------------------------------------------------------------------------------
-    @admin.display(description="training run")
-    def run_link(self, obj):
-        if obj.source_run_id is None:
-            return "— (registered from files)" if obj.origin == "registered" else "— (run deleted)"
-        if not getattr(obj, "source_run_visible", False):
-            return HIDDEN
-        return format_html('<a href="{}">#{}</a>', reverse("admin:training_trainingrun_change",
-                                                          args=[obj.source_run_id]), obj.source_run_id)
-
-    @admin.display(description="downloads")
-    def downloads(self, obj):
-        base = f"/api/trained-models/{obj.pk}/download/?artifact="
-        return format_html('<a href="{}checkpoint" class="download-checkpoint">checkpoint</a> · '
-                           '<a href="{}config" class="download-config">config</a>', base, base)
-
-    def get_object(self, request, object_id, from_field=None):
-        obj = super().get_object(request, object_id, from_field)
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The parts of the page that depend on who looks (the publish button, the lineage as that user may see
+        it) are computed here with the request and handed to the template; nothing is stashed on the object."""
+        obj = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
         if obj is not None:
-            obj.admin_request = request  # per-request, per-instance: the ModelAdmin itself is shared by threads
-        return obj
+            extra.update(publish_button=self._publish_button(request, obj), lineage=lineage_html(obj, request.user))
+        return super().change_view(request, object_id, form_url, extra)
 
-    @admin.display(description="publication")
-    def publish_buttons(self, obj):
-        request = obj.admin_request
+    def _publish_button(self, request, obj):
         if not can(request.user, "models_registry.publish_trainedmodel", obj):
             return ""
         # A button of the change form posting elsewhere (formaction): forms cannot nest.
@@ -187,20 +171,9 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
             '<button type="submit" formaction="{}" formmethod="post" name="{}" value="1" class="button" '
             'id="publish-toggle">{}</button>',
             reverse("admin:models_registry_trainedmodel_publish", args=[obj.pk]),
-            "unpublish" if obj.is_published else "publish", "Unpublish" if obj.is_published else "Publish")
-
-    @admin.display(description="mAP per epoch")
-    def map_chart(self, obj):
-        return epoch_map_chart(obj.metrics_history or [])
-
-    @admin.display(description="lineage")
-    def lineage(self, obj):
-        return lineage_html(obj, obj.admin_request.user)
-
-
-    @admin.display(description="audit trail")
-    def history(self, obj):
-        return audit_trail_html(obj)
+            "unpublish" if obj.is_published else "publish",
+            "Unpublish" if obj.is_published else "Publish",
+        )
 
     # --- pages and actions ----------------------------------------------------------------------------------
     def publish_page(self, request, pk):
@@ -222,8 +195,11 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
             except (ApplicationError, PermissionDenied) as exc:
                 self.message_user(request, f"Model #{model.pk}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"Model #{model.pk} {model.name!r} is "
-                                           f"{'published' if publish else 'no longer published'}.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"Model #{model.pk} {model.name!r} is {'published' if publish else 'no longer published'}.",
+                    messages.SUCCESS,
+                )
 
     @admin.action(description="Publish selected models")
     def publish(self, request, queryset):
@@ -239,15 +215,20 @@ class TrainedModelAdmin(AccessControlledAdmin, admin.ModelAdmin):
         return redirect(f"{reverse('admin:models_registry_trainedmodel_compare')}?ids={ids}")
 
     def compare_page(self, request):
-        from training.admin_views import compare_view
-
-        return compare_view(self.admin_site, request, kind="models", ids=parse_ids(request.GET.get("ids")))
+        # One compare page for runs and models, the training app's (it shows the runs' parameters); the registry
+        # names it by URL only and imports nothing of training.
+        query = urlencode({"kind": "models", "ids": ",".join(map(str, parse_ids(request.GET.get("ids"))))})
+        return redirect(f"{reverse('admin:training_trainingrun_compare')}?{query}")
 
     def lineage_page(self, request):
         """Every visible root model (no visible base) with the tree of models derived from it."""
         visible_models = models_visible_to(request.user)
         roots = visible_models.exclude(base_model__in=visible_models).order_by("created_at")
         trees = [(root, lineage_html(root, request.user)) for root in roots[:200]]
-        context = {**self.admin_site.each_context(request), "title": "Model lineage", "trees": trees,
-                   "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Model lineage",
+            "trees": trees,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/models_registry/lineage.html", context)

@@ -33,8 +33,14 @@ class VisibleIdField(serializers.Field):
         if pk is not None and not hasattr(instance, flag):  # an object fresh from a service: ask once
             request = self.context.get("request")
             user = getattr(request, "user", None)
-            setattr(instance, flag, TrainedModel.objects.filter(pk=instance.pk).annotate(
-                **related_visibility(user)).values_list(flag, flat=True).first())
+            setattr(
+                instance,
+                flag,
+                TrainedModel.objects.filter(pk=instance.pk)
+                .annotate(**related_visibility(user))
+                .values_list(flag, flat=True)
+                .first(),
+            )
         return pk if getattr(instance, flag, False) else None
 
     def to_representation(self, value):
@@ -51,19 +57,40 @@ class TrainedModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainedModel
-        fields = ["id", "name", "description", "origin", "architecture", "class_names", "dataset", "base_model",
-                  "source_run", "is_published", "published_at", "published_by", "best_epoch", *METRIC_FIELDS,
-                  "parameter_count", "training_duration_seconds", "checkpoint_sha256", "config_sha256",
-                  "created_by", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "origin",
+            "architecture",
+            "class_names",
+            "dataset",
+            "base_model",
+            "source_run",
+            "is_published",
+            "published_at",
+            "published_by",
+            "best_epoch",
+            *METRIC_FIELDS,
+            "parameter_count",
+            "training_duration_seconds",
+            "checkpoint_sha256",
+            "config_sha256",
+            "created_by",
+            "created_at",
+        ]
         read_only_fields = [f for f in fields if f not in ("name", "description")]
 
     def get_training_duration_seconds(self, obj) -> float | None:
         return obj.training_duration.total_seconds() if obj.training_duration else None
 
     def update(self, instance, validated_data):
-        return services.trained_model_update(model=instance, name=validated_data.get("name"),
-                                             description=validated_data.get("description"),
-                                             user=self.context["request"].user)
+        return services.trained_model_update(
+            model=instance,
+            name=validated_data.get("name"),
+            description=validated_data.get("description"),
+            user=self.context["request"].user,
+        )
 
 
 class TrainedModelFilter(ApiFilterSet):
@@ -78,8 +105,13 @@ class TrainedModelFilter(ApiFilterSet):
         fields = ["dataset", "base_model", "source_run", "architecture", "origin", "published", "created_by"]
 
 
-class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
-                          mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class TrainedModelViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Trained models the user may see: their own, published ones, or all for reviewing roles."""
 
     lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
@@ -90,11 +122,14 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
     # Reading needs only visibility (own models, published ones for roles that see those, all for reviewers),
     # which the queryset enforces: hidden models are 404.
     action_permissions = {
-        "list": None, "retrieve": None,
+        "list": None,
+        "retrieve": None,
         "partial_update": "models_registry.change_trainedmodel",
         "destroy": "models_registry.delete_trainedmodel",
-        "publish": "models_registry.publish_trainedmodel", "unpublish": "models_registry.publish_trainedmodel",
-        "lineage": None, "download": None,
+        "publish": "models_registry.publish_trainedmodel",
+        "unpublish": "models_registry.publish_trainedmodel",
+        "lineage": None,
+        "download": None,
         "metrics": "models_registry.view_trainedmodel_statistics",
     }
     filterset_class = TrainedModelFilter
@@ -104,8 +139,9 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
 
     def get_queryset(self):
         user = self.request.user
-        return models_visible_to(user, TrainedModel.objects.select_related(
-            "created_by", "published_by").defer("metrics_history")).annotate(**related_visibility(user))
+        return models_visible_to(
+            user, TrainedModel.objects.select_related("created_by", "published_by").defer("metrics_history")
+        ).annotate(**related_visibility(user))
 
     def perform_destroy(self, instance):
         services.trained_model_delete(model=instance, user=self.request.user)
@@ -123,26 +159,44 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
         model = services.trained_model_unpublish(model=self.get_object(), user=request.user)
         return Response(TrainedModelSerializer(model, context=self.get_serializer_context()).data)
 
-    @extend_schema(responses=inline_serializer("Lineage", {
-        "ancestors": serializers.ListField(child=serializers.DictField()),
-        "descendants": serializers.ListField(child=serializers.DictField())}))
+    @extend_schema(
+        responses=inline_serializer(
+            "Lineage",
+            {
+                "ancestors": serializers.ListField(child=serializers.DictField()),
+                "descendants": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
     @action(detail=True, methods=["get"], filter_backends=[])
     def lineage(self, request, pk=None):
         """The chain of base models this one was fine-tuned from, and the tree of models fine-tuned from it."""
         return Response(model_lineage(self.get_object(), request.user))
 
-    @extend_schema(responses=inline_serializer("ModelMetrics", {
-        "best_epoch": serializers.IntegerField(allow_null=True),
-        "epochs": serializers.ListField(child=serializers.DictField())}))
+    @extend_schema(
+        responses=inline_serializer(
+            "ModelMetrics",
+            {
+                "best_epoch": serializers.IntegerField(allow_null=True),
+                "epochs": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
     @action(detail=True, methods=["get"], filter_backends=[])
     def metrics(self, request, pk=None):
         """Per-epoch validation metrics and mean training loss."""
         model = self.get_object()
-        return Response({"best_epoch": model.best_epoch,
-                         "epochs": TrainedModel.objects.values_list("metrics_history", flat=True).get(pk=model.pk)})
+        return Response(
+            {
+                "best_epoch": model.best_epoch,
+                "epochs": TrainedModel.objects.values_list("metrics_history", flat=True).get(pk=model.pk),
+            }
+        )
 
-    @extend_schema(parameters=[OpenApiParameter("artifact", str, enum=["checkpoint", "config"], required=True)],
-                   responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        parameters=[OpenApiParameter("artifact", str, enum=["checkpoint", "config"], required=True)],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     @action(detail=True, methods=["get"], filter_backends=[])
     def download(self, request, pk=None):
         """Stream the checkpoint or the config; ``X-Checksum-SHA256`` carries the stored hash."""
@@ -157,8 +211,11 @@ class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
             handle = field.open("rb")
         except FileNotFoundError:
             raise NotFound(f"The {artifact} file of this model is missing from storage.") from None
-        response = FileResponse(handle, as_attachment=True,
-                                filename=f"model-{model.pk}-{artifact}.{suffix}",
-                                content_type="application/octet-stream")
+        response = FileResponse(
+            handle,
+            as_attachment=True,
+            filename=f"model-{model.pk}-{artifact}.{suffix}",
+            content_type="application/octet-stream",
+        )
         response["X-Checksum-SHA256"] = digest
         return response

@@ -6,10 +6,13 @@ from django.conf import settings
 from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
-METRIC_FIELDS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
+from training.engine.config import METRIC_KEYS
+
+# The metric names are the engine's (a Django-free library both apps use); the model has one field per name.
+METRIC_FIELDS = METRIC_KEYS
 
 
-def artifact_upload_to(instance: "TrainedModel", filename: str) -> str:
+def artifact_upload_to(instance: TrainedModel, filename: str) -> str:
     return f"models/{instance.artifact_key}/{filename}"
 
 
@@ -21,12 +24,20 @@ class TrainedModel(models.Model):
     name = models.CharField(max_length=200)
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.TRAINED)
     description = models.TextField(blank=True)
-    source_run = models.OneToOneField("training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
-                                      related_name="trained_model")
-    base_model = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="derived_models", help_text="The model this one was fine-tuned from.")
-    dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.PROTECT,
-                                related_name="trained_models")
+    source_run = models.OneToOneField(
+        "training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_model"
+    )
+    base_model = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="derived_models",
+        help_text="The model this one was fine-tuned from.",
+    )
+    dataset = models.ForeignKey(
+        "datasets.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="trained_models"
+    )
     architecture = models.CharField(max_length=64)
     class_names = models.JSONField(help_text="Ordered class names; index i is the model's label i.")
 
@@ -39,8 +50,9 @@ class TrainedModel(models.Model):
 
     is_published = models.BooleanField(default=False, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True)
-    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     best_epoch = models.PositiveIntegerField(null=True, blank=True)
     bbox_mAP = models.FloatField(null=True, blank=True)
@@ -49,13 +61,15 @@ class TrainedModel(models.Model):
     bbox_mAP_s = models.FloatField(null=True, blank=True)
     bbox_mAP_m = models.FloatField(null=True, blank=True)
     bbox_mAP_l = models.FloatField(null=True, blank=True)
-    metrics_history = models.JSONField(default=list, blank=True,
-                                       help_text="Per-epoch validation metrics and mean loss.")
+    metrics_history = models.JSONField(
+        default=list, blank=True, help_text="Per-epoch validation metrics and mean loss."
+    )
     training_duration = models.DurationField(null=True, blank=True)
     parameter_count = models.BigIntegerField(null=True, blank=True)
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="trained_models")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_models"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -68,7 +82,6 @@ class TrainedModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
-
 
 
 class TrainedModelUserObjectPermission(UserObjectPermissionBase):

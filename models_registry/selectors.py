@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.apps import apps
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from dumpsite.access import can, visible
+from access.rules import can, visible
 
 from .models import TrainedModel
 
@@ -27,8 +27,9 @@ def related_visibility(user) -> dict:
     datasets = apps.get_model("datasets", "Dataset").objects.all()
     return {
         "base_model_visible": Exists(models_visible_to(user).filter(pk=OuterRef("base_model_id"))),
-        "source_run_visible": Exists(visible(user, "training.view_trainingrun", runs)
-                                     .filter(pk=OuterRef("source_run_id"))),
+        "source_run_visible": Exists(
+            visible(user, "training.view_trainingrun", runs).filter(pk=OuterRef("source_run_id"))
+        ),
         "dataset_visible": Exists(visible(user, "datasets.view_dataset", datasets).filter(pk=OuterRef("dataset_id"))),
     }
 
@@ -46,16 +47,25 @@ def model_lineage(model: TrainedModel, user) -> dict:
     while frontier and len(nodes) < 1000:  # one query per generation
         children = list(seen.filter(base_model_id__in=frontier).order_by("created_at", "id"))
         for child in children:
-            nodes[child.pk] = {"id": child.pk, "name": child.name, "bbox_mAP_50": child.bbox_mAP_50,
-                               "is_published": child.is_published, "base_model": child.base_model_id,
-                               "children": []}
+            nodes[child.pk] = {
+                "id": child.pk,
+                "name": child.name,
+                "bbox_mAP_50": child.bbox_mAP_50,
+                "is_published": child.is_published,
+                "base_model": child.base_model_id,
+                "children": [],
+            }
         frontier = [child.pk for child in children]
     roots = []
     for node in nodes.values():
         parent = nodes.get(node["base_model"])
         (parent["children"] if parent else roots).append(node)
     return {
-        "ancestors": [{"id": a.pk, "name": a.name, "bbox_mAP_50": a.bbox_mAP_50, "is_published": a.is_published}
-                      if a.pk in visible_ids else {"id": None, "name": "(not visible to you)"} for a in ancestors],
+        "ancestors": [
+            {"id": a.pk, "name": a.name, "bbox_mAP_50": a.bbox_mAP_50, "is_published": a.is_published}
+            if a.pk in visible_ids
+            else {"id": None, "name": "(not visible to you)"}
+            for a in ancestors
+        ],
         "descendants": roots,
     }

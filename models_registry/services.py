@@ -13,12 +13,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from datasets.services import validate_class_names
+from access.roles import CREATOR_PERMS
+from access.rules import grant, require
 from audit.services import audit_record
-from dumpsite.access import grant, require
+from datasets.services import validate_class_names
 from dumpsite.errors import ApplicationError
-from dumpsite.roles import CREATOR_PERMS
-from training.engine.events import best_epoch
 
 from .models import METRIC_FIELDS, TrainedModel
 
@@ -41,8 +40,10 @@ def _store_artifacts(*, checkpoint: Path, config: Path, config_name: str = "conf
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return key, {
-        "checkpoint": str(rel / "model.pth"), "checkpoint_sha256": sha256_file(dest / "model.pth"),
-        "config": str(rel / config_name), "config_sha256": sha256_file(dest / config_name),
+        "checkpoint": str(rel / "model.pth"),
+        "checkpoint_sha256": sha256_file(dest / "model.pth"),
+        "config": str(rel / config_name),
+        "config_sha256": sha256_file(dest / config_name),
     }
 
 
@@ -56,41 +57,64 @@ def trained_model_delete_artifacts(model: TrainedModel) -> None:
         _remove_artifacts(model.artifact_key)
 
 
-def _create_with_artifacts(*, checkpoint: Path, config: Path, config_name: str = "config.json",
-                           **fields) -> TrainedModel:
+def _create_with_artifacts(
+    *, checkpoint: Path, config: Path, config_name: str = "config.json", **fields
+) -> TrainedModel:
     key, files = _store_artifacts(checkpoint=checkpoint, config=config, config_name=config_name)
     try:
         with transaction.atomic():
             model = TrainedModel.objects.create(artifact_key=key, **files, **fields)
             grant(fields.get("created_by"), CREATOR_PERMS["trainedmodel"], model)
-            audit_record(action="registered", obj=model, actor=fields.get("created_by"),
-                         checkpoint_sha256=files["checkpoint_sha256"], source_run=model.source_run_id)
+            audit_record(
+                action="registered",
+                obj=model,
+                actor=fields.get("created_by"),
+                checkpoint_sha256=files["checkpoint_sha256"],
+                source_run=model.source_run_id,
+            )
             return model
     except BaseException:
         _remove_artifacts(key)
         raise
 
 
-def trained_model_register_from_run(*, run, result: dict, history: list[dict]) -> TrainedModel:
-    """Register what a successful run produced: the slim best checkpoint, its config, class map and metrics."""
-    epoch = result.get("checkpoint_epoch")
-    best = next((entry for entry in history if entry["epoch"] == epoch), None) or best_epoch(history)
+def trained_model_register_from_run(*, run, result: dict, history: list[dict], best: dict | None) -> TrainedModel:
+    """Register what a successful run produced: the slim best checkpoint, its config, class map and metrics.
+
+    The caller (training) decides which epoch is registered and passes its entry of ``history`` as ``best``."""
     if best is None:
         raise ApplicationError("The run produced no validation metrics; nothing to register.")
     metrics = {field: best.get(field) for field in METRIC_FIELDS}
     return _create_with_artifacts(
-        checkpoint=Path(result["model_file"]), config=Path(result["config_file"]),
-        name=run.name, origin=TrainedModel.Origin.TRAINED, source_run=run, base_model=run.base_model,
-        dataset=run.dataset, architecture=run.architecture, class_names=list(result["classes"]),
-        best_epoch=best["epoch"], metrics_history=history, parameter_count=result.get("parameter_count"),
-        training_duration=timedelta(seconds=float(result.get("duration_s") or 0)), created_by=run.created_by,
+        checkpoint=Path(result["model_file"]),
+        config=Path(result["config_file"]),
+        name=run.name,
+        origin=TrainedModel.Origin.TRAINED,
+        source_run=run,
+        base_model=run.base_model,
+        dataset=run.dataset,
+        architecture=run.architecture,
+        class_names=list(result["classes"]),
+        best_epoch=best["epoch"],
+        metrics_history=history,
+        parameter_count=result.get("parameter_count"),
+        training_duration=timedelta(seconds=float(result.get("duration_s") or 0)),
+        created_by=run.created_by,
         **metrics,
     )
 
 
-def trained_model_register_base(*, name: str, architecture: str, checkpoint: Path, class_names: list[str],
-                                inspection: dict, config: Path | None = None, description: str = "",
-                                created_by=None) -> TrainedModel:
+def trained_model_register_base(
+    *,
+    name: str,
+    architecture: str,
+    checkpoint: Path,
+    class_names: list[str],
+    inspection: dict,
+    config: Path | None = None,
+    description: str = "",
+    created_by=None,
+) -> TrainedModel:
     """Register an existing checkpoint as a model without a run (the start of a lineage).
 
     ``inspection`` is what ``training.engine.inspect`` reported after loading the file weights-only in a child
@@ -107,7 +131,9 @@ def trained_model_register_base(*, name: str, architecture: str, checkpoint: Pat
     if inspection.get("num_classes") is not None and inspection["num_classes"] != len(names):
         raise ApplicationError(
             f"The checkpoint's head predicts {inspection['num_classes']} classes but {len(names)} class names "
-            f"were given.", {"classes": len(names)})
+            f"were given.",
+            {"classes": len(names)},
+        )
     tmp_config = None
     if config is None:
         tmp_config = Path(settings.TRAINING_WORK_ROOT) / f".base-config-{secrets.token_hex(6)}.json"
@@ -115,10 +141,15 @@ def trained_model_register_base(*, name: str, architecture: str, checkpoint: Pat
         tmp_config.write_text(json.dumps({"architecture": architecture, "classes": names}), encoding="utf-8")
     try:
         return _create_with_artifacts(
-            checkpoint=Path(checkpoint), config=Path(config or tmp_config),
+            checkpoint=Path(checkpoint),
+            config=Path(config or tmp_config),
             config_name="config" + (Path(config).suffix if config else ".json"),
-            name=name, description=description, origin=TrainedModel.Origin.REGISTERED,
-            architecture=architecture, class_names=names, parameter_count=inspection.get("parameter_count"),
+            name=name,
+            description=description,
+            origin=TrainedModel.Origin.REGISTERED,
+            architecture=architecture,
+            class_names=names,
+            parameter_count=inspection.get("parameter_count"),
             created_by=created_by,
         )
     finally:
@@ -144,8 +175,7 @@ def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
 
 @transaction.atomic
 def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
-    require(user, "models_registry.publish_trainedmodel", model,
-            message=f"You may not unpublish model #{model.pk}.")
+    require(user, "models_registry.publish_trainedmodel", model, message=f"You may not unpublish model #{model.pk}.")
     model = TrainedModel.objects.select_for_update().get(pk=model.pk)
     if model.is_published:
         model.is_published, model.published_at, model.published_by = False, None, None
@@ -155,8 +185,9 @@ def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
 
 
 @transaction.atomic
-def trained_model_update(*, model: TrainedModel, name: str | None = None, description: str | None = None,
-                         user=None) -> TrainedModel:
+def trained_model_update(
+    *, model: TrainedModel, name: str | None = None, description: str | None = None, user=None
+) -> TrainedModel:
     require(user, "models_registry.change_trainedmodel", model, message=f"You may not change model #{model.pk}.")
     fields = []
     if name is not None:
@@ -183,13 +214,14 @@ def trained_model_delete(*, model: TrainedModel, user=None) -> None:
     with transaction.atomic():
         model = TrainedModel.objects.select_for_update().get(pk=model.pk)
         if model.is_published:
-            raise ApplicationError("A published model cannot be deleted; unpublish it first.",
-                                   {"is_published": True})
+            raise ApplicationError("A published model cannot be deleted; unpublish it first.", {"is_published": True})
         derived = list(model.derived_models.values_list("pk", flat=True)[:5])
         runs = list(model.fine_tuning_runs.values_list("pk", flat=True)[:5])
         if derived or runs:
-            raise ApplicationError("This model is the base of other models or runs and cannot be deleted.",
-                                   {"derived_models": derived, "fine_tuning_runs": runs})
+            raise ApplicationError(
+                "This model is the base of other models or runs and cannot be deleted.",
+                {"derived_models": derived, "fine_tuning_runs": runs},
+            )
         key = model.artifact_key
         audit_record(action="deleted", obj=model, actor=user)
         model.delete()

@@ -46,8 +46,10 @@ def make_dataset(db):
         dataset = dataset_create(name=name, class_names=list(classes))
         first = dataset.classes.order_by("position").first()
         for i in range(images):
-            image = dataset_image_create(dataset=dataset, content=jpeg_bytes(*size, colour=((i * 37) % 256, (i * 91) % 256, 80)),
-                                         original_name=f"img{i}.jpg")
+            colour = ((i * 37) % 256, (i * 91) % 256, 80)
+            image = dataset_image_create(
+                dataset=dataset, content=jpeg_bytes(*size, colour=colour), original_name=f"img{i}.jpg"
+            )
             if boxes:
                 annotation_create(image=image, dataset_class=first, x=1, y=2, width=10, height=12)
         return dataset
@@ -61,7 +63,7 @@ def roles(db):
     tests that need them apply them again (idempotent)."""
     from django.contrib.contenttypes.models import ContentType
 
-    from dumpsite.roles import sync_roles
+    from access.roles import sync_roles
 
     ContentType.objects.clear_cache()  # a flush recreates content types under new ids
     sync_roles()
@@ -78,9 +80,15 @@ class Worker:
 
 def worker_env(db_name: str, **extra: str) -> dict:
     env = dict(os.environ, **extra)
-    env.update(POSTGRES_DB=db_name, DUMPSITE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
-               DUMPSITE_WORK_ROOT=str(settings.TRAINING_WORK_ROOT), DUMPSITE_MIN_FREE_BYTES="0",
-               DUMPSITE_Q_POLL="0.1", DUMPSITE_PROGRESS_INTERVAL="0.5", PYTHONUNBUFFERED="1")
+    env.update(
+        POSTGRES_DB=db_name,
+        DUMPSITE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        DUMPSITE_WORK_ROOT=str(settings.TRAINING_WORK_ROOT),
+        DUMPSITE_MIN_FREE_BYTES="0",
+        DUMPSITE_Q_POLL="0.1",
+        DUMPSITE_PROGRESS_INTERVAL="0.5",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 

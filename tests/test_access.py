@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 from guardian.shortcuts import assign_perm, get_objects_for_user
 
+from access.rules import visible
 from datasets.models import Dataset
-from dumpsite.access import visible
 from training.models import TrainingRun
 
 
@@ -38,18 +38,33 @@ def world(make_dataset):
     return users, runs
 
 
-@pytest.mark.parametrize("who, expected", [
-    ("root", {0, 1, 2, 3}), ("global", {0, 1, 2, 3}), ("own", {0}), ("crew member", {2}), ("both", {2, 3}),
-    ("nobody", set()), ("inactive", set()),
-])
+@pytest.mark.parametrize(
+    "who, expected",
+    [
+        ("root", {0, 1, 2, 3}),
+        ("global", {0, 1, 2, 3}),
+        ("own", {0}),
+        ("crew member", {2}),
+        ("both", {2, 3}),
+        ("nobody", set()),
+        ("inactive", set()),
+    ],
+)
 def test_visible_matches_guardian(world, who, expected):
     users, runs = world
     user = User.objects.get(pk=users[who].pk)  # fresh permission caches
     ours = set(visible(user, "training.view_trainingrun", TrainingRun.objects.all()))
     assert ours == {runs[i] for i in expected}
     if user.is_active:
-        assert ours == set(get_objects_for_user(user, "training.view_trainingrun", klass=TrainingRun.objects.all(),
-                                                accept_global_perms=True, with_superuser=True))
+        assert ours == set(
+            get_objects_for_user(
+                user,
+                "training.view_trainingrun",
+                klass=TrainingRun.objects.all(),
+                accept_global_perms=True,
+                with_superuser=True,
+            )
+        )
 
 
 def test_visible_keeps_the_queryset_filters_and_refuses_a_foreign_permission(world):

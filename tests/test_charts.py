@@ -2,8 +2,14 @@ from dumpsite.charts import Series, _ticks, line_chart
 
 
 def test_chart_draws_one_polyline_per_series_and_escapes_labels():
-    svg = line_chart([Series("<script>alert(1)</script>", [(1, 0.5), (2, 0.7)]), Series("b", [(1, 0.1)])],
-                     title='t "x"', x_label="epoch", y_label="mAP50", y_min=0, y_max=1)
+    svg = line_chart(
+        [Series("<script>alert(1)</script>", [(1, 0.5), (2, 0.7)]), Series("b", [(1, 0.1)])],
+        title='t "x"',
+        x_label="epoch",
+        y_label="mAP50",
+        y_min=0,
+        y_max=1,
+    )
     assert svg.count("<polyline") == 2 and "<script>" not in svg and "&lt;script&gt;" in svg
     assert 'aria-label="t &quot;x&quot;"' in svg
 

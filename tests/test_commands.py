@@ -41,12 +41,15 @@ def test_make_demo_dataset_is_deterministic_and_idempotent_with_if_missing():
         run("make_demo_dataset", "--name", "a", "--images", "5")
 
 
-@pytest.mark.parametrize("args, reason", [
-    (["--dataset", "nope"], "No dataset 'nope'"),
-    (["--dataset", "demo", "--epochs", "0"], "epochs: 0 is out of range"),
-    (["--dataset", "demo", "--image-size", "100"], "not a multiple of 32"),
-    (["--dataset", "demo", "--base-model", "999"], "No trained model #999"),
-])
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["--dataset", "nope"], "No dataset 'nope'"),
+        (["--dataset", "demo", "--epochs", "0"], "epochs: 0 is out of range"),
+        (["--dataset", "demo", "--image-size", "100"], "not a multiple of 32"),
+        (["--dataset", "demo", "--base-model", "999"], "No trained model #999"),
+    ],
+)
 def test_train_refuses_bad_input_with_one_line(args, reason):
     run("make_demo_dataset", "--name", "demo", "--images", "4")
     with pytest.raises(CommandError) as err:
@@ -71,24 +74,33 @@ def test_train_refuses_a_dataset_without_annotations(make_dataset):
 
 def test_import_coco_reports_rejections(tmp_path):
     (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
-    (tmp_path / "c.json").write_text(json.dumps({
-        "categories": [{"id": 1, "name": "waste"}],
-        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "../../etc/passwd"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}]}))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "categories": [{"id": 1, "name": "waste"}],
+                "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "../../etc/passwd"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}],
+            }
+        )
+    )
     out = run("import_coco", str(tmp_path / "c.json"), str(tmp_path), "--name", "imp")
     assert "1 images, 1 annotations imported; 1 item(s) rejected" in out
     assert "outside the image folder" in out
 
 
 def _retina_checkpoint(path, classes=("a", "b")):
-    torch.save({"state_dict": {"bbox_head.retina_cls.weight": torch.zeros(9 * len(classes), 64, 3, 3)},
-                "meta": {"dataset_meta": {"classes": list(classes)}}}, path)
+    torch.save(
+        {
+            "state_dict": {"bbox_head.retina_cls.weight": torch.zeros(9 * len(classes), 64, 3, 3)},
+            "meta": {"dataset_meta": {"classes": list(classes)}},
+        },
+        path,
+    )
 
 
 def test_register_base_model_and_publish_it(tmp_path):
     _retina_checkpoint(tmp_path / "w.pth")
-    out = run("register_base_model", str(tmp_path / "w.pth"), "--name", "base", "--architecture",
-              "retinanet_r18_tiny")
+    out = run("register_base_model", str(tmp_path / "w.pth"), "--name", "base", "--architecture", "retinanet_r18_tiny")
     model = TrainedModel.objects.get()
     assert f"Registered model #{model.pk}" in out
     assert model.origin == "registered" and model.class_names == ["a", "b"] and model.parameter_count == 18 * 576
@@ -101,26 +113,45 @@ def test_register_base_model_and_publish_it(tmp_path):
     assert not model.is_published
 
 
-@pytest.mark.parametrize("setup, reason", [
-    (lambda p: p.write_bytes(b"garbage"), "Refused w.pth"),
-    (lambda p: _retina_checkpoint(p, ("a", "b", "c")), "predicts 3 classes but 2 class names"),
-])
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        (lambda p: p.write_bytes(b"garbage"), "Refused w.pth"),
+        (lambda p: _retina_checkpoint(p, ("a", "b", "c")), "predicts 3 classes but 2 class names"),
+    ],
+)
 def test_register_base_model_refuses_bad_checkpoints(tmp_path, setup, reason, settings):
     setup(tmp_path / "w.pth")
     artifacts = settings.MEDIA_ROOT / "models"
     before = set(artifacts.iterdir()) if artifacts.exists() else set()
     with pytest.raises(CommandError, match=reason):
-        run("register_base_model", str(tmp_path / "w.pth"), "--name", "x", "--architecture", "retinanet_r18_tiny",
-            "--classes", "a,b")
+        run(
+            "register_base_model",
+            str(tmp_path / "w.pth"),
+            "--name",
+            "x",
+            "--architecture",
+            "retinanet_r18_tiny",
+            "--classes",
+            "a,b",
+        )
     assert TrainedModel.objects.count() == 0
     assert (set(artifacts.iterdir()) if artifacts.exists() else set()) == before
 
 
 def test_publishing_a_model_of_a_failed_run_is_refused(make_dataset):
     run_ = TrainingRun.objects.create(name="r", dataset=make_dataset(), status="failed")
-    model = TrainedModel.objects.create(name="m", source_run=run_, architecture="retinanet_r18_tiny",
-                                        class_names=["waste"], artifact_key="k", checkpoint="c", config="c",
-                                        checkpoint_sha256="0", config_sha256="0")
+    model = TrainedModel.objects.create(
+        name="m",
+        source_run=run_,
+        architecture="retinanet_r18_tiny",
+        class_names=["waste"],
+        artifact_key="k",
+        checkpoint="c",
+        config="c",
+        checkpoint_sha256="0",
+        config_sha256="0",
+    )
     with pytest.raises(CommandError, match="Only models of succeeded runs"):
         run("publish_model", str(model.pk))
     model.refresh_from_db()

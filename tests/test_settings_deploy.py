@@ -7,18 +7,30 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCTION = {"DJANGO_HTTPS": "1", "DJANGO_SECURE_PROXY_SSL": "1", "DJANGO_ALLOWED_HOSTS": "train.example.org",
-              "DJANGO_CSRF_TRUSTED_ORIGINS": "https://train.example.org"}
+PRODUCTION = {
+    "DJANGO_HTTPS": "1",
+    "DJANGO_SECURE_PROXY_SSL": "1",
+    "DJANGO_ALLOWED_HOSTS": "train.example.org",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://train.example.org",
+}
 
 
 def check_deploy(**env) -> subprocess.CompletedProcess:
     # The process environment of a production server: none of this test process's own switches (the browser
     # tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright's live server, which --deploy rightly refuses).
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DJANGO_HTTPS", "DJANGO_SECURE", "DJANGO_HSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
-    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
-                          env={**clean, "DJANGO_SECRET_KEY": secrets.token_urlsafe(48), **env},
-                          capture_output=True, text=True, timeout=120)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_HTTPS", "DJANGO_SECURE", "DJANGO_HSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SECRET_KEY": secrets.token_urlsafe(48), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_passes_with_the_documented_production_environment():
@@ -35,7 +47,12 @@ def test_check_deploy_fails_without_it():
 
 def test_no_secret_key_no_start_outside_debug():
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "DJANGO_DEBUG")}
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, timeout=120,
-                            env={**env, "DJANGO_SETTINGS_MODULE": "dumpsite.settings", "DJANGO_SECRET_KEY": ""},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        timeout=120,
+        env={**env, "DJANGO_SETTINGS_MODULE": "dumpsite.settings", "DJANGO_SECRET_KEY": ""},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY is not set" in result.stderr

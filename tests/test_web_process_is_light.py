@@ -8,8 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Only these run inside the training child (or the checkpoint-inspection child); everything else may be imported
 # by the web process or the django-q2 worker.
-CHILD_ONLY = {"training.engine.child", "training.engine.checkpoints", "training.engine.progress_hook",
-              "training.engine.vis_backend"}
+CHILD_ONLY = {
+    "training.engine.child",
+    "training.engine.checkpoints",
+    "training.engine.progress_hook",
+    "training.engine.vis_backend",
+}
 
 SCRIPT = r"""
 import json, os, pkgutil, importlib, sys
@@ -18,7 +22,7 @@ import django
 django.setup()
 child_only = set(json.loads(sys.argv[1]))
 imported = []
-for package in ("dumpsite", "datasets", "training", "models_registry", "audit"):
+for package in ("dumpsite", "access", "datasets", "training", "models_registry", "audit"):
     module = importlib.import_module(package)
     for info in pkgutil.walk_packages(module.__path__, prefix=package + "."):
         if info.name in child_only or ".migrations." in info.name:
@@ -35,12 +39,24 @@ print(json.dumps({"imported": imported, "heavy": heavy, "status": status}))
 
 
 def test_importing_every_web_and_worker_module_loads_no_torch_or_mmdet():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(sorted(CHILD_ONLY))], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(sorted(CHILD_ONLY))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["heavy"] == [], report
     assert report["status"] == 200
-    for name in ("training.services", "training.tasks", "training.engine.supervisor", "training.engine.config",
-                 "training.management.commands.train", "models_registry.services", "datasets.coco_export"):
+    for name in (
+        "training.services",
+        "training.tasks",
+        "training.engine.supervisor",
+        "training.engine.config",
+        "training.management.commands.train",
+        "models_registry.services",
+        "datasets.coco_export",
+    ):
         assert name in report["imported"]

@@ -8,7 +8,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from dumpsite.access import can, visible
+from access.rules import can, visible
 from dumpsite.errors import ApplicationError
 from dumpsite.formatting import metric
 from models_registry.models import METRIC_FIELDS
@@ -28,17 +28,24 @@ def start_run_view(model_admin, request):
     if request.method == "POST" and not form.is_valid() and form.cleaned_data.get("dataset"):
         # Some fields did not parse; check the ones that did with the service too, so every error shows at once.
         try:
-            training_run_validate(dataset=form.cleaned_data["dataset"],
-                                  architecture=form.cleaned_data.get("architecture") or DEFAULT_PRESET,
-                                  base_model=form.cleaned_data.get("base_model"), parameters=form.parameters())
+            training_run_validate(
+                dataset=form.cleaned_data["dataset"],
+                architecture=form.cleaned_data.get("architecture") or DEFAULT_PRESET,
+                base_model=form.cleaned_data.get("base_model"),
+                parameters=form.parameters(),
+            )
         except ApplicationError as exc:
             form.add_service_errors("", {k: v for k, v in exc.extra.items() if k not in form.errors})
     elif request.method == "POST" and form.is_valid():
         try:
             run = training_run_create(
-                dataset=form.cleaned_data["dataset"], architecture=form.cleaned_data["architecture"],
-                base_model=form.cleaned_data["base_model"], parameters=form.parameters(),
-                name=form.cleaned_data["name"], created_by=request.user)
+                dataset=form.cleaned_data["dataset"],
+                architecture=form.cleaned_data["architecture"],
+                base_model=form.cleaned_data["base_model"],
+                parameters=form.parameters(),
+                name=form.cleaned_data["name"],
+                created_by=request.user,
+            )
         except ApplicationError as exc:
             form.add_service_errors(exc.message, exc.extra)
         except PermissionDenied as exc:
@@ -46,8 +53,13 @@ def start_run_view(model_admin, request):
         else:
             messages.success(request, f"Training run #{run.pk} {run.name!r} is queued.")
             return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
-    context = {**model_admin.admin_site.each_context(request), "title": "Start a training run", "form": form,
-               "opts": model_admin.model._meta, "has_view_permission": True}
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Start a training run",
+        "form": form,
+        "opts": model_admin.model._meta,
+        "has_view_permission": True,
+    }
     return TemplateResponse(request, "admin/training/start_run.html", context)
 
 
@@ -58,36 +70,83 @@ def compare_view(admin_site, request, *, kind: str, ids: list[int]):
     user = request.user
     hidden = "(not visible to you)"
     if kind == "runs":
-        runs = list(visible(user, "training.view_trainingrun", TrainingRun.objects.select_related("dataset"))
-                    .filter(pk__in=ids).order_by("pk"))
+        runs = list(
+            visible(user, "training.view_trainingrun", TrainingRun.objects.select_related("dataset"))
+            .filter(pk__in=ids)
+            .order_by("pk")
+        )
         seen_models = {m.pk: m for m in models_visible_to(user).filter(source_run__in=runs)}
-        items = [(f"Run #{r.pk} {r.name}", r, seen_models.get(getattr(getattr(r, "trained_model", None), "pk", None)),
-                  str(r.dataset)) for r in runs]
+        items = [
+            (
+                f"Run #{r.pk} {r.name}",
+                r,
+                seen_models.get(getattr(getattr(r, "trained_model", None), "pk", None)),
+                str(r.dataset),
+            )
+            for r in runs
+        ]
     else:
-        models = list(models_visible_to(user).select_related("source_run", "dataset")
-                      .annotate(**related_visibility(user)).filter(pk__in=ids).order_by("pk"))
-        items = [(f"Model #{m.pk} {m.name}", m.source_run if m.source_run_visible else None, m,
-                  (str(m.dataset) if m.dataset_visible else hidden) if m.dataset_id else "—") for m in models]
+        models = list(
+            models_visible_to(user)
+            .select_related("source_run", "dataset")
+            .annotate(**related_visibility(user))
+            .filter(pk__in=ids)
+            .order_by("pk")
+        )
+        items = [
+            (
+                f"Model #{m.pk} {m.name}",
+                m.source_run if m.source_run_visible else None,
+                m,
+                (str(m.dataset) if m.dataset_visible else hidden) if m.dataset_id else "—",
+            )
+            for m in models
+        ]
     if len(items) < 2:
         messages.warning(request, "Choose at least two items you may see to compare.")
         return redirect(reverse("admin:index"))
-    rows = [("Dataset", [dataset for *_x, dataset in items]),
-            ("Architecture", [(run or model).architecture for _, run, model, _d in items])]
+    rows = [
+        ("Dataset", [dataset for *_x, dataset in items]),
+        ("Architecture", [(run or model).architecture for _, run, model, _d in items]),
+    ]
     for name in PARAM_SPECS:
         rows.append((name, [run.parameters.get(name, "—") if run else "—" for _, run, _m, _d in items]))
     for field in METRIC_FIELDS:
         rows.append((field, [metric(getattr(m, field)) if m else "—" for _l, _r, m, _d in items]))
     rows.append(("best epoch", [m.best_epoch if m else "—" for _l, _r, m, _d in items]))
-    rows.append(("parameters (count)", [f"{m.parameter_count:,}" if m and m.parameter_count else "—"
-                                        for _l, _r, m, _d in items]))
-    rows.append(("training time", [str(m.training_duration).split(".")[0] if m and m.training_duration else "—"
-                                   for _l, _r, m, _d in items]))
+    rows.append(
+        (
+            "parameters (count)",
+            [f"{m.parameter_count:,}" if m and m.parameter_count else "—" for _l, _r, m, _d in items],
+        )
+    )
+    rows.append(
+        (
+            "training time",
+            [str(m.training_duration).split(".")[0] if m and m.training_duration else "—" for _l, _r, m, _d in items],
+        )
+    )
     from dumpsite.charts import Series, line_chart
 
-    chart = line_chart([Series(label, [(e["epoch"], e.get("bbox_mAP_50")) for e in (m.metrics_history or [])])
-                        for label, _r, m, _d in items if m], title="bbox mAP50 per epoch", x_label="epoch",
-                       y_label="mAP50", y_min=0, y_max=1, width=720, x_integer=True)
-    context = {**admin_site.each_context(request), "title": f"Compare {kind}", "columns": [i[0] for i in items],
-               "rows": rows, "chart": chart}
+    chart = line_chart(
+        [
+            Series(label, [(e["epoch"], e.get("bbox_mAP_50")) for e in (m.metrics_history or [])])
+            for label, _r, m, _d in items
+            if m
+        ],
+        title="bbox mAP50 per epoch",
+        x_label="epoch",
+        y_label="mAP50",
+        y_min=0,
+        y_max=1,
+        width=720,
+        x_integer=True,
+    )
+    context = {
+        **admin_site.each_context(request),
+        "title": f"Compare {kind}",
+        "columns": [i[0] for i in items],
+        "rows": rows,
+        "chart": chart,
+    }
     return TemplateResponse(request, "admin/compare.html", context)
-

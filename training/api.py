@@ -11,8 +11,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from access.rules import can, visible
 from datasets.models import Dataset
-from dumpsite.access import can, visible
 from dumpsite.api import ActionPermission, error_body
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 from models_registry.selectors import models_visible_to
@@ -24,7 +24,6 @@ from .models import TrainingRun
 from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics
 
 
-
 class ProgressSerializer(serializers.ModelSerializer):
     epoch = serializers.IntegerField(source="current_epoch", read_only=True)
     iteration = serializers.IntegerField(source="current_iter", read_only=True)
@@ -34,8 +33,21 @@ class ProgressSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "status", "percent", "epoch", "max_epochs", "iteration", "max_iterations", "eta_seconds",
-                  "losses", "learning_rate", "started_at", "heartbeat_at", "finished_at"]
+        fields = [
+            "id",
+            "status",
+            "percent",
+            "epoch",
+            "max_epochs",
+            "iteration",
+            "max_iterations",
+            "eta_seconds",
+            "losses",
+            "learning_rate",
+            "started_at",
+            "heartbeat_at",
+            "finished_at",
+        ]
         read_only_fields = fields
 
 
@@ -52,10 +64,27 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "name", "dataset", "dataset_name", "base_model", "architecture", "parameters", "status",
-                  "progress", "error_message", "trained_model", "retry_of", "time_limit_seconds", "timings",
-                  "created_by", "created_at",
-                  "started_at", "finished_at", "duration_seconds"]
+        fields = [
+            "id",
+            "name",
+            "dataset",
+            "dataset_name",
+            "base_model",
+            "architecture",
+            "parameters",
+            "status",
+            "progress",
+            "error_message",
+            "trained_model",
+            "retry_of",
+            "time_limit_seconds",
+            "timings",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+        ]
         read_only_fields = fields
 
     def get_trained_model(self, obj) -> int | None:
@@ -70,12 +99,15 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     dataset = serializers.IntegerField(help_text="Dataset id.")
     base_model = serializers.IntegerField(required=False, allow_null=True, help_text="Trained model id to fine-tune.")
     architecture = serializers.ChoiceField(choices=preset_choices(), required=False)
-    time_limit_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1,
-                                                  help_text="Wall-clock limit; default: the site's limit.")
+    time_limit_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Wall-clock limit; default: the site's limit."
+    )
     parameters = serializers.DictField(
-        required=False, default=dict,
+        required=False,
+        default=dict,
         help_text="Hyper-parameters; missing ones take the preset's defaults. "
-                  + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()))
+        + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()),
+    )
 
 
 class TrainingRunFilter(ApiFilterSet):
@@ -90,19 +122,29 @@ class TrainingRunFilter(ApiFilterSet):
         fields = ["status", "dataset", "base_model", "architecture", "created_by"]
 
 
-class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                         mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class TrainingRunViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Training runs the user may see. A run is private to its creator unless shared or the user's role sees all."""
 
     lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
 
     permission_classes = [ActionPermission]
     action_permissions = {
-        "list": None, "retrieve": "training.view_trainingrun", "progress": "training.view_trainingrun",
-        "create": "training.add_trainingrun", "destroy": "training.delete_trainingrun",
-        "cancel": "training.schedule_trainingrun", "retry": "training.schedule_trainingrun",
+        "list": None,
+        "retrieve": "training.view_trainingrun",
+        "progress": "training.view_trainingrun",
+        "create": "training.add_trainingrun",
+        "destroy": "training.delete_trainingrun",
+        "cancel": "training.schedule_trainingrun",
+        "retry": "training.schedule_trainingrun",
         "resume": "training.schedule_trainingrun",
-        "metrics": "training.view_trainingrun_statistics", "log": "training.view_trainingrun_statistics",
+        "metrics": "training.view_trainingrun_statistics",
+        "log": "training.view_trainingrun_statistics",
     }
     filterset_class = TrainingRunFilter
     search_fields = ["name", "dataset__name"]
@@ -121,8 +163,9 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
         payload = TrainingRunCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        dataset = visible(request.user, "datasets.view_dataset", Dataset.objects.all()).filter(
-            pk=data["dataset"]).first()
+        dataset = (
+            visible(request.user, "datasets.view_dataset", Dataset.objects.all()).filter(pk=data["dataset"]).first()
+        )
         if dataset is None:
             return Response(error_body("invalid", "Invalid input.", {"dataset": ["No such dataset."]}), status=400)
         base_model = None
@@ -130,12 +173,16 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
             # Hidden and missing models get the same answer: a private model is not confirmed to exist.
             base_model = models_visible_to(request.user).filter(pk=data["base_model"]).first()
             if base_model is None:
-                return Response(error_body("invalid", "Invalid input.", {"base_model": ["No such model."]}),
-                                status=400)
+                return Response(error_body("invalid", "Invalid input.", {"base_model": ["No such model."]}), status=400)
         run = services.training_run_create(
-            dataset=dataset, base_model=base_model, architecture=data.get("architecture"),
-            parameters=data.get("parameters"), name=data.get("name", ""), created_by=request.user,
-            time_limit_seconds=data.get("time_limit_seconds"))
+            dataset=dataset,
+            base_model=base_model,
+            architecture=data.get("architecture"),
+            parameters=data.get("parameters"),
+            name=data.get("name", ""),
+            created_by=request.user,
+            time_limit_seconds=data.get("time_limit_seconds"),
+        )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
@@ -145,8 +192,9 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a queued or running run (a running one stops within seconds)."""
-        return Response(TrainingRunSerializer(services.training_run_cancel(run=self.get_object(),
-                                                                           user=request.user)).data)
+        return Response(
+            TrainingRunSerializer(services.training_run_cancel(run=self.get_object(), user=request.user)).data
+        )
 
     @extend_schema(request=None, responses={201: TrainingRunSerializer})
     @action(detail=True, methods=["post"])
@@ -173,10 +221,15 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
             raise NotFound()  # the same answer for "no such run" and "not yours": ids are not probed
         return Response(ProgressSerializer(run).data)
 
-    @extend_schema(responses=inline_serializer("RunMetrics", {
-        "epochs": serializers.ListField(child=serializers.DictField()),
-        "iterations": serializers.ListField(child=serializers.DictField()),
-    }))
+    @extend_schema(
+        responses=inline_serializer(
+            "RunMetrics",
+            {
+                "epochs": serializers.ListField(child=serializers.DictField()),
+                "iterations": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
     @action(detail=True, methods=["get"], filter_backends=[])
     def metrics(self, request, pk=None):
         """Per-epoch validation metrics and mean loss, and per-iteration loss and learning rate (thinned)."""
@@ -184,8 +237,11 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
 
     @extend_schema(
         parameters=[OpenApiParameter("download", OpenApiTypes.BOOL, description="The whole log as a file.")],
-        responses={(200, "application/json"): inline_serializer("RunLog", {"tail": serializers.CharField()}),
-                   (200, "text/plain"): OpenApiTypes.BINARY})
+        responses={
+            (200, "application/json"): inline_serializer("RunLog", {"tail": serializers.CharField()}),
+            (200, "text/plain"): OpenApiTypes.BINARY,
+        },
+    )
     @action(detail=True, methods=["get"], filter_backends=[])
     def log(self, request, pk=None):
         """The end of the training log, or (``?download=1``) the whole log."""

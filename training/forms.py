@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+from access.rules import visible
 from datasets.models import Dataset
-from dumpsite.access import visible
 from models_registry.selectors import models_visible_to
 
 from .engine.params import PARAM_SPECS
@@ -25,11 +25,16 @@ def _defaults_text(name: str) -> str:
 class StartRunForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to dataset / architecture.")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), help_text="Datasets you may train on.")
-    architecture = forms.ChoiceField(choices=preset_choices(), initial=DEFAULT_PRESET,
-                                     help_text=" ".join(f"{p.key}: {p.description}" for p in PRESETS.values()))
-    base_model = forms.ModelChoiceField(queryset=None, required=False,
-                                        help_text="Fine-tune from this model (same architecture and classes). "
-                                                  "Leave empty to train from scratch.")
+    architecture = forms.ChoiceField(
+        choices=preset_choices(),
+        initial=DEFAULT_PRESET,
+        help_text=" ".join(f"{p.key}: {p.description}" for p in PRESETS.values()),
+    )
+    base_model = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        help_text="Fine-tune from this model (same architecture and classes). Leave empty to train from scratch.",
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,17 +47,20 @@ class StartRunForm(forms.Form):
             if spec.kind is str:
                 field = forms.ChoiceField(choices=[(c, c) for c in spec.choices], required=False, help_text=help_text)
             elif spec.kind is int:
-                field = forms.IntegerField(required=False, help_text=help_text,
-                                           widget=forms.NumberInput(attrs={"placeholder": default}))
+                field = forms.IntegerField(
+                    required=False, help_text=help_text, widget=forms.NumberInput(attrs={"placeholder": default})
+                )
             else:
-                field = forms.FloatField(required=False, help_text=help_text,
-                                         widget=forms.NumberInput(attrs={"placeholder": default, "step": "any"}))
+                field = forms.FloatField(
+                    required=False,
+                    help_text=help_text,
+                    widget=forms.NumberInput(attrs={"placeholder": default, "step": "any"}),
+                )
             self.fields[spec.name] = field
 
     def parameters(self) -> dict:
         """The parameters that were given and parsed (the rest take the preset's defaults)."""
-        return {name: self.cleaned_data[name] for name in PARAM_SPECS
-                if self.cleaned_data.get(name) not in (None, "")}
+        return {name: self.cleaned_data[name] for name in PARAM_SPECS if self.cleaned_data.get(name) not in (None, "")}
 
     def add_service_errors(self, message: str, extra: dict) -> None:
         """Put a service's ApplicationError on the fields it names, the rest on the form."""

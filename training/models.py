@@ -26,8 +26,9 @@ class TrainingRun(models.Model):
 
     name = models.CharField(max_length=200)
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="training_runs")
-    base_model = models.ForeignKey("models_registry.TrainedModel", null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="fine_tuning_runs")
+    base_model = models.ForeignKey(
+        "models_registry.TrainedModel", null=True, blank=True, on_delete=models.PROTECT, related_name="fine_tuning_runs"
+    )
     architecture = models.CharField(max_length=64, choices=preset_choices(), default=DEFAULT_PRESET)
     parameters = models.JSONField(default=dict, help_text="Validated hyper-parameters (preset defaults filled in).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
@@ -46,26 +47,48 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker_pid = models.IntegerField(null=True, blank=True, help_text="Process id of the training child.")
+    training_pid = models.IntegerField(
+        null=True, blank=True, help_text="Process id of the training child (its process group leader)."
+    )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_process = models.CharField(max_length=300, blank=True, help_text="host:pid of the worker that ran it.")
 
     error_message = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     export_summary = models.JSONField(default=dict, blank=True)
-    timings = models.JSONField(default=dict, blank=True, help_text=(
-        "Seconds spent in each phase: queued, export, config, startup (process start, imports, model and data "
-        "loading), training (until the process exits), registration. A run that failed lacks the later ones."))
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="training_runs")
+    timings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "Seconds spent in each phase: queued, export, config, startup (process start, imports, model and data "
+            "loading), training (until the process exits), registration. A run that failed lacks the later ones."
+        ),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_runs"
+    )
     time_limit_seconds = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Wall-clock limit of this run; empty: the site's DUMPSITE_RUN_TIMEOUT.")
+        null=True, blank=True, help_text="Wall-clock limit of this run; empty: the site's DUMPSITE_RUN_TIMEOUT."
+    )
     resume_checkpoint = models.CharField(
-        max_length=500, blank=True, help_text="Checkpoint of the attempt this run resumes (epoch, optimizer, schedule).")
-    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
-                                 help_text="The failed or cancelled run this one retries.")
-    retry_of_root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                      help_text="The first run of this chain of retries and resumes.")
+        max_length=500, blank=True, help_text="Checkpoint of the attempt this run resumes (epoch, optimizer, schedule)."
+    )
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The failed or cancelled run this one retries.",
+    )
+    retry_of_root = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The first run of this chain of retries and resumes.",
+    )
     attempt = models.PositiveIntegerField(default=1, help_text="1 for a new run; retries and resumes count on.")
 
     class Meta:
@@ -75,8 +98,10 @@ class TrainingRun(models.Model):
             ("view_trainingrun_statistics", "Can view metrics and logs of training runs"),
         ]
         constraints = [
-            models.CheckConstraint(condition=models.Q(progress_percent__gte=0) & models.Q(progress_percent__lte=100),
-                                   name="trainingrun_percent_range"),
+            models.CheckConstraint(
+                condition=models.Q(progress_percent__gte=0) & models.Q(progress_percent__lte=100),
+                name="trainingrun_percent_range",
+            ),
         ]
 
     def __str__(self) -> str:

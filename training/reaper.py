@@ -27,14 +27,16 @@ def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
     reaped = []
     for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff):
         last = timezone.localtime(run.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
-        message = (f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost "
-                   f"the database. The run was marked failed; retry it to train again.")
+        message = (
+            f"The worker stopped sending heartbeats (last one at {last}, limit {limit} s): it died or lost "
+            f"the database. The run was marked failed; retry it to train again."
+        )
         if not training_run_fail_stale(run=run, cutoff=cutoff, message=message):
             continue  # it heartbeated or ended meanwhile, or another reaper was first
         reaped.append(run.pk)
-        if run.worker_pid and run.worker_host == socket.gethostname():
-            if kill_training_process(run.worker_pid, run.work_dir / "job.json"):
-                logger.warning("killed the orphaned training process %s of run %s", run.worker_pid, run.pk)
+        on_this_host = run.training_pid and run.worker_host == socket.gethostname()
+        if on_this_host and kill_training_process(run.training_pid, run.work_dir / "job.json"):
+            logger.warning("killed the orphaned training process %s of run %s", run.training_pid, run.pk)
         logger.warning("training run %s reaped: no heartbeat since %s", run.pk, last)
     return reaped
 
@@ -45,5 +47,10 @@ def reaper_schedule_ensure() -> None:
 
     Schedule.objects.update_or_create(
         name="reap stale training runs",
-        defaults={"func": "training.tasks.reap_stale_runs", "schedule_type": Schedule.MINUTES,
-                  "minutes": settings.TRAINING_REAPER_MINUTES, "repeats": -1})
+        defaults={
+            "func": "training.tasks.reap_stale_runs",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.TRAINING_REAPER_MINUTES,
+            "repeats": -1,
+        },
+    )

@@ -49,8 +49,16 @@ def run_metrics(run: TrainingRun) -> dict:
     events = read_events(run.work_dir / "events.jsonl")
     model = getattr(run, "trained_model", None)
     epochs = model.metrics_history if model is not None else metrics_history(events)
-    iterations = [{"iteration": e.get("iter"), "epoch": e.get("epoch"), "loss": (e.get("losses") or {}).get("loss"),
-                   "lr": e.get("lr")} for e in events if e.get("event") == "iter"]
+    iterations = [
+        {
+            "iteration": e.get("iter"),
+            "epoch": e.get("epoch"),
+            "loss": (e.get("losses") or {}).get("loss"),
+            "lr": e.get("lr"),
+        }
+        for e in events
+        if e.get("event") == "iter"
+    ]
     step = max(1, -(-len(iterations) // MAX_CURVE_POINTS))
     thinned = iterations[::step]
     if iterations and thinned[-1] is not iterations[-1]:

@@ -15,8 +15,13 @@ from training.models import TrainingRun
 from training.services import training_run_create
 
 ROLES = ["anonymous", "viewer", "owner", "other_trainer", "publisher", "admin"]
-GROUP_OF = {"viewer": "Viewer", "owner": "Trainer", "other_trainer": "Trainer", "publisher": "Publisher",
-            "admin": "Administrator"}
+GROUP_OF = {
+    "viewer": "Viewer",
+    "owner": "Trainer",
+    "other_trainer": "Trainer",
+    "publisher": "Publisher",
+    "admin": "Administrator",
+}
 
 
 @dataclass
@@ -56,27 +61,43 @@ def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
     ckpt, cfg = tmp_path / f"m{run.pk}.pth", tmp_path / f"c{run.pk}.json"
     ckpt.write_bytes(b"weights of run %d" % run.pk)
     cfg.write_text(json.dumps({"model": {"type": "RetinaNet"}}))
-    history = history or [{"epoch": 1, "bbox_mAP": 0.3, "bbox_mAP_50": 0.6, "loss": 1.0},
-                          {"epoch": 2, "bbox_mAP": 0.5, "bbox_mAP_50": 0.9, "loss": 0.5}]
-    return trained_model_register_from_run(run=run, history=history, result={
-        "model_file": str(ckpt), "config_file": str(cfg), "classes": run.dataset.class_names(),
-        "parameter_count": 123, "duration_s": 42.0, "checkpoint_epoch": 2})
+    history = history or [
+        {"epoch": 1, "bbox_mAP": 0.3, "bbox_mAP_50": 0.6, "loss": 1.0},
+        {"epoch": 2, "bbox_mAP": 0.5, "bbox_mAP_50": 0.9, "loss": 0.5},
+    ]
+    return trained_model_register_from_run(
+        run=run,
+        history=history,
+        best=history[-1],
+        result={
+            "model_file": str(ckpt),
+            "config_file": str(cfg),
+            "classes": run.dataset.class_names(),
+            "parameter_count": 123,
+            "duration_s": 42.0,
+            "checkpoint_epoch": 2,
+        },
+    )
 
 
 @pytest.fixture
 def world(db, roles, make_dataset, tmp_path) -> World:
     users = {role: make_user(role, GROUP_OF.get(role)) for role in ROLES if role != "anonymous"}
     dataset = make_dataset(name="shared")
-    run = training_run_create(dataset=dataset, parameters={"epochs": 2}, name="owner's run",
-                              created_by=users["owner"])
+    run = training_run_create(dataset=dataset, parameters={"epochs": 2}, name="owner's run", created_by=users["owner"])
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
     run.refresh_from_db()
     model = register_model(run, tmp_path)
     base = tmp_path / "base.pth"
     base.write_bytes(b"base weights")
-    published = trained_model_register_base(name="published base", architecture="retinanet_r18_tiny",
-                                            checkpoint=base, class_names=dataset.class_names(),
-                                            inspection={"parameter_count": 7}, created_by=users["admin"])
+    published = trained_model_register_base(
+        name="published base",
+        architecture="retinanet_r18_tiny",
+        checkpoint=base,
+        class_names=dataset.class_names(),
+        inspection={"parameter_count": 7},
+        created_by=users["admin"],
+    )
     TrainedModel.objects.filter(pk=published.pk).update(is_published=True)
     published.refresh_from_db()
     return World(users=users, dataset=dataset, run=run, model=model, published=published)

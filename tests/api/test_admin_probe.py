@@ -4,18 +4,49 @@ import pytest
 
 pytestmark = pytest.mark.django_db
 
-ODD = ["ids=%C2%B2", "ids=%D9%A3,1", "ids=1,,2,-3", "ids=99999999999999999999", "ids=%00", "o=99", "o=-1.abc",
-       "p=-1", "p=abc", "q=%00%FF", "q=" + "x" * 3000, "e=1", "all=", "_changelist_filters=%00", "status=%3Cscript%3E",
-       "dataset__id__exact=abc", "dataset__id__exact=99999999999999999999", "created_at__gte=99999-01-01",
-       "is_published__exact=maybe", "image__dataset__id__exact=-5", "base_model__id__exact=%D9%A3",
-       "_to_field=password", "_popup=1&_to_field=id"]
-PAGES = ["/admin/", "/admin/training/trainingrun/", "/admin/training/trainingrun/compare/",
-         "/admin/training/trainingrun/start/", "/admin/training/trainingrun/{run}/change/",
-         "/admin/models_registry/trainedmodel/", "/admin/models_registry/trainedmodel/compare/",
-         "/admin/models_registry/trainedmodel/lineage/", "/admin/models_registry/trainedmodel/{model}/change/",
-         "/admin/datasets/dataset/", "/admin/datasets/dataset/{dataset}/change/", "/admin/datasets/datasetimage/",
-         "/admin/datasets/annotation/", "/admin/audit/auditevent/", "/admin/authtoken/tokenproxy/",
-         "/datasets/images/{image}/thumbnail.jpg"]
+ODD = [
+    "ids=%C2%B2",
+    "ids=%D9%A3,1",
+    "ids=1,,2,-3",
+    "ids=99999999999999999999",
+    "ids=%00",
+    "o=99",
+    "o=-1.abc",
+    "p=-1",
+    "p=abc",
+    "q=%00%FF",
+    "q=" + "x" * 3000,
+    "e=1",
+    "all=",
+    "_changelist_filters=%00",
+    "status=%3Cscript%3E",
+    "dataset__id__exact=abc",
+    "dataset__id__exact=99999999999999999999",
+    "created_at__gte=99999-01-01",
+    "is_published__exact=maybe",
+    "image__dataset__id__exact=-5",
+    "base_model__id__exact=%D9%A3",
+    "_to_field=password",
+    "_popup=1&_to_field=id",
+]
+PAGES = [
+    "/admin/",
+    "/admin/training/trainingrun/",
+    "/admin/training/trainingrun/compare/",
+    "/admin/training/trainingrun/start/",
+    "/admin/training/trainingrun/{run}/change/",
+    "/admin/models_registry/trainedmodel/",
+    "/admin/models_registry/trainedmodel/compare/",
+    "/admin/models_registry/trainedmodel/lineage/",
+    "/admin/models_registry/trainedmodel/{model}/change/",
+    "/admin/datasets/dataset/",
+    "/admin/datasets/dataset/{dataset}/change/",
+    "/admin/datasets/datasetimage/",
+    "/admin/datasets/annotation/",
+    "/admin/audit/auditevent/",
+    "/admin/authtoken/tokenproxy/",
+    "/datasets/images/{image}/thumbnail.jpg",
+]
 
 
 @pytest.mark.parametrize("role", ["viewer", "owner", "admin"])

@@ -46,7 +46,7 @@ def test_list_endpoints_run_a_constant_number_of_queries(world, tmp_path, role):
     for i in range(4):
         demo_dataset_create(name=f"d{i}", images=3, created_by=world.users["admin"])
     large = [count_queries(client, url) for url in urls]
-    for (n_small, body_small), (n_large, body_large), url in zip(small, large, urls):
+    for (n_small, body_small), (n_large, body_large), url in zip(small, large, urls, strict=True):
         assert body_large["count"] > body_small["count"], url
         assert n_small == n_large, (url, n_small, n_large)
 
@@ -95,13 +95,18 @@ def test_filters_search_and_ordering(world, tmp_path):
     assert best["bbox_mAP_50"] == 0.9
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"dataset": "x"}, "dataset"), ({}, "dataset"), ({"dataset": 999999}, "dataset"),
-    ({"dataset": "{dataset}", "parameters": {"epochs": -1}}, "epochs"),
-    ({"dataset": "{dataset}", "parameters": {"epochs": "many"}}, "epochs"),
-    ({"dataset": "{dataset}", "architecture": "nope"}, "architecture"),
-    ({"dataset": "{dataset}", "base_model": 999999}, "base_model"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"dataset": "x"}, "dataset"),
+        ({}, "dataset"),
+        ({"dataset": 999999}, "dataset"),
+        ({"dataset": "{dataset}", "parameters": {"epochs": -1}}, "epochs"),
+        ({"dataset": "{dataset}", "parameters": {"epochs": "many"}}, "epochs"),
+        ({"dataset": "{dataset}", "architecture": "nope"}, "architecture"),
+        ({"dataset": "{dataset}", "base_model": 999999}, "base_model"),
+    ],
+)
 def test_bad_run_requests_get_one_json_error_shape_and_queue_nothing(world, payload, field):
     payload = {k: (world.dataset.pk if v == "{dataset}" else v) for k, v in payload.items()}
     before = TrainingRun.objects.count()
@@ -206,14 +211,23 @@ def test_openapi_schema_is_valid_and_documents_every_endpoint(db):
     validate(schema)
     paths = schema["paths"]
     for path, methods in {
-        "/api/datasets/": ["get"], "/api/datasets/{id}/": ["get"], "/api/datasets/{id}/images/": ["get"],
-        "/api/training-runs/": ["get", "post"], "/api/training-runs/{id}/": ["get", "delete"],
-        "/api/training-runs/{id}/cancel/": ["post"], "/api/training-runs/{id}/retry/": ["post"],
-        "/api/training-runs/{id}/progress/": ["get"], "/api/training-runs/{id}/metrics/": ["get"],
-        "/api/training-runs/{id}/log/": ["get"], "/api/trained-models/": ["get"],
-        "/api/trained-models/{id}/": ["get", "patch", "delete"], "/api/trained-models/{id}/publish/": ["post"],
-        "/api/trained-models/{id}/unpublish/": ["post"], "/api/trained-models/{id}/lineage/": ["get"],
-        "/api/trained-models/{id}/metrics/": ["get"], "/api/trained-models/{id}/download/": ["get"],
+        "/api/datasets/": ["get"],
+        "/api/datasets/{id}/": ["get"],
+        "/api/datasets/{id}/images/": ["get"],
+        "/api/training-runs/": ["get", "post"],
+        "/api/training-runs/{id}/": ["get", "delete"],
+        "/api/training-runs/{id}/cancel/": ["post"],
+        "/api/training-runs/{id}/retry/": ["post"],
+        "/api/training-runs/{id}/progress/": ["get"],
+        "/api/training-runs/{id}/metrics/": ["get"],
+        "/api/training-runs/{id}/log/": ["get"],
+        "/api/trained-models/": ["get"],
+        "/api/trained-models/{id}/": ["get", "patch", "delete"],
+        "/api/trained-models/{id}/publish/": ["post"],
+        "/api/trained-models/{id}/unpublish/": ["post"],
+        "/api/trained-models/{id}/lineage/": ["get"],
+        "/api/trained-models/{id}/metrics/": ["get"],
+        "/api/trained-models/{id}/download/": ["get"],
     }.items():
         assert path in paths, path
         for method in methods:
@@ -234,7 +248,7 @@ def test_sync_roles_is_idempotent_and_leaves_the_app_registry_intact(db):
     from django.apps import apps
     from django.contrib.auth.models import Group
 
-    from dumpsite.roles import ROLES, sync_roles
+    from access.roles import ROLES, sync_roles
 
     modules = {c.label: c.models_module for c in apps.get_app_configs()}
     sync_roles()
@@ -246,13 +260,16 @@ def test_sync_roles_is_idempotent_and_leaves_the_app_registry_intact(db):
     assert not Group.objects.get(name="Viewer").permissions.filter(codename="add_trainingrun").exists()
 
 
-@pytest.mark.parametrize("url, status", [
-    ("/api/datasets/?created_after=1079-10-03T03:56:22%2B21:36", 200),  # offset PostgreSQL refuses: normalised
-    ("/api/training-runs/?created_before=0001-01-01T00:00:00%2B14:00", 400),  # before year 1 in UTC
-    ("/api/training-runs/null,null/progress/", 404),
-    ("/api/trained-models/abc/", 404),
-    ("/api/training-runs/99999999999999999999999/", 404),
-])
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("/api/datasets/?created_after=1079-10-03T03:56:22%2B21:36", 200),  # offset PostgreSQL refuses: normalised
+        ("/api/training-runs/?created_before=0001-01-01T00:00:00%2B14:00", 400),  # before year 1 in UTC
+        ("/api/training-runs/null,null/progress/", 404),
+        ("/api/trained-models/abc/", 404),
+        ("/api/training-runs/99999999999999999999999/", 404),
+    ],
+)
 def test_inputs_the_fuzzer_found_are_handled(world, url, status):
     client = world.client("admin")
     client.raise_request_exception = False

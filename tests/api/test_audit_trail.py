@@ -9,15 +9,18 @@ from django.test import Client
 from audit.models import AuditEvent
 from audit.services import audit_interface
 from training.models import TrainingRun
-from training.services import training_run_claim, training_run_create, training_run_fail
 from training.reaper import training_runs_reap_stale
+from training.services import training_run_claim, training_run_create, training_run_fail
 
 pytestmark = pytest.mark.django_db
 
 
 def events(obj):
-    return list(AuditEvent.objects.filter(object_type=obj._meta.model_name, object_id=obj.pk)
-                .order_by("id").values_list("action", "interface", "actor__username"))
+    return list(
+        AuditEvent.objects.filter(object_type=obj._meta.model_name, object_id=obj.pk)
+        .order_by("id")
+        .values_list("action", "interface", "actor__username")
+    )
 
 
 def test_api_cancel_and_retry_are_recorded_with_user_and_interface(world):
@@ -45,8 +48,9 @@ def test_reaped_runs_are_recorded(world):
 
     from django.utils import timezone
 
-    TrainingRun.objects.filter(pk=world.run.pk).update(status="running",
-                                                        heartbeat_at=timezone.now() - timedelta(minutes=5))
+    TrainingRun.objects.filter(pk=world.run.pk).update(
+        status="running", heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
     training_runs_reap_stale(limit_seconds=60)
     event = AuditEvent.objects.get(object_id=world.run.pk, action="failed")
     assert event.detail["reaped"] is True and "heartbeats" in event.detail["reason"]
@@ -61,8 +65,11 @@ def test_publishing_from_admin_and_cli_and_deleting_from_api_are_recorded(world)
     admin.post(f"/admin/models_registry/trainedmodel/{world.model.pk}/publish/", {"publish": "1"})
     call_command("publish_model", str(world.model.pk), "--unpublish", "--user", "admin", stdout=io.StringIO())
     assert world.client("owner").delete(f"/api/trained-models/{world.model.pk}/").status_code == 204
-    assert events(world.model)[-3:] == [("published", "admin", "publisher"), ("unpublished", "cli", "admin"),
-                                        ("deleted", "api", "owner")]
+    assert events(world.model)[-3:] == [
+        ("published", "admin", "publisher"),
+        ("unpublished", "cli", "admin"),
+        ("deleted", "api", "owner"),
+    ]
     assert AuditEvent.objects.filter(object_id=world.model.pk, action="deleted").get().object_name == "owner's run"
 
 

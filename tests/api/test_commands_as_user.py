@@ -60,8 +60,10 @@ def test_a_named_user_gets_their_own_permissions(roles, make_dataset, monkeypatc
     run("train", "--dataset", "d", "--user", "olga", "--epochs", "1")
     own = TrainingRun.objects.get()
     # A run the user may not see is "no such run", exactly like one that does not exist.
-    hidden, missing = refusal("cancel_run", str(own.pk), "--user", "pete"), refusal("cancel_run", "99999", "--user",
-                                                                                   "pete")
+    hidden, missing = (
+        refusal("cancel_run", str(own.pk), "--user", "pete"),
+        refusal("cancel_run", "99999", "--user", "pete"),
+    )
     assert hidden == f"No training run #{own.pk}." and missing == "No training run #99999."
     monkeypatch.setenv("DUMPSITE_CLI_USER", "olga")
     run("cancel_run", str(own.pk))
@@ -72,8 +74,10 @@ def test_a_named_user_gets_their_own_permissions(roles, make_dataset, monkeypatc
 def test_publishing_needs_the_publish_permission_on_the_command_line(world):
     message = refusal("publish_model", str(world.model.pk), "--user", "owner")
     assert message == f"You may not publish model #{world.model.pk}."
-    assert refusal("publish_model", str(world.model.pk), "--user", "other_trainer") == \
-        f"No trained model #{world.model.pk}."
+    assert (
+        refusal("publish_model", str(world.model.pk), "--user", "other_trainer")
+        == f"No trained model #{world.model.pk}."
+    )
     run("publish_model", str(world.model.pk), "--user", "publisher")
     assert TrainedModel.objects.get(pk=world.model.pk).is_published
 
@@ -81,7 +85,19 @@ def test_publishing_needs_the_publish_permission_on_the_command_line(world):
 def test_registering_and_importing_need_their_permissions(roles, tmp_path):
     make_user("tina", "Trainer")
     (tmp_path / "w.pth").write_bytes(b"never read")
-    assert refusal("register_base_model", str(tmp_path / "w.pth"), "--name", "x", "--architecture",
-                   "retinanet_r18_tiny", "--user", "tina") == "tina may not register models."
-    assert refusal("make_demo_dataset", "--name", "x", "--images", "2", "--user", "tina") == \
-        "You may not create datasets."
+    assert (
+        refusal(
+            "register_base_model",
+            str(tmp_path / "w.pth"),
+            "--name",
+            "x",
+            "--architecture",
+            "retinanet_r18_tiny",
+            "--user",
+            "tina",
+        )
+        == "tina may not register models."
+    )
+    assert (
+        refusal("make_demo_dataset", "--name", "x", "--images", "2", "--user", "tina") == "You may not create datasets."
+    )

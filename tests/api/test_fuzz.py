@@ -24,9 +24,12 @@ def token(world):
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @pytest.mark.django_db
 def test_no_input_makes_the_api_fail(case, token):
     case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=[not_a_server_error])

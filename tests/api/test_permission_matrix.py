@@ -13,67 +13,68 @@ from training.models import TrainingRun
 def set_status(status):
     def prepare(world):
         TrainingRun.objects.filter(pk=world.run.pk).update(status=status)
+
     return prepare
 
 
 R, M, P, D = "{run}", "{model}", "{published}", "{dataset}"
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
-    ("datasets list",       "get",  "/api/datasets/",                           None,               None),
-    ("dataset detail",      "get",  f"/api/datasets/{D}/",                       None,               None),
-    ("dataset images",      "get",  f"/api/datasets/{D}/images/",                None,               None),
-    ("runs list",           "get",  "/api/training-runs/",                      None,               None),
-    ("run detail",          "get",  f"/api/training-runs/{R}/",                  None,               None),
-    ("run progress",        "get",  f"/api/training-runs/{R}/progress/",         None,               None),
-    ("run metrics",         "get",  f"/api/training-runs/{R}/metrics/",          None,               None),
-    ("run log",             "get",  f"/api/training-runs/{R}/log/",              None,               None),
-    ("run create",          "post", "/api/training-runs/",                      None,               "create"),
-    ("run cancel",          "post", f"/api/training-runs/{R}/cancel/",           set_status("queued"), None),
-    ("run retry",           "post", f"/api/training-runs/{R}/retry/",            set_status("failed"), None),
-    ("run resume",          "post", f"/api/training-runs/{R}/resume/",           set_status("failed"), None),
-    ("run delete",          "delete", f"/api/training-runs/{R}/",                None,               None),
-    ("models list",         "get",  "/api/trained-models/",                     None,               None),
-    ("model detail",        "get",  f"/api/trained-models/{M}/",                 None,               None),
-    ("published detail",    "get",  f"/api/trained-models/{P}/",                 None,               None),
-    ("model rename",        "patch", f"/api/trained-models/{M}/",                None,               {"name": "x"}),
-    ("model publish",       "post", f"/api/trained-models/{M}/publish/",         None,               None),
-    ("published unpublish", "post", f"/api/trained-models/{P}/unpublish/",       None,               None),
-    ("model lineage",       "get",  f"/api/trained-models/{M}/lineage/",         None,               None),
-    ("model metrics",       "get",  f"/api/trained-models/{M}/metrics/",         None,               None),
-    ("model download",      "get",  f"/api/trained-models/{M}/download/?artifact=checkpoint", None,  None),
-    ("published download",  "get",  f"/api/trained-models/{P}/download/?artifact=config", None,      None),
-    ("model delete",        "delete", f"/api/trained-models/{M}/",               None,               None),
-    ("token obtain",        "post", "/api/auth/token/",                         None,   {"username": "admin"}),
+    ("datasets list", "get", "/api/datasets/", None, None),
+    ("dataset detail", "get", f"/api/datasets/{D}/", None, None),
+    ("dataset images", "get", f"/api/datasets/{D}/images/", None, None),
+    ("runs list", "get", "/api/training-runs/", None, None),
+    ("run detail", "get", f"/api/training-runs/{R}/", None, None),
+    ("run progress", "get", f"/api/training-runs/{R}/progress/", None, None),
+    ("run metrics", "get", f"/api/training-runs/{R}/metrics/", None, None),
+    ("run log", "get", f"/api/training-runs/{R}/log/", None, None),
+    ("run create", "post", "/api/training-runs/", None, "create"),
+    ("run cancel", "post", f"/api/training-runs/{R}/cancel/", set_status("queued"), None),
+    ("run retry", "post", f"/api/training-runs/{R}/retry/", set_status("failed"), None),
+    ("run resume", "post", f"/api/training-runs/{R}/resume/", set_status("failed"), None),
+    ("run delete", "delete", f"/api/training-runs/{R}/", None, None),
+    ("models list", "get", "/api/trained-models/", None, None),
+    ("model detail", "get", f"/api/trained-models/{M}/", None, None),
+    ("published detail", "get", f"/api/trained-models/{P}/", None, None),
+    ("model rename", "patch", f"/api/trained-models/{M}/", None, {"name": "x"}),
+    ("model publish", "post", f"/api/trained-models/{M}/publish/", None, None),
+    ("published unpublish", "post", f"/api/trained-models/{P}/unpublish/", None, None),
+    ("model lineage", "get", f"/api/trained-models/{M}/lineage/", None, None),
+    ("model metrics", "get", f"/api/trained-models/{M}/metrics/", None, None),
+    ("model download", "get", f"/api/trained-models/{M}/download/?artifact=checkpoint", None, None),
+    ("published download", "get", f"/api/trained-models/{P}/download/?artifact=config", None, None),
+    ("model delete", "delete", f"/api/trained-models/{M}/", None, None),
+    ("token obtain", "post", "/api/auth/token/", None, {"username": "admin"}),
 ]
 
 #                        anonymous viewer owner other_trainer publisher admin
 EXPECTED = {
-    "datasets list":        (401, 200, 200, 200, 200, 200),
-    "dataset detail":       (401, 200, 200, 200, 200, 200),
-    "dataset images":       (401, 200, 200, 200, 200, 200),
-    "runs list":            (401, 200, 200, 200, 200, 200),
-    "run detail":           (401, 404, 200, 404, 200, 200),
-    "run progress":         (401, 404, 200, 404, 200, 200),
-    "run metrics":          (401, 404, 200, 404, 200, 200),
-    "run log":              (401, 404, 200, 404, 200, 200),
-    "run create":           (401, 403, 201, 201, 403, 201),
-    "run cancel":           (401, 404, 200, 404, 403, 200),
-    "run retry":            (401, 404, 201, 404, 403, 201),
+    "datasets list": (401, 200, 200, 200, 200, 200),
+    "dataset detail": (401, 200, 200, 200, 200, 200),
+    "dataset images": (401, 200, 200, 200, 200, 200),
+    "runs list": (401, 200, 200, 200, 200, 200),
+    "run detail": (401, 404, 200, 404, 200, 200),
+    "run progress": (401, 404, 200, 404, 200, 200),
+    "run metrics": (401, 404, 200, 404, 200, 200),
+    "run log": (401, 404, 200, 404, 200, 200),
+    "run create": (401, 403, 201, 201, 403, 201),
+    "run cancel": (401, 404, 200, 404, 403, 200),
+    "run retry": (401, 404, 201, 404, 403, 201),
     # Allowed roles get past the permission check to the rule: this run kept no checkpoint (400).
-    "run resume":           (401, 404, 400, 404, 403, 400),
-    "run delete":           (401, 404, 204, 404, 403, 204),
-    "models list":          (401, 200, 200, 200, 200, 200),
-    "model detail":         (401, 404, 200, 404, 200, 200),
-    "published detail":     (401, 200, 200, 200, 200, 200),
-    "model rename":         (401, 404, 200, 404, 403, 200),
-    "model publish":        (401, 404, 403, 404, 200, 200),
-    "published unpublish":  (401, 403, 403, 403, 200, 200),
-    "model lineage":        (401, 404, 200, 404, 200, 200),
-    "model metrics":        (401, 404, 200, 404, 200, 200),
-    "model download":       (401, 404, 200, 404, 200, 200),
-    "published download":   (401, 200, 200, 200, 200, 200),
-    "model delete":         (401, 404, 204, 404, 403, 204),
-    "token obtain":         (400, 400, 400, 400, 400, 400),  # open to all; a password is needed
+    "run resume": (401, 404, 400, 404, 403, 400),
+    "run delete": (401, 404, 204, 404, 403, 204),
+    "models list": (401, 200, 200, 200, 200, 200),
+    "model detail": (401, 404, 200, 404, 200, 200),
+    "published detail": (401, 200, 200, 200, 200, 200),
+    "model rename": (401, 404, 200, 404, 403, 200),
+    "model publish": (401, 404, 403, 404, 200, 200),
+    "published unpublish": (401, 403, 403, 403, 200, 200),
+    "model lineage": (401, 404, 200, 404, 200, 200),
+    "model metrics": (401, 404, 200, 404, 200, 200),
+    "model download": (401, 404, 200, 404, 200, 200),
+    "published download": (401, 200, 200, 200, 200, 200),
+    "model delete": (401, 404, 204, 404, 403, 204),
+    "token obtain": (400, 400, 400, 400, 400, 400),  # open to all; a password is needed
 }
 
 CASES = [(name, role, EXPECTED[name][i]) for name, *_ in ENDPOINTS for i, role in enumerate(ROLES)]
@@ -92,8 +93,12 @@ def test_the_matrix_covers_every_operation_of_the_schema(db):
 
     out = io.StringIO()
     call_command("spectacular", stdout=out)
-    operations = {(method, path) for path, item in yaml.safe_load(out.getvalue())["paths"].items()
-                  for method in item if method in ("get", "post", "patch", "put", "delete")}
+    operations = {
+        (method, path)
+        for path, item in yaml.safe_load(out.getvalue())["paths"].items()
+        for method in item
+        if method in ("get", "post", "patch", "put", "delete")
+    }
     covered = {(method, re.sub(r"\{\w+\}", "{id}", path.split("?")[0])) for _, method, path, *_ in ENDPOINTS}
     assert operations - {("get", "/api/schema/")} <= covered, sorted(operations - covered)
 
@@ -112,11 +117,18 @@ def test_permission_matrix(world, name, role, expected):
         assert set(response.json()) == {"code", "message", "errors"}
 
 
-PRIVATE_PATHS = ["/api/training-runs/{run}/", "/api/training-runs/{run}/progress/", "/api/training-runs/{run}/metrics/",
-                 "/api/training-runs/{run}/log/", "/api/training-runs/{run}/log/?download=1",
-                 "/api/trained-models/{model}/", "/api/trained-models/{model}/metrics/",
-                 "/api/trained-models/{model}/lineage/", "/api/trained-models/{model}/download/?artifact=checkpoint",
-                 "/api/trained-models/{model}/download/?artifact=config"]
+PRIVATE_PATHS = [
+    "/api/training-runs/{run}/",
+    "/api/training-runs/{run}/progress/",
+    "/api/training-runs/{run}/metrics/",
+    "/api/training-runs/{run}/log/",
+    "/api/training-runs/{run}/log/?download=1",
+    "/api/trained-models/{model}/",
+    "/api/trained-models/{model}/metrics/",
+    "/api/trained-models/{model}/lineage/",
+    "/api/trained-models/{model}/download/?artifact=checkpoint",
+    "/api/trained-models/{model}/download/?artifact=config",
+]
 
 
 @pytest.mark.parametrize("role", ["viewer", "other_trainer"])

@@ -30,26 +30,44 @@ def private_base(world, tmp_path):
 
     owner.user_permissions.add(Permission.objects.get(codename="add_trainedmodel"))
     owner = type(owner).objects.get(pk=owner.pk)  # permission cache
-    return trained_model_register_base(name="owner's secret base", architecture="retinanet_r18_tiny",
-                                       checkpoint=path, class_names=world.dataset.class_names(),
-                                       inspection={"parameter_count": 1}, created_by=owner)
+    return trained_model_register_base(
+        name="owner's secret base",
+        architecture="retinanet_r18_tiny",
+        checkpoint=path,
+        class_names=world.dataset.class_names(),
+        inspection={"parameter_count": 1},
+        created_by=owner,
+    )
 
 
 # --- 3. existence oracles ---------------------------------------------------------------------------------------
 
+
 def test_a_hidden_base_model_and_a_missing_one_get_the_same_answer(world, private_base):
     client = world.client("other_trainer")
     missing = TrainedModel.objects.order_by("-pk").first().pk + 1000
-    answers = [client.post("/api/training-runs/", {"dataset": world.dataset.pk, "base_model": pk}, format="json")
-               for pk in (private_base.pk, missing)]
+    answers = [
+        client.post("/api/training-runs/", {"dataset": world.dataset.pk, "base_model": pk}, format="json")
+        for pk in (private_base.pk, missing)
+    ]
     assert [a.status_code for a in answers] == [400, 400]
-    assert answers[0].json() == answers[1].json() == {
-        "code": "invalid", "message": "Invalid input.", "errors": {"base_model": ["No such model."]}}
+    assert (
+        answers[0].json()
+        == answers[1].json()
+        == {"code": "invalid", "message": "Invalid input.", "errors": {"base_model": ["No such model."]}}
+    )
     assert TrainingRun.objects.count() == 1
 
 
-@pytest.mark.parametrize("path, field", [("/api/training-runs/", "base_model"), ("/api/trained-models/", "base_model"),
-                                         ("/api/training-runs/", "dataset"), ("/api/trained-models/", "source_run")])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("/api/training-runs/", "base_model"),
+        ("/api/trained-models/", "base_model"),
+        ("/api/training-runs/", "dataset"),
+        ("/api/trained-models/", "source_run"),
+    ],
+)
 def test_filtering_by_a_hidden_id_looks_like_filtering_by_a_missing_one(world, private_base, path, field):
     client = world.client("other_trainer")
     hidden = {"base_model": private_base.pk, "dataset": world.dataset.pk, "source_run": world.run.pk}[field]
@@ -67,8 +85,13 @@ def test_a_published_model_does_not_reveal_its_private_run_or_base(world, privat
     from tests.api.conftest import register_model
     from training.services import training_run_create
 
-    run = training_run_create(dataset=world.dataset, base_model=private_base, parameters={"epochs": 1},
-                              created_by=world.users["owner"], name="private fine-tune")
+    run = training_run_create(
+        dataset=world.dataset,
+        base_model=private_base,
+        parameters={"epochs": 1},
+        created_by=world.users["owner"],
+        name="private fine-tune",
+    )
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
     run.refresh_from_db()
     model = register_model(run, tmp_path)
@@ -87,7 +110,7 @@ def test_a_published_model_does_not_reveal_its_private_run_or_base(world, privat
     assert "(not visible to you)" in detail and f"/admin/training/trainingrun/{run.pk}/" not in detail
 
     # The compare page shows the published models' metrics, not the private run's parameters.
-    page = admin.get(f"/admin/models_registry/trainedmodel/compare/?ids={model.pk},{world.published.pk}")
+    page = admin.get(f"/admin/models_registry/trainedmodel/compare/?ids={model.pk},{world.published.pk}", follow=True)
     html = page.content.decode()
     assert page.status_code == 200 and f"Model #{model.pk}" in html
     assert "<td>1</td>" not in html.split("epochs", 1)[1].split("</tr>", 1)[0]  # epochs=1 stays private
@@ -114,8 +137,13 @@ def test_admin_filters_list_only_visible_datasets(world, make_dataset, tmp_path)
     solo.user_permissions.add(Permission.objects.get(codename="view_published_trainedmodel"))
     client = Client()
     client.force_login(solo)
-    for path in ("/admin/training/trainingrun/", "/admin/models_registry/trainedmodel/",
-                 "/admin/datasets/datasetimage/", "/admin/datasets/annotation/", "/admin/datasets/dataset/"):
+    for path in (
+        "/admin/training/trainingrun/",
+        "/admin/models_registry/trainedmodel/",
+        "/admin/datasets/datasetimage/",
+        "/admin/datasets/annotation/",
+        "/admin/datasets/dataset/",
+    ):
         response = client.get(path)
         assert response.status_code == 200, path
         assert "secret-site-dataset" not in response.content.decode(), path
@@ -124,6 +152,7 @@ def test_admin_filters_list_only_visible_datasets(world, make_dataset, tmp_path)
 
 
 # --- 4. 500s ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("ids", ["²", "٣,1", "1,²", "99999999999999999999999", ",,,", "-1,-2"])
 def test_compare_pages_never_fail_on_odd_ids(world, ids):
@@ -144,12 +173,12 @@ def test_a_body_over_the_limit_is_413_with_the_error_shape(world, settings):
 
 # --- 5. the browsable API --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("role", ["viewer", "owner", "other_trainer", "publisher", "admin"])
 def test_the_browsable_api_works_for_every_role_and_lists_nothing_hidden(world, private_base, role):
     client = Client()
     client.force_login(world.users[role])
-    for path in ("/api/datasets/", "/api/training-runs/", "/api/trained-models/",
-                 f"/api/datasets/{world.dataset.pk}/"):
+    for path in ("/api/datasets/", "/api/training-runs/", "/api/trained-models/", f"/api/datasets/{world.dataset.pk}/"):
         response = client.get(path, HTTP_ACCEPT="text/html")
         assert response.status_code == 200, (role, path, response.status_code)
         assert b"<html" in response.content
@@ -159,6 +188,7 @@ def test_the_browsable_api_works_for_every_role_and_lists_nothing_hidden(world, 
 
 
 # --- 2. annotation edits in the admin stay inside their dataset ------------------------------------------------
+
 
 @pytest.fixture
 def two_datasets(world, make_dataset):
@@ -173,8 +203,15 @@ def two_datasets(world, make_dataset):
 
 
 def annotation_form(annotation, **changes):
-    data = {"dataset_class": annotation.dataset_class_id, "x": annotation.x, "y": annotation.y,
-            "width": annotation.width, "height": annotation.height, "polygon": "null", "enabled": "on"}
+    data = {
+        "dataset_class": annotation.dataset_class_id,
+        "x": annotation.x,
+        "y": annotation.y,
+        "width": annotation.width,
+        "height": annotation.height,
+        "polygon": "null",
+        "enabled": "on",
+    }
     data.update(changes)
     return data
 
@@ -196,7 +233,10 @@ def test_a_box_cannot_be_moved_to_another_dataset_or_class(world, two_datasets):
     assert page.status_code == 200 and b"is not inside the 64x48 image" in page.content
     annotation_before = Annotation.objects.get(pk=annotation.pk)
     assert (annotation_before.image_id, annotation_before.dataset_class_id, annotation_before.x) == (
-        annotation.image_id, annotation.dataset_class_id, annotation.x)
+        annotation.image_id,
+        annotation.dataset_class_id,
+        annotation.x,
+    )
     # A valid edit goes through the service.
     tyres = mine.classes.get(name="tyres")
     assert client.post(url, annotation_form(annotation, dataset_class=tyres.pk, x=3)).status_code == 302
@@ -210,7 +250,8 @@ def test_boxes_of_a_dataset_the_user_may_not_change_are_read_only(world, two_dat
 
     assign_perm("datasets.view_dataset", world.users["owner"], theirs)
     annotation = Annotation.objects.filter(image__dataset=theirs).first()
-    response = staff(world, "owner").post(f"/admin/datasets/annotation/{annotation.pk}/change/",
-                                          annotation_form(annotation, x=5))
+    response = staff(world, "owner").post(
+        f"/admin/datasets/annotation/{annotation.pk}/change/", annotation_form(annotation, x=5)
+    )
     assert response.status_code == 403
     assert Annotation.objects.get(pk=annotation.pk).x == annotation.x

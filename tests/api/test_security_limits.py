@@ -20,6 +20,7 @@ def staff(world, role) -> Client:
 
 # --- 6. image bombs and thumbnails -----------------------------------------------------------------------------
 
+
 def png_bytes(width, height, mode="1") -> bytes:
     out = io.BytesIO()
     Image.new(mode, (width, height)).save(out, format="PNG")
@@ -42,7 +43,7 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(world, settings
 def test_pillows_bomb_warning_is_a_refusal_not_a_warning(world, settings):
     from PIL import Image as PILImage
 
-    from datasets.services import decode_image
+    from datasets.images import decode_image
     from dumpsite.errors import ApplicationError
 
     settings.DUMPSITE_MAX_IMAGE_PIXELS = 10**9  # our own check passes; Pillow's warning must still refuse
@@ -79,14 +80,16 @@ def test_thumbnails_of_images_over_the_limit_are_not_decoded(world, settings):
 
 # --- 8. internal details stay inside ---------------------------------------------------------------------------
 
+
 def test_a_worker_crash_shows_a_reason_and_a_reference_not_a_traceback(world, monkeypatch, settings, caplog):
     from training import worker
 
     def explode(*args, **kwargs):
         raise RuntimeError(f"boom in {settings.MEDIA_ROOT}/datasets/secret-place")
 
-    run = TrainingRun.objects.create(name="crashes", dataset=world.dataset, parameters=world.run.parameters,
-                                     created_by=world.users["owner"])
+    run = TrainingRun.objects.create(
+        name="crashes", dataset=world.dataset, parameters=world.run.parameters, created_by=world.users["owner"]
+    )
     monkeypatch.setattr(worker, "export_coco", explode)
     assert worker.training_run_execute(run_id=run.pk) == "failed"
     run.refresh_from_db()
@@ -120,16 +123,20 @@ def test_the_downloaded_log_names_no_server_paths(world, settings):
 
 # --- also: queue share, retry ownership, tokens, throttling -----------------------------------------------------
 
+
 def test_one_user_cannot_fill_the_queue(world, settings):
     settings.TRAINING_MAX_QUEUED_PER_USER = 2
     client = world.client("other_trainer")
-    codes = [client.post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json").status_code
-             for _ in range(3)]
+    codes = [
+        client.post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json").status_code for _ in range(3)
+    ]
     assert codes == [201, 201, 400]
     refused = client.post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json").json()
     assert "already have 2 queued runs (the limit is 2)" in refused["message"]
-    assert world.client("owner").post("/api/training-runs/", {"dataset": world.dataset.pk},
-                                      format="json").status_code == 201  # the limit is per user
+    assert (
+        world.client("owner").post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json").status_code
+        == 201
+    )  # the limit is per user
 
 
 def test_retrying_someone_elses_run_keeps_its_owner(world):
@@ -165,8 +172,9 @@ def test_tokens_expire_and_a_fresh_one_comes_from_the_token_endpoint(world, sett
     assert expired.status_code == 401 and "expired" in expired.json()["message"]
     wrong = client.post("/api/auth/token/", {"username": "viewer", "password": "nope"}, format="json")
     assert wrong.status_code == 400
-    fresh = client.post("/api/auth/token/", {"username": "viewer", "password": "correct horse battery"},
-                        format="json").json()
+    fresh = client.post(
+        "/api/auth/token/", {"username": "viewer", "password": "correct horse battery"}, format="json"
+    ).json()
     assert fresh["token"] != old.key and fresh["expires_at"]
     assert client.get("/api/datasets/", HTTP_AUTHORIZATION=f"Token {fresh['token']}").status_code == 200
     assert client.get("/api/datasets/", HTTP_AUTHORIZATION=f"Token {old.key}").status_code == 401
@@ -204,13 +212,27 @@ def test_a_bomb_in_a_coco_import_is_one_rejected_item_on_the_command_line(world,
     settings.DUMPSITE_MAX_IMAGE_PIXELS = 1_000_000
     (tmp_path / "ok.jpg").write_bytes(jpeg_bytes())
     (tmp_path / "bomb.png").write_bytes(png_bytes(5000, 5000))
-    (tmp_path / "c.json").write_text(json.dumps({
-        "categories": [{"id": 1, "name": "waste"}],
-        "images": [{"id": 1, "file_name": "ok.jpg"}, {"id": 2, "file_name": "bomb.png"}],
-        "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5]}]}))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "categories": [{"id": 1, "name": "waste"}],
+                "images": [{"id": 1, "file_name": "ok.jpg"}, {"id": 2, "file_name": "bomb.png"}],
+                "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5]}],
+            }
+        )
+    )
     out = io.StringIO()
-    call_command("import_coco", str(tmp_path / "c.json"), str(tmp_path), "--name", "with a bomb", "--user", "admin",
-                 stdout=out, stderr=io.StringIO())
+    call_command(
+        "import_coco",
+        str(tmp_path / "c.json"),
+        str(tmp_path),
+        "--name",
+        "with a bomb",
+        "--user",
+        "admin",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     text = out.getvalue()
     assert "rejected image 2 ('bomb.png'): The image is 5000x5000 = 25,000,000 pixels" in text
     assert "1 images, 0 annotations imported" in text

@@ -26,58 +26,89 @@ def set_run(world, status):
 def register_base(world, user, tmp_path):
     path = tmp_path / "w.pth"
     path.write_bytes(b"w")
-    return registry.trained_model_register_base(name="b", architecture="retinanet_r18_tiny", checkpoint=path,
-                                                class_names=["waste"], inspection={}, created_by=user)
+    return registry.trained_model_register_base(
+        name="b",
+        architecture="retinanet_r18_tiny",
+        checkpoint=path,
+        class_names=["waste"],
+        inspection={},
+        created_by=user,
+    )
 
 
 # name -> (call(world, user, tmp_path), what to read back to see that nothing changed)
 SERVICES = {
-    "run create": (lambda w, u, t: training.training_run_create(dataset=w.dataset, parameters={"epochs": 1},
-                                                                 created_by=u),
-                   lambda w: TrainingRun.objects.count()),
-    "run cancel": (lambda w, u, t: training.training_run_cancel(run=w.run, user=u),
-                   lambda w: TrainingRun.objects.get(pk=w.run.pk).status),
-    "run retry": (lambda w, u, t: training.training_run_retry(run=w.run, user=u),
-                  lambda w: TrainingRun.objects.count()),
-    "run resume": (lambda w, u, t: training.training_run_resume(run=w.run, user=u),
-                   lambda w: TrainingRun.objects.count()),
-    "run delete": (lambda w, u, t: training.training_run_delete(run=w.run, user=u),
-                   lambda w: TrainingRun.objects.filter(pk=w.run.pk).exists()),
-    "model publish": (lambda w, u, t: registry.trained_model_publish(model=w.model, user=u),
-                      lambda w: TrainedModel.objects.get(pk=w.model.pk).is_published),
-    "model unpublish": (lambda w, u, t: registry.trained_model_unpublish(model=w.published, user=u),
-                        lambda w: TrainedModel.objects.get(pk=w.published.pk).is_published),
-    "model update": (lambda w, u, t: registry.trained_model_update(model=w.model, name="renamed", user=u),
-                     lambda w: TrainedModel.objects.get(pk=w.model.pk).name),
-    "model delete": (lambda w, u, t: registry.trained_model_delete(model=w.model, user=u),
-                     lambda w: TrainedModel.objects.filter(pk=w.model.pk).exists()),
+    "run create": (
+        lambda w, u, t: training.training_run_create(dataset=w.dataset, parameters={"epochs": 1}, created_by=u),
+        lambda w: TrainingRun.objects.count(),
+    ),
+    "run cancel": (
+        lambda w, u, t: training.training_run_cancel(run=w.run, user=u),
+        lambda w: TrainingRun.objects.get(pk=w.run.pk).status,
+    ),
+    "run retry": (
+        lambda w, u, t: training.training_run_retry(run=w.run, user=u),
+        lambda w: TrainingRun.objects.count(),
+    ),
+    "run resume": (
+        lambda w, u, t: training.training_run_resume(run=w.run, user=u),
+        lambda w: TrainingRun.objects.count(),
+    ),
+    "run delete": (
+        lambda w, u, t: training.training_run_delete(run=w.run, user=u),
+        lambda w: TrainingRun.objects.filter(pk=w.run.pk).exists(),
+    ),
+    "model publish": (
+        lambda w, u, t: registry.trained_model_publish(model=w.model, user=u),
+        lambda w: TrainedModel.objects.get(pk=w.model.pk).is_published,
+    ),
+    "model unpublish": (
+        lambda w, u, t: registry.trained_model_unpublish(model=w.published, user=u),
+        lambda w: TrainedModel.objects.get(pk=w.published.pk).is_published,
+    ),
+    "model update": (
+        lambda w, u, t: registry.trained_model_update(model=w.model, name="renamed", user=u),
+        lambda w: TrainedModel.objects.get(pk=w.model.pk).name,
+    ),
+    "model delete": (
+        lambda w, u, t: registry.trained_model_delete(model=w.model, user=u),
+        lambda w: TrainedModel.objects.filter(pk=w.model.pk).exists(),
+    ),
     "model register base": (register_base, lambda w: TrainedModel.objects.count()),
-    "dataset create": (lambda w, u, t: dataset_create(name="new", class_names=["a"], created_by=u),
-                       lambda w: Dataset.objects.count()),
-    "dataset update": (lambda w, u, t: dataset_update(dataset=w.dataset, name="renamed", user=u),
-                       lambda w: Dataset.objects.get(pk=w.dataset.pk).name),
-    "image update": (lambda w, u, t: dataset_image_update(image=w.dataset.images.first(), enabled=False, user=u),
-                     lambda w: DatasetImage.objects.filter(enabled=False).count()),
-    "annotation update": (lambda w, u, t: annotation_update(annotation=Annotation.objects.first(), x=2, user=u),
-                          lambda w: Annotation.objects.first().x),
+    "dataset create": (
+        lambda w, u, t: dataset_create(name="new", class_names=["a"], created_by=u),
+        lambda w: Dataset.objects.count(),
+    ),
+    "dataset update": (
+        lambda w, u, t: dataset_update(dataset=w.dataset, name="renamed", user=u),
+        lambda w: Dataset.objects.get(pk=w.dataset.pk).name,
+    ),
+    "image update": (
+        lambda w, u, t: dataset_image_update(image=w.dataset.images.first(), enabled=False, user=u),
+        lambda w: DatasetImage.objects.filter(enabled=False).count(),
+    ),
+    "annotation update": (
+        lambda w, u, t: annotation_update(annotation=Annotation.objects.first(), x=2, user=u),
+        lambda w: Annotation.objects.first().x,
+    ),
 }
 
 #                        viewer owner other_trainer publisher admin   (True: allowed)
 ALLOWED = {
-    "run create":          (False, True, True, False, True),
-    "run cancel":          (False, True, False, False, True),
-    "run retry":           (False, True, False, False, True),
-    "run resume":          (False, True, False, False, True),
-    "run delete":          (False, True, False, False, True),
-    "model publish":       (False, False, False, True, True),
-    "model unpublish":     (False, False, False, True, True),
-    "model update":        (False, True, False, False, True),
-    "model delete":        (False, True, False, False, True),
+    "run create": (False, True, True, False, True),
+    "run cancel": (False, True, False, False, True),
+    "run retry": (False, True, False, False, True),
+    "run resume": (False, True, False, False, True),
+    "run delete": (False, True, False, False, True),
+    "model publish": (False, False, False, True, True),
+    "model unpublish": (False, False, False, True, True),
+    "model update": (False, True, False, False, True),
+    "model delete": (False, True, False, False, True),
     "model register base": (False, False, False, False, True),
-    "dataset create":      (False, False, False, False, True),
-    "dataset update":      (False, False, False, False, True),
-    "image update":        (False, False, False, False, True),
-    "annotation update":   (False, False, False, False, True),
+    "dataset create": (False, False, False, False, True),
+    "dataset update": (False, False, False, False, True),
+    "image update": (False, False, False, False, True),
+    "annotation update": (False, False, False, False, True),
 }
 PREPARE = {"run cancel": "queued", "run retry": "failed", "run resume": "failed"}
 USERS = [r for r in ROLES if r != "anonymous"]

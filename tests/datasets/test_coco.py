@@ -28,8 +28,10 @@ def test_split_keeps_one_image_on_each_side():
 def test_export_uses_enabled_items_only_and_contiguous_category_ids():
     dataset = dataset_create(name="d", class_names=["zeta", "alpha", "mid"])
     zeta, alpha, mid = dataset.classes.order_by("position")
-    images = [dataset_image_create(dataset=dataset, content=jpeg_bytes(colour=(i * 25, 0, 0)), original_name=f"{i}.jpg")
-              for i in range(10)]
+    images = [
+        dataset_image_create(dataset=dataset, content=jpeg_bytes(colour=(i * 25, 0, 0)), original_name=f"{i}.jpg")
+        for i in range(10)
+    ]
     for image in images:
         annotation_create(image=image, dataset_class=mid, x=0, y=0, width=5, height=5)
         annotation_create(image=image, dataset_class=zeta, x=1, y=1, width=5, height=5, enabled=False)
@@ -37,9 +39,15 @@ def test_export_uses_enabled_items_only_and_contiguous_category_ids():
     images[0].save()
 
     train, val = build_coco(dataset, val_fraction=0.3, seed=0)
-    assert train["categories"] == val["categories"] == [
-        {"id": 1, "name": "zeta", "supercategory": "waste"}, {"id": 2, "name": "alpha", "supercategory": "waste"},
-        {"id": 3, "name": "mid", "supercategory": "waste"}]
+    assert (
+        train["categories"]
+        == val["categories"]
+        == [
+            {"id": 1, "name": "zeta", "supercategory": "waste"},
+            {"id": 2, "name": "alpha", "supercategory": "waste"},
+            {"id": 3, "name": "mid", "supercategory": "waste"},
+        ]
+    )
     ids = {img["id"] for img in train["images"]} | {img["id"] for img in val["images"]}
     assert ids == {image.id for image in images[1:]}
     annotations = train["annotations"] + val["annotations"]
@@ -103,8 +111,15 @@ def test_import_keeps_good_items_and_reports_each_rejected_one(tmp_path):
     assert report.images == 2 and report.annotations == 2
     reasons = " | ".join(f"{item}: {why}" for item, why in report.rejected)
     assert len(report.rejected) == 7, reasons
-    for fragment in ("broken.jpg", "not a readable image", "outside the image folder", "file not found",
-                     "not inside", "unknown category_id 99", "positive width"):
+    for fragment in (
+        "broken.jpg",
+        "not a readable image",
+        "outside the image folder",
+        "file not found",
+        "not inside",
+        "unknown category_id 99",
+        "positive width",
+    ):
         assert fragment in reasons
     assert DatasetImage.objects.filter(dataset=dataset).count() == 2
     assert Annotation.objects.filter(image__dataset=dataset).count() == 2
@@ -113,8 +128,9 @@ def test_import_keeps_good_items_and_reports_each_rejected_one(tmp_path):
 def test_import_that_saves_nothing_rolls_back_and_removes_files(tmp_path, settings):
     images = tmp_path / "imgs"
     images.mkdir()
-    (tmp_path / "coco.json").write_text(json.dumps({"categories": [{"id": 1, "name": "w"}],
-                                                    "images": [{"id": 1, "file_name": "nope.jpg"}]}))
+    (tmp_path / "coco.json").write_text(
+        json.dumps({"categories": [{"id": 1, "name": "w"}], "images": [{"id": 1, "file_name": "nope.jpg"}]})
+    )
     with pytest.raises(ApplicationError, match="No image could be imported"):
         import_coco(json_path=tmp_path / "coco.json", images_dir=images, dataset_name="none")
     assert not Dataset.objects.filter(name="none").exists()
@@ -154,9 +170,11 @@ def test_images_sharing_an_id_are_refused_with_their_boxes(tmp_path):
     (images / "c.jpg").write_bytes(jpeg_bytes(64, 48, (200, 20, 30)))
     doc = json.loads(json_file.read_text())
     doc["images"] = [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "c.jpg"}, {"id": 2, "file_name": "b.jpg"}]
-    doc["annotations"] = [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 10, 10]},
-                          {"id": 2, "image_id": 2, "category_id": 3, "bbox": [1, 1, 10, 10]},
-                          {"id": 2, "image_id": 2, "category_id": 7, "bbox": [3, 3, 10, 10]}]
+    doc["annotations"] = [
+        {"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 10, 10]},
+        {"id": 2, "image_id": 2, "category_id": 3, "bbox": [1, 1, 10, 10]},
+        {"id": 2, "image_id": 2, "category_id": 7, "bbox": [3, 3, 10, 10]},
+    ]
     json_file.write_text(json.dumps(doc))
     report = import_coco(json_path=json_file, images_dir=images, dataset_name="dupes")
     reasons = [why for _, why in report.rejected]
@@ -169,12 +187,18 @@ def test_images_sharing_an_id_are_refused_with_their_boxes(tmp_path):
     assert Annotation.objects.get(image__dataset=dataset).dataset_class.name == "waste"
 
 
-@pytest.mark.parametrize("categories, message", [
-    ([{"id": 1, "name": "waste"}, {"id": 1, "name": "tyres"}], r"Category id 1 is used twice \('waste' and 'tyres'\)"),
-    ([{"name": "waste"}], r"categories\[0\] has no integer id"),
-    ([{"id": "1", "name": "waste"}], r"categories\[0\] has no integer id"),
-    (["waste"], r"categories\[0\] is not an object"),
-])
+@pytest.mark.parametrize(
+    "categories, message",
+    [
+        (
+            [{"id": 1, "name": "waste"}, {"id": 1, "name": "tyres"}],
+            r"Category id 1 is used twice \('waste' and 'tyres'\)",
+        ),
+        ([{"name": "waste"}], r"categories\[0\] has no integer id"),
+        ([{"id": "1", "name": "waste"}], r"categories\[0\] has no integer id"),
+        (["waste"], r"categories\[0\] is not an object"),
+    ],
+)
 def test_a_file_with_ambiguous_categories_is_refused_whole(tmp_path, categories, message):
     json_file, images = _coco_folder(tmp_path)
     doc = json.loads(json_file.read_text())

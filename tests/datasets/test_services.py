@@ -3,23 +3,31 @@ from django.contrib.gis.geos import Point
 
 from datasets.models import Annotation, Dataset, DatasetImage
 from datasets.selectors import dataset_assert_trainable
-from datasets.services import (annotation_create, clean_original_name, dataset_create, dataset_image_create,
-                               validate_class_names)
+from datasets.services import (
+    annotation_create,
+    clean_original_name,
+    dataset_create,
+    dataset_image_create,
+    validate_class_names,
+)
 from dumpsite.errors import ApplicationError
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("names, problem", [
-    ([], "empty"),
-    (["waste", ""], "classes[1]"),
-    (["waste", "   "], "classes[1]"),
-    (["waste", "Waste"], "duplicate"),
-    (["x" * 101], "longer than"),
-    (["a\x00b"], "NUL"),
-    ([3], "non-empty string"),
-])
+@pytest.mark.parametrize(
+    "names, problem",
+    [
+        ([], "empty"),
+        (["waste", ""], "classes[1]"),
+        (["waste", "   "], "classes[1]"),
+        (["waste", "Waste"], "duplicate"),
+        (["x" * 101], "longer than"),
+        (["a\x00b"], "NUL"),
+        ([3], "non-empty string"),
+    ],
+)
 def test_bad_class_names_are_refused_with_the_reason(names, problem):
     with pytest.raises(ApplicationError) as err:
         validate_class_names(names)
@@ -40,19 +48,23 @@ def test_dataset_create_with_bad_classes_leaves_nothing():
 
 def test_image_is_stored_under_its_hash_whatever_the_uploaded_name(settings):
     dataset = dataset_create(name="d", class_names=["waste"])
-    image = dataset_image_create(dataset=dataset, content=jpeg_bytes(), original_name="../../etc/passwd",
-                                 location=Point(14.5, 46.0, srid=4326))
+    image = dataset_image_create(
+        dataset=dataset, content=jpeg_bytes(), original_name="../../etc/passwd", location=Point(14.5, 46.0, srid=4326)
+    )
     assert image.image.name == f"datasets/{dataset.pk}/images/{image.sha256}.jpg"
     assert image.original_name == "passwd"
     assert (settings.MEDIA_ROOT / image.image.name).is_file()
     assert (image.width, image.height) == (64, 48)
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty"),
-    (b"not an image at all", "not a readable image"),
-    (jpeg_bytes()[:200], "not a readable image"),  # truncated JPEG
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty"),
+        (b"not an image at all", "not a readable image"),
+        (jpeg_bytes()[:200], "not a readable image"),  # truncated JPEG
+    ],
+)
 def test_unreadable_images_are_refused_and_no_file_is_left(content, reason, settings):
     dataset = dataset_create(name="d", class_names=["waste"])
     with pytest.raises(ApplicationError) as err:
@@ -77,10 +89,20 @@ def test_duplicate_image_in_one_dataset_is_refused():
         dataset_image_create(dataset=dataset, content=jpeg_bytes(), original_name="b.jpg")
 
 
-@pytest.mark.parametrize("box", [
-    (0, 0, 0, 10), (0, 0, 10, -1), (-1, 0, 10, 10), (60, 0, 10, 10), (0, 40, 10, 10), (0, 0, 65, 48),
-    (float("nan"), 0, 1, 1), ("1", 0, 1, 1), (True, 0, 1, 1),
-])
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0, 0, 0, 10),
+        (0, 0, 10, -1),
+        (-1, 0, 10, 10),
+        (60, 0, 10, 10),
+        (0, 40, 10, 10),
+        (0, 0, 65, 48),
+        (float("nan"), 0, 1, 1),
+        ("1", 0, 1, 1),
+        (True, 0, 1, 1),
+    ],
+)
 def test_boxes_outside_the_image_or_without_size_are_refused(box):
     dataset = dataset_create(name="d", class_names=["waste"])
     image = dataset_image_create(dataset=dataset, content=jpeg_bytes(64, 48), original_name="a.jpg")

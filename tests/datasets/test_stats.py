@@ -7,28 +7,35 @@ from django.contrib.gis.db.models import Collect, GeometryField
 from django.contrib.gis.db.models.functions import Envelope
 from django.contrib.gis.geos import Point, Polygon
 from django.db import connection
-from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django.test.utils import CaptureQueriesContext
 
 from datasets.models import Annotation, Dataset, DatasetImage, DatasetStats
-from datasets.services import (annotation_build, annotation_create, annotations_bulk_create, dataset_create,
-                               dataset_image_create)
+from datasets.services import (
+    annotation_build,
+    annotation_create,
+    annotations_bulk_create,
+    dataset_create,
+    dataset_image_create,
+)
 from tests.conftest import jpeg_bytes
 
 
 def square(lon: float, lat: float, size: float = 0.01) -> Polygon:
-    return Polygon(((lon, lat), (lon + size, lat), (lon + size, lat + size), (lon, lat + size), (lon, lat)),
-                   srid=4326)
+    return Polygon(((lon, lat), (lon + size, lat), (lon + size, lat + size), (lon, lat + size), (lon, lat)), srid=4326)
 
 
 def recount(dataset: Dataset) -> tuple[int, int, tuple | None]:
     """What the stats must say, counted the slow way."""
     images = DatasetImage.objects.filter(dataset=dataset)
-    extent = images.aggregate(e=Envelope(Collect(Coalesce("footprint", "location",
-                                                          output_field=GeometryField(srid=4326)))))["e"]
-    return (images.count(), Annotation.objects.filter(image__dataset=dataset).count(),
-            extent.extent if extent is not None else None)
+    extent = images.aggregate(
+        e=Envelope(Collect(Coalesce("footprint", "location", output_field=GeometryField(srid=4326))))
+    )["e"]
+    return (
+        images.count(),
+        Annotation.objects.filter(image__dataset=dataset).count(),
+        extent.extent if extent is not None else None,
+    )
 
 
 def stats(dataset: Dataset) -> tuple[int, int, tuple | None]:
@@ -41,11 +48,15 @@ def placed(db):
     """A dataset of three placed images (two footprints, one location only) with 1, 2 and 3 boxes."""
     dataset = dataset_create(name="placed", class_names=["waste", "tyres"])
     cls = dataset.classes.first()
-    places = [dict(footprint=square(14.0, 50.0)), dict(footprint=square(14.5, 50.5)),
-              dict(location=Point(13.0, 49.0, srid=4326))]
+    places = [
+        dict(footprint=square(14.0, 50.0)),
+        dict(footprint=square(14.5, 50.5)),
+        dict(location=Point(13.0, 49.0, srid=4326)),
+    ]
     for i, place in enumerate(places):
-        image = dataset_image_create(dataset=dataset, content=jpeg_bytes(64, 48, (i * 50, 90, 90)),
-                                     original_name=f"p{i}.jpg", **place)
+        image = dataset_image_create(
+            dataset=dataset, content=jpeg_bytes(64, 48, (i * 50, 90, 90)), original_name=f"p{i}.jpg", **place
+        )
         for _ in range(i + 1):
             annotation_create(image=image, dataset_class=cls, x=1, y=1, width=5, height=5)
     return dataset
@@ -65,8 +76,9 @@ def test_inserts_through_the_services_are_counted_with_the_extent(placed):
 def test_a_bulk_insert_in_batches_is_counted(placed):
     image = placed.images.first()
     cls = placed.classes.first()
-    annotations_bulk_create([annotation_build(image=image, dataset_class=cls, x=1, y=1, width=3, height=3)
-                             for _ in range(4500)])  # three statements of 2,000 / 2,000 / 500
+    annotations_bulk_create(
+        [annotation_build(image=image, dataset_class=cls, x=1, y=1, width=3, height=3) for _ in range(4500)]
+    )  # three statements of 2,000 / 2,000 / 500
     assert stats(placed)[1] == 6 + 4500 == recount(placed)[1]
 
 

@@ -29,8 +29,11 @@ CHROMIUM = "/usr/bin/chromium"
 def browser():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_sync.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         yield instance
         instance.close()
 
@@ -119,15 +122,19 @@ def test_operator_starts_watches_and_publishes(worker, roles, live_server, brows
     model.refresh_from_db()
     assert model.is_published and model.published_by == operator
 
-    for url, name in (("/admin/models_registry/trainedmodel/", "models-list"),
-                      ("/admin/models_registry/trainedmodel/lineage/", "lineage"),
-                      (f"/admin/datasets/dataset/{dataset.pk}/change/", "dataset-detail"),
-                      (f"/admin/datasets/datasetimage/?dataset__id__exact={dataset.pk}", "dataset-images")):
+    for url, name in (
+        ("/admin/models_registry/trainedmodel/", "models-list"),
+        ("/admin/models_registry/trainedmodel/lineage/", "lineage"),
+        (f"/admin/datasets/dataset/{dataset.pk}/change/", "dataset-detail"),
+        (f"/admin/datasets/datasetimage/?dataset__id__exact={dataset.pk}", "dataset-images"),
+    ):
         page.goto(live_server.url + url)
         shot(page, name)
     assert page.locator("img.thumb").count() > 0  # lazily loaded; the first ones are on screen
-    page.wait_for_function("() => { const i = document.querySelector('img.thumb');"
-                           " return i && i.complete && i.naturalWidth > 0; }", timeout=10000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img.thumb'); return i && i.complete && i.naturalWidth > 0; }",
+        timeout=10000,
+    )
     page.goto(f"{live_server.url}/admin/datasets/dataset/{dataset.pk}/change/")
     page.wait_for_selector("#dataset-map path.image-point, #dataset-map canvas", timeout=10000)
 
@@ -164,9 +171,11 @@ def test_viewer_finds_no_way_to_start_cancel_or_publish(roles, live_server, brow
     assert not any("ublish" in a for a in actions), actions
     # Posting to the publish URL directly is refused as well.
     csrf = page.evaluate("() => document.cookie.match(/csrftoken=([^;]+)/)[1]")
-    status = page.evaluate("""async ([url, csrf]) => (await fetch(url, {method: 'POST', headers: {'X-CSRFToken': csrf},
+    status = page.evaluate(
+        """async ([url, csrf]) => (await fetch(url, {method: 'POST', headers: {'X-CSRFToken': csrf},
                            body: new URLSearchParams({unpublish: '1'})})).status""",
-                           [f"/admin/models_registry/trainedmodel/{model.pk}/publish/", csrf])
+        [f"/admin/models_registry/trainedmodel/{model.pk}/publish/", csrf],
+    )
     assert status in (200, 302)
     model.refresh_from_db()
     assert model.is_published  # the viewer could not unpublish it

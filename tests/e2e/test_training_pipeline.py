@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from django.core.management import call_command
 
@@ -28,14 +29,13 @@ TRAIN_TIMEOUT = 900
 
 def evaluate_registered(model: TrainedModel, work_dir: Path) -> dict:
     """Evaluate the stored checkpoint with its stored config on the run's held-out split, in this process."""
+    from django.conf import settings
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     from training.engine.checkpoints import install_safe_globals
     from training.engine.config import restore_tuples
-
-    from django.conf import settings
 
     install_safe_globals()
     register_all_modules(init_default_scope=True)
@@ -77,12 +77,16 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
             failure.append(exc)
         finally:
             from django.db import connection
+
             connection.close()
 
     thread = threading.Thread(target=cli)
     thread.start()
-    run_id = wait_for(lambda: TrainingRun.objects.filter(name="from scratch").values_list("pk", flat=True).first(),
-                      timeout=30, message="the run to be created")
+    run_id = wait_for(
+        lambda: TrainingRun.objects.filter(name="from scratch").values_list("pk", flat=True).first(),
+        timeout=30,
+        message="the run to be created",
+    )
     run, seen = follow(run_id, TRAIN_TIMEOUT)
     thread.join(timeout=60)
     assert not failure, f"{failure!r}\n{out.getvalue()}\n{worker.output()[-3000:]}"
@@ -95,8 +99,12 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert run.started_at and run.finished_at and run.heartbeat_at and "loss" in run.latest_losses
 
     # Where the time went: every phase measured, adding up to the run's life.
-    timings = wait_for(lambda: (t := TrainingRun.objects.get(pk=run_id).timings).get("registration") is not None
-                       and t, timeout=10, interval=0.1, message="timings")
+    timings = wait_for(
+        lambda: (t := TrainingRun.objects.get(pk=run_id).timings).get("registration") is not None and t,
+        timeout=10,
+        interval=0.1,
+        message="timings",
+    )
     assert set(timings) == set(TrainingRun.PHASES)
     assert min(timings.values()) >= 0 and timings["training"] > timings["startup"] > 0, timings
     life = (run.finished_at - run.created_at).total_seconds()
@@ -122,8 +130,9 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert abs(metrics["coco/bbox_mAP_50"] - model.bbox_mAP_50) < 0.02, (metrics, model.bbox_mAP_50)
 
     # 3. Fine-tune from it: lineage recorded, weights really loaded, accuracy kept.
-    run2 = training_run_create(dataset=dataset, base_model=model, parameters={"epochs": 2, "learning_rate": 5e-4},
-                               name="fine-tuned")
+    run2 = training_run_create(
+        dataset=dataset, base_model=model, parameters={"epochs": 2, "learning_rate": 5e-4}, name="fine-tuned"
+    )
     run2, _ = follow(run2.pk, TRAIN_TIMEOUT)
     assert run2.status == "succeeded", f"{run2.error_message}\n{run2.log_tail[-3000:]}"
     child = TrainedModel.objects.get(source_run=run2)
@@ -132,7 +141,9 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     # Its first epoch starts where the base model ended, far above the first epoch from scratch.
     scratch_first = model.metrics_history[0]["bbox_mAP_50"]
     assert child.metrics_history[0]["bbox_mAP_50"] >= max(scratch_first + 0.2, 0.8 * model.bbox_mAP_50), (
-        model.metrics_history, child.metrics_history)
+        model.metrics_history,
+        child.metrics_history,
+    )
     events = (run2.work_dir / "train.log").read_text()
     assert "Load checkpoint from" in events and model.checkpoint.name in events
 
@@ -147,8 +158,12 @@ def tiles_dataset(name: str, classes: list[str], *, count: int, seed: int):
     for index in range(count):
         tile = generate_tile(seed, index)
         image = dataset_image_create(dataset=dataset, content=tile.jpeg, original_name=f"tile_{index}.jpg")
-        annotations_bulk_create([annotation_build(image=image, dataset_class=by_position[c], x=x, y=y, width=w,
-                                                  height=h) for c, x, y, w, h in tile.boxes])
+        annotations_bulk_create(
+            [
+                annotation_build(image=image, dataset_class=by_position[c], x=x, y=y, width=w, height=h)
+                for c, x, y, w, h in tile.boxes
+            ]
+        )
     return dataset
 
 
@@ -168,8 +183,12 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     from tests.conftest import start_worker, stop_worker
 
     secret = f"s3cr3t-{secrets.token_hex(8)}"
-    worker = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log", DUMPSITE_KEEP_SCRATCH="1",
-                          DUMPSITE_PROBE_SECRET=secret)
+    worker = start_worker(
+        connection.settings_dict["NAME"],
+        tmp_path / "qcluster.log",
+        DUMPSITE_KEEP_SCRATCH="1",
+        DUMPSITE_PROBE_SECRET=secret,
+    )
     try:
         sentinel = tmp_path / "pwned"
         names = TEMPLATES[:2] + [n.format(sentinel=sentinel) for n in EVIL] + TEMPLATES[2:]
@@ -178,10 +197,15 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
 
         # The training child gets an explicit, minimal environment: no database password, no secret key, nothing
         # else of the worker's.
-        pid = wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, status="running").values_list(
-            "worker_pid", flat=True).first(), timeout=120, interval=0.2, message="the training child")
-        environ = dict(item.split("=", 1) for item in
-                       Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+        pid = wait_for(
+            lambda: (
+                TrainingRun.objects.filter(pk=run.pk, status="running").values_list("training_pid", flat=True).first()
+            ),
+            timeout=120,
+            interval=0.2,
+            message="the training child",
+        )
+        environ = psutil.Process(pid).environ()
         assert not {"DUMPSITE_PROBE_SECRET", "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "POSTGRES_DB"} & set(environ)
         assert secret not in "".join(environ.values()) and "PATH" in environ
 
@@ -200,8 +224,7 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     assert "{{" not in text and secret not in text
     for root in (settings.MEDIA_ROOT, settings.TRAINING_WORK_ROOT, Path(__file__).resolve().parents[2]):
         assert str(root) not in text, root
-    assert config["load_from"] is None and config["train_dataloader"]["dataset"]["ann_file"] == \
-        "annotations/train.json"
+    assert config["load_from"] is None and config["train_dataloader"]["dataset"]["ann_file"] == "annotations/train.json"
     monkeypatch.setenv("DUMPSITE_PROBE_SECRET", secret)
     stock = Config.fromfile(model.config.path)
     assert list(stock.train_dataloader.dataset.metainfo.classes) == names
@@ -237,6 +260,5 @@ def test_corrupt_image_fails_the_run_with_a_readable_error(worker, settings):
     assert str(settings.MEDIA_ROOT) not in run.error_message
     assert "Traceback" in run.log_tail and run.finished_at
     assert not TrainedModel.objects.filter(source_run=run).exists()
-    timings = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).timings, timeout=10, interval=0.1,
-                       message="timings")
+    timings = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).timings, timeout=10, interval=0.1, message="timings")
     assert {"queued", "export", "config", "startup"} <= set(timings) and "registration" not in timings, timings

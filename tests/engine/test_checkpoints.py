@@ -23,8 +23,12 @@ class Evil:
 def test_plain_state_dict_and_mmengine_style_checkpoint_load(tmp_path):
     buffer = HistoryBuffer()
     buffer.update(0.5)
-    full = {"state_dict": {"w": torch.ones(2, 3)}, "meta": {"epoch": 3, "seed": np.int64(1)},
-            "message_hub": {"log_scalars": {"train/loss": buffer}}, "optimizer": {"state": {}}}
+    full = {
+        "state_dict": {"w": torch.ones(2, 3)},
+        "meta": {"epoch": 3, "seed": np.int64(1)},
+        "message_hub": {"log_scalars": {"train/loss": buffer}},
+        "optimizer": {"state": {}},
+    }
     torch.save(full, tmp_path / "full.pth")
     ckpt = load_checkpoint(str(tmp_path / "full.pth"))
     assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2, 3))
@@ -68,8 +72,13 @@ def test_inspection_runs_in_a_child_and_refuses_malicious_files(tmp_path):
     with pytest.raises(ValueError, match="weights-only"):
         inspect_checkpoint(str(tmp_path / "evil.pth"), "retinanet_r18_tiny")
     assert not sentinel.exists()
-    torch.save({"state_dict": {"bbox_head.retina_cls.weight": torch.zeros(18, 64, 3, 3)},
-                "meta": {"dataset_meta": {"classes": ["a", "b"]}}}, tmp_path / "ok.pth")
+    torch.save(
+        {
+            "state_dict": {"bbox_head.retina_cls.weight": torch.zeros(18, 64, 3, 3)},
+            "meta": {"dataset_meta": {"classes": ["a", "b"]}},
+        },
+        tmp_path / "ok.pth",
+    )
     report = inspect_checkpoint(str(tmp_path / "ok.pth"), "retinanet_r18_tiny")
     assert report == {"parameter_count": 18 * 64 * 9, "num_classes": 2, "classes": ["a", "b"]}
     with pytest.raises(ValueError, match="no roi_head"):

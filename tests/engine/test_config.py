@@ -10,45 +10,82 @@ from training.engine.job import TrainingJob
 from training.engine.params import validate_params
 from training.engine.presets import PRESETS
 
-EVIL = ['quote " and \' and """', "new\nline", "__import__('os').system('touch /tmp/pwned-by-class')",
-        "'); import os; os.system('touch /tmp/pwned-2') #", "déchets ♻"]
+EVIL = [
+    'quote " and \' and """',
+    "new\nline",
+    "__import__('os').system('touch /tmp/pwned-by-class')",
+    "'); import os; os.system('touch /tmp/pwned-2') #",
+    "déchets ♻",
+]
 
 
 def overrides(classes=("waste", "debris"), load_from=None, **params):
     return build_overrides(
-        preset=PRESETS["retinanet_r18_tiny"], params=validate_params("retinanet_r18_tiny", params),
-        classes=list(classes), train_ann_file="/w/data/train.json", val_ann_file="/w/data/val.json",
-        image_root="/media", work_dir="/w/mm", load_from=load_from)
+        preset=PRESETS["retinanet_r18_tiny"],
+        params=validate_params("retinanet_r18_tiny", params),
+        classes=list(classes),
+        train_ann_file="/w/data/train.json",
+        val_ann_file="/w/data/val.json",
+        image_root="/media",
+        work_dir="/w/mm",
+        load_from=load_from,
+    )
 
 
 def test_overrides_golden():
     o = overrides(epochs=10, batch_size=4, learning_rate=0.001, frozen_stages=1, image_size=320, seed=3)
     assert o["model"] == {
         "backbone": {"depth": 18, "init_cfg": None, "norm_eval": False, "frozen_stages": 1},
-        "neck": {"in_channels": [64, 128, 256, 512], "out_channels": 64,
-                 "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True}},
-        "bbox_head": {"in_channels": 64, "feat_channels": 64, "num_classes": 2,
-                      "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True}},
+        "neck": {
+            "in_channels": [64, 128, 256, 512],
+            "out_channels": 64,
+            "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True},
+        },
+        "bbox_head": {
+            "in_channels": 64,
+            "feat_channels": 64,
+            "num_classes": 2,
+            "norm_cfg": {"type": "GN", "num_groups": 16, "requires_grad": True},
+        },
     }
     train_ds = o["train_dataloader"]["dataset"]
     assert train_ds == {
-        "_delete_": True, "type": "CocoDataset", "data_root": "/media", "ann_file": "/w/data/train.json",
-        "data_prefix": {"img": ""}, "metainfo": {"classes": ["waste", "debris"]}, "test_mode": False,
-        "backend_args": None, "filter_cfg": {"filter_empty_gt": True, "min_size": 2},
+        "_delete_": True,
+        "type": "CocoDataset",
+        "data_root": "/media",
+        "ann_file": "/w/data/train.json",
+        "data_prefix": {"img": ""},
+        "metainfo": {"classes": ["waste", "debris"]},
+        "test_mode": False,
+        "backend_args": None,
+        "filter_cfg": {"filter_empty_gt": True, "min_size": 2},
         "pipeline": [
-            {"type": "LoadImageFromFile"}, {"type": "LoadAnnotations", "with_bbox": True},
+            {"type": "LoadImageFromFile"},
+            {"type": "LoadAnnotations", "with_bbox": True},
             {"type": "Resize", "scale": [320, 320], "keep_ratio": True},
             {"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]},
-            {"type": "PackDetInputs"}],
+            {"type": "PackDetInputs"},
+        ],
     }
     assert o["train_dataloader"]["batch_size"] == 4 and o["val_dataloader"]["dataset"]["test_mode"] is True
-    assert o["val_evaluator"] == {"_delete_": True, "type": "CocoMetric", "ann_file": "/w/data/val.json",
-                                  "metric": "bbox", "format_only": False, "backend_args": None}
-    assert o["optim_wrapper"]["optimizer"] == {"type": "AdamW", "lr": 0.001, "betas": [0.9, 0.999],
-                                               "weight_decay": 0.05}
+    assert o["val_evaluator"] == {
+        "_delete_": True,
+        "type": "CocoMetric",
+        "ann_file": "/w/data/val.json",
+        "metric": "bbox",
+        "format_only": False,
+        "backend_args": None,
+    }
+    assert o["optim_wrapper"]["optimizer"] == {
+        "type": "AdamW",
+        "lr": 0.001,
+        "betas": [0.9, 0.999],
+        "weight_decay": 0.05,
+    }
     assert o["param_scheduler"] == [
         {"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "begin": 0, "end": 20},
-        {"type": "MultiStepLR", "by_epoch": True, "begin": 0, "end": 10, "milestones": [8], "gamma": 0.1}]
+        {"type": "MultiStepLR", "by_epoch": True, "begin": 0, "end": 10, "milestones": [8], "gamma": 0.1},
+    ]
     assert o["train_cfg"] == {"_delete_": True, "type": "EpochBasedTrainLoop", "max_epochs": 10, "val_interval": 1}
     assert o["default_hooks"]["checkpoint"]["save_best"] == "coco/bbox_mAP"
     assert o["default_hooks"]["checkpoint"]["max_keep_ckpts"] == 1
@@ -66,8 +103,13 @@ def test_deep_merge_does_not_touch_its_inputs():
 
 
 def test_restore_tuples_only_touches_resize_scales():
-    node = {"pipeline": [{"type": "Resize", "scale": [256, 256]}, {"type": "Other", "scale": [1, 2]},
-                         {"type": "RandomResize", "scale": [[1, 2], [3, 4]]}]}
+    node = {
+        "pipeline": [
+            {"type": "Resize", "scale": [256, 256]},
+            {"type": "Other", "scale": [1, 2]},
+            {"type": "RandomResize", "scale": [[1, 2], [3, 4]]},
+        ]
+    }
     restore_tuples(node)
     assert node["pipeline"][0]["scale"] == (256, 256) and node["pipeline"][1]["scale"] == [1, 2]
     assert node["pipeline"][2]["scale"] == [(1, 2), (3, 4)]
@@ -83,8 +125,15 @@ def test_base_configs_resolve_inside_mmdet_only():
 
 
 def test_merged_config_keeps_class_names_as_data(tmp_path):
-    job = TrainingJob(base_config=PRESETS["retinanet_r18_tiny"].base_config, overrides=overrides(classes=EVIL),
-                      classes=EVIL, work_dir=str(tmp_path), events_file="e", result_file="r", output_dir="o")
+    job = TrainingJob(
+        base_config=PRESETS["retinanet_r18_tiny"].base_config,
+        overrides=overrides(classes=EVIL),
+        classes=EVIL,
+        work_dir=str(tmp_path),
+        events_file="e",
+        result_file="r",
+        output_dir="o",
+    )
     cfg = build_config(job)
     assert list(cfg.train_dataloader.dataset.metainfo.classes) == EVIL
     assert cfg.model.bbox_head.num_classes == len(EVIL)
@@ -96,13 +145,20 @@ def test_merged_config_keeps_class_names_as_data(tmp_path):
     assert stored["train_dataloader"]["dataset"]["metainfo"]["classes"] == EVIL
     assert not any(p.suffix == ".py" for p in tmp_path.iterdir())
     import os
+
     assert not os.path.exists("/tmp/pwned-by-class") and not os.path.exists("/tmp/pwned-2")
 
 
 def test_standard_preset_sets_the_roi_head_class_count():
-    o = build_overrides(preset=PRESETS["faster_rcnn_r50_fpn"],
-                        params=validate_params("faster_rcnn_r50_fpn", None), classes=["a", "b", "c"],
-                        train_ann_file="t", val_ann_file="v", image_root="/m", work_dir="/w")
+    o = build_overrides(
+        preset=PRESETS["faster_rcnn_r50_fpn"],
+        params=validate_params("faster_rcnn_r50_fpn", None),
+        classes=["a", "b", "c"],
+        train_ann_file="t",
+        val_ann_file="v",
+        image_root="/m",
+        work_dir="/w",
+    )
     assert o["model"]["roi_head"]["bbox_head"]["num_classes"] == 3
     assert o["optim_wrapper"]["optimizer"]["type"] == "SGD"
 
@@ -116,9 +172,15 @@ def test_the_child_reads_its_config_without_template_substitution(tmp_path, monk
     from training.engine.child import load_json_config
 
     monkeypatch.setenv("DUMPSITE_TEST_SECRET", "the-secret-value")
-    job = TrainingJob(base_config=PRESETS["retinanet_r18_tiny"].base_config,
-                      overrides=overrides(classes=TEMPLATES), classes=TEMPLATES, work_dir=str(tmp_path),
-                      events_file="e", result_file="r", output_dir="o")
+    job = TrainingJob(
+        base_config=PRESETS["retinanet_r18_tiny"].base_config,
+        overrides=overrides(classes=TEMPLATES),
+        classes=TEMPLATES,
+        work_dir=str(tmp_path),
+        events_file="e",
+        result_file="r",
+        output_dir="o",
+    )
     build_config(job).dump(str(tmp_path / "config.json"))
     cfg = load_json_config(str(tmp_path / "config.json"))
     assert list(cfg.train_dataloader.dataset.metainfo.classes) == TEMPLATES

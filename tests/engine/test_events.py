@@ -24,11 +24,14 @@ def test_tail_reads_only_new_complete_lines(tmp_path):
 
 
 def test_fold_progress_computes_percent_and_keeps_the_latest():
-    state = fold_progress({}, [
-        {"event": "start", "max_epochs": 2, "max_iters": 8},
-        {"event": "iter", "epoch": 1, "iter": 1, "max_iters": 8, "losses": {"loss": 2.0}, "lr": 0.1, "eta": 70},
-        {"event": "iter", "epoch": 1, "iter": 2, "max_iters": 8, "losses": {"loss": 1.5}, "lr": 0.1, "eta": 60},
-    ])
+    state = fold_progress(
+        {},
+        [
+            {"event": "start", "max_epochs": 2, "max_iters": 8},
+            {"event": "iter", "epoch": 1, "iter": 1, "max_iters": 8, "losses": {"loss": 2.0}, "lr": 0.1, "eta": 70},
+            {"event": "iter", "epoch": 1, "iter": 2, "max_iters": 8, "losses": {"loss": 1.5}, "lr": 0.1, "eta": 60},
+        ],
+    )
     assert state["percent"] == 25.0 and state["losses"] == {"loss": 1.5} and state["eta"] == 60
     fold_progress(state, [{"event": "error", "message": "boom"}])
     assert state["error"] == "boom" and state["iter"] == 2
@@ -36,11 +39,15 @@ def test_fold_progress_computes_percent_and_keeps_the_latest():
 
 def test_metrics_history_joins_validation_and_mean_loss():
     events = [
-        {"event": "iter", "epoch": 1, "losses": {"loss": 3.0}}, {"event": "iter", "epoch": 1, "losses": {"loss": 1.0}},
+        {"event": "iter", "epoch": 1, "losses": {"loss": 3.0}},
+        {"event": "iter", "epoch": 1, "losses": {"loss": 1.0}},
         {"event": "val", "epoch": 1, "metrics": {}},
         {"event": "iter", "epoch": 2, "losses": {"loss": 0.5}},
-        {"event": "val", "epoch": 2, "metrics": {"coco/bbox_mAP": 0.4, "coco/bbox_mAP_50": 0.8,
-                                                  "coco/bbox_mAP_l": -1.0}},
+        {
+            "event": "val",
+            "epoch": 2,
+            "metrics": {"coco/bbox_mAP": 0.4, "coco/bbox_mAP_50": 0.8, "coco/bbox_mAP_l": -1.0},
+        },
         {"event": "iter", "epoch": 3, "losses": {"loss": 0.4}},
         {"event": "val", "epoch": 3, "metrics": {"coco/bbox_mAP": 0.4, "coco/bbox_mAP_50": 0.9}},
     ]
@@ -58,6 +65,6 @@ def test_clean_metric():
 
 
 def test_last_exception_line_finds_the_error_after_a_traceback():
-    log = "INFO start\nTraceback (most recent call last):\n  File \"x\", line 1\n    boom()\nValueError: bad image\n"
+    log = 'INFO start\nTraceback (most recent call last):\n  File "x", line 1\n    boom()\nValueError: bad image\n'
     assert last_exception_line(log) == "ValueError: bad image"
     assert last_exception_line("all fine\n") is None

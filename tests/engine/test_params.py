@@ -14,14 +14,26 @@ def test_given_values_override_and_are_coerced():
     assert params["learning_rate"] == 1.0 and params["optimizer"] == "SGD"
 
 
-@pytest.mark.parametrize("given, key", [
-    ({"epochs": 0}, "epochs"), ({"epochs": 501}, "epochs"), ({"epochs": 2.5}, "epochs"),
-    ({"epochs": "5"}, "epochs"), ({"epochs": True}, "epochs"), ({"batch_size": -1}, "batch_size"),
-    ({"learning_rate": float("nan")}, "learning_rate"), ({"learning_rate": 0}, "learning_rate"),
-    ({"frozen_stages": 5}, "frozen_stages"), ({"image_size": 250}, "image_size"), ({"image_size": 32}, "image_size"),
-    ({"val_fraction": 0.9}, "val_fraction"), ({"seed": -1}, "seed"), ({"optimizer": "Adam"}, "optimizer"),
-    ({"optimizer": None, "bogus": 1}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "given, key",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 501}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"epochs": "5"}, "epochs"),
+        ({"epochs": True}, "epochs"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"frozen_stages": 5}, "frozen_stages"),
+        ({"image_size": 250}, "image_size"),
+        ({"image_size": 32}, "image_size"),
+        ({"val_fraction": 0.9}, "val_fraction"),
+        ({"seed": -1}, "seed"),
+        ({"optimizer": "Adam"}, "optimizer"),
+        ({"optimizer": None, "bogus": 1}, "bogus"),
+    ],
+)
 def test_out_of_range_or_wrong_type_is_named(given, key):
     with pytest.raises(ParamError) as err:
         validate_params("retinanet_r18_tiny", given)

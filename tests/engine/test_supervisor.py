@@ -1,6 +1,7 @@
 import json
-import os
 import time
+
+import psutil
 
 from training.engine.supervisor import run_child
 
@@ -13,19 +14,22 @@ def script(tmp_path, **kwargs):
 
 def run(tmp_path, on_progress=lambda s: True, **kwargs):
     timeout = kwargs.pop("timeout", None)
-    return run_child(job_file=script(tmp_path, **kwargs), events_file=tmp_path / "events.jsonl",
-                     log_file=tmp_path / "child.log", on_progress=on_progress, interval=0.1, poll=0.05,
-                     timeout=timeout, module="tests.engine.scripted_child")
+    return run_child(
+        job_file=script(tmp_path, **kwargs),
+        events_file=tmp_path / "events.jsonl",
+        log_file=tmp_path / "child.log",
+        on_progress=on_progress,
+        interval=0.1,
+        poll=0.05,
+        timeout=timeout,
+        module="tests.engine.scripted_child",
+    )
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     try:  # a zombie is dead for our purposes
-        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -47,8 +51,14 @@ def test_a_failing_child_reports_its_exception_line(tmp_path):
 def test_stop_request_ends_the_whole_process_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     started = time.monotonic()
-    result = run(tmp_path, on_progress=lambda s: (s.get("iter") or 0) < 2, steps=1000, sleep=0.05,
-                 ignore_term=True, grandchild_pid_file=str(pid_file))
+    result = run(
+        tmp_path,
+        on_progress=lambda s: (s.get("iter") or 0) < 2,
+        steps=1000,
+        sleep=0.05,
+        ignore_term=True,
+        grandchild_pid_file=str(pid_file),
+    )
     assert result.stopped and result.returncode != 0 and result.error is None
     assert time.monotonic() - started < 15  # SIGTERM ignored: SIGKILL after the grace period
     assert not alive(int(pid_file.read_text()))
@@ -65,9 +75,15 @@ def test_the_supervisor_sleeps_between_ticks_and_wakes_when_the_child_exits(tmp_
     waits, original = [], ExitWatch.wait
     monkeypatch.setattr(ExitWatch, "wait", lambda self, timeout: waits.append(timeout) or original(self, timeout))
     started = time.monotonic()
-    result = run_child(job_file=script(tmp_path, steps=5, sleep=0.1), events_file=tmp_path / "events.jsonl",
-                       log_file=tmp_path / "child.log", on_progress=lambda s: True, interval=30, poll=30,
-                       module="tests.engine.scripted_child")
+    result = run_child(
+        job_file=script(tmp_path, steps=5, sleep=0.1),
+        events_file=tmp_path / "events.jsonl",
+        log_file=tmp_path / "child.log",
+        on_progress=lambda s: True,
+        interval=30,
+        poll=30,
+        module="tests.engine.scripted_child",
+    )
     assert result.returncode == 0 and result.state["percent"] == 100.0
     assert time.monotonic() - started < 15  # the exit ended the 30 s sleep
     assert len(waits) <= 2, waits  # no wake-ups in between (Popen.wait(timeout) would poll every 50 ms)
@@ -86,9 +102,15 @@ def test_the_child_gets_a_minimal_environment(tmp_path, monkeypatch):
     assert child_environment(("SITE_LICENSE",))["SITE_LICENSE"] == "lic"
     # And that is what the child process really sees.
     dump = tmp_path / "env.json"
-    result = run_child(job_file=script(tmp_path, steps=1, dump_env=str(dump)), events_file=tmp_path / "events.jsonl",
-                       log_file=tmp_path / "child.log", on_progress=lambda s: True, interval=0.1, poll=0.05,
-                       module="tests.engine.scripted_child")
+    result = run_child(
+        job_file=script(tmp_path, steps=1, dump_env=str(dump)),
+        events_file=tmp_path / "events.jsonl",
+        log_file=tmp_path / "child.log",
+        on_progress=lambda s: True,
+        interval=0.1,
+        poll=0.05,
+        module="tests.engine.scripted_child",
+    )
     assert result.returncode == 0, result.log_tail
     seen = json.loads(dump.read_text())
     assert "DJANGO_SECRET_KEY" not in seen and "POSTGRES_PASSWORD" not in seen and seen["OMP_NUM_THREADS"] == "2"

@@ -12,8 +12,8 @@ from django.utils import timezone
 from dumpsite.errors import ApplicationError
 from training.engine.supervisor import kill_training_process
 from training.models import TrainingRun
-from training.services import training_run_create
 from training.reaper import reaper_schedule_ensure, training_runs_reap_stale
+from training.services import training_run_create
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +21,11 @@ pytestmark = pytest.mark.django_db
 def running(dataset, *, heartbeat_age: float, **fields):
     run = training_run_create(dataset=dataset)
     TrainingRun.objects.filter(pk=run.pk).update(
-        status="running", started_at=timezone.now(), heartbeat_at=timezone.now() - timedelta(seconds=heartbeat_age),
-        **fields)
+        status="running",
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now() - timedelta(seconds=heartbeat_age),
+        **fields,
+    )
     return TrainingRun.objects.get(pk=run.pk)
 
 
@@ -42,8 +45,10 @@ def test_reaper_fails_runs_without_heartbeat_and_leaves_the_others(make_dataset)
 
 def fake_child(job_file):
     """A process whose command line looks like the training child of ``job_file``."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "training.engine.child",
-                             str(job_file)], start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "training.engine.child", str(job_file)],
+        start_new_session=True,
+    )
 
 
 def test_reaper_kills_the_orphaned_training_process_of_that_run_only(make_dataset):
@@ -53,7 +58,7 @@ def test_reaper_kills_the_orphaned_training_process_of_that_run_only(make_datase
     run = running(dataset, heartbeat_age=300, worker_host=socket.gethostname())
     orphan = fake_child(run.work_dir / "job.json")
     stranger = fake_child("/elsewhere/job.json")
-    TrainingRun.objects.filter(pk=run.pk).update(worker_pid=orphan.pid)
+    TrainingRun.objects.filter(pk=run.pk).update(training_pid=orphan.pid)
     try:
         assert training_runs_reap_stale(limit_seconds=60) == [run.pk]
         assert orphan.wait(timeout=5) == -9
@@ -68,7 +73,7 @@ def test_kill_refuses_pids_that_are_not_training_children(tmp_path):
     import os
 
     assert not kill_training_process(os.getpid(), tmp_path / "job.json")
-    assert not kill_training_process(2 ** 22 + 12345, tmp_path / "job.json")
+    assert not kill_training_process(2**22 + 12345, tmp_path / "job.json")
 
 
 def test_reaper_schedule_is_idempotent():
@@ -80,7 +85,7 @@ def test_reaper_schedule_is_idempotent():
     assert schedule.func == "training.tasks.reap_stale_runs" and schedule.repeats == -1
 
 
-@pytest.mark.parametrize("limit", [0, -5, 10 ** 9, 2.5, True])
+@pytest.mark.parametrize("limit", [0, -5, 10**9, 2.5, True])
 def test_time_limit_out_of_range_is_refused(make_dataset, limit):
     with pytest.raises(ApplicationError, match="Invalid time limit"):
         training_run_create(dataset=make_dataset(), time_limit_seconds=limit)
@@ -124,8 +129,15 @@ def test_resume_override_makes_mmengine_resume():
     from training.engine.params import validate_params
     from training.engine.presets import PRESETS
 
-    kwargs = dict(preset=PRESETS["retinanet_r18_tiny"], params=validate_params("retinanet_r18_tiny", None),
-                  classes=["a"], train_ann_file="t", val_ann_file="v", image_root="/m", work_dir="/w")
+    kwargs = dict(
+        preset=PRESETS["retinanet_r18_tiny"],
+        params=validate_params("retinanet_r18_tiny", None),
+        classes=["a"],
+        train_ann_file="t",
+        val_ann_file="v",
+        image_root="/m",
+        work_dir="/w",
+    )
     assert build_overrides(**kwargs)["resume"] is False
     resumed = build_overrides(**kwargs, load_from="/base.pth", resume_from="/w/epoch_3.pth")
     assert (resumed["resume"], resumed["load_from"]) == (True, "/w/epoch_3.pth")
@@ -134,7 +146,7 @@ def test_resume_override_makes_mmengine_resume():
 def test_a_run_refuses_to_start_below_the_free_disk_floor(make_dataset, settings):
     from training.worker import training_run_execute
 
-    settings.TRAINING_MIN_FREE_BYTES = 10 ** 18  # an exabyte: never free
+    settings.TRAINING_MIN_FREE_BYTES = 10**18  # an exabyte: never free
     run = training_run_create(dataset=make_dataset())
     assert training_run_execute(run_id=run.pk) == "failed"
     run.refresh_from_db()

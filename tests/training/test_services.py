@@ -7,8 +7,13 @@ from django_q.models import OrmQ
 from dumpsite.errors import ApplicationError
 from models_registry.models import TrainedModel
 from training.models import TrainingRun
-from training.services import (training_run_claim, training_run_create, training_run_fail, training_run_progress,
-                               training_run_succeed)
+from training.services import (
+    training_run_claim,
+    training_run_create,
+    training_run_fail,
+    training_run_progress,
+    training_run_succeed,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -24,15 +29,19 @@ def test_create_saves_a_queued_run_and_enqueues_it_on_commit(make_dataset, djang
     assert [(t["func"], t["args"]) for t in queued] == [("training.tasks.execute_training_run", (run.pk,))]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"parameters": {"epochs": 0}}, "Invalid training parameters"),
-    ({"parameters": {"learning_rate": "fast"}}, "learning_rate"),
-    ({"parameters": "epochs=3"}, "Parameters must be an object"),
-    ({"architecture": "yolo9000"}, "Unknown architecture"),
-    ({"name": "x" * 201}, "too long"),
-])
-def test_invalid_requests_are_refused_and_nothing_is_queued(make_dataset, django_capture_on_commit_callbacks,
-                                                            kwargs, message):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"parameters": {"epochs": 0}}, "Invalid training parameters"),
+        ({"parameters": {"learning_rate": "fast"}}, "learning_rate"),
+        ({"parameters": "epochs=3"}, "Parameters must be an object"),
+        ({"architecture": "yolo9000"}, "Unknown architecture"),
+        ({"name": "x" * 201}, "too long"),
+    ],
+)
+def test_invalid_requests_are_refused_and_nothing_is_queued(
+    make_dataset, django_capture_on_commit_callbacks, kwargs, message
+):
     dataset = make_dataset()
     with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(ApplicationError) as err:
         training_run_create(dataset=dataset, **kwargs)
@@ -40,23 +49,35 @@ def test_invalid_requests_are_refused_and_nothing_is_queued(make_dataset, django
     assert callbacks == [] and TrainingRun.objects.count() == 0 and OrmQ.objects.count() == 0
 
 
-@pytest.mark.parametrize("variant, message", [("empty", "no enabled images"), ("noboxes", "no enabled annotations"),
-                                              ("one", "needs at least 2")])
+@pytest.mark.parametrize(
+    "variant, message",
+    [("empty", "no enabled images"), ("noboxes", "no enabled annotations"), ("one", "needs at least 2")],
+)
 def test_unusable_datasets_are_refused_before_queueing(make_dataset, variant, message):
     from datasets.services import dataset_create
 
-    dataset = {"empty": lambda: dataset_create(name="e", class_names=["w"]),
-               "noboxes": lambda: make_dataset(boxes=False),
-               "one": lambda: make_dataset(images=1)}[variant]()
+    dataset = {
+        "empty": lambda: dataset_create(name="e", class_names=["w"]),
+        "noboxes": lambda: make_dataset(boxes=False),
+        "one": lambda: make_dataset(images=1),
+    }[variant]()
     with pytest.raises(ApplicationError, match=message):
         training_run_create(dataset=dataset)
     assert TrainingRun.objects.count() == 0
 
 
 def _model(dataset, **fields):
-    values = dict(name="base", architecture="retinanet_r18_tiny", class_names=dataset.class_names(),
-                  artifact_key=fields.pop("key", "k1"), checkpoint="models/k1/model.pth", checkpoint_sha256="0" * 64,
-                  config="models/k1/config.json", config_sha256="0" * 64, origin=TrainedModel.Origin.REGISTERED)
+    values = dict(
+        name="base",
+        architecture="retinanet_r18_tiny",
+        class_names=dataset.class_names(),
+        artifact_key=fields.pop("key", "k1"),
+        checkpoint="models/k1/model.pth",
+        checkpoint_sha256="0" * 64,
+        config="models/k1/config.json",
+        config_sha256="0" * 64,
+        origin=TrainedModel.Origin.REGISTERED,
+    )
     values.update(fields)
     return TrainedModel.objects.create(**values)
 
@@ -102,8 +123,16 @@ def test_concurrent_claims_from_two_connections_have_one_winner(make_dataset):
 
 def test_progress_is_written_only_while_running(make_dataset):
     run = training_run_create(dataset=make_dataset())
-    state = {"max_epochs": 2, "max_iters": 10, "iter": 4, "epoch": 1, "percent": 40.0,
-             "losses": {"loss": 0.7}, "lr": 0.002, "eta": 12.5}
+    state = {
+        "max_epochs": 2,
+        "max_iters": 10,
+        "iter": 4,
+        "epoch": 1,
+        "percent": 40.0,
+        "losses": {"loss": 0.7},
+        "lr": 0.002,
+        "eta": 12.5,
+    }
     assert training_run_progress(run_id=run.pk, state=state) is False  # still queued
     training_run_claim(run_id=run.pk)
     assert training_run_progress(run_id=run.pk, state=state) is True
@@ -124,10 +153,10 @@ def test_run_work_dir_is_derived_from_the_id_only(make_dataset, settings):
 
 def test_error_messages_name_the_image_instead_of_its_path(make_dataset, settings):
     from datasets.models import DatasetImage
-    from training.worker import explain_image_paths
+    from datasets.selectors import describe_image_paths
 
     image = DatasetImage.objects.filter(dataset=make_dataset()).first()
     path = f"{settings.MEDIA_ROOT}/{image.image.name}"
-    message = explain_image_paths(f"AssertionError: failed to load image: {path}")
+    message = describe_image_paths(f"AssertionError: failed to load image: {path}")
     assert message == f"AssertionError: failed to load image: image #{image.pk} 'img0.jpg'"
     assert str(settings.MEDIA_ROOT) not in message

@@ -30,8 +30,15 @@ def _history_buffer_method(obj, name):
 def safe_globals() -> list:
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    allowed = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
-               (_history_buffer_method, "builtins.getattr"), (_history_buffer_method, "__builtin__.getattr")]
+    allowed = [
+        HistoryBuffer,
+        np.ndarray,
+        np.dtype,
+        np.core.multiarray._reconstruct,
+        np.core.multiarray.scalar,
+        (_history_buffer_method, "builtins.getattr"),
+        (_history_buffer_method, "__builtin__.getattr"),
+    ]
     # numpy >= 1.25 pickles dtypes by their class (np.dtypes.Float64DType, ...).
     allowed += [getattr(np.dtypes, name) for name in dir(getattr(np, "dtypes", object)) if name.endswith("DType")]
     return allowed
@@ -42,8 +49,14 @@ def install_safe_globals() -> None:
     torch.serialization.add_safe_globals(safe_globals())
 
 
-_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue", "(1)", "(2)",
-                "In PyTorch 2.6")
+_BOILERPLATE = (
+    "Weights only load failed",
+    "Check the documentation",
+    "Please file an issue",
+    "(1)",
+    "(2)",
+    "In PyTorch 2.6",
+)
 
 
 def _reason(exc: Exception) -> str:
@@ -83,5 +96,10 @@ def save_weights(src: str, dst: str, *, classes: list[str], extra_meta: dict | N
 
 def parameter_count(state: dict) -> int:
     """Learned parameters of a state dict (batch-norm running statistics are buffers, not parameters)."""
-    return int(sum(t.numel() for k, t in state.items()
-                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))))
+    return int(
+        sum(
+            t.numel()
+            for k, t in state.items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        )
+    )

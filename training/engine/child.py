@@ -30,7 +30,7 @@ def resolve_base_config(name: str) -> str:
     if not name.startswith("mmdet::"):
         raise ValueError(f"base config must be named mmdet::<path>, got {name!r}")
     root = Path(mmdet.__file__).parent / ".mim" / "configs"
-    path = (root / name[len("mmdet::"):]).resolve()
+    path = (root / name[len("mmdet::") :]).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_file():
         raise FileNotFoundError(f"base config {name} not found in mmdet {mmdet.__version__}")
     return str(path)
@@ -110,12 +110,22 @@ def train(job: TrainingJob) -> dict:
 
     best = _best_checkpoint(runner, job.work_dir)
     model_file = os.path.join(job.output_dir, "model.pth")
-    params = save_weights(best, model_file, classes=job.classes,
-                          extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)})
-    result = {"model_file": model_file, "config_file": publish_file, "best_checkpoint": best,
-              "checkpoint_epoch": checkpoint_epoch(best),
-              "parameter_count": params, "classes": job.classes, "duration_s": round(time.monotonic() - started, 3),
-              "train_s": round(train_s, 3)}
+    params = save_weights(
+        best,
+        model_file,
+        classes=job.classes,
+        extra_meta={"mmdet_version": mmdet.__version__, "source": os.path.basename(best)},
+    )
+    result = {
+        "model_file": model_file,
+        "config_file": publish_file,
+        "best_checkpoint": best,
+        "checkpoint_epoch": checkpoint_epoch(best),
+        "parameter_count": params,
+        "classes": job.classes,
+        "duration_s": round(time.monotonic() - started, 3),
+        "train_s": round(train_s, 3),
+    }
     write_json(job.result_file, result)
     return result
 

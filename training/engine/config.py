@@ -67,23 +67,44 @@ def _schedule(params: dict) -> list[dict]:
     epochs = params["epochs"]
     schedulers = []
     if params["warmup_iters"] > 0:
-        schedulers.append({"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "begin": 0,
-                           "end": params["warmup_iters"]})
+        schedulers.append(
+            {"type": "LinearLR", "start_factor": 0.1, "by_epoch": False, "begin": 0, "end": params["warmup_iters"]}
+        )
     if epochs >= 3:
-        schedulers.append({"type": "MultiStepLR", "by_epoch": True, "begin": 0, "end": epochs,
-                           "milestones": [max(1, round(epochs * 0.8))], "gamma": 0.1})
+        schedulers.append(
+            {
+                "type": "MultiStepLR",
+                "by_epoch": True,
+                "begin": 0,
+                "end": epochs,
+                "milestones": [max(1, round(epochs * 0.8))],
+                "gamma": 0.1,
+            }
+        )
     return schedulers
 
 
 def _optimizer(params: dict) -> dict:
     if params["optimizer"] == "SGD":
-        optimizer = {"type": "SGD", "lr": params["learning_rate"], "momentum": 0.9,
-                     "weight_decay": params["weight_decay"]}
+        optimizer = {
+            "type": "SGD",
+            "lr": params["learning_rate"],
+            "momentum": 0.9,
+            "weight_decay": params["weight_decay"],
+        }
     else:
-        optimizer = {"type": "AdamW", "lr": params["learning_rate"], "betas": [0.9, 0.999],
-                     "weight_decay": params["weight_decay"]}
-    return {"_delete_": True, "type": "OptimWrapper", "optimizer": optimizer,
-            "clip_grad": {"max_norm": 35, "norm_type": 2}}
+        optimizer = {
+            "type": "AdamW",
+            "lr": params["learning_rate"],
+            "betas": [0.9, 0.999],
+            "weight_decay": params["weight_decay"],
+        }
+    return {
+        "_delete_": True,
+        "type": "OptimWrapper",
+        "optimizer": optimizer,
+        "clip_grad": {"max_norm": 35, "norm_type": 2},
+    }
 
 
 def build_overrides(
@@ -104,22 +125,40 @@ def build_overrides(
     metainfo = {"classes": list(classes)}
 
     def dataset(ann_file: str, pipeline: list[dict], test_mode: bool) -> dict:
-        ds = {"_delete_": True, "type": "CocoDataset", "data_root": image_root, "ann_file": ann_file,
-              "data_prefix": {"img": ""}, "metainfo": metainfo, "pipeline": pipeline, "test_mode": test_mode,
-              "backend_args": None}
+        ds = {
+            "_delete_": True,
+            "type": "CocoDataset",
+            "data_root": image_root,
+            "ann_file": ann_file,
+            "data_prefix": {"img": ""},
+            "metainfo": metainfo,
+            "pipeline": pipeline,
+            "test_mode": test_mode,
+            "backend_args": None,
+        }
         if not test_mode:
             ds["filter_cfg"] = {"filter_empty_gt": True, "min_size": 2}
         return ds
 
     def loader(ann_file: str, pipeline: list[dict], test_mode: bool, batch_size: int) -> dict:
-        return {"batch_size": batch_size, "num_workers": num_workers, "persistent_workers": num_workers > 0,
-                "dataset": dataset(ann_file, pipeline, test_mode)}
+        return {
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "persistent_workers": num_workers > 0,
+            "dataset": dataset(ann_file, pipeline, test_mode),
+        }
 
     model = deep_merge(preset.model_overrides, {"backbone": {"frozen_stages": params["frozen_stages"]}})
     for path in preset.num_classes_paths:
         _set_path(model, path, len(classes))
-    evaluator = {"_delete_": True, "type": "CocoMetric", "ann_file": val_ann_file, "metric": "bbox",
-                 "format_only": False, "backend_args": None}
+    evaluator = {
+        "_delete_": True,
+        "type": "CocoMetric",
+        "ann_file": val_ann_file,
+        "metric": "bbox",
+        "format_only": False,
+        "backend_args": None,
+    }
     val_loader = loader(val_ann_file, test_pipeline, True, params["batch_size"])
     return {
         "model": model,
@@ -128,15 +167,25 @@ def build_overrides(
         "test_dataloader": copy.deepcopy(val_loader),
         "val_evaluator": evaluator,
         "test_evaluator": copy.deepcopy(evaluator),
-        "train_cfg": {"_delete_": True, "type": "EpochBasedTrainLoop", "max_epochs": params["epochs"],
-                      "val_interval": 1},
+        "train_cfg": {
+            "_delete_": True,
+            "type": "EpochBasedTrainLoop",
+            "max_epochs": params["epochs"],
+            "val_interval": 1,
+        },
         "optim_wrapper": _optimizer(params),
         "param_scheduler": _schedule(params),
         "auto_scale_lr": {"enable": False},
         "default_hooks": {
             # Only the best and the last checkpoints are kept during training.
-            "checkpoint": {"type": "CheckpointHook", "interval": 1, "max_keep_ckpts": 1, "save_last": True,
-                           "save_best": BEST_METRIC, "rule": "greater"},
+            "checkpoint": {
+                "type": "CheckpointHook",
+                "interval": 1,
+                "max_keep_ckpts": 1,
+                "save_last": True,
+                "save_best": BEST_METRIC,
+                "rule": "greater",
+            },
             "logger": {"type": "LoggerHook", "interval": 10},
         },
         "randomness": {"seed": params["seed"], "deterministic": False},

@@ -65,11 +65,19 @@ def fold_progress(state: dict, events: list[dict]) -> dict:
         if kind == "start":
             state.update(max_epochs=ev.get("max_epochs"), max_iters=ev.get("max_iters"))
         elif kind == "iter":
-            state.update(epoch=ev.get("epoch"), iter=ev.get("iter"), max_iters=ev.get("max_iters"),
-                         losses=ev.get("losses") or {}, lr=ev.get("lr"), eta=ev.get("eta"))
+            state.update(
+                epoch=ev.get("epoch"),
+                iter=ev.get("iter"),
+                max_iters=ev.get("max_iters"),
+                losses=ev.get("losses") or {},
+                lr=ev.get("lr"),
+                eta=ev.get("eta"),
+            )
         elif kind == "val":
-            state["last_val"] = {"epoch": ev.get("epoch"), **{k: clean_metric(v) for k, v in
-                                                               (ev.get("metrics") or {}).items()}}
+            state["last_val"] = {
+                "epoch": ev.get("epoch"),
+                **{k: clean_metric(v) for k, v in (ev.get("metrics") or {}).items()},
+            }
         elif kind == "error":
             state["error"] = ev.get("message")
     if state.get("max_iters"):
@@ -95,6 +103,11 @@ def metrics_history(events: list[dict]) -> list[dict]:
         values = losses.get(epoch)
         entry["loss"] = round(sum(values) / len(values), 6) if values else None
     return [history[e] for e in sorted(history)]
+
+
+def registered_epoch(history: list[dict], checkpoint_epoch: int | None) -> dict | None:
+    """The metrics of the epoch whose checkpoint is registered, or of the best epoch when that one is unknown."""
+    return next((entry for entry in history if entry["epoch"] == checkpoint_epoch), None) or best_epoch(history)
 
 
 def best_epoch(history: list[dict]) -> dict | None:

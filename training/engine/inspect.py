@@ -22,13 +22,17 @@ _HEADS = {
 
 def inspect_checkpoint(path: str, architecture: str, timeout: float = 300) -> dict:
     """Run the inspection in a child process; return its report or raise ValueError with the reason."""
-    proc = subprocess.run([sys.executable, "-m", "training.engine.inspect", str(path), architecture],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.engine.inspect", str(path), architecture],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     try:
         report = json.loads(proc.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        raise ValueError(f"checkpoint inspection failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}") \
-            from None
+        raise ValueError(f"checkpoint inspection failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}") from None
     if "error" in report:
         raise ValueError(report["error"])
     return report

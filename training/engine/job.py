@@ -9,13 +9,13 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class TrainingJob:
-    base_config: str       # "mmdet::<path>" inside the installed mmdet package
-    overrides: dict        # merged into the base with Config.merge_from_dict
+    base_config: str  # "mmdet::<path>" inside the installed mmdet package
+    overrides: dict  # merged into the base with Config.merge_from_dict
     classes: list[str]
     work_dir: str
     events_file: str
     result_file: str
-    output_dir: str        # where the child leaves model.pth and config.json for registration
+    output_dir: str  # where the child leaves model.pth and config.json for registration
     progress_events: bool = True  # False only to measure what the progress hook costs (bench/)
 
     def write(self, path: Path) -> None:
@@ -24,5 +24,5 @@ class TrainingJob:
         tmp.replace(path)
 
     @classmethod
-    def read(cls, path: Path) -> "TrainingJob":
+    def read(cls, path: Path) -> TrainingJob:
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))

@@ -25,18 +25,21 @@ class ParamSpec:
         return f"{self.kind.__name__} from {self.minimum:g} to {self.maximum:g}"
 
 
-PARAM_SPECS: dict[str, ParamSpec] = {s.name: s for s in (
-    ParamSpec("epochs", int, 1, 500, help="Passes over the training split."),
-    ParamSpec("batch_size", int, 1, 128, help="Images per iteration."),
-    ParamSpec("learning_rate", float, 1e-7, 1.0, help="Base learning rate of the optimizer."),
-    ParamSpec("optimizer", str, choices=("AdamW", "SGD"), help="Optimizer."),
-    ParamSpec("weight_decay", float, 0.0, 1.0, help="Weight decay."),
-    ParamSpec("frozen_stages", int, -1, 4, help="Backbone stages kept frozen (-1: none)."),
-    ParamSpec("image_size", int, 64, 4096, help="Longest side images are resized to (a multiple of 32)."),
-    ParamSpec("val_fraction", float, 0.05, 0.5, help="Share of images held out for validation."),
-    ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
-    ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
-)}
+PARAM_SPECS: dict[str, ParamSpec] = {
+    s.name: s
+    for s in (
+        ParamSpec("epochs", int, 1, 500, help="Passes over the training split."),
+        ParamSpec("batch_size", int, 1, 128, help="Images per iteration."),
+        ParamSpec("learning_rate", float, 1e-7, 1.0, help="Base learning rate of the optimizer."),
+        ParamSpec("optimizer", str, choices=("AdamW", "SGD"), help="Optimizer."),
+        ParamSpec("weight_decay", float, 0.0, 1.0, help="Weight decay."),
+        ParamSpec("frozen_stages", int, -1, 4, help="Backbone stages kept frozen (-1: none)."),
+        ParamSpec("image_size", int, 64, 4096, help="Longest side images are resized to (a multiple of 32)."),
+        ParamSpec("val_fraction", float, 0.05, 0.5, help="Share of images held out for validation."),
+        ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
+        ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
+    )
+}
 
 
 class ParamError(ValueError):

@@ -19,15 +19,20 @@ class ProgressEventsHook(Hook):
 
     def _write(self, event: str, **payload) -> None:
         if self._fh is None:
-            self._fh = open(self.events_file, "a", encoding="utf-8")
+            self._fh = open(self.events_file, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
         self._fh.write(json.dumps({"event": event, "time": time.time(), **payload}) + "\n")
         self._fh.flush()
 
     def before_train(self, runner) -> None:
         self._t0 = time.monotonic()
         self._iter0 = runner.iter
-        self._write("start", max_epochs=runner.max_epochs, max_iters=runner.max_iters,
-                    iters_per_epoch=len(runner.train_dataloader), resumed_iter=runner.iter)
+        self._write(
+            "start",
+            max_epochs=runner.max_epochs,
+            max_iters=runner.max_iters,
+            iters_per_epoch=len(runner.train_dataloader),
+            resumed_iter=runner.iter,
+        )
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         done = runner.iter + 1  # runner.iter counts from 0 and is advanced after this hook
@@ -35,8 +40,15 @@ class ProgressEventsHook(Hook):
         per_iter = elapsed / max(done - self._iter0, 1)
         losses = {k: round(float(v.detach() if hasattr(v, "detach") else v), 6) for k, v in (outputs or {}).items()}
         lr = runner.optim_wrapper.get_lr().get("lr", [None])[0]
-        self._write("iter", epoch=runner.epoch + 1, iter=done, max_iters=runner.max_iters, losses=losses,
-                    lr=lr, eta=round(per_iter * (runner.max_iters - done), 1))
+        self._write(
+            "iter",
+            epoch=runner.epoch + 1,
+            iter=done,
+            max_iters=runner.max_iters,
+            losses=losses,
+            lr=lr,
+            eta=round(per_iter * (runner.max_iters - done), 1),
+        )
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         clean = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}

@@ -24,10 +24,30 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # accelerator selection. Nothing else: the worker holds the database password and Django's secret key, and the
 # child (which runs MMDetection on user-supplied data and logs its environment) needs neither.
 CHILD_ENV_NAMES = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
-    "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-    "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "TORCH_HOME",
-    "MPLCONFIGDIR", "XDG_CACHE_HOME", "PYTHONPATH",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "NVIDIA_VISIBLE_DEVICES",
+    "TORCH_HOME",
+    "MPLCONFIGDIR",
+    "XDG_CACHE_HOME",
+    "PYTHONPATH",
 )
 
 
@@ -44,7 +64,7 @@ def child_environment(extra_names: tuple[str, ...] = (), source: dict | None = N
 class ChildResult:
     returncode: int | None
     state: dict = field(default_factory=dict)
-    stopped: bool = False     # stopped because on_progress returned False
+    stopped: bool = False  # stopped because on_progress returned False
     timed_out: bool = False
     error: str | None = None
     log_tail: str = ""
@@ -97,11 +117,13 @@ def kill_training_process(pid: int, job_file: Path) -> bool:
 
     The command line is checked first: after a crash the pid may already belong to an unrelated process.
     """
+    import psutil
+
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        cmdline = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    if b"training.engine.child" not in cmdline or str(job_file).encode() not in cmdline:
+    if "training.engine.child" not in cmdline or str(job_file) not in cmdline:
         return False
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -154,8 +176,15 @@ def run_child(
     tail = EventTail(events_file)
     state: dict = {}
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=child_env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            start_new_session=True,
+        )
     if on_start:
         on_start(proc.pid)
     exited = ExitWatch(proc.pid)
@@ -190,6 +219,9 @@ def run_child(
     result.state = state
     result.log_tail = tail_text(log_file)
     if result.returncode != 0 and not (result.stopped or result.timed_out):
-        result.error = state.get("error") or last_exception_line(result.log_tail) or \
-            f"training process exited with status {result.returncode}"
+        result.error = (
+            state.get("error")
+            or last_exception_line(result.log_tail)
+            or f"training process exited with status {result.returncode}"
+        )
     return result

@@ -1,10 +1,7 @@
+"""Historical. The role groups are applied by the access app's migration (``access.0001_roles``), which runs once
+every app's permissions exist; this step is kept so that migration histories stay as they are."""
+
 from django.db import migrations
-
-
-def apply_roles(apps, schema_editor):
-    from dumpsite.roles import sync_roles
-
-    sync_roles(apps)
 
 
 class Migration(migrations.Migration):
@@ -16,4 +13,4 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 
-    operations = [migrations.RunPython(apply_roles, migrations.RunPython.noop)]
+    operations = []

@@ -21,14 +21,20 @@ class Command(BaseCommand):
         bar = tqdm(unit="image", desc="importing")
         with cli_call():
             try:
-                report = import_coco(json_path=json_file, images_dir=images_dir, dataset_name=name,
-                                     created_by=user,
-                                     progress=lambda done, total: (setattr(bar, "total", total),
-                                                                   bar.update(done - bar.n)))
+                report = import_coco(
+                    json_path=json_file,
+                    images_dir=images_dir,
+                    dataset_name=name,
+                    created_by=user,
+                    progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)),
+                )
             finally:
                 bar.close()
         for item, reason in report.rejected:
             self.stdout.write(self.style.WARNING(f"rejected {item}: {reason}"))
-        self.stdout.write(self.style.SUCCESS(
-            f"Dataset {name!r} (#{report.dataset.pk}): {report.images} images, {report.annotations} annotations "
-            f"imported; {len(report.rejected)} item(s) rejected."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Dataset {name!r} (#{report.dataset.pk}): {report.images} images, {report.annotations} annotations "
+                f"imported; {len(report.rejected)} item(s) rejected."
+            )
+        )

@@ -24,9 +24,17 @@ class Command(BaseCommand):
             raise CommandError("--images must be at least 2.")
         user = cli_user(user)
         with cli_call(), tqdm(total=images, unit="tile", desc=name) as bar:
-            dataset = demo_dataset_create(name=name, images=images, seed=seed, created_by=user,
-                                          progress=lambda done, total: bar.update(done - bar.n))
+            dataset = demo_dataset_create(
+                name=name,
+                images=images,
+                seed=seed,
+                created_by=user,
+                progress=lambda done, total: bar.update(done - bar.n),
+            )
         boxes = Annotation.objects.filter(image__dataset=dataset).count()
-        self.stdout.write(self.style.SUCCESS(
-            f"Dataset {dataset.name!r} (#{dataset.pk}): {images} tiles, {boxes} boxes, "
-            f"classes {', '.join(DEMO_CLASSES)}."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Dataset {dataset.name!r} (#{dataset.pk}): {images} tiles, {boxes} boxes, "
+                f"classes {', '.join(DEMO_CLASSES)}."
+            )
+        )

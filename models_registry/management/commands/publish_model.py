@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from dumpsite.access import get_visible
+from access.rules import get_visible
 from dumpsite.commands import USER_HELP, cli_call, cli_user
 from models_registry.selectors import models_visible_to
 from models_registry.services import trained_model_publish, trained_model_unpublish

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from dumpsite.access import get_visible, visible
+from access.rules import get_visible, visible
 from dumpsite.commands import USER_HELP, cli_call, cli_user
 from training.models import TrainingRun
 from training.services import training_run_cancel
@@ -16,7 +16,8 @@ class Command(BaseCommand):
     def handle(self, *args, run_id, user, **options):
         user = cli_user(user)
         with cli_call():
-            run = get_visible(visible(user, "training.view_trainingrun", TrainingRun.objects.all()), run_id,
-                              "training run")
+            run = get_visible(
+                visible(user, "training.view_trainingrun", TrainingRun.objects.all()), run_id, "training run"
+            )
             training_run_cancel(run=run, user=user)
         self.stdout.write(self.style.SUCCESS(f"Run #{run_id} is cancelled."))

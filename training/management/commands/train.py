@@ -3,10 +3,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from access.rules import get_visible, visible
 from datasets.models import Dataset
-from dumpsite.access import get_visible, visible
-from dumpsite.formatting import duration, metric
 from dumpsite.commands import USER_HELP, cli_call, cli_user
+from dumpsite.formatting import duration, metric
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
 from training.engine.params import PARAM_SPECS
@@ -16,21 +16,31 @@ from training.services import training_run_create
 
 
 class Command(BaseCommand):
-    help = ("Create a training run (validated and queued for a worker: run `manage.py qcluster`). With --wait, "
-            "follow it with a live progress bar and exit non-zero unless it succeeds.")
+    help = (
+        "Create a training run (validated and queued for a worker: run `manage.py qcluster`). With --wait, "
+        "follow it with a live progress bar and exit non-zero unless it succeeds."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="Dataset name or id.")
-        parser.add_argument("--architecture", choices=sorted(PRESETS),
-                            help="Architecture preset (default: the base model's, else retinanet_r18_tiny).")
+        parser.add_argument(
+            "--architecture",
+            choices=sorted(PRESETS),
+            help="Architecture preset (default: the base model's, else retinanet_r18_tiny).",
+        )
         parser.add_argument("--base-model", type=int, help="Id of a registered model to fine-tune from.")
         parser.add_argument("--name", default="", help="Run name.")
         parser.add_argument("--user", help=USER_HELP)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument("--time-limit", type=int, help="Wall-clock limit of the run in seconds.")
         for spec in PARAM_SPECS.values():
-            parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=spec.kind,
-                                choices=spec.choices, help=f"{spec.help} ({spec.describe()})")
+            parser.add_argument(
+                f"--{spec.name.replace('_', '-')}",
+                dest=spec.name,
+                type=spec.kind,
+                choices=spec.choices,
+                help=f"{spec.help} ({spec.describe()})",
+            )
 
     def handle(self, *args, **opts):
         user = cli_user(opts["user"])
@@ -40,11 +50,18 @@ class Command(BaseCommand):
             base_model = None
             if opts["base_model"] is not None:
                 base_model = get_visible(models_visible_to(user), opts["base_model"], "trained model")
-            run = training_run_create(dataset=dataset, architecture=opts["architecture"], base_model=base_model,
-                                      parameters=params, name=opts["name"], created_by=user,
-                                      time_limit_seconds=opts["time_limit"])
-        self.stdout.write(f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, "
-                          f"{run.parameters['epochs']} epochs).")
+            run = training_run_create(
+                dataset=dataset,
+                architecture=opts["architecture"],
+                base_model=base_model,
+                parameters=params,
+                name=opts["name"],
+                created_by=user,
+                time_limit_seconds=opts["time_limit"],
+            )
+        self.stdout.write(
+            f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, {run.parameters['epochs']} epochs)."
+        )
         if opts["wait"]:
             self._follow(run.pk)
 
@@ -57,8 +74,12 @@ class Command(BaseCommand):
         return dataset
 
     def _follow(self, run_id: int) -> None:
-        bar = tqdm(total=1, unit="it", dynamic_ncols=True,
-                   bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it {postfix}")
+        bar = tqdm(
+            total=1,
+            unit="it",
+            dynamic_ncols=True,
+            bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it {postfix}",
+        )
         bar.set_description_str("queued")
         waited = time.monotonic()
         hinted = False
@@ -73,10 +94,16 @@ class Command(BaseCommand):
                     bar.total = run.max_iters
                     bar.n = run.current_iter
                     loss = run.latest_losses.get("loss")
-                    bar.set_description_str(f"epoch {run.current_epoch}/{run.max_epochs}"
-                                            if run.current_iter < run.max_iters else "validating, registering")
-                    bar.set_postfix_str(f"loss {loss:.4f} ETA {duration(run.eta_seconds)}" if loss is not None
-                                        else f"ETA {duration(run.eta_seconds)}")
+                    bar.set_description_str(
+                        f"epoch {run.current_epoch}/{run.max_epochs}"
+                        if run.current_iter < run.max_iters
+                        else "validating, registering"
+                    )
+                    bar.set_postfix_str(
+                        f"loss {loss:.4f} ETA {duration(run.eta_seconds)}"
+                        if loss is not None
+                        else f"ETA {duration(run.eta_seconds)}"
+                    )
                     bar.refresh()
                 else:
                     bar.set_description_str("exporting the dataset, starting")
@@ -92,6 +119,10 @@ class Command(BaseCommand):
             reason = " ".join((run.error_message or "no reason recorded").split())
             raise CommandError(f"Run #{run.pk} {run.status}: {reason}")
         model = TrainedModel.objects.get(source_run=run)
-        self.stdout.write(self.style.SUCCESS(
-            f"Run #{run.pk} succeeded in {run.duration_seconds:.0f} s. Registered model #{model.pk} {model.name!r} "
-            f"(best epoch {model.best_epoch}): bbox mAP50 {metric(model.bbox_mAP_50)}, mAP {metric(model.bbox_mAP)}."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Run #{run.pk} succeeded in {run.duration_seconds:.0f} s. Registered model #{model.pk} "
+                f"{model.name!r} (best epoch {model.best_epoch}): bbox mAP50 {metric(model.bbox_mAP_50)}, "
+                f"mAP {metric(model.bbox_mAP)}."
+            )
+        )

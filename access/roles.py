@@ -14,7 +14,8 @@ ROLES: dict[str, list[str]] = {
     ],
     # Trains on datasets and sees its own runs and models (object permissions as their creator).
     "Trainer": [
-        "datasets.view_dataset", "datasets.use_dataset",
+        "datasets.view_dataset",
+        "datasets.use_dataset",
         "training.add_trainingrun",
         "models_registry.view_published_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
@@ -22,28 +23,45 @@ ROLES: dict[str, list[str]] = {
     # Reviews every run and model and decides what goes to production.
     "Publisher": [
         "datasets.view_dataset",
-        "training.view_trainingrun", "training.view_trainingrun_statistics",
-        "models_registry.view_trainedmodel", "models_registry.view_published_trainedmodel",
-        "models_registry.view_trainedmodel_statistics", "models_registry.publish_trainedmodel",
+        "training.view_trainingrun",
+        "training.view_trainingrun_statistics",
+        "models_registry.view_trainedmodel",
+        "models_registry.view_published_trainedmodel",
+        "models_registry.view_trainedmodel_statistics",
+        "models_registry.publish_trainedmodel",
     ],
     # Everything on datasets, runs and models.
     "Administrator": [
         f"{app}.{action}_{model}"
         for app, model in (("datasets", "dataset"), ("training", "trainingrun"), ("models_registry", "trainedmodel"))
         for action in ("view", "add", "change", "delete")
-    ] + [
-        "datasets.use_dataset", "training.schedule_trainingrun", "training.view_trainingrun_statistics",
-        "models_registry.publish_trainedmodel", "models_registry.view_trainedmodel_statistics",
-        "models_registry.view_published_trainedmodel", "audit.view_auditevent",
+    ]
+    + [
+        "datasets.use_dataset",
+        "training.schedule_trainingrun",
+        "training.view_trainingrun_statistics",
+        "models_registry.publish_trainedmodel",
+        "models_registry.view_trainedmodel_statistics",
+        "models_registry.view_published_trainedmodel",
+        "audit.view_auditevent",
     ],
 }
 
 CREATOR_PERMS = {
     "dataset": ["datasets.view_dataset", "datasets.use_dataset", "datasets.change_dataset"],
-    "trainingrun": ["training.view_trainingrun", "training.change_trainingrun", "training.delete_trainingrun",
-                    "training.schedule_trainingrun", "training.view_trainingrun_statistics"],
-    "trainedmodel": ["models_registry.view_trainedmodel", "models_registry.change_trainedmodel",
-                     "models_registry.delete_trainedmodel", "models_registry.view_trainedmodel_statistics"],
+    "trainingrun": [
+        "training.view_trainingrun",
+        "training.change_trainingrun",
+        "training.delete_trainingrun",
+        "training.schedule_trainingrun",
+        "training.view_trainingrun_statistics",
+    ],
+    "trainedmodel": [
+        "models_registry.view_trainedmodel",
+        "models_registry.change_trainedmodel",
+        "models_registry.delete_trainedmodel",
+        "models_registry.view_trainedmodel_statistics",
+    ],
 }
 
 

@@ -72,8 +72,11 @@ def visible(user, perm: str, queryset: QuerySet) -> QuerySet:
     meta = model._meta
     if app_label != meta.app_label:
         raise ValueError(f"{perm!r} is not a permission of {meta.label}")
-    of_perm = {"permission__codename": codename, "permission__content_type__app_label": meta.app_label,
-               "permission__content_type__model": meta.model_name}
+    of_perm = {
+        "permission__codename": codename,
+        "permission__content_type__app_label": meta.app_label,
+        "permission__content_type__model": meta.model_name,
+    }
     by_user = user_model.objects.filter(user=user, **of_perm).values("content_object_id")
     by_group = group_model.objects.filter(group__user=user, **of_perm).values("content_object_id")
     return queryset.filter(Q(pk__in=by_user) | Q(pk__in=by_group))

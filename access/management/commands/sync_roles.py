@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from dumpsite.roles import ROLES, sync_roles
+from access.roles import ROLES, sync_roles
 
 
 class Command(BaseCommand):

@@ -1,0 +1,44 @@
+"""Writes to training runs: every state transition, one function each, and every rule, checked here.
+
+States: queued -> running -> succeeded | failed | cancelled; queued -> cancelled. ``runs`` holds what users ask for
+(create, cancel, retry / resume, delete: each checks the acting user); ``execution`` what the worker and the
+reaper do (claim, progress, finish).
+"""
+
+from .execution import (
+    training_run_child_started,
+    training_run_claim,
+    training_run_fail,
+    training_run_fail_stale,
+    training_run_progress,
+    training_run_record,
+    training_run_succeed,
+)
+from .runs import (
+    TASK,
+    training_run_cancel,
+    training_run_create,
+    training_run_delete,
+    training_run_enqueue,
+    training_run_resume,
+    training_run_retry,
+    training_run_validate,
+)
+
+__all__ = [
+    "TASK",
+    "training_run_cancel",
+    "training_run_child_started",
+    "training_run_claim",
+    "training_run_create",
+    "training_run_delete",
+    "training_run_enqueue",
+    "training_run_fail",
+    "training_run_fail_stale",
+    "training_run_progress",
+    "training_run_record",
+    "training_run_resume",
+    "training_run_retry",
+    "training_run_succeed",
+    "training_run_validate",
+]

@@ -1,0 +1,263 @@
+"""Transitions users ask for: create (validate, queue), cancel, retry and resume (one path), delete. Each checks
+the acting user's permission here (``access.rules.require``), whatever interface calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from access.roles import CREATOR_PERMS
+from access.rules import grant, require
+from audit.services import audit_record
+from datasets.models import Dataset
+from datasets.selectors import dataset_assert_trainable
+from dumpsite.errors import ApplicationError
+from models_registry.models import TrainedModel
+from models_registry.selectors import models_visible_to
+
+from ..engine.params import ParamError, validate_params
+from ..engine.presets import DEFAULT_PRESET, PRESETS
+from ..models import TrainingRun
+from ..selectors import last_checkpoint
+
+logger = logging.getLogger(__name__)
+Status = TrainingRun.Status
+TASK = "training.tasks.execute_training_run"
+
+
+def _check_base_model(base_model: TrainedModel, *, architecture: str, classes: list[str]) -> None:
+    """Fine-tuning loads the base model's whole state (backbone, neck and head): its classes must match exactly.
+
+    A head for other classes would be silently wrong (same shapes, other meaning) or would not load at all, so a
+    mismatch is refused rather than papered over.
+    """
+    if base_model.architecture != architecture:
+        raise ApplicationError(
+            f"Base model {base_model.name!r} is a {base_model.architecture} model; this run trains {architecture}.",
+            {"base_model": "architecture differs"},
+        )
+    if list(base_model.class_names) != list(classes):
+        raise ApplicationError(
+            f"Base model {base_model.name!r} predicts {base_model.class_names!r}, but the dataset's classes are "
+            f"{classes!r}. Fine-tuning needs the same classes in the same order.",
+            {"base_model": "classes differ"},
+        )
+    if not base_model.checkpoint:
+        raise ApplicationError(f"Base model {base_model.name!r} has no checkpoint.", {"base_model": "no checkpoint"})
+
+
+def training_run_validate(
+    *, dataset: Dataset, architecture: str, base_model: TrainedModel | None, parameters: dict | None
+) -> dict:
+    """Everything a run needs, checked before anything is saved. Returns the complete parameters."""
+    if architecture not in PRESETS:
+        raise ApplicationError(
+            f"Unknown architecture {architecture!r}.", {"architecture": f"choose one of {', '.join(PRESETS)}"}
+        )
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ApplicationError("Parameters must be an object of name: value.", {"parameters": "not an object"})
+    try:
+        params = validate_params(architecture, parameters)
+    except ParamError as exc:
+        raise ApplicationError("Invalid training parameters.", exc.errors) from exc
+    dataset_assert_trainable(dataset)
+    if base_model is not None:
+        _check_base_model(base_model, architecture=architecture, classes=dataset.class_names())
+    return params
+
+
+def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | None) -> None:
+    if user is None:  # the platform itself
+        return
+    require(user, "training.add_trainingrun", message="You may not start training runs.")
+    require(user, "datasets.use_dataset", dataset, message=f"You may not train on dataset {dataset.name!r}.")
+    if base_model is not None and not models_visible_to(user).filter(pk=base_model.pk).exists():
+        # The same answer as for an id that does not exist: a hidden model is not confirmed to exist.
+        raise ApplicationError("No such base model.", {"base_model": "no such model"})
+
+
+def _check_queue_share(user) -> None:
+    """One user may not fill the queue: at most TRAINING_MAX_QUEUED_PER_USER of their runs wait at once."""
+    limit = settings.TRAINING_MAX_QUEUED_PER_USER
+    if user is None or not limit:
+        return
+    # The user's row is locked for the rest of the transaction: two requests of one user cannot both pass.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    queued = TrainingRun.objects.filter(created_by=user, status=Status.QUEUED).count()
+    if queued >= limit:
+        raise ApplicationError(
+            f"You already have {queued} queued runs (the limit is {limit}); wait for them to start or cancel some.",
+            {"queued_runs": queued},
+        )
+
+
+@transaction.atomic
+def training_run_create(
+    *,
+    dataset: Dataset,
+    architecture: str | None = None,
+    base_model: TrainedModel | None = None,
+    parameters: dict | None = None,
+    name: str = "",
+    created_by=None,
+    retry_of: TrainingRun | None = None,
+    time_limit_seconds: int | None = None,
+    attempt: int = 1,
+    resume_checkpoint: str = "",
+) -> TrainingRun:
+    """Validate and queue a run. ``created_by`` (when given) must be allowed to train on the dataset and to use the
+    base model, and may not have more than the site's share of queued runs; the creator gets the run's object
+    permissions."""
+    _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
+    _check_queue_share(created_by)
+    if architecture is None:
+        architecture = base_model.architecture if base_model else DEFAULT_PRESET
+    params = training_run_validate(
+        dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters
+    )
+    if time_limit_seconds is not None and (
+        isinstance(time_limit_seconds, bool)
+        or not isinstance(time_limit_seconds, int)
+        or not 1 <= time_limit_seconds <= settings.TRAINING_RUN_TIMEOUT
+    ):
+        raise ApplicationError(
+            "Invalid time limit.",
+            {"time_limit_seconds": f"a whole number of seconds from 1 to {settings.TRAINING_RUN_TIMEOUT}"},
+        )
+    name = (name or "").strip() or f"{dataset.name} / {architecture}"
+    if len(name) > 200:
+        raise ApplicationError("The run name is too long.", {"name": "at most 200 characters"})
+    run = TrainingRun.objects.create(
+        name=name,
+        dataset=dataset,
+        architecture=architecture,
+        base_model=base_model,
+        parameters=params,
+        max_epochs=params["epochs"],
+        created_by=created_by,
+        retry_of=retry_of,
+        time_limit_seconds=time_limit_seconds,
+        attempt=attempt,
+        retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
+        resume_checkpoint=resume_checkpoint,
+    )
+    grant(created_by, CREATOR_PERMS["trainingrun"], run)
+    audit_record(
+        action="created",
+        obj=run,
+        actor=created_by,
+        dataset=dataset.pk,
+        architecture=architecture,
+        base_model=base_model.pk if base_model else None,
+        retry_of=retry_of.pk if retry_of else None,
+    )
+    transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
+    """queued -> cancelled at once; running -> cancelled, and the worker stops the training process group at its
+    next progress tick (about a second). Finished runs are refused. ``user`` needs the run's schedule permission."""
+    require(user, "training.schedule_trainingrun", run, message=f"You may not cancel run #{run.pk}.")
+    now = timezone.now()
+    updated = TrainingRun.objects.filter(pk=run.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.CANCELLED, finished_at=now, error_message=f"Cancelled by {_who(user)}."
+    )
+    run.refresh_from_db()
+    if not updated:
+        raise ApplicationError(
+            f"Run #{run.pk} is {run.status}; only queued or running runs can be cancelled.", {"status": run.status}
+        )
+    audit_record(action="cancelled", obj=run, actor=user)
+    return run
+
+
+def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
+    """Retry and resume: a new queued attempt of a failed or cancelled run, linked to it.
+
+    The attempt belongs to the run's owner (who retries it is recorded in the audit trail, not made its owner);
+    the one who asks needs the run's schedule permission and must be allowed to train on its data.
+    """
+    verb = "resume" if resume else "retry"
+    require(user, "training.schedule_trainingrun", run, message=f"You may not {verb} run #{run.pk}.")
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise ApplicationError(
+            f"Run #{run.pk} is {run.status}; only failed or cancelled runs can be "
+            f"{'resumed' if resume else 'retried'}.",
+            {"status": run.status},
+        )
+    checkpoint = last_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        raise ApplicationError(
+            f"Run #{run.pk} kept no checkpoint (it stopped before its first epoch ended); retry it instead.",
+            {"checkpoint": "none"},
+        )
+    _check_user_may_train(user, dataset=run.dataset, base_model=run.base_model)
+    owner = run.created_by or user
+    root = run.retry_of_root or run
+    with transaction.atomic():
+        attempt = TrainingRun.objects.filter(Q(pk=root.pk) | Q(retry_of_root=root)).aggregate(n=Max("attempt"))["n"] + 1
+        suffix = " (resumed)" if resume else f" (attempt {attempt})"
+        new = training_run_create(
+            dataset=run.dataset,
+            architecture=run.architecture,
+            base_model=run.base_model,
+            parameters=dict(run.parameters),
+            name=f"{root.name}{suffix}"[:200],
+            created_by=owner,
+            retry_of=run,
+            time_limit_seconds=run.time_limit_seconds,
+            attempt=attempt,
+            resume_checkpoint=str(checkpoint) if checkpoint else "",
+        )
+        audit_record(
+            action="resumed" if resume else "retried",
+            obj=run,
+            actor=user,
+            new_run=new.pk,
+            **({"checkpoint": checkpoint.name} if checkpoint else {}),
+        )
+    return new
+
+
+def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
+    """A new queued attempt with the same dataset, base model and parameters, linked to the one it retries."""
+    return _new_attempt(run=run, user=user, resume=False)
+
+
+def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
+    """A new attempt that continues a failed or cancelled run from its last epoch checkpoint (weights, optimizer,
+    learning-rate schedule and epoch), linked to it."""
+    return _new_attempt(run=run, user=user, resume=True)
+
+
+def training_run_delete(*, run: TrainingRun, user=None) -> None:
+    """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
+    require(user, "training.delete_trainingrun", run, message=f"You may not delete run #{run.pk}.")
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if not run.is_finished:
+            raise ApplicationError(
+                f"Run #{run.pk} is {run.status}; cancel it before deleting it.", {"status": run.status}
+            )
+        work = run.work_dir
+        audit_record(action="deleted", obj=run, actor=user)
+        run.delete()
+        transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
+
+
+def _who(user) -> str:
+    return getattr(user, "username", None) or "an operator"
+
+
+def training_run_enqueue(*, run_id: int) -> str:
+    from django_q.tasks import async_task
+
+    return async_task(TASK, run_id, task_name=f"training-run-{run_id}", group="training")
