@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from dumpsite.qcluster import start_cluster, stop_cluster
 
 
@@ -88,23 +90,27 @@ class Cluster:
             stop_cluster(self.proc)
 
 
-def proc_stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name: [0] state, [1] ppid, ... [19] starttime."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2 :].split()
-
-
 def process_start_boottime(pid: int) -> float:
-    """When a process started, in seconds of CLOCK_BOOTTIME (10 ms resolution)."""
-    return int(proc_stat(pid)[19]) / os.sysconf("SC_CLK_TCK")  # starttime, in clock ticks
+    """When a process started, in seconds of CLOCK_BOOTTIME (10 ms resolution). Read from /proc/<pid>/stat:
+    psutil's create_time adds the boot time, which Linux gives in whole seconds, so it can be off by up to a
+    second, and queue latency is measured in tenths."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    starttime = int(stat[stat.rindex(")") + 2 :].split()[19])  # clock ticks after boot
+    return starttime / os.sysconf("SC_CLK_TCK")
 
 
 def boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
+def rss_mib(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's high-water mark of resident memory. psutil has no such figure on Linux: the kernel's own
+    VmHWM line is read here."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for process {pid}")
+    raise RuntimeError(f"no VmHWM for process {pid}")

@@ -6,26 +6,16 @@ platform adds before the child starts (claim, COCO export, config, process spawn
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
+import psutil
 from django.contrib.auth.models import User
 from django.test import Client
+
+from dumpsite.qcluster import wait_for
 
 from .common import SCRATCH, Cluster, Figure, boottime, percentile, process_start_boottime
 from .training import trainer_session
 
 SAMPLES = 10
-
-
-def _wait(predicate, timeout: float, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError("the worker did not answer in time")
 
 
 def _platform_sample(client: Client, dataset_id: int, user: User) -> float:
@@ -38,13 +28,11 @@ def _platform_sample(client: Client, dataset_id: int, user: User) -> float:
     returned = boottime()
     assert response.status_code == 201, response.content
     run_id = response.json()["id"]
-    pid = _wait(lambda: TrainingRun.objects.filter(pk=run_id).values_list("training_pid", flat=True).first(), 60)
+    pid = _until(lambda: TrainingRun.objects.filter(pk=run_id).values_list("training_pid", flat=True).first(), 60)
     latency = process_start_boottime(pid) - returned
     training_run_cancel(run=TrainingRun.objects.get(pk=run_id), user=user)
-    _wait(
-        lambda: (
-            not Path(f"/proc/{pid}").exists() and TrainingRun.objects.filter(pk=run_id, status="cancelled").exists()
-        ),
+    _until(
+        lambda: not psutil.pid_exists(pid) and TrainingRun.objects.filter(pk=run_id, status="cancelled").exists(),
         60,
         interval=0.1,
     )
@@ -58,7 +46,7 @@ def _queue_sample() -> float:
     marker.unlink(missing_ok=True)
     async_task("bench.probe.note_start", str(marker))
     queued = boottime()
-    _wait(lambda: marker.exists() and marker.read_text(), 30)
+    _until(lambda: marker.exists() and marker.read_text(), 30)
     return float(marker.read_text()) - queued
 
 
@@ -84,3 +72,7 @@ def run() -> list[Figure]:
             "queue latency", "of which django-q2 itself (empty task), p50", f"{q50 * 1000:.0f} ms", "informative", None
         ),
     ]
+
+
+def _until(predicate, timeout: float, interval: float = 0.005):
+    return wait_for(predicate, timeout, interval, message="the worker")

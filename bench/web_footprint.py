@@ -14,9 +14,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-from .common import ROOT, SCRATCH, Figure, proc_stat, rss_mib
+import psutil
+
+from .common import ROOT, SCRATCH, Figure, peak_rss_mib, rss_mib
 
 REQUESTS = 300
 
@@ -36,26 +37,16 @@ def _get(port: int, path: str, token: str) -> int:
 
 def _worker_pid(master: int) -> int:
     for _ in range(300):
-        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master]
+        children = psutil.Process(master).children()
         if children:
-            return children[0]
+            return children[0].pid
         time.sleep(0.1)
     raise RuntimeError("gunicorn started no worker")
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        return int(proc_stat(pid)[1])
-    except OSError:
-        return None
-
-
 def _engine_rss() -> float:
     """RSS of a process that has only imported what the training child imports."""
-    code = (
-        "import torch, mmdet.apis, mmengine.runner\n"
-        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')][0])"
-    )
+    code = "import torch, mmdet.apis, mmengine.runner, psutil\nprint(psutil.Process().memory_info().rss // 1024)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
@@ -111,8 +102,8 @@ def run() -> list[Figure]:
         rss_start = rss_mib(worker)
         for i in range(REQUESTS):
             assert _get(port, paths[i % len(paths)], token.key) == 200, paths[i % len(paths)]
-        rss_after, rss_peak = rss_mib(worker), rss_mib(worker, "VmHWM")
-        maps = Path(f"/proc/{worker}/maps").read_text()
+        rss_after, rss_peak = rss_mib(worker), peak_rss_mib(worker)
+        maps = "\n".join(m.path for m in psutil.Process(worker).memory_maps(grouped=False))
         mapped = sorted({name for name in ("torch", "mmcv", "mmdet", "cv2") if f"/{name}/" in maps})
     finally:
         master.send_signal(signal.SIGTERM)

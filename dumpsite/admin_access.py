@@ -19,15 +19,24 @@ MAX_COMPARE_IDS = 20
 HIDDEN = "(not visible to you)"
 
 
-def related_model_html(pk: int | None, name: str, is_visible: bool):
-    """A link to a related trained model, or a neutral mark when the user may not see it: its name never shows."""
+def related_link(pk: int | None, is_visible: bool, *, url_name: str, name: str = ""):
+    """A link to a related object's admin page, or a neutral mark when the user may not see it: nothing of it
+    (name, id) shows then."""
     if pk is None:
         return "—"
     if not is_visible:
         return HIDDEN
-    return format_html(
-        '<a href="{}">#{} {}</a>', reverse("admin:models_registry_trainedmodel_change", args=[pk]), pk, name
-    )
+    label = f"#{pk} {name}" if name else f"#{pk}"
+    return format_html('<a href="{}">{}</a>', reverse(url_name, args=[pk]), label)
+
+
+def related_model_html(pk: int | None, name: str, is_visible: bool):
+    return related_link(pk, is_visible, url_name="admin:models_registry_trainedmodel_change", name=name)
+
+
+def fields_of(fieldsets) -> tuple[str, ...]:
+    """Every field named in ``fieldsets``, in order: for admins whose pages show and edit nothing else."""
+    return tuple(field for _, options in fieldsets for field in options["fields"])
 
 
 def parse_ids(text: str | None, limit: int = MAX_COMPARE_IDS) -> list[int]:

@@ -1,5 +1,5 @@
-"""Start and stop a django-q2 worker cluster (``manage.py qcluster``) as a child process: for the test suite's
-real workers and the benchmarks. Not imported by the web process."""
+"""Start and stop a django-q2 worker cluster (``manage.py qcluster``) as a child process, and wait for what it
+does: for the test suite's real workers and the benchmarks. Not imported by the web process."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +41,15 @@ def stop_cluster(proc: subprocess.Popen, timeout: float = 30) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, message: str = "condition"):
+    """Call ``predicate`` every ``interval`` seconds until it returns something true, and return that; after
+    ``timeout`` seconds, TimeoutError naming ``message``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {message}")

@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from access.rules import can
-from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
+from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
 from dumpsite.errors import ApplicationError
 
 from . import services
@@ -89,30 +89,8 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
         ),
         ("History", {"fields": ("history",)}),
     ]
-    readonly_fields = (
-        "published",
-        "origin",
-        "architecture",
-        "class_names",
-        "dataset_link",
-        "run_link",
-        "downloads",
-        "best_epoch",
-        "bbox_mAP",
-        "bbox_mAP_50",
-        "bbox_mAP_75",
-        "bbox_mAP_s",
-        "bbox_mAP_m",
-        "bbox_mAP_l",
-        "map_chart",
-        "checkpoint_sha256",
-        "config_sha256",
-        "parameter_count",
-        "training_duration",
-        "created_by",
-        "created_at",
-        "history",
-    )
+    # Everything on the page is read-only but what the service lets the user change.
+    readonly_fields = tuple(f for f in fields_of(fieldsets) if f not in ("name", "description"))
 
     class Media:
         css = {"all": ("admin_console/console.css",)}

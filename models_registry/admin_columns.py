@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from audit.selectors import audit_trail_html
-from dumpsite.admin_access import HIDDEN, related_model_html
+from dumpsite.admin_access import HIDDEN, related_link, related_model_html
 from dumpsite.charts import epoch_map_chart
 from dumpsite.formatting import metric
 
@@ -84,12 +84,8 @@ class ModelColumns:
     def run_link(self, obj):
         if obj.source_run_id is None:
             return "— (registered from files)" if obj.origin == "registered" else "— (run deleted)"
-        if not getattr(obj, "source_run_visible", False):
-            return HIDDEN
-        return format_html(
-            '<a href="{}">#{}</a>',
-            reverse("admin:training_trainingrun_change", args=[obj.source_run_id]),
-            obj.source_run_id,
+        return related_link(
+            obj.source_run_id, getattr(obj, "source_run_visible", False), url_name="admin:training_trainingrun_change"
         )
 
     @admin.display(description="downloads")

@@ -11,14 +11,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from PIL import Image
 
-from dumpsite.qcluster import start_cluster, stop_cluster
+from dumpsite.qcluster import start_cluster, stop_cluster, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="dumpsite-tests-"))
@@ -120,11 +119,4 @@ def worker_keeping_scratch(transactional_db, tmp_path):
     stop_worker(w)
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+__all__ = ["jpeg_bytes", "start_worker", "stop_worker", "wait_for", "worker_env"]

@@ -9,7 +9,7 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 
 from access.rules import can, visible
-from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, parse_ids
+from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
 from dumpsite.errors import ApplicationError
 from models_registry.selectors import models_visible_to
 
@@ -72,30 +72,7 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
         ("Outcome", {"fields": ("error_message", "log")}),
         ("History", {"fields": ("history",)}),
     ]
-    readonly_fields = (
-        "name",
-        "status_badge",
-        "progress",
-        "dataset",
-        "architecture",
-        "base_model_link",
-        "model_link",
-        "retry_of_link",
-        "attempt",
-        "created_by",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "heartbeat_at",
-        "duration",
-        "timings_table",
-        "curves",
-        "parameters_table",
-        "export_table",
-        "error_message",
-        "log",
-        "history",
-    )
+    readonly_fields = fields_of(fieldsets)  # a run's page is a view: actions change its state
 
     class Media:
         js = ("admin_console/progress.js",)

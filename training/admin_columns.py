@@ -8,7 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audit.selectors import audit_trail_html
-from dumpsite.admin_access import HIDDEN, related_model_html
+from dumpsite.admin_access import related_link, related_model_html
 from dumpsite.charts import Series, epoch_map_chart, line_chart
 from dumpsite.formatting import duration as format_duration
 
@@ -72,14 +72,8 @@ class RunColumns:
 
     @admin.display(description="retry of")
     def retry_of_link(self, obj):
-        if obj.retry_of_id is None:
-            return "—"
-        if not getattr(obj, "retry_of_visible", False):
-            return HIDDEN
-        return format_html(
-            '<a href="{}">#{}</a>',
-            reverse("admin:training_trainingrun_change", args=[obj.retry_of_id]),
-            obj.retry_of_id,
+        return related_link(
+            obj.retry_of_id, getattr(obj, "retry_of_visible", False), url_name="admin:training_trainingrun_change"
         )
 
     @admin.display(description="duration")
