@@ -7,17 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
-
 from dumpsite.errors import ApplicationError
 
 from .models import Dataset
 from .services import (
+    ImageImport,
     annotation_build,
     annotations_bulk_create,
     dataset_create,
-    dataset_image_create,
-    image_files_removed_on_error,
 )
 
 
@@ -111,7 +108,7 @@ def import_coco(
     category_names = [c.get("name") for c in categories]
 
     report = ImportReport()
-    with image_files_removed_on_error(), transaction.atomic():
+    with ImageImport() as batch:
         dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
         report.dataset = dataset
         classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"), strict=True)}
@@ -153,7 +150,7 @@ def import_coco(
                 report.reject(label, "file not found")
                 continue
             try:
-                image = dataset_image_create(dataset=dataset, content=path.read_bytes(), original_name=path.name)
+                image = batch.add(dataset=dataset, content=path.read_bytes(), original_name=path.name)
             except ApplicationError as exc:
                 report.reject(label, exc.message)
                 continue

@@ -14,16 +14,14 @@ from math import cos, radians
 
 import numpy as np
 from django.contrib.gis.geos import Point, Polygon
-from django.db import transaction
 from PIL import Image, ImageDraw, ImageFilter
 
 from .models import Dataset
 from .services import (
+    ImageImport,
     annotation_build,
     annotations_bulk_create,
     dataset_create,
-    dataset_image_create,
-    image_files_removed_on_error,
 )
 
 DEMO_CLASSES = ["waste_pile", "construction_debris"]
@@ -147,7 +145,7 @@ def tile_geometry(index: int, size: int = 256, columns: int = 20) -> tuple[Point
 def demo_dataset_create(
     *, name: str, images: int = 200, seed: int = 0, created_by=None, progress: Callable[[int, int], None] | None = None
 ) -> Dataset:
-    with image_files_removed_on_error(), transaction.atomic():
+    with ImageImport() as batch:
         dataset = dataset_create(
             name=name,
             class_names=DEMO_CLASSES,
@@ -159,7 +157,7 @@ def demo_dataset_create(
         for index in range(images):
             tile = generate_tile(seed, index)
             location, footprint = tile_geometry(index)
-            image = dataset_image_create(
+            image = batch.add(
                 dataset=dataset,
                 content=tile.jpeg,
                 original_name=f"tile_{index:05d}.jpg",

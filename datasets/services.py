@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime
 
 from django.contrib.gis.geos import Point, Polygon
@@ -19,23 +17,47 @@ from .images import clean_original_name, decode_image
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
 MAX_CLASS_NAME_LENGTH = 100
-_stored_files: ContextVar[list[str] | None] = ContextVar("stored_image_files", default=None)
 
 
-@contextmanager
-def image_files_removed_on_error():
-    """Within the block, every image file stored by :func:`dataset_image_create` is deleted again if the block
-    raises: the rows roll back with the transaction, and their files must not outlive them."""
-    token = _stored_files.set([])
-    try:
-        yield
-    except BaseException:
+class ImageImport:
+    """Many images as one unit: one transaction, and every file it stored removed again if it does not commit.
+
+    ``dataset_image_create`` on its own keeps its row and its file together; an import of many images (whose rows
+    roll back together) goes through this object, so that no file outlives its row::
+
+        with ImageImport() as batch:
+            dataset = dataset_create(...)
+            image = batch.add(dataset=dataset, content=..., original_name=...)
+    """
+
+    def __init__(self):
+        self.stored: list[str] = []
+        self._atomic = transaction.atomic()
+
+    def __enter__(self) -> ImageImport:
+        self._atomic.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self._atomic.__exit__(exc_type, exc, tb)  # commits, or rolls back the rows
+        except BaseException:
+            self._remove_files()
+            raise
+        if exc_type is not None:
+            self._remove_files()
+        return False
+
+    def add(self, **kwargs) -> DatasetImage:
+        """``dataset_image_create(**kwargs)``, its file removed again if the import does not commit."""
+        image = dataset_image_create(**kwargs)
+        self.stored.append(image.image.name)
+        return image
+
+    def _remove_files(self) -> None:
         storage = DatasetImage._meta.get_field("image").storage
-        for name in _stored_files.get():
+        for name in self.stored:
             storage.delete(name)
-        raise
-    finally:
-        _stored_files.reset(token)
 
 
 def validate_class_names(names) -> list[str]:
@@ -113,9 +135,6 @@ def dataset_image_create(
     except Exception:
         image.image.storage.delete(image.image.name)  # nothing half-written: no file without its row
         raise
-    collector = _stored_files.get()
-    if collector is not None:
-        collector.append(image.image.name)
     return image
 
 

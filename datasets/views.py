@@ -27,7 +27,8 @@ COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
 
 
 def thumbnail_path(image: DatasetImage) -> Path:
-    return Path(settings.DUMPSITE_THUMBNAIL_ROOT) / image.sha256[:2] / f"{image.sha256}-{THUMB}.jpg"
+    root = Path(settings.DUMPSITE_THUMBNAIL_ROOT or Path(settings.MEDIA_ROOT) / "thumbnails")
+    return root / image.sha256[:2] / f"{image.sha256}-{THUMB}.jpg"
 
 
 def base_thumbnail(image: DatasetImage) -> Image.Image:

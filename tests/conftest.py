@@ -15,19 +15,29 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test.utils import override_settings
 from PIL import Image
 
 from dumpsite.qcluster import start_cluster, stop_cluster, wait_for
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TEST_ROOT = Path(tempfile.mkdtemp(prefix="dumpsite-tests-"))
-settings.MEDIA_ROOT = TEST_ROOT / "media"
-settings.TRAINING_WORK_ROOT = TEST_ROOT / "runs"
-settings.TRAINING_MIN_FREE_BYTES = 0
 
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(TEST_ROOT, ignore_errors=True)
+@pytest.fixture(scope="session", autouse=True)
+def isolated_file_tree():
+    """Media, run scratch space and thumbnails in a temporary tree for the whole session (removed at its end),
+    and no free-disk floor; workers started by the tests get the same tree through their environment."""
+    root = Path(tempfile.mkdtemp(prefix="dumpsite-tests-"))
+    override = override_settings(
+        MEDIA_ROOT=root / "media",
+        TRAINING_WORK_ROOT=root / "runs",
+        DUMPSITE_THUMBNAIL_ROOT="",
+        TRAINING_MIN_FREE_BYTES=0,
+    )
+    override.enable()
+    try:
+        yield root
+    finally:
+        override.disable()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def jpeg_bytes(width: int = 64, height: int = 48, colour=(120, 130, 90)) -> bytes:
@@ -120,3 +130,11 @@ def worker_keeping_scratch(transactional_db, tmp_path):
 
 
 __all__ = ["jpeg_bytes", "start_worker", "stop_worker", "wait_for", "worker_env"]
+
+
+@pytest.fixture
+def world(db, roles, make_dataset, tmp_path):
+    """One user per role, a dataset, the owner's private run with its model, a published base model."""
+    from tests.world import build_world
+
+    return build_world(make_dataset, tmp_path)

@@ -21,4 +21,7 @@ def test_empty_chart_says_so():
 def test_ticks_cover_the_range_with_round_steps():
     ticks = _ticks(0.013, 0.87)
     assert ticks[0] <= 0.013 and ticks[-1] >= 0.87 and len(ticks) <= 8
-    assert _ticks(5, 5)  # a flat series still gets an axis
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert len(steps) == 1 and steps.pop() in (0.1, 0.2, 0.25, 0.5)  # one round step
+    flat = _ticks(5, 5)  # a flat series still gets an axis around its value
+    assert len(flat) >= 2 and flat[0] <= 5 <= flat[-1] and flat[0] < flat[-1]

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
-from tests.api.conftest import register_model
+from tests.world import register_model
 from training.models import TrainingRun
 from training.services import training_run_create
 

@@ -6,7 +6,7 @@ object but not do that to it. The run and its model belong to "owner" (a Trainer
 
 import pytest
 
-from tests.api.conftest import ROLES
+from tests.world import ROLES
 from training.models import TrainingRun
 
 

@@ -5,18 +5,25 @@ import json
 import pytest
 
 from training.engine.child import build_config, resolve_base_config
-from training.engine.config import build_overrides, deep_merge, restore_tuples
+from training.engine.config import build_overrides, restore_tuples
 from training.engine.job import TrainingJob
 from training.engine.params import validate_params
 from training.engine.presets import PRESETS
 
-EVIL = [
-    'quote " and \' and """',
-    "new\nline",
-    "__import__('os').system('touch /tmp/pwned-by-class')",
-    "'); import os; os.system('touch /tmp/pwned-2') #",
-    "déchets ♻",
-]
+
+def evil(sentinels) -> list[str]:
+    """Class names that would run code (touching a file under ``sentinels``) if they were ever pasted into Python
+    source or evaluated."""
+    return [
+        'quote " and \' and """',
+        "new\nline",
+        f"__import__('os').system('touch {sentinels}/pwned-by-class')",
+        f"'); import os; os.system('touch {sentinels}/pwned-2') #",
+        "déchets ♻",
+    ]
+
+
+EVIL = evil("/nonexistent")
 
 
 def overrides(classes=("waste", "debris"), load_from=None, **params):
@@ -97,9 +104,11 @@ def test_overrides_survive_json_unchanged():
     assert json.loads(json.dumps(o)) == o
 
 
-def test_deep_merge_does_not_touch_its_inputs():
-    a, b = {"x": {"y": 1, "z": [1]}}, {"x": {"y": 2}}
-    assert deep_merge(a, b) == {"x": {"y": 2, "z": [1]}} and a == {"x": {"y": 1, "z": [1]}}
+def test_building_overrides_leaves_the_preset_as_it_is():
+    before = json.dumps(PRESETS["retinanet_r18_tiny"].model_overrides, sort_keys=True)
+    o = overrides(frozen_stages=2)
+    assert o["model"]["backbone"]["frozen_stages"] == 2
+    assert json.dumps(PRESETS["retinanet_r18_tiny"].model_overrides, sort_keys=True) == before
 
 
 def test_restore_tuples_only_touches_resize_scales():
@@ -125,28 +134,29 @@ def test_base_configs_resolve_inside_mmdet_only():
 
 
 def test_merged_config_keeps_class_names_as_data(tmp_path):
+    sentinels = tmp_path / "sentinels"
+    sentinels.mkdir()
+    names = evil(sentinels)
     job = TrainingJob(
         base_config=PRESETS["retinanet_r18_tiny"].base_config,
-        overrides=overrides(classes=EVIL),
-        classes=EVIL,
+        overrides=overrides(classes=names),
+        classes=names,
         work_dir=str(tmp_path),
         events_file="e",
         result_file="r",
         output_dir="o",
     )
     cfg = build_config(job)
-    assert list(cfg.train_dataloader.dataset.metainfo.classes) == EVIL
-    assert cfg.model.bbox_head.num_classes == len(EVIL)
+    assert list(cfg.train_dataloader.dataset.metainfo.classes) == names
+    assert cfg.model.bbox_head.num_classes == len(names)
     assert cfg.model.backbone.init_cfg is None  # nothing to download
     assert cfg.optim_wrapper.optimizer.type == "AdamW" and "momentum" not in cfg.optim_wrapper.optimizer
     assert cfg.train_dataloader.dataset.pipeline[2]["scale"] == (256, 256)
     cfg.dump(str(tmp_path / "config.json"))
     stored = json.loads((tmp_path / "config.json").read_text())
-    assert stored["train_dataloader"]["dataset"]["metainfo"]["classes"] == EVIL
+    assert stored["train_dataloader"]["dataset"]["metainfo"]["classes"] == names
     assert not any(p.suffix == ".py" for p in tmp_path.iterdir())
-    import os
-
-    assert not os.path.exists("/tmp/pwned-by-class") and not os.path.exists("/tmp/pwned-2")
+    assert not list(sentinels.iterdir())  # nothing ran
 
 
 def test_standard_preset_sets_the_roi_head_class_count():

@@ -47,5 +47,14 @@ def test_all_errors_are_reported_at_once():
 
 
 def test_every_spec_describes_its_range():
-    for spec in PARAM_SPECS.values():
-        assert spec.describe()
+    described = {name: spec.describe() for name, spec in PARAM_SPECS.items()}
+    assert described["epochs"] == "int from 1 to 500" and described["batch_size"] == "int from 1 to 128"
+    assert described["optimizer"] == "one of AdamW, SGD"
+    for name, spec in PARAM_SPECS.items():
+        if spec.choices:
+            assert all(choice in described[name] for choice in spec.choices), name
+        else:
+            low, high = (int(spec.minimum), int(spec.maximum)) if spec.kind is int else (spec.minimum, spec.maximum)
+            assert described[name].endswith(
+                f"from {low:g} to {high:g}" if spec.kind is float else f"from {low} to {high}"
+            ), name

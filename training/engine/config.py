@@ -27,17 +27,6 @@ def checkpoint_epoch(path) -> int:
     return int(match.group(1)) if match else 0
 
 
-def deep_merge(base: dict, extra: dict) -> dict:
-    """Return ``base`` with ``extra`` merged in recursively (dicts merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
         target = target.setdefault(key, {})
@@ -148,7 +137,8 @@ def build_overrides(
             "dataset": dataset(ann_file, pipeline, test_mode),
         }
 
-    model = deep_merge(preset.model_overrides, {"backbone": {"frozen_stages": params["frozen_stages"]}})
+    model = copy.deepcopy(preset.model_overrides)  # the preset's own dict stays as it is
+    model.setdefault("backbone", {})["frozen_stages"] = params["frozen_stages"]
     for path in preset.num_classes_paths:
         _set_path(model, path, len(classes))
     evaluator = {

@@ -14,8 +14,6 @@ class ProgressEventsHook(Hook):
     def __init__(self, events_file: str):
         self.events_file = events_file
         self._fh = None
-        self._t0 = None
-        self._iter0 = 0
 
     def _write(self, event: str, **payload) -> None:
         if self._fh is None:
@@ -24,8 +22,6 @@ class ProgressEventsHook(Hook):
         self._fh.flush()
 
     def before_train(self, runner) -> None:
-        self._t0 = time.monotonic()
-        self._iter0 = runner.iter
         self._write(
             "start",
             max_epochs=runner.max_epochs,
@@ -36,8 +32,9 @@ class ProgressEventsHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         done = runner.iter + 1  # runner.iter counts from 0 and is advanced after this hook
-        elapsed = time.monotonic() - self._t0
-        per_iter = elapsed / max(done - self._iter0, 1)
+        # mmengine's IterTimerHook (priority NORMAL, so before this VERY_LOW hook) has just put this iteration's
+        # training ETA in the message hub: the same figure its log lines print.
+        eta = runner.message_hub.get_info("eta")
         losses = {k: round(float(v.detach() if hasattr(v, "detach") else v), 6) for k, v in (outputs or {}).items()}
         lr = runner.optim_wrapper.get_lr().get("lr", [None])[0]
         self._write(
@@ -47,7 +44,7 @@ class ProgressEventsHook(Hook):
             max_iters=runner.max_iters,
             losses=losses,
             lr=lr,
-            eta=round(per_iter * (runner.max_iters - done), 1),
+            eta=None if eta is None else round(float(eta), 1),
         )
 
     def after_val_epoch(self, runner, metrics=None) -> None:

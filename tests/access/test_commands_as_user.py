@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from dumpsite.commands import ensure_operator
 from models_registry.models import TrainedModel
-from tests.api.conftest import make_user
+from tests.world import make_user
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from training.models import TrainingRun
 
 
 @pytest.fixture
-def world(make_dataset):
+def permission_cases(make_dataset):
     dataset = make_dataset(name="d", images=1)
     other = make_dataset(name="e", images=1)
     runs = [TrainingRun.objects.create(name=f"r{i}", dataset=dataset, parameters={}) for i in range(4)]
@@ -50,8 +50,8 @@ def world(make_dataset):
         ("inactive", set()),
     ],
 )
-def test_visible_matches_guardian(world, who, expected):
-    users, runs = world
+def test_visible_matches_guardian(permission_cases, who, expected):
+    users, runs = permission_cases
     user = User.objects.get(pk=users[who].pk)  # fresh permission caches
     ours = set(visible(user, "training.view_trainingrun", TrainingRun.objects.all()))
     assert ours == {runs[i] for i in expected}
@@ -67,8 +67,8 @@ def test_visible_matches_guardian(world, who, expected):
         )
 
 
-def test_visible_keeps_the_queryset_filters_and_refuses_a_foreign_permission(world):
-    users, runs = world
+def test_visible_keeps_the_queryset_filters_and_refuses_a_foreign_permission(permission_cases):
+    users, runs = permission_cases
     both = User.objects.get(pk=users["both"].pk)
     assert list(visible(both, "training.view_trainingrun", TrainingRun.objects.filter(name="r3"))) == [runs[3]]
     assert [d.name for d in visible(users["own"], "datasets.view_dataset", Dataset.objects.all())] == ["e"]

@@ -82,7 +82,7 @@ def test_filtering_by_a_hidden_id_looks_like_filtering_by_a_missing_one(world, p
 
 
 def test_a_published_model_does_not_reveal_its_private_run_or_base(world, private_base, tmp_path):
-    from tests.api.conftest import register_model
+    from tests.world import register_model
     from training.services import training_run_create
 
     run = training_run_create(
@@ -120,7 +120,7 @@ def test_admin_filters_list_only_visible_datasets(world, make_dataset, tmp_path)
     from django.contrib.auth.models import User
     from guardian.shortcuts import assign_perm
 
-    from tests.api.conftest import register_model
+    from tests.world import register_model
     from training.services import training_run_create
 
     # A dataset private to the owner, with a model trained on it that everyone sees (published).

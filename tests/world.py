@@ -1,11 +1,11 @@
-"""A small world for API tests: one user per role, a dataset, a private run with its model, a published model."""
+"""The shared test world: one user per role, a dataset, a private run with its model, a published model. The
+``world`` fixture (tests/conftest.py) builds it; tests import its helpers from here."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
@@ -80,8 +80,7 @@ def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
     )
 
 
-@pytest.fixture
-def world(db, roles, make_dataset, tmp_path) -> World:
+def build_world(make_dataset, tmp_path) -> World:
     users = {role: make_user(role, GROUP_OF.get(role)) for role in ROLES if role != "anonymous"}
     dataset = make_dataset(name="shared")
     run = training_run_create(dataset=dataset, parameters={"epochs": 2}, name="owner's run", created_by=users["owner"])

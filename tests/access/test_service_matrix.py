@@ -13,7 +13,7 @@ from datasets.services import annotation_update, dataset_create, dataset_image_u
 from dumpsite.errors import ApplicationError
 from models_registry import services as registry
 from models_registry.models import TrainedModel
-from tests.api.conftest import ROLES
+from tests.world import ROLES
 from training import services as training
 from training.models import TrainingRun
 
