@@ -16,32 +16,27 @@ from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from . import services
 from .models import METRIC_FIELDS, TrainedModel
-from .selectors import model_lineage, models_visible_to, related_visibility
+from .selectors import model_lineage, models_visible_to, visible_related_ids
 
 
 @extend_schema_field(OpenApiTypes.INT)
 class VisibleIdField(serializers.Field):
-    """The id of a related object, or null when the user may not see it (the queryset annotates
-    ``<name>_visible``): a published model does not confirm that a private run or model exists."""
+    """The id of a related object, or null when the user may not see it: a published model does not confirm that
+    a private run or model exists. The view puts the visible ids of the page in the context
+    (``visible_related``); an object fresh from a service is asked about on its own."""
 
     def __init__(self, **kwargs):
         super().__init__(read_only=True, allow_null=True, **kwargs)
 
     def get_attribute(self, instance):
         pk = getattr(instance, f"{self.field_name}_id")
-        flag = f"{self.field_name}_visible"
-        if pk is not None and not hasattr(instance, flag):  # an object fresh from a service: ask once
-            request = self.context.get("request")
-            user = getattr(request, "user", None)
-            setattr(
-                instance,
-                flag,
-                TrainedModel.objects.filter(pk=instance.pk)
-                .annotate(**related_visibility(user))
-                .values_list(flag, flat=True)
-                .first(),
-            )
-        return pk if getattr(instance, flag, False) else None
+        if pk is None:
+            return None
+        visible_ids = self.context.get("visible_related")
+        if visible_ids is None:
+            user = getattr(self.context.get("request"), "user", None)
+            visible_ids = visible_related_ids(user, [instance])
+        return pk if pk in visible_ids[self.field_name] else None
 
     def to_representation(self, value):
         return value
@@ -141,7 +136,13 @@ class TrainedModelViewSet(
         user = self.request.user
         return models_visible_to(
             user, TrainedModel.objects.select_related("created_by", "published_by").defer("metrics_history")
-        ).annotate(**related_visibility(user))
+        )
+
+    def list(self, request, *args, **kwargs):
+        """The page, with the related objects the user may see found in three queries for the whole page."""
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        context = {**self.get_serializer_context(), "visible_related": visible_related_ids(request.user, page)}
+        return self.get_paginated_response(TrainedModelSerializer(page, many=True, context=context).data)
 
     def perform_destroy(self, instance):
         services.trained_model_delete(model=instance, user=self.request.user)

@@ -34,6 +34,24 @@ def related_visibility(user) -> dict:
     }
 
 
+RELATED = ("base_model", "source_run", "dataset")
+
+
+def visible_related_ids(user, models) -> dict[str, set[int]]:
+    """For a page of models: which of their base models, source runs and datasets ``user`` may see, as sets of
+    ids. Three queries whatever the page size (the list endpoint's cost stays flat; per-row subqueries doubled
+    it for object-permission users)."""
+    wanted = {name: {getattr(m, f"{name}_id") for m in models} - {None} for name in RELATED}
+    runs = apps.get_model("training", "TrainingRun").objects.all()
+    datasets = apps.get_model("datasets", "Dataset").objects.all()
+    seen = {
+        "base_model": models_visible_to(user),
+        "source_run": visible(user, "training.view_trainingrun", runs),
+        "dataset": visible(user, "datasets.view_dataset", datasets),
+    }
+    return {name: set(seen[name].filter(pk__in=wanted[name]).values_list("pk", flat=True)) for name in RELATED}
+
+
 def model_lineage(model: TrainedModel, user) -> dict:
     """Ancestors (nearest first) and the tree of descendants, limited to the models the user may see."""
     seen = models_visible_to(user)
