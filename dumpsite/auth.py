@@ -9,6 +9,7 @@ shared cache; past ``DUMPSITE_LOGIN_RATE`` they are answered 429 without checkin
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -83,8 +84,6 @@ class LoginThrottleMiddleware:
     def _username(request) -> str:
         try:
             if request.content_type == "application/json":
-                import json
-
                 body = json.loads(request.body or b"{}")
                 return str(body.get("username", "")).casefold()[:150] if isinstance(body, dict) else ""
             return request.POST.get("username", "").casefold()[:150]

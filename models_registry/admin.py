@@ -132,14 +132,12 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             ),
         ] + super().get_urls()
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         """The parts of the page that depend on who looks (the publish button, the lineage as that user may see
         it) are computed here with the request and handed to the template; nothing is stashed on the object."""
-        obj = self.get_object(request, object_id)
-        extra = dict(extra_context or {})
         if obj is not None:
-            extra.update(publish_button=self._publish_button(request, obj), lineage=lineage_html(obj, request.user))
-        return super().change_view(request, object_id, form_url, extra)
+            context.update(publish_button=self._publish_button(request, obj), lineage=lineage_html(obj, request.user))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _publish_button(self, request, obj):
         if not can(request.user, "models_registry.publish_trainedmodel", obj):

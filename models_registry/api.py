@@ -33,9 +33,11 @@ class VisibleIdField(serializers.Field):
         if pk is None:
             return None
         visible_ids = self.context.get("visible_related")
-        if visible_ids is None:
-            user = getattr(self.context.get("request"), "user", None)
-            visible_ids = visible_related_ids(user, [instance])
+        if visible_ids is None:  # one object: asked once for all its related fields (the context is shared)
+            asked = self.context.setdefault("visible_related_of", {})
+            if instance.pk not in asked:
+                asked[instance.pk] = visible_related_ids(getattr(self.context.get("request"), "user", None), [instance])
+            visible_ids = asked[instance.pk]
         return pk if pk in visible_ids[self.field_name] else None
 
     def to_representation(self, value):

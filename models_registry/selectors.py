@@ -19,22 +19,28 @@ def models_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
     return own
 
 
-def related_visibility(user) -> dict:
-    """Annotations for a queryset of models: may ``user`` see each one's base model, source run and dataset?
+RELATED = ("base_model", "source_run", "dataset")
+
+
+def _visible_related(user) -> dict[str, QuerySet]:
+    """The base models, source runs and datasets ``user`` may see, one queryset each (``RELATED`` order).
     Interfaces show a related object's name or id only when it is visible, so a private run or model is never
     confirmed to exist through a published model that refers to it."""
     runs = apps.get_model("training", "TrainingRun").objects.all()
     datasets = apps.get_model("datasets", "Dataset").objects.all()
     return {
-        "base_model_visible": Exists(models_visible_to(user).filter(pk=OuterRef("base_model_id"))),
-        "source_run_visible": Exists(
-            visible(user, "training.view_trainingrun", runs).filter(pk=OuterRef("source_run_id"))
-        ),
-        "dataset_visible": Exists(visible(user, "datasets.view_dataset", datasets).filter(pk=OuterRef("dataset_id"))),
+        "base_model": models_visible_to(user),
+        "source_run": visible(user, "training.view_trainingrun", runs),
+        "dataset": visible(user, "datasets.view_dataset", datasets),
     }
 
 
-RELATED = ("base_model", "source_run", "dataset")
+def related_visibility(user) -> dict:
+    """Annotations for a queryset of models (admin lists): ``<name>_visible`` for each of ``RELATED``."""
+    return {
+        f"{name}_visible": Exists(seen.filter(pk=OuterRef(f"{name}_id")))
+        for name, seen in _visible_related(user).items()
+    }
 
 
 def visible_related_ids(user, models) -> dict[str, set[int]]:
@@ -42,14 +48,10 @@ def visible_related_ids(user, models) -> dict[str, set[int]]:
     ids. Three queries whatever the page size (the list endpoint's cost stays flat; per-row subqueries doubled
     it for object-permission users)."""
     wanted = {name: {getattr(m, f"{name}_id") for m in models} - {None} for name in RELATED}
-    runs = apps.get_model("training", "TrainingRun").objects.all()
-    datasets = apps.get_model("datasets", "Dataset").objects.all()
-    seen = {
-        "base_model": models_visible_to(user),
-        "source_run": visible(user, "training.view_trainingrun", runs),
-        "dataset": visible(user, "datasets.view_dataset", datasets),
+    return {
+        name: set(seen.filter(pk__in=wanted[name]).values_list("pk", flat=True))
+        for name, seen in _visible_related(user).items()
     }
-    return {name: set(seen[name].filter(pk__in=wanted[name]).values_list("pk", flat=True)) for name in RELATED}
 
 
 def model_lineage(model: TrainedModel, user) -> dict:

@@ -16,13 +16,7 @@ PRODUCTION = {
 
 
 def check_deploy(**env) -> subprocess.CompletedProcess:
-    # The process environment of a production server: none of this test process's own switches (the browser
-    # tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright's live server, which --deploy rightly refuses).
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_HTTPS", "DJANGO_SECURE", "DJANGO_HSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))
-    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_HTTPS", "DJANGO_SECURE", "DJANGO_HSTS"))}
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,

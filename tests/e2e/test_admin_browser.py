@@ -4,25 +4,30 @@ real django-q2 worker training the tiny preset. Screenshots of the main pages go
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
+from playwright import sync_api as playwright_sync
 
 from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
 from training.models import TrainingRun
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls below are ordinary synchronous ones.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-from playwright import sync_api as playwright_sync  # noqa: E402
-
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def sync_orm_beside_playwright():
+    """Playwright's sync API runs an event loop in this thread; the ORM calls here are ordinary synchronous ones.
+    The switch is on for these tests only (set at import, it leaked into every later test of the session)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
 
 
 @pytest.fixture
