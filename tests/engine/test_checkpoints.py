@@ -72,14 +72,53 @@ def test_inspection_runs_in_a_child_and_refuses_malicious_files(tmp_path):
     with pytest.raises(ValueError, match="weights-only"):
         inspect_checkpoint(str(tmp_path / "evil.pth"), "retinanet_r18_tiny")
     assert not sentinel.exists()
-    torch.save(
-        {
-            "state_dict": {"bbox_head.retina_cls.weight": torch.zeros(18, 64, 3, 3)},
-            "meta": {"dataset_meta": {"classes": ["a", "b"]}},
-        },
-        tmp_path / "ok.pth",
-    )
+    from tests.zoo import build_model
+
+    state = build_model("retinanet_r18_tiny", 2).state_dict()
+    torch.save({"state_dict": state, "meta": {"dataset_meta": {"classes": ["a", "b"]}}}, tmp_path / "ok.pth")
     report = inspect_checkpoint(str(tmp_path / "ok.pth"), "retinanet_r18_tiny")
-    assert report == {"parameter_count": 18 * 64 * 9, "num_classes": 2, "classes": ["a", "b"]}
+    assert report["num_classes"] == 2 and report["classes"] == ["a", "b"]
+    assert report["class_source"] == "meta.dataset_meta.classes" and report["tensors"] == len(state)
+    assert report["parameter_count"] == sum(
+        t.numel() for k, t in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
+    assert report["config"]["model"]["bbox_head"]["num_classes"] == 2 and report["config"]["load_from"] is None
     with pytest.raises(ValueError, match="no roi_head"):
         inspect_checkpoint(str(tmp_path / "ok.pth"), "faster_rcnn_r50_fpn")
+
+
+def test_inspection_refuses_another_architecture_and_partial_files(tmp_path):
+    from tests.zoo import build_model
+
+    state = build_model("retinanet_r18_tiny", 2).state_dict()
+    # A stock RetinaNet neck (256 channels) is another architecture than the tiny preset's (64).
+    other = {**state, "neck.fpn_convs.0.conv.weight": torch.zeros(256, 256, 3, 3)}
+    torch.save({"state_dict": other}, tmp_path / "other.pth")
+    with pytest.raises(
+        ValueError, match="not a retinanet_r18_tiny checkpoint: .*neck.fpn_convs.0.conv.weight is 256x256x3x3"
+    ):
+        inspect_checkpoint(str(tmp_path / "other.pth"), "retinanet_r18_tiny")
+    partial = {k: v for k, v in state.items() if not k.startswith("neck.")}
+    torch.save({"state_dict": partial}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="is missing from the base model"):
+        inspect_checkpoint(str(tmp_path / "partial.pth"), "retinanet_r18_tiny")
+    data = (tmp_path / "other.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="weights-only"):
+        inspect_checkpoint(str(tmp_path / "truncated.pth"), "retinanet_r18_tiny")
+
+
+@pytest.mark.parametrize("layout", ["2.x", "3.x", "bare"])
+def test_zoo_layouts_give_class_names(tmp_path, layout):
+    from mmdet.datasets import CocoDataset
+
+    from tests.zoo import build_model, make_zoo_checkpoint
+
+    state = build_model("retinanet_r18_tiny", 80).state_dict()
+    path = make_zoo_checkpoint(tmp_path / "zoo.pth", "retinanet_r18_tiny", layout=layout, state=state)
+    report = inspect_checkpoint(str(path), "retinanet_r18_tiny")
+    assert report["num_classes"] == 80 and report["classes"] == list(CocoDataset.METAINFO["classes"])
+    assert (
+        report["class_source"]
+        == {"2.x": "meta.CLASSES", "3.x": "meta.dataset_meta.classes", "bare": "COCO (80 classes)"}[layout]
+    )

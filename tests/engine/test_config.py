@@ -217,3 +217,27 @@ def test_a_published_config_names_no_server_paths_and_reads_back_literally(tmp_p
     stock = Config.fromfile(str(tmp_path / "model_config.json"))  # what a user's plain MMDetection does
     assert list(stock.train_dataloader.dataset.metainfo.classes) == TEMPLATES
     assert json.loads(text)["train_dataloader"]["dataset"]["metainfo"]["classes"] == TEMPLATES
+
+
+def test_amp_accumulation_early_stopping_and_loader_workers_reach_the_config():
+    plain = overrides()
+    assert plain["optim_wrapper"]["type"] == "OptimWrapper" and "accumulative_counts" not in plain["optim_wrapper"]
+    assert plain["custom_hooks"] == [] and plain["train_dataloader"]["num_workers"] == 0
+    o = overrides(amp=True, accumulate=4, patience=3, data_workers=2)
+    assert o["optim_wrapper"]["type"] == "AmpOptimWrapper" and o["optim_wrapper"]["loss_scale"] == "dynamic"
+    assert o["optim_wrapper"]["accumulative_counts"] == 4
+    assert o["custom_hooks"] == [
+        {"type": "EarlyStoppingHook", "monitor": "coco/bbox_mAP", "rule": "greater", "min_delta": 0.0, "patience": 3}
+    ]
+    assert o["train_dataloader"]["num_workers"] == 2 and o["train_dataloader"]["persistent_workers"] is True
+    assert o["val_dataloader"]["num_workers"] == 2
+
+
+def test_device_selection():
+    from training.engine.device import DeviceError, select_device
+
+    assert select_device(cuda_available=False, amp=False) == "cpu"
+    assert select_device(cuda_available=True, amp=False) == "cuda"
+    assert select_device(cuda_available=True, amp=True) == "cuda"
+    with pytest.raises(DeviceError, match="Mixed precision \\(amp\\) needs a GPU, and this worker has none"):
+        select_device(cuda_available=False, amp=True)

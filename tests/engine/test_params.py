@@ -1,11 +1,11 @@
 import pytest
 
-from training.engine.params import PARAM_SPECS, ParamError, validate_params
+from training.engine.params import COMMON_DEFAULTS, PARAM_SPECS, ParamError, validate_params
 from training.engine.presets import PRESETS
 
 
 def test_defaults_come_from_the_preset():
-    assert validate_params("retinanet_r18_tiny", None) == PRESETS["retinanet_r18_tiny"].defaults
+    assert validate_params("retinanet_r18_tiny", None) == {**COMMON_DEFAULTS, **PRESETS["retinanet_r18_tiny"].defaults}
 
 
 def test_given_values_override_and_are_coerced():
@@ -32,6 +32,13 @@ def test_given_values_override_and_are_coerced():
         ({"seed": -1}, "seed"),
         ({"optimizer": "Adam"}, "optimizer"),
         ({"optimizer": None, "bogus": 1}, "bogus"),
+        ({"amp": "yes"}, "amp"),
+        ({"amp": 1}, "amp"),
+        ({"accumulate": 0}, "accumulate"),
+        ({"accumulate": 65}, "accumulate"),
+        ({"patience": -1}, "patience"),
+        ({"data_workers": 33}, "data_workers"),
+        ({"data_workers": 1.5}, "data_workers"),
     ],
 )
 def test_out_of_range_or_wrong_type_is_named(given, key):
@@ -51,10 +58,19 @@ def test_every_spec_describes_its_range():
     assert described["epochs"] == "int from 1 to 500" and described["batch_size"] == "int from 1 to 128"
     assert described["optimizer"] == "one of AdamW, SGD"
     for name, spec in PARAM_SPECS.items():
-        if spec.choices:
+        if spec.kind is bool:
+            assert described[name] == "true or false"
+        elif spec.choices:
             assert all(choice in described[name] for choice in spec.choices), name
         else:
             low, high = (int(spec.minimum), int(spec.maximum)) if spec.kind is int else (spec.minimum, spec.maximum)
             assert described[name].endswith(
                 f"from {low:g} to {high:g}" if spec.kind is float else f"from {low} to {high}"
             ), name
+
+
+def test_training_controls_default_off_and_validate():
+    params = validate_params("faster_rcnn_r50_fpn", {})
+    assert (params["amp"], params["accumulate"], params["patience"], params["data_workers"]) == (False, 1, 0, 0)
+    params = validate_params("faster_rcnn_r50_fpn", {"amp": True, "accumulate": 4, "patience": 3, "data_workers": 2})
+    assert (params["amp"], params["accumulate"], params["patience"], params["data_workers"]) == (True, 4, 3, 2)

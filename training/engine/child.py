@@ -9,6 +9,7 @@ config (JSON) and ``result.json`` for the worker to register. Exit status 0 mean
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -80,20 +81,61 @@ def _best_checkpoint(runner, work_dir: str) -> str:
     raise RuntimeError("training finished but no checkpoint was saved")
 
 
+def apply_transfer(cfg, job: TrainingJob) -> dict | None:
+    """Load the base model's weights explicitly: compare them with the run's model tensor by tensor, keep what
+    fits, leave the class-dependent layers to their initialisation when the classes differ, and point the config
+    at the filtered checkpoint. Returns the plan (recorded on the run); None when there is no base model to load
+    or the attempt resumes (its checkpoint is already the run's own)."""
+    if not job.transfer or not cfg.get("load_from") or cfg.get("resume"):
+        return None
+    import torch
+    from mmdet.registry import MODELS
+
+    from .checkpoints import load_checkpoint
+    from .transfer import NEW_CLASSES, plan_transfer
+
+    model_shapes = {k: tuple(v.shape) for k, v in MODELS.build(copy.deepcopy(cfg.model)).state_dict().items()}
+    state = load_checkpoint(cfg.load_from)["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    plan = plan_transfer(
+        model_shapes,
+        {k: tuple(v.shape) for k, v in state.items()},
+        class_dependent=job.transfer.get("class_dependent") or (),
+        new_classes=job.transfer.get("mode") == NEW_CLASSES,
+        reason=job.transfer.get("reason") or "",
+    )
+    skip = {entry["key"] for entry in plan["reinitialised"]}
+    kept = {k: v for k, v in state.items() if k in model_shapes and k not in skip}
+    filtered = os.path.join(job.work_dir, "base_weights.pth")
+    torch.save({"state_dict": kept, "meta": {"transfer": plan["mode"]}}, filtered)
+    cfg.load_from = filtered
+    return plan
+
+
+def _write_event(job: TrainingJob, event: str, **payload) -> None:
+    with open(job.events_file, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"event": event, "time": time.time(), **payload}) + "\n")
+
+
 def train(job: TrainingJob) -> dict:
     import mmdet
+    import torch
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
     from .checkpoints import install_safe_globals, save_weights
+    from .device import describe_device, library_versions, select_device
     from .progress_hook import ProgressEventsHook
 
     started = time.monotonic()
+    device = select_device(cuda_available=torch.cuda.is_available(), amp=job.amp)
     install_safe_globals()
     register_all_modules(init_default_scope=True)
     cfg = build_config(job)
     os.makedirs(job.work_dir, exist_ok=True)
     os.makedirs(job.output_dir, exist_ok=True)
+    transfer = apply_transfer(cfg, job)
+    _write_event(job, "setup", device=describe_device(device), transfer=transfer)
     config_file = os.path.join(job.output_dir, "config.json")
     cfg.dump(config_file)
     publish_file = os.path.join(job.output_dir, "model_config.json")
@@ -107,6 +149,7 @@ def train(job: TrainingJob) -> dict:
     train_started = time.monotonic()
     runner.train()
     train_s = time.monotonic() - train_started
+    stopped_early = bool(getattr(runner.train_loop, "stop_training", False)) and runner.epoch < runner.max_epochs
 
     best = _best_checkpoint(runner, job.work_dir)
     model_file = os.path.join(job.output_dir, "model.pth")
@@ -125,6 +168,13 @@ def train(job: TrainingJob) -> dict:
         "classes": job.classes,
         "duration_s": round(time.monotonic() - started, 3),
         "train_s": round(train_s, 3),
+        "epochs_trained": runner.epoch,
+        "max_epochs": runner.max_epochs,
+        "stopped_early": stopped_early,
+        "patience": next(
+            (h.get("patience") for h in cfg.get("custom_hooks") or [] if h.get("type") == "EarlyStoppingHook"), None
+        ),
+        "versions": library_versions(),
     }
     write_json(job.result_file, result)
     return result
@@ -140,10 +190,17 @@ def write_json(path: str, data) -> None:
 def _record_error(job: TrainingJob | None, exc: BaseException) -> None:
     if job is None:
         return
+    from .device import DeviceError
+    from .transfer import TransferError
+
     text = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
-    with open(job.events_file, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"event": "error", "time": time.time(), "message": message[:2000]}) + "\n")
+    if isinstance(exc, DeviceError):
+        message = text[0]
+    elif isinstance(exc, TransferError):
+        message = f"The base model cannot be loaded: {text[0]}"
+    else:
+        message = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    _write_event(job, "error", message=message[:2000])
 
 
 def exit_with_parent(interval: float = 1.0) -> None:
@@ -174,8 +231,7 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         _record_error(job, exc)
         return 1
-    with open(job.events_file, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"event": "done", "time": time.time()}) + "\n")
+    _write_event(job, "done")
     return 0
 
 

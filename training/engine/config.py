@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import keyword
+import math
 import re
 from typing import Any
 
@@ -27,13 +29,13 @@ def checkpoint_epoch(path) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
+def set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
         target = target.setdefault(key, {})
     target[path[-1]] = value
 
 
-def _pipelines(size: int) -> tuple[list[dict], list[dict]]:
+def pipelines(size: int) -> tuple[list[dict], list[dict]]:
     scale = [size, size]
     train = [
         {"type": "LoadImageFromFile"},
@@ -88,12 +90,34 @@ def _optimizer(params: dict) -> dict:
             "betas": [0.9, 0.999],
             "weight_decay": params["weight_decay"],
         }
-    return {
+    wrapper = {
         "_delete_": True,
         "type": "OptimWrapper",
         "optimizer": optimizer,
         "clip_grad": {"max_norm": 35, "norm_type": 2},
     }
+    if params.get("accumulate", 1) > 1:
+        wrapper["accumulative_counts"] = params["accumulate"]
+    if params.get("amp"):
+        # float16 autocast with dynamic loss scaling (mmengine's AmpOptimWrapper); the child refuses it on a CPU.
+        wrapper.update(type="AmpOptimWrapper", loss_scale="dynamic")
+    return wrapper
+
+
+def _custom_hooks(params: dict) -> list[dict]:
+    if not params.get("patience"):
+        return []
+    # mmengine's own hook: it stops the train loop after ``patience`` validations without a better mAP (any gain
+    # counts: min_delta 0, its default of 0.1 would be a tenth of the whole mAP range).
+    return [
+        {
+            "type": "EarlyStoppingHook",
+            "monitor": BEST_METRIC,
+            "rule": "greater",
+            "min_delta": 0.0,
+            "patience": params["patience"],
+        }
+    ]
 
 
 def build_overrides(
@@ -107,10 +131,12 @@ def build_overrides(
     work_dir: str,
     load_from: str | None = None,
     resume_from: str | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
 ) -> dict:
     """The override dict for ``preset``'s base config. ``params`` must come from ``validate_params``."""
-    train_pipeline, test_pipeline = _pipelines(params["image_size"])
+    if num_workers is None:
+        num_workers = params.get("data_workers", 0)
+    train_pipeline, test_pipeline = pipelines(params["image_size"])
     metainfo = {"classes": list(classes)}
 
     def dataset(ann_file: str, pipeline: list[dict], test_mode: bool) -> dict:
@@ -140,7 +166,7 @@ def build_overrides(
     model = copy.deepcopy(preset.model_overrides)  # the preset's own dict stays as it is
     model.setdefault("backbone", {})["frozen_stages"] = params["frozen_stages"]
     for path in preset.num_classes_paths:
-        _set_path(model, path, len(classes))
+        set_path(model, path, len(classes))
     evaluator = {
         "_delete_": True,
         "type": "CocoMetric",
@@ -165,6 +191,7 @@ def build_overrides(
         },
         "optim_wrapper": _optimizer(params),
         "param_scheduler": _schedule(params),
+        "custom_hooks": _custom_hooks(params),
         "auto_scale_lr": {"enable": False},
         "default_hooks": {
             # Only the best and the last checkpoints are kept during training.
@@ -230,3 +257,86 @@ def dumps_config_json(cfg: dict) -> str:
     of every ``{{`` as ``\\u007b`` changes nothing for a JSON parser and leaves no pattern in the text.
     """
     return json.dumps(cfg, ensure_ascii=False, indent=1).replace("{{", "{\\u007b")
+
+
+# Characters a string literal of the Python config may hold as they are. Everything else is written as an escape,
+# so user text can close no quote, start no line, open no ``{{`` template and name no ``$`` variable.
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:;/()[]<>=+*&^%#@!?|~")
+_KEYWORDS = frozenset(keyword.kwlist)  # soft keywords (type, match) are fine as dict(type=...)
+
+
+def _py_string(text: str) -> str:
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _PLAIN:
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "'" + "".join(out) + "'"
+
+
+def _is_name(key) -> bool:
+    return isinstance(key, str) and key.isidentifier() and key.isascii() and key not in _KEYWORDS
+
+
+def _py_literal(value: Any, indent: int) -> str:
+    pad, inner = " " * indent, " " * (indent + 4)
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else f"float({_py_string(repr(value))})"
+    if isinstance(value, str):
+        return _py_string(value)
+    if isinstance(value, dict):
+        if not value:
+            return "dict()"
+        if all(_is_name(k) for k in value):
+            items = [f"{inner}{k}={_py_literal(v, indent + 4)}," for k, v in value.items()]
+            return "dict(\n" + "\n".join(items) + f"\n{pad})"
+        items = [f"{inner}{_py_literal(str(k), 0)}: {_py_literal(v, indent + 4)}," for k, v in value.items()]
+        return "{\n" + "\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, (list, tuple)):
+        opening, closing = ("(", ")") if isinstance(value, tuple) else ("[", "]")
+        if not value:
+            return "()" if isinstance(value, tuple) else "[]"
+        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+            inline = ", ".join(_py_literal(v, 0) for v in value)
+            if len(inline) <= 100:  # short lists of numbers or names stay on one line, as people write them
+                return opening + inline + ("," if len(value) == 1 and closing == ")" else "") + closing
+        items = [f"{inner}{_py_literal(v, indent + 4)}," for v in value]
+        return opening + "\n" + "\n".join(items) + f"\n{pad}{closing}"
+    raise TypeError(f"a config holds plain data only, not {type(value).__name__}")
+
+
+def dumps_config_py(cfg: dict, *, header: str = "") -> str:
+    """The config as a Python file that stock MMDetection reads (``init_detector``, ``DetInferencer``,
+    ``tools/test.py``): the form its tools expect, with tuples where MMDetection needs them.
+
+    Built from data, never from text: every value is written as a literal, and every string character other than
+    letters, digits, space and harmless punctuation as an escape. A class name therefore stays one inert string
+    literal whatever it holds (quotes, newlines, code, ``{{ }}`` templates, ``$`` variables), and the file's text
+    holds nothing mmengine's ``Config.fromfile`` would substitute.
+    """
+    data = restore_tuples(copy.deepcopy(cfg))
+    lines = [f"# {line}" for line in header.splitlines()]
+    for key, value in data.items():
+        if not _is_name(key) or key.startswith("__"):
+            raise ValueError(f"a config's top-level key must be a plain name, got {key!r}")
+        lines.append(f"{key} = {_py_literal(value, 0)}")
+    return "\n".join(lines) + "\n"
+
+
+def set_classes(cfg: dict, classes: list[str]) -> dict:
+    """Put the class names in every dataset's ``metainfo`` of a config (in place; for registered base models)."""
+    for split in ("train", "val", "test"):
+        dataset = (cfg.get(f"{split}_dataloader") or {}).get("dataset")
+        if isinstance(dataset, dict):
+            dataset["metainfo"] = {**(dataset.get("metainfo") or {}), "classes": list(classes)}
+    return cfg

@@ -1,6 +1,7 @@
 """The progress events a training child writes (JSON lines), and readers for them. Plain Python.
 
-Events: ``start`` {max_epochs, max_iters, iters_per_epoch}; ``iter`` {epoch, iter, max_iters, losses, lr, eta};
+Events: ``setup`` {device, transfer}; ``start`` {max_epochs, max_iters, iters_per_epoch};
+``iter`` {epoch, iter, max_iters, losses, lr, eta};
 ``val`` {epoch, metrics}; ``done`` {}; ``error`` {message}. Each also has ``time`` (Unix seconds).
 """
 
@@ -62,7 +63,10 @@ def fold_progress(state: dict, events: list[dict]) -> dict:
     """Fold new events into a progress state (what the run shows while it trains)."""
     for ev in events:
         kind = ev.get("event")
-        if kind == "start":
+        if kind == "setup":
+            # Read once by the progress writer, which stores it on the run and takes it out of the state.
+            state["setup"] = {"device": ev.get("device") or "", "transfer": ev.get("transfer")}
+        elif kind == "start":
             state.update(max_epochs=ev.get("max_epochs"), max_iters=ev.get("max_iters"))
         elif kind == "iter":
             state.update(

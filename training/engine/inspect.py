@@ -2,7 +2,9 @@
 
 The file is loaded weights-only with the allow-list (see ``checkpoints``), in a separate process so that the
 Django process never unpickles anything and never imports torch. Prints one JSON object: the parameter count,
-the number of classes its head predicts (for known architectures) and the class names stored in its meta, if any.
+the number of classes its head predicts, the class names stored in its meta (MMDetection 3's ``dataset_meta`` or
+the 2.x model zoo's ``CLASSES``; COCO's names for an 80-class head without names), and the preset's config for
+that many classes. A file whose tensors do not all fit the preset's model (another architecture) is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ _HEADS = {
     "retinanet_r18_tiny": ("bbox_head.retina_cls.weight", lambda shape, anchors=9: shape[0] // anchors),
     "faster_rcnn_r50_fpn": ("roi_head.bbox_head.fc_cls.weight", lambda shape: shape[0] - 1),
 }
+_HEADS["faster_rcnn_r50_fpn_small"] = _HEADS["faster_rcnn_r50_fpn"]
 
 
 def inspect_checkpoint(path: str, architecture: str, timeout: float = 300) -> dict:
@@ -38,22 +41,85 @@ def inspect_checkpoint(path: str, architecture: str, timeout: float = 300) -> di
     return report
 
 
+def _class_names(meta: dict) -> tuple[list[str] | None, str | None]:
+    """Class names stored in a checkpoint's meta: mmengine's ``dataset_meta.classes`` (MMDetection 3) or
+    ``CLASSES`` (the 2.x model zoo's layout)."""
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    for names, source in (
+        (dataset_meta.get("classes"), "meta.dataset_meta.classes"),
+        (meta.get("CLASSES"), "meta.CLASSES"),
+    ):
+        if isinstance(names, (list, tuple)) and names and all(isinstance(c, str) for c in names):
+            return list(names), source
+    return None, None
+
+
+def preset_config(architecture: str, num_classes: int) -> dict:
+    """The preset's full config for ``num_classes`` classes, as plain data (what a base model is stored with)."""
+    from mmengine.config import Config
+
+    from .child import resolve_base_config
+    from .config import pipelines, publishable_config, set_path
+    from .presets import get_preset
+
+    preset = get_preset(architecture)
+    cfg = Config.fromfile(resolve_base_config(preset.base_config))
+    model = json.loads(json.dumps(preset.model_overrides))
+    for path in preset.num_classes_paths:
+        set_path(model, path, num_classes)
+    train, test = pipelines(preset.defaults["image_size"])
+    cfg.merge_from_dict({"model": model})
+    for split in ("train", "val", "test"):
+        loader = cfg.get(f"{split}_dataloader")
+        if loader and loader.get("dataset"):
+            loader["dataset"]["pipeline"] = train if split == "train" else test
+    data = json.loads(json.dumps(cfg.to_dict()))
+    return publishable_config(data)
+
+
 def _inspect(path: str, architecture: str) -> dict:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+
     from .checkpoints import load_checkpoint, parameter_count
+    from .device import library_versions
+    from .transfer import TransferError, plan_transfer
 
     ckpt = load_checkpoint(path)
-    state = ckpt["state_dict"]
-    report = {"parameter_count": parameter_count(state), "num_classes": None, "classes": None}
+    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    report = {"parameter_count": parameter_count(state), "num_classes": None, "classes": None, "class_source": None}
     head = _HEADS.get(architecture)
-    if head is not None:
-        key, count = head
-        if key not in state:
-            raise ValueError(f"not a {architecture} checkpoint: it has no {key}")
-        report["num_classes"] = int(count(tuple(state[key].shape)))
+    if head is None:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    key, count = head
+    if key not in state:
+        raise ValueError(f"not a {architecture} checkpoint: it has no {key}")
+    report["num_classes"] = int(count(tuple(state[key].shape)))
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
-    classes = (meta.get("dataset_meta") or {}).get("classes") if isinstance(meta.get("dataset_meta"), dict) else None
-    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
-        report["classes"] = list(classes)
+    report["classes"], report["class_source"] = _class_names(meta)
+
+    # Does every tensor fit the preset's model? Build it for this class count and compare shapes.
+    register_all_modules(init_default_scope=True)
+    config = preset_config(architecture, report["num_classes"])
+    model = MODELS.build(ConfigDict(config["model"]))
+    from .presets import get_preset
+
+    try:
+        plan = plan_transfer(
+            {k: tuple(v.shape) for k, v in model.state_dict().items()},
+            {k: tuple(v.shape) for k, v in state.items()},
+            class_dependent=get_preset(architecture).class_dependent,
+            new_classes=False,
+        )
+    except TransferError as exc:
+        raise ValueError(f"not a {architecture} checkpoint: {exc}") from None
+    if report["classes"] is None and report["num_classes"] == 80:
+        from mmdet.datasets import CocoDataset
+
+        report["classes"], report["class_source"] = list(CocoDataset.METAINFO["classes"]), "COCO (80 classes)"
+    report.update(tensors=plan["total"], unused_tensors=plan["unused_count"], config=config)
+    report["versions"] = library_versions()
     return report
 
 

@@ -17,6 +17,10 @@ class TrainingJob:
     result_file: str
     output_dir: str  # where the child leaves model.pth and config.json for registration
     progress_events: bool = True  # False only to measure what the progress hook costs (bench/)
+    # How the base model's weights (``overrides["load_from"]``) are loaded: ``transfer.describe_transfer``'s
+    # mode and reason plus the preset's class-dependent prefixes. None: no base model, or a resumed attempt.
+    transfer: dict | None = None
+    amp: bool = False
 
     def write(self, path: Path) -> None:
         tmp = Path(path).with_suffix(".tmp")

@@ -11,7 +11,7 @@ from .presets import get_preset
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
-    kind: type  # int, float or str
+    kind: type  # int, float, str or bool
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
@@ -20,6 +20,8 @@ class ParamSpec:
     def describe(self) -> str:
         if self.choices:
             return f"one of {', '.join(self.choices)}"
+        if self.kind is bool:
+            return "true or false"
         if self.kind is int:
             return f"int from {int(self.minimum)} to {int(self.maximum)}"
         return f"{self.kind.__name__} from {self.minimum:g} to {self.maximum:g}"
@@ -38,8 +40,27 @@ PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("val_fraction", float, 0.05, 0.5, help="Share of images held out for validation."),
         ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
         ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
+        ParamSpec("amp", bool, help="Mixed precision (float16 autocast with loss scaling); needs a GPU."),
+        ParamSpec("data_workers", int, 0, 32, help="Data-loader worker processes per training process (0: none)."),
+        ParamSpec(
+            "accumulate",
+            int,
+            1,
+            64,
+            help="Gradient accumulation: iterations whose gradients are summed before each optimizer step.",
+        ),
+        ParamSpec(
+            "patience",
+            int,
+            0,
+            500,
+            help="Early stopping: end the run after this many epochs without a better validation mAP (0: off).",
+        ),
     )
 }
+
+# Defaults of the parameters every preset shares (a preset may override them).
+COMMON_DEFAULTS = {"amp": False, "data_workers": 0, "accumulate": 1, "patience": 0}
 
 
 class ParamError(ValueError):
@@ -56,11 +77,17 @@ def validate_params(architecture: str, given: dict | None) -> dict:
     for key in given:
         if key not in PARAM_SPECS:
             errors[key] = f"unknown parameter; known: {', '.join(PARAM_SPECS)}"
-    params = dict(preset.defaults)
+    params = {**COMMON_DEFAULTS, **preset.defaults}
     for key, spec in PARAM_SPECS.items():
         if key not in given or given[key] is None:
             continue
         value = given[key]
+        if spec.kind is bool:
+            if not isinstance(value, bool):
+                errors[key] = f"must be {spec.describe()}"
+                continue
+            params[key] = value
+            continue
         if spec.kind is str:
             if not isinstance(value, str) or value not in (spec.choices or ()):
                 errors[key] = f"must be {spec.describe()}"

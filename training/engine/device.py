@@ -1,0 +1,51 @@
+"""Which device the training child uses, and how it is described on the run. No Django; torch only when asked."""
+
+from __future__ import annotations
+
+
+class DeviceError(ValueError):
+    """The run asks for something this machine's devices cannot do."""
+
+
+def select_device(*, cuda_available: bool, amp: bool) -> str:
+    """``cuda`` when a GPU is visible to the process (CUDA_VISIBLE_DEVICES decides which), else ``cpu``.
+
+    Mixed precision is refused on a CPU rather than quietly run in float32: the run's parameters say what was
+    trained, and a CPU run with ``amp`` on would record a precision it never used."""
+    if amp and not cuda_available:
+        raise DeviceError(
+            "Mixed precision (amp) needs a GPU, and this worker has none; start the run without amp or on a GPU worker."
+        )
+    return "cuda" if cuda_available else "cpu"
+
+
+def describe_device(device: str) -> str:
+    """A short description for the run: ``cuda:0 NVIDIA H200 (139 GiB)`` or ``cpu (2 threads)``."""
+    import torch
+
+    if device == "cuda":
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        count = torch.cuda.device_count()
+        extra = f", {count} visible" if count > 1 else ""
+        return f"cuda:{index} {props.name} ({props.total_memory / 2**30:.0f} GiB{extra})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def library_versions() -> dict:
+    """Versions of what trained or loaded a model, for its model card."""
+    import platform
+
+    import mmcv
+    import mmdet
+    import mmengine
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "mmcv": mmcv.__version__,
+        "mmengine": mmengine.__version__,
+        "mmdet": mmdet.__version__,
+    }
