@@ -19,6 +19,7 @@ ROLES: dict[str, list[str]] = {
         "training.add_trainingrun",
         "models_registry.view_published_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
+        "models_registry.predict_trainedmodel",
     ],
     # Reviews every run and model and decides what goes to production.
     "Publisher": [
@@ -29,6 +30,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.view_published_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
         "models_registry.publish_trainedmodel",
+        "models_registry.predict_trainedmodel",
     ],
     # Everything on datasets, runs and models.
     "Administrator": [
@@ -43,6 +45,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.publish_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
         "models_registry.view_published_trainedmodel",
+        "models_registry.predict_trainedmodel",
         "audit.view_auditevent",
     ],
 }

@@ -171,6 +171,13 @@ DUMPSITE_TOKEN_TTL = env_int("DUMPSITE_TOKEN_TTL", 30 * 24 * 3600)
 DUMPSITE_LOGIN_RATE = env_str("DUMPSITE_LOGIN_RATE", "10/minute")
 # Queued runs one user may have waiting at once (0: no limit).
 TRAINING_MAX_QUEUED_PER_USER = env_int("DUMPSITE_MAX_QUEUED_PER_USER", 10)
+# Largest checkpoint file accepted for registration (upload, API or command line).
+DUMPSITE_MAX_CHECKPOINT_BYTES = env_int("DUMPSITE_MAX_CHECKPOINT_BYTES", 2 * 2**30)
+# Seconds a predict check (one model on uploaded images, in a worker or `manage.py predict`) may take.
+DUMPSITE_PREDICT_TIMEOUT = env_int("DUMPSITE_PREDICT_TIMEOUT", 600)
+# Whether this site's workers have GPUs. Runs asking for mixed precision (amp) are refused at creation when not;
+# a run always trains on the GPU of its worker when one is visible, whatever this says.
+TRAINING_GPU_WORKERS = env_bool("DUMPSITE_GPU_WORKERS", False)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

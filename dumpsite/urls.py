@@ -7,13 +7,14 @@ from rest_framework.routers import DefaultRouter
 from datasets.api import DatasetViewSet
 from datasets.views import image_thumbnail
 from dumpsite.auth_views import ObtainTokenView
-from models_registry.api import TrainedModelViewSet
+from models_registry.api import PredictionViewSet, TrainedModelViewSet
 from training.api import TrainingRunViewSet
 
 router = DefaultRouter()
 router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
+router.register("predictions", PredictionViewSet, basename="prediction")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from access.rules import can
 from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
 from dumpsite.errors import ApplicationError
+from dumpsite.uploads import uploaded_file_path
+from training.engine.presets import preset_choices
 
-from . import services
+from . import predictions, services
 from .admin_columns import ModelColumns, lineage_html
-from .models import TrainedModel
+from .card import card_markdown, model_card
+from .models import Prediction, TrainedModel
 from .selectors import models_visible_to, related_visibility
+
+
+class RegisterCheckpointForm(forms.Form):
+    checkpoint = forms.FileField(help_text="The .pth file (a dict with state_dict and meta, as the model zoo has it).")
+    name = forms.CharField(max_length=200)
+    architecture = forms.ChoiceField(choices=preset_choices())
+    classes = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One class name per line, in label order. Empty: the names stored in the file, or COCO's 80.",
+    )
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def class_names(self) -> list[str] | None:
+        names = [line.strip() for line in (self.cleaned_data.get("classes") or "").splitlines() if line.strip()]
+        return names or None
 
 
 @admin.register(TrainedModel)
@@ -126,6 +147,16 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
                 "lineage/", self.admin_site.admin_view(self.lineage_page), name="models_registry_trainedmodel_lineage"
             ),
             path(
+                "register/",
+                self.admin_site.admin_view(self.register_page),
+                name="models_registry_trainedmodel_register",
+            ),
+            path(
+                "<int:pk>/predict/",
+                self.admin_site.admin_view(self.predict_page),
+                name="models_registry_trainedmodel_predict",
+            ),
+            path(
                 "<int:pk>/publish/",
                 self.admin_site.admin_view(self.publish_page),
                 name="models_registry_trainedmodel_publish",
@@ -136,7 +167,20 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
         """The parts of the page that depend on who looks (the publish button, the lineage as that user may see
         it) are computed here with the request and handed to the template; nothing is stashed on the object."""
         if obj is not None:
-            context.update(publish_button=self._publish_button(request, obj), lineage=lineage_html(obj, request.user))
+            try:
+                card = card_markdown(model_card(obj, request.user))
+            except ApplicationError as exc:
+                card = str(exc)
+            context.update(
+                publish_button=self._publish_button(request, obj),
+                predict_url=(
+                    reverse("admin:models_registry_trainedmodel_predict", args=[obj.pk])
+                    if can(request.user, "models_registry.predict_trainedmodel", obj)
+                    else ""
+                ),
+                lineage=lineage_html(obj, request.user),
+                model_card=card,
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _publish_button(self, request, obj):
@@ -152,6 +196,86 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
         )
 
     # --- pages and actions ----------------------------------------------------------------------------------
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_register": can(request.user, "models_registry.add_trainedmodel"), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def predict_page(self, request, pk):
+        """Upload an image and queue the model on it; the prediction's page shows the boxes when it is done."""
+        model = models_visible_to(request.user).filter(pk=pk).first()
+        if model is None:
+            raise Http404
+        if not can(request.user, "models_registry.predict_trainedmodel", model):
+            raise PermissionDenied
+        form = PredictForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["image"]
+            try:
+                if upload.size > settings.DUMPSITE_MAX_IMAGE_BYTES:
+                    raise ApplicationError(f"The image is larger than {settings.DUMPSITE_MAX_IMAGE_BYTES:,} bytes.")
+                prediction = predictions.prediction_create(
+                    model=model,
+                    content=upload.read(),
+                    original_name=upload.name,
+                    score_threshold=form.cleaned_data["score_threshold"],
+                    user=request.user,
+                )
+            except ApplicationError as exc:
+                form.add_error("image" if "score_threshold" not in exc.extra else "score_threshold", exc.message)
+            else:
+                messages.success(request, f"Prediction #{prediction.pk} is queued for a worker.")
+                return redirect("admin:models_registry_prediction_change", prediction.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Predict with model #{model.pk} {model.name}",
+            "form": form,
+            "opts": self.model._meta,
+            "submit_label": "Predict",
+            "intro": "The model runs on the image in a worker (never in the web server); its boxes and a preview "
+            "show on the prediction's page.",
+        }
+        return TemplateResponse(request, "admin/models_registry/upload_form.html", context)
+
+    def register_page(self, request):
+        """Upload a checkpoint and register it as a base model (the service checks the file and the user)."""
+        if not can(request.user, "models_registry.add_trainedmodel"):
+            raise PermissionDenied
+        form = RegisterCheckpointForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                with uploaded_file_path(form.cleaned_data["checkpoint"]) as checkpoint:
+                    model, report = services.trained_model_register_file(
+                        checkpoint=checkpoint,
+                        name=form.cleaned_data["name"],
+                        architecture=form.cleaned_data["architecture"],
+                        classes=form.class_names(),
+                        description=form.cleaned_data["description"],
+                        created_by=request.user,
+                    )
+            except ApplicationError as exc:
+                form.add_error("checkpoint" if "checkpoint" in exc.extra else None, exc.message)
+                if "classes" in exc.extra:
+                    form.add_error("classes", "Give the class names, one per line, in label order.")
+            else:
+                messages.success(
+                    request,
+                    f"Registered model #{model.pk} {model.name!r}: {len(model.class_names)} classes (from "
+                    f"{'the form' if form.class_names() else report.get('class_source')}), "
+                    f"{report['parameter_count']:,} parameters.",
+                )
+                return redirect("admin:models_registry_trainedmodel_change", model.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Register a checkpoint",
+            "form": form,
+            "opts": self.model._meta,
+            "submit_label": "Register",
+            "intro": "Register an MMDetection checkpoint as a base model to fine-tune from: for example a model-zoo "
+            "checkpoint of Faster R-CNN R-50 FPN trained on COCO. The file is checked weights-only in a separate "
+            "process, tensor by tensor against the preset's model; nothing in it is run.",
+        }
+        return TemplateResponse(request, "admin/models_registry/upload_form.html", context)
+
     def publish_page(self, request, pk):
         if request.method != "POST":
             return redirect("admin:models_registry_trainedmodel_change", pk)
@@ -208,3 +332,84 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/models_registry/lineage.html", context)
+
+
+class PredictForm(forms.Form):
+    image = forms.FileField(help_text="An image (JPEG, PNG, TIFF, BMP or WebP); the model runs on it in a worker.")
+    score_threshold = forms.FloatField(initial=0.3, min_value=0.0, max_value=1.0)
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    """Predict checks: the boxes a model found on an uploaded image, drawn on it. Read-only; made from a model's
+    page ("Predict on an image")."""
+
+    list_display = ("id", "model", "status", "original_name", "boxes", "created_by", "created_at")
+    list_filter = ("status",)
+    fields = (
+        "model",
+        "status",
+        "original_name",
+        "score_threshold",
+        "boxes_table",
+        "preview_image",
+        "error_message",
+        "created_by",
+        "created_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return predictions.predictions_visible_to(request.user, super().get_queryset(request).select_related("model"))
+
+    def has_module_permission(self, request):
+        return can(request.user, "models_registry.predict_trainedmodel")
+
+    def has_view_permission(self, request, obj=None):
+        if not can(request.user, "models_registry.predict_trainedmodel"):
+            return False
+        return obj is None or predictions.predictions_visible_to(request.user).filter(pk=obj.pk).exists()
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="boxes")
+    def boxes(self, obj):
+        return len((obj.result or {}).get("boxes", [])) if obj.status == "succeeded" else "—"
+
+    @admin.display(description="boxes found")
+    def boxes_table(self, obj):
+        if not obj.is_finished:
+            return format_html(
+                '<span id="prediction-pending">{} — this page reloads until it is done.</span>'
+                '<meta http-equiv="refresh" content="2">',
+                obj.get_status_display(),
+            )
+        rows = [
+            (b["class_name"], f"{b['score']:.3f}", ", ".join(f"{v:.0f}" for v in b["bbox"]))
+            for b in (obj.result or {}).get("boxes", [])
+        ]
+        if not rows:
+            return "none above the threshold"
+        return format_html(
+            '<table class="kv" id="prediction-boxes"><tr><th>class</th><th>score</th><th>x1, y1, x2, y2</th></tr>'
+            "{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="preview")
+    def preview_image(self, obj):
+        if not obj.preview:
+            return "—"
+        return format_html(
+            '<img src="/api/predictions/{}/preview/" alt="predicted boxes" id="prediction-preview" '
+            'style="max-width: 100%">',
+            obj.pk,
+        )

@@ -92,9 +92,11 @@ class ModelColumns:
     def downloads(self, obj):
         base = f"/api/trained-models/{obj.pk}/download/?artifact="
         return format_html(
-            '<a href="{}checkpoint" class="download-checkpoint">checkpoint</a> · '
-            '<a href="{}config" class="download-config">config</a>',
-            base,
+            '<a href="{0}bundle" class="download-bundle">bundle (zip)</a> · '
+            '<a href="{0}checkpoint" class="download-checkpoint">checkpoint</a> · '
+            '<a href="{0}config" class="download-config">config (Python, for MMDetection)</a> · '
+            '<a href="{0}config_json" class="download-config-json">config (JSON)</a> · '
+            '<a href="{0}card" class="download-card">model card</a>',
             base,
         )
 

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+
 import django_filters
-from django.http import FileResponse
+from django.conf import settings
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from dumpsite.api import ActionPermission
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
+from dumpsite.uploads import uploaded_file_path
+from training.engine.presets import preset_choices
 
-from . import services
-from .models import METRIC_FIELDS, TrainedModel
+from . import card as cards
+from . import predictions, services
+from .models import METRIC_FIELDS, Prediction, TrainedModel
 from .selectors import model_lineage, models_visible_to, visible_related_ids
 
 
@@ -42,6 +50,9 @@ class VisibleIdField(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+ARTIFACTS = ("checkpoint", "config", "config_json", "card", "bundle")
 
 
 class TrainedModelSerializer(serializers.ModelSerializer):
@@ -90,6 +101,79 @@ class TrainedModelSerializer(serializers.ModelSerializer):
         )
 
 
+class RegisterSerializer(serializers.Serializer):
+    checkpoint = serializers.FileField(help_text="The checkpoint (.pth): a dict with state_dict (and meta).")
+    name = serializers.CharField(max_length=200)
+    architecture = serializers.ChoiceField(choices=preset_choices())
+    classes = serializers.ListField(
+        child=serializers.CharField(max_length=200, trim_whitespace=False),
+        required=False,
+        help_text="Class names in label order (repeat the field). Default: from the file, or COCO's 80.",
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class PredictRequestSerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="The image (JPEG, PNG, TIFF, BMP or WebP).")
+    score_threshold = serializers.FloatField(
+        required=False, default=0.3, min_value=0.0, max_value=1.0, help_text="Keep boxes scoring at least this."
+    )
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    preview_url = serializers.SerializerMethodField(help_text="The image with the boxes drawn (when succeeded).")
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id",
+            "model",
+            "status",
+            "original_name",
+            "score_threshold",
+            "result",
+            "error_message",
+            "preview_url",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_preview_url(self, obj) -> str | None:
+        if not obj.preview:
+            return None
+        return f"/api/predictions/{obj.pk}/preview/"
+
+
+class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Predict checks: your own (all of them for roles that see every model)."""
+
+    lookup_value_regex = "[0-9]+"
+    serializer_class = PredictionSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"list": None, "retrieve": None, "preview": None}
+    filterset_fields = ["model", "status"]
+    ordering = ["-created_at", "-id"]
+
+    def get_queryset(self):
+        return predictions.predictions_visible_to(self.request.user).select_related("created_by")
+
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def preview(self, request, pk=None):
+        """The image with its predicted boxes and labels drawn (JPEG)."""
+        prediction = self.get_object()
+        if not prediction.preview:
+            raise NotFound("This prediction has no preview (yet).")
+        try:
+            return FileResponse(prediction.preview.open("rb"), content_type="image/jpeg")
+        except FileNotFoundError:
+            raise NotFound("The preview is missing from storage.") from None
+
+
 class TrainedModelFilter(ApiFilterSet):
     created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
@@ -127,6 +211,9 @@ class TrainedModelViewSet(
         "unpublish": "models_registry.publish_trainedmodel",
         "lineage": None,
         "download": None,
+        "card": None,
+        "register": "models_registry.add_trainedmodel",
+        "predict": "models_registry.predict_trainedmodel",
         "metrics": "models_registry.view_trainedmodel_statistics",
     }
     filterset_class = TrainedModelFilter
@@ -148,6 +235,48 @@ class TrainedModelViewSet(
 
     def perform_destroy(self, instance):
         services.trained_model_delete(model=instance, user=self.request.user)
+
+    @extend_schema(request=RegisterSerializer, responses={201: TrainedModelSerializer})
+    @action(detail=False, methods=["post"], parser_classes=[MultiPartParser], filter_backends=[])
+    def register(self, request):
+        """Register a checkpoint file (multipart upload) as a base model: an MMDetection model-zoo checkpoint of a
+        preset's architecture, or one trained elsewhere. Checked weights-only in a separate process; class names
+        from the ``classes`` field, else from the file, else COCO's for an 80-class head."""
+        payload = RegisterSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        with uploaded_file_path(data["checkpoint"]) as path:
+            model, _report = services.trained_model_register_file(
+                checkpoint=path,
+                name=data["name"],
+                architecture=data["architecture"],
+                classes=data.get("classes") or None,
+                description=data.get("description", ""),
+                created_by=request.user,
+            )
+        return Response(
+            TrainedModelSerializer(model, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=PredictRequestSerializer, responses={202: PredictionSerializer})
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser], filter_backends=[])
+    def predict(self, request, pk=None):
+        """Run the model on one uploaded image, in a worker: answers 202 with the queued prediction; follow it at
+        ``/api/predictions/<id>/`` (boxes with class names and scores, and an annotated preview)."""
+        model = self.get_object()
+        payload = PredictRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        upload = payload.validated_data["image"]
+        if upload.size > settings.DUMPSITE_MAX_IMAGE_BYTES:
+            raise ValidationError({"image": [f"The image is larger than {settings.DUMPSITE_MAX_IMAGE_BYTES:,} bytes."]})
+        prediction = predictions.prediction_create(
+            model=model,
+            content=upload.read(),
+            original_name=upload.name,
+            score_threshold=payload.validated_data["score_threshold"],
+            user=request.user,
+        )
+        return Response(PredictionSerializer(prediction, context={"request": request}).data, status=202)
 
     @extend_schema(request=None, responses=TrainedModelSerializer)
     @action(detail=True, methods=["post"])
@@ -197,28 +326,71 @@ class TrainedModelViewSet(
         )
 
     @extend_schema(
-        parameters=[OpenApiParameter("artifact", str, enum=["checkpoint", "config"], required=True)],
+        parameters=[
+            OpenApiParameter(
+                "artifact",
+                str,
+                enum=[*ARTIFACTS],
+                required=True,
+                description=(
+                    "checkpoint: the weights (.pth); config: the Python config stock MMDetection reads; "
+                    "config_json: the stored JSON config; card: the model card (Markdown); bundle: a zip of all "
+                    "of them with the card as JSON and SHA256SUMS."
+                ),
+            )
+        ],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def download(self, request, pk=None):
-        """Stream the checkpoint or the config; ``X-Checksum-SHA256`` carries the stored hash."""
+        """Stream an artifact; ``X-Checksum-SHA256`` carries its hash (the stored one for stored files)."""
         model = self.get_object()
         artifact = request.query_params.get("artifact")
-        if artifact not in ("checkpoint", "config"):
-            raise ValidationError({"artifact": ["Choose 'checkpoint' or 'config'."]})
-        field = model.checkpoint if artifact == "checkpoint" else model.config
-        digest = model.checkpoint_sha256 if artifact == "checkpoint" else model.config_sha256
-        suffix = field.name.rsplit(".", 1)[-1]
-        try:
-            handle = field.open("rb")
-        except FileNotFoundError:
-            raise NotFound(f"The {artifact} file of this model is missing from storage.") from None
-        response = FileResponse(
-            handle,
-            as_attachment=True,
-            filename=f"model-{model.pk}-{artifact}.{suffix}",
-            content_type="application/octet-stream",
-        )
-        response["X-Checksum-SHA256"] = digest
+        if artifact not in ARTIFACTS:
+            raise ValidationError({"artifact": [f"Choose one of: {', '.join(ARTIFACTS)}."]})
+        if artifact in ("checkpoint", "config_json"):
+            field = model.checkpoint if artifact == "checkpoint" else model.config
+            digest = model.checkpoint_sha256 if artifact == "checkpoint" else model.config_sha256
+            suffix = field.name.rsplit(".", 1)[-1]
+            try:
+                handle = field.open("rb")
+            except FileNotFoundError:
+                raise NotFound(f"The {artifact} file of this model is missing from storage.") from None
+            response = FileResponse(
+                handle,
+                as_attachment=True,
+                filename=f"model-{model.pk}-{artifact.replace('_json', '')}.{suffix}",
+                content_type="application/octet-stream",
+            )
+            response["X-Checksum-SHA256"] = digest
+            return response
+        if artifact == "bundle":
+            # Spooled: small bundles stay in memory, a large checkpoint goes to a temporary file, never to RAM.
+            handle = tempfile.SpooledTemporaryFile(max_size=8 * 2**20)  # noqa: SIM115 - closed by the response
+            try:
+                cards.write_bundle(model, request.user, handle)
+            except BaseException:
+                handle.close()
+                raise
+            handle.seek(0)
+            return FileResponse(
+                handle, as_attachment=True, filename=f"model-{model.pk}-bundle.zip", content_type="application/zip"
+            )
+        if artifact == "config":
+            data, name = cards.python_config(model).encode("utf-8"), f"model-{model.pk}-config.py"
+        else:
+            data, name = (
+                cards.card_markdown(cards.model_card(model, request.user)).encode("utf-8"),
+                (f"model-{model.pk}-card.md"),
+            )
+        response = HttpResponse(data, content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["X-Checksum-SHA256"] = hashlib.sha256(data).hexdigest()
         return response
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def card(self, request, pk=None):
+        """The model card as JSON: classes, architecture, metrics per epoch and best, parameters, dataset and split
+        sizes, lineage, file hashes and library versions."""
+        return Response(cards.model_card(self.get_object(), request.user))

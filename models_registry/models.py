@@ -66,6 +66,9 @@ class TrainedModel(models.Model):
     )
     training_duration = models.DurationField(null=True, blank=True)
     parameter_count = models.BigIntegerField(null=True, blank=True)
+    library_versions = models.JSONField(
+        default=dict, blank=True, help_text="Versions of Python, torch, CUDA, mmcv, mmengine and mmdet that made it."
+    )
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_models"
@@ -78,10 +81,51 @@ class TrainedModel(models.Model):
             ("publish_trainedmodel", "Can publish and unpublish trained models"),
             ("view_trainedmodel_statistics", "Can view per-epoch metrics of trained models"),
             ("view_published_trainedmodel", "Can view published trained models"),
+            ("predict_trainedmodel", "Can run models they may see on uploaded images"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
+
+
+def prediction_upload_to(instance: Prediction, filename: str) -> str:
+    return f"predictions/{instance.key}/{filename}"
+
+
+class Prediction(models.Model):
+    """One check of a model on an uploaded image, run by a worker (never in the web process)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="predictions")
+    key = models.CharField(max_length=32, unique=True, help_text="Random folder name of the files.")
+    image = models.FileField(upload_to=prediction_upload_to, max_length=500)
+    original_name = models.CharField(max_length=255, blank=True)
+    score_threshold = models.FloatField(default=0.3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    result = models.JSONField(default=dict, blank=True, help_text="Size and boxes: class name, score, x1 y1 x2 y2.")
+    preview = models.FileField(upload_to=prediction_upload_to, max_length=500, blank=True)
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Prediction #{self.pk} of model #{self.model_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
 
 class TrainedModelUserObjectPermission(UserObjectPermissionBase):

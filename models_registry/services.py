@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import shutil
 from datetime import timedelta
@@ -18,6 +17,7 @@ from access.rules import grant, require
 from audit.services import audit_record
 from datasets.services import validate_class_names
 from dumpsite.errors import ApplicationError
+from training.engine.config import dumps_config_json, set_classes
 
 from .models import METRIC_FIELDS, TrainedModel
 
@@ -27,7 +27,9 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _store_artifacts(*, checkpoint: Path, config: Path, config_name: str = "config.json") -> tuple[str, dict]:
+def _store_artifacts(
+    *, checkpoint: Path, config: Path, config_name: str = "config.json", extra_files: dict | None = None
+) -> tuple[str, dict]:
     """Copy the files under MEDIA_ROOT/models/<new key>/ and return the key and the stored names + hashes."""
     key = secrets.token_hex(8)
     rel = Path("models") / key
@@ -36,6 +38,8 @@ def _store_artifacts(*, checkpoint: Path, config: Path, config_name: str = "conf
     try:
         shutil.copyfile(checkpoint, dest / "model.pth")
         shutil.copyfile(config, dest / config_name)
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, dest / name)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -58,9 +62,11 @@ def trained_model_delete_artifacts(model: TrainedModel) -> None:
 
 
 def _create_with_artifacts(
-    *, checkpoint: Path, config: Path, config_name: str = "config.json", **fields
+    *, checkpoint: Path, config: Path, config_name: str = "config.json", extra_files: dict | None = None, **fields
 ) -> TrainedModel:
-    key, files = _store_artifacts(checkpoint=checkpoint, config=config, config_name=config_name)
+    key, files = _store_artifacts(
+        checkpoint=checkpoint, config=config, config_name=config_name, extra_files=extra_files
+    )
     try:
         with transaction.atomic():
             model = TrainedModel.objects.create(artifact_key=key, **files, **fields)
@@ -98,6 +104,7 @@ def trained_model_register_from_run(*, run, result: dict, history: list[dict], b
         best_epoch=best["epoch"],
         metrics_history=history,
         parameter_count=result.get("parameter_count"),
+        library_versions=result.get("versions") or {},
         training_duration=timedelta(seconds=float(result.get("duration_s") or 0)),
         created_by=run.created_by,
         **metrics,
@@ -134,27 +141,91 @@ def trained_model_register_base(
             f"were given.",
             {"classes": len(names)},
         )
-    tmp_config = None
-    if config is None:
-        tmp_config = Path(settings.TRAINING_WORK_ROOT) / f".base-config-{secrets.token_hex(6)}.json"
-        tmp_config.parent.mkdir(parents=True, exist_ok=True)
-        tmp_config.write_text(json.dumps({"architecture": architecture, "classes": names}), encoding="utf-8")
+    # The stored config is always the preset's, for these classes, as inspected (a file the user hands in is kept
+    # beside it as a document, never run).
+    runnable = inspection.get("config")
+    if not isinstance(runnable, dict) or "model" not in runnable:
+        raise ApplicationError("The checkpoint inspection produced no config; inspect the file again.")
+    tmp = Path(settings.TRAINING_WORK_ROOT) / f".base-config-{secrets.token_hex(6)}.json"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(dumps_config_json(set_classes(runnable, names)), encoding="utf-8")
     try:
-        return _create_with_artifacts(
+        model = _create_with_artifacts(
             checkpoint=Path(checkpoint),
-            config=Path(config or tmp_config),
-            config_name="config" + (Path(config).suffix if config else ".json"),
-            name=name,
+            config=tmp,
+            name=name.strip()[:200],
             description=description,
             origin=TrainedModel.Origin.REGISTERED,
             architecture=architecture,
             class_names=names,
             parameter_count=inspection.get("parameter_count"),
+            library_versions=inspection.get("versions") or {},
             created_by=created_by,
+            extra_files={f"source_config{Path(config).suffix[:16]}": Path(config)} if config else None,
         )
     finally:
-        if tmp_config is not None:
-            tmp_config.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return model
+
+
+def trained_model_register_file(
+    *,
+    checkpoint: Path,
+    name: str,
+    architecture: str,
+    classes: list[str] | None = None,
+    description: str = "",
+    config: Path | None = None,
+    created_by=None,
+) -> tuple[TrainedModel, dict]:
+    """Inspect a checkpoint file (weights-only, in a child process) and register it as a base model.
+
+    Class names: ``classes`` when given, else the ones stored in the file (MMDetection 3's ``dataset_meta`` or the
+    2.x model zoo's ``CLASSES``), else COCO's for an 80-class head. Returns the model and the inspection report.
+    """
+    from training.engine.inspect import inspect_checkpoint
+    from training.engine.presets import PRESETS
+
+    require(created_by, "models_registry.add_trainedmodel", message="You may not register models.")
+    if architecture not in PRESETS:
+        raise ApplicationError(f"Unknown architecture {architecture!r}.", {"architecture": list(PRESETS)})
+    if not name or not str(name).strip():
+        raise ApplicationError("A model needs a name.", {"name": "empty"})
+    size = Path(checkpoint).stat().st_size
+    if size > settings.DUMPSITE_MAX_CHECKPOINT_BYTES:
+        raise ApplicationError(
+            f"The checkpoint is {size:,} bytes; this site accepts at most {settings.DUMPSITE_MAX_CHECKPOINT_BYTES:,}.",
+            {"checkpoint": "too large"},
+        )
+    with open(checkpoint, "rb") as fh:
+        magic = fh.read(4)
+    # torch.save writes a zip archive (the legacy format: a pickle); anything else is refused before a process
+    # is started to look at it.
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        reason = "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+        raise ApplicationError(f"Refused the checkpoint: {reason}", {"checkpoint": reason})
+    try:
+        report = inspect_checkpoint(str(Path(checkpoint).resolve()), architecture)
+    except ValueError as exc:
+        raise ApplicationError(f"Refused the checkpoint: {exc}", {"checkpoint": str(exc)}) from None
+    names = classes or report.get("classes")
+    if not names:
+        raise ApplicationError(
+            f"The checkpoint stores no class names and its head predicts {report.get('num_classes')} classes; "
+            f"give the names in label order.",
+            {"classes": "required"},
+        )
+    model = trained_model_register_base(
+        name=name,
+        architecture=architecture,
+        checkpoint=Path(checkpoint),
+        config=config,
+        class_names=list(names),
+        inspection=report,
+        description=description,
+        created_by=created_by,
+    )
+    return model, report
 
 
 @transaction.atomic

@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,21 +90,27 @@ def test_import_coco_reports_rejections(tmp_path):
 
 
 def _retina_checkpoint(path, classes=("a", "b")):
-    torch.save(
-        {
-            "state_dict": {"bbox_head.retina_cls.weight": torch.zeros(9 * len(classes), 64, 3, 3)},
-            "meta": {"dataset_meta": {"classes": list(classes)}},
-        },
-        path,
-    )
+    """A real checkpoint of the tiny preset's model for ``classes`` (random weights)."""
+    from tests.zoo import build_model
+
+    state = build_model("retinanet_r18_tiny", len(classes)).state_dict()
+    torch.save({"state_dict": state, "meta": {"dataset_meta": {"classes": list(classes)}}}, path)
+    return state
 
 
 def test_register_base_model_and_publish_it(tmp_path):
-    _retina_checkpoint(tmp_path / "w.pth")
+    state = _retina_checkpoint(tmp_path / "w.pth")
     out = run("register_base_model", str(tmp_path / "w.pth"), "--name", "base", "--architecture", "retinanet_r18_tiny")
     model = TrainedModel.objects.get()
-    assert f"Registered model #{model.pk}" in out
-    assert model.origin == "registered" and model.class_names == ["a", "b"] and model.parameter_count == 18 * 576
+    assert f"Registered model #{model.pk}" in out and "(from meta.dataset_meta.classes)" in out
+    assert model.origin == "registered" and model.class_names == ["a", "b"]
+    assert model.parameter_count == sum(
+        t.numel() for k, t in state.items() if "running_" not in k and "num_batches" not in k
+    )
+    # Stored with the preset's runnable config for its classes, which the Python config for MMDetection comes from.
+    config = json.loads(Path(model.config.path).read_text())
+    assert config["model"]["bbox_head"]["num_classes"] == 2
+    assert config["test_dataloader"]["dataset"]["metainfo"]["classes"] == ["a", "b"]
     assert model.checkpoint.name.startswith(f"models/{model.artifact_key}/")
     run("publish_model", str(model.pk))
     model.refresh_from_db()
@@ -116,7 +123,8 @@ def test_register_base_model_and_publish_it(tmp_path):
 @pytest.mark.parametrize(
     "setup, reason",
     [
-        (lambda p: p.write_bytes(b"garbage"), "Refused w.pth"),
+        (lambda p: p.write_bytes(b"garbage"), "Refused the checkpoint: not a PyTorch checkpoint"),
+        (lambda p: p.write_bytes(b"PK\x03\x04garbage"), "not a loadable weights-only checkpoint"),
         (lambda p: _retina_checkpoint(p, ("a", "b", "c")), "predicts 3 classes but 2 class names"),
     ],
 )

@@ -31,6 +31,7 @@ class World:
     run: TrainingRun
     model: TrainedModel
     published: TrainedModel
+    prediction: object = None  # the owner's predict check of their model, done, with a preview
 
     def staff_client(self, role: str):
         """A Django test client signed in as ``role``'s user, made staff (the admin's door)."""
@@ -55,6 +56,12 @@ def make_user(name: str, group: str | None) -> User:
     if group:
         user.groups.add(Group.objects.get(name=group))
     return user
+
+
+def inspection(parameter_count: int | None = None) -> dict:
+    """What ``training.engine.inspect`` reports, for tests about the registry's rules (not about the file): a
+    minimal runnable config stands in for the preset's."""
+    return {"parameter_count": parameter_count, "config": {"model": {"type": "RetinaNet"}}}
 
 
 def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
@@ -94,9 +101,35 @@ def build_world(make_dataset, tmp_path) -> World:
         architecture="retinanet_r18_tiny",
         checkpoint=base,
         class_names=dataset.class_names(),
-        inspection={"parameter_count": 7},
+        inspection=inspection(7),
         created_by=users["admin"],
     )
     TrainedModel.objects.filter(pk=published.pk).update(is_published=True)
     published.refresh_from_db()
-    return World(users=users, dataset=dataset, run=run, model=model, published=published)
+    return World(
+        users=users,
+        dataset=dataset,
+        run=run,
+        model=model,
+        published=published,
+        prediction=make_prediction(model, users["owner"]),
+    )
+
+
+def make_prediction(model: TrainedModel, user):
+    """A finished predict check (as the worker leaves it), with its image and preview stored."""
+    from django.core.files.base import ContentFile
+
+    from models_registry.models import Prediction
+    from tests.conftest import jpeg_bytes
+
+    prediction = Prediction(model=model, key=f"p{model.pk}", status="succeeded", created_by=user, original_name="t.jpg")
+    prediction.image.save("input.jpg", ContentFile(jpeg_bytes()), save=False)
+    prediction.preview.save("preview.jpg", ContentFile(jpeg_bytes()), save=False)
+    prediction.result = {
+        "width": 64,
+        "height": 48,
+        "boxes": [{"label": 0, "class_name": "waste", "score": 0.9, "bbox": [1, 2, 30, 40]}],
+    }
+    prediction.save()
+    return prediction

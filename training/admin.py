@@ -68,8 +68,8 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
             {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration", "timings_table")},
         ),
         ("Curves", {"fields": ("curves",)}),
-        ("Parameters", {"fields": ("parameters_table", "export_table")}),
-        ("Outcome", {"fields": ("error_message", "log")}),
+        ("Parameters", {"fields": ("parameters_table", "weight_transfer_html", "device", "export_table")}),
+        ("Outcome", {"fields": ("stop_reason", "error_message", "log")}),
         ("History", {"fields": ("history",)}),
     ]
     readonly_fields = fields_of(fieldsets)  # a run's page is a view: actions change its state

@@ -137,6 +137,39 @@ class RunColumns:
             else "—"
         )
 
+    @admin.display(description="base model weights")
+    def weight_transfer_html(self, obj):
+        """What was said before the run was queued, and, once it started, tensor by tensor what was done."""
+        transfer = obj.weight_transfer or {}
+        if not transfer:
+            return "— (trained from scratch)" if obj.base_model_id is None else "—"
+        applied = transfer.get("applied") or {}
+        rows = [("plan", transfer.get("summary", ""))]
+        if applied:
+            # Largest part first (jsonb keeps no key order).
+            groups = ", ".join(
+                f"{name} ({count})"
+                for name, count in sorted((applied.get("loaded_groups") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            rows.append(("loaded", f"{applied.get('loaded_count')} of {applied.get('total')} tensors: {groups}"))
+            rows += [
+                (
+                    "re-initialised",
+                    f"{entry['key']} {'x'.join(map(str, entry['shape']))}"
+                    + (f" (base model: {'x'.join(map(str, entry['base_shape']))})" if entry.get("base_shape") else "")
+                    + f": {entry['reason']}",
+                )
+                for entry in applied.get("reinitialised") or []
+            ]
+            if applied.get("unused_count"):
+                rows.append(("not used", f"{applied['unused_count']} tensors of the base model have no place here"))
+        else:
+            rows.append(("applied", "when the training starts"))
+        return format_html(
+            '<table class="kv" id="weight-transfer">{}</table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
     @admin.display(description="where the time went")
     def timings_table(self, obj):
         if not obj.timings:

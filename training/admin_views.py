@@ -16,9 +16,14 @@ from models_registry.selectors import models_visible_to, related_visibility
 
 from .engine.params import PARAM_SPECS
 from .engine.presets import DEFAULT_PRESET
+from .engine.transfer import NEW_CLASSES
 from .forms import StartRunForm
 from .models import TrainingRun
-from .services import training_run_create, training_run_validate
+from .services import training_run_create, training_run_preview, training_run_validate
+
+
+class _NotConfirmed(Exception):
+    """Fine-tuning to new classes was not confirmed on the form yet."""
 
 
 def start_run_view(model_admin, request):
@@ -38,6 +43,18 @@ def start_run_view(model_admin, request):
             form.add_service_errors("", {k: v for k, v in exc.extra.items() if k not in form.errors})
     elif request.method == "POST" and form.is_valid():
         try:
+            plan = training_run_preview(
+                dataset=form.cleaned_data["dataset"],
+                architecture=form.cleaned_data["architecture"],
+                base_model=form.cleaned_data["base_model"],
+                parameters=form.parameters(),
+                user=request.user,
+            )
+            transfer = plan.weight_transfer
+            if transfer.get("mode") == NEW_CLASSES and not form.cleaned_data.get("confirm_transfer"):
+                # Said before anything is queued, and never silently: the operator confirms it.
+                form.add_error("confirm_transfer", f"{transfer['summary']} Tick this box and start again to confirm.")
+                raise _NotConfirmed
             run = training_run_create(
                 dataset=form.cleaned_data["dataset"],
                 architecture=form.cleaned_data["architecture"],
@@ -46,11 +63,15 @@ def start_run_view(model_admin, request):
                 name=form.cleaned_data["name"],
                 created_by=request.user,
             )
+        except _NotConfirmed:
+            pass
         except ApplicationError as exc:
             form.add_service_errors(exc.message, exc.extra)
         except PermissionDenied as exc:
             form.add_error(None, str(exc))
         else:
+            if transfer:
+                messages.info(request, f"Base model weights: {transfer['summary']}")
             messages.success(request, f"Training run #{run.pk} {run.name!r} is queued.")
             return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
     context = {

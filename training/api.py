@@ -75,6 +75,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "status",
             "progress",
             "error_message",
+            "weight_transfer",
+            "device",
+            "stop_reason",
             "trained_model",
             "retry_of",
             "time_limit_seconds",
@@ -107,6 +110,14 @@ class TrainingRunCreateSerializer(serializers.Serializer):
         default=dict,
         help_text="Hyper-parameters; missing ones take the preset's defaults. "
         + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()),
+    )
+    dry_run = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=(
+            "Check everything and answer 200 with the complete parameters and what the run would do with the base "
+            "model's weights (which layers load, which are re-initialised), without queueing it."
+        ),
     )
 
 
@@ -158,7 +169,9 @@ class TrainingRunViewSet(
     def get_serializer_class(self):
         return TrainingRunCreateSerializer if self.action == "create" else TrainingRunSerializer
 
-    @extend_schema(request=TrainingRunCreateSerializer, responses={201: TrainingRunSerializer})
+    @extend_schema(
+        request=TrainingRunCreateSerializer, responses={201: TrainingRunSerializer, 200: OpenApiTypes.OBJECT}
+    )
     def create(self, request, *args, **kwargs):
         payload = TrainingRunCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -174,6 +187,15 @@ class TrainingRunViewSet(
             base_model = models_visible_to(request.user).filter(pk=data["base_model"]).first()
             if base_model is None:
                 return Response(error_body("invalid", "Invalid input.", {"base_model": ["No such model."]}), status=400)
+        if data.get("dry_run"):
+            plan = services.training_run_preview(
+                dataset=dataset,
+                base_model=base_model,
+                architecture=data.get("architecture"),
+                parameters=data.get("parameters"),
+                user=request.user,
+            )
+            return Response({"queued": False, "parameters": plan.parameters, "weight_transfer": plan.weight_transfer})
         run = services.training_run_create(
             dataset=dataset,
             base_model=base_model,

@@ -8,15 +8,15 @@ from access.rules import visible
 from datasets.models import Dataset
 from models_registry.selectors import models_visible_to
 
-from .engine.params import PARAM_SPECS
+from .engine.params import COMMON_DEFAULTS, PARAM_SPECS
 from .engine.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_choices
 
-DEFAULTS = get_preset(DEFAULT_PRESET).defaults
+DEFAULTS = {**COMMON_DEFAULTS, **get_preset(DEFAULT_PRESET).defaults}
 
 
 def _defaults_text(name: str) -> str:
     """The default of one parameter: one value, or each preset's where they differ."""
-    values = {key: preset.defaults[name] for key, preset in PRESETS.items()}
+    values = {key: {**COMMON_DEFAULTS, **preset.defaults}[name] for key, preset in PRESETS.items()}
     if len(set(map(repr, values.values()))) == 1:
         return f"default {values[DEFAULT_PRESET]}"
     return "defaults: " + ", ".join(f"{value} for {key}" for key, value in values.items())
@@ -33,7 +33,15 @@ class StartRunForm(forms.Form):
     base_model = forms.ModelChoiceField(
         queryset=None,
         required=False,
-        help_text="Fine-tune from this model (same architecture and classes). Leave empty to train from scratch.",
+        help_text=(
+            "Fine-tune from this model (same architecture). With other classes than the dataset's, the head's class "
+            "layers start afresh and the rest loads; you are asked to confirm. Empty: train from scratch."
+        ),
+    )
+    confirm_transfer = forms.BooleanField(
+        required=False,
+        label="Re-initialise the class layers",
+        help_text="Confirms fine-tuning to new classes (shown when the base model's classes differ).",
     )
 
     def __init__(self, *args, user, **kwargs):
@@ -44,7 +52,9 @@ class StartRunForm(forms.Form):
         for spec in PARAM_SPECS.values():
             default = DEFAULTS[spec.name]
             help_text = f"{spec.help} Valid: {spec.describe()}; {_defaults_text(spec.name)}."
-            if spec.kind is str:
+            if spec.kind is bool:
+                field = forms.BooleanField(required=False, help_text=f"{spec.help} Default: off.")
+            elif spec.kind is str:
                 field = forms.ChoiceField(choices=[(c, c) for c in spec.choices], required=False, help_text=help_text)
             elif spec.kind is int:
                 field = forms.IntegerField(

@@ -53,6 +53,18 @@ class TrainingRun(models.Model):
     worker_host = models.CharField(max_length=255, blank=True)
     worker_process = models.CharField(max_length=300, blank=True, help_text="host:pid of the worker that ran it.")
 
+    weight_transfer = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "How the base model's weights were used: what was said before the run was queued (mode, summary) and, "
+            "once training started, what loaded and what was re-initialised, layer by layer, and why."
+        ),
+    )
+    device = models.CharField(max_length=200, blank=True, help_text="The device the training ran on.")
+    stop_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why the training ended: all epochs done, or stopped early."
+    )
     error_message = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     export_summary = models.JSONField(default=dict, blank=True)

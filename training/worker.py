@@ -113,9 +113,32 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
         events_file=str(work / "events.jsonl"),
         result_file=str(work / "result.json"),
         output_dir=str(work / "output"),
+        transfer=transfer_of(run),
+        amp=bool(run.parameters.get("amp")),
     )
     job.write(work / "job.json")
     return work / "job.json"
+
+
+def transfer_of(run: TrainingRun) -> dict | None:
+    """How the child loads the base model (None: no base model, or a resumed attempt: its checkpoint is its own)."""
+    if run.base_model is None or run.resume_checkpoint:
+        return None
+    return {
+        "mode": run.weight_transfer.get("mode"),
+        "reason": run.weight_transfer.get("reason", ""),
+        "class_dependent": list(get_preset(run.architecture).class_dependent),
+    }
+
+
+def stop_reason_of(outcome: dict) -> str:
+    trained, planned = outcome.get("epochs_trained"), outcome.get("max_epochs")
+    if outcome.get("stopped_early"):
+        return (
+            f"Stopped early after epoch {trained} of {planned}: the validation mAP did not improve for "
+            f"{outcome.get('patience', '?')} epochs (early stopping)."
+        )
+    return f"Trained all {planned} epochs." if planned else ""
 
 
 def train(run: TrainingRun, job_file: Path) -> ChildResult:
@@ -177,7 +200,7 @@ def register_and_succeed(run: TrainingRun, *, outcome: dict, history: list[dict]
             best = registered_epoch(history, outcome.get("checkpoint_epoch"))
             model = trained_model_register_from_run(run=run, result=outcome, history=history, best=best)
             cleanup_work_dir(run)
-            if not training_run_succeed(run_id=run.pk, log_tail=log_tail):
+            if not training_run_succeed(run_id=run.pk, log_tail=log_tail, stop_reason=stop_reason_of(outcome)):
                 raise ApplicationError("The run stopped being 'running' before its model could be registered.")
     except BaseException:
         if model is not None:

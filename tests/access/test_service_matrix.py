@@ -13,7 +13,7 @@ from datasets.services import annotation_update, dataset_create, dataset_image_u
 from dumpsite.errors import ApplicationError
 from models_registry import services as registry
 from models_registry.models import TrainedModel
-from tests.world import ROLES
+from tests.world import ROLES, inspection
 from training import services as training
 from training.models import TrainingRun
 
@@ -31,7 +31,7 @@ def register_base(world, user, tmp_path):
         architecture="retinanet_r18_tiny",
         checkpoint=path,
         class_names=["waste"],
-        inspection={},
+        inspection=inspection(),
         created_by=user,
     )
 

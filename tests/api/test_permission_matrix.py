@@ -17,7 +17,7 @@ def set_status(status):
     return prepare
 
 
-R, M, P, D = "{run}", "{model}", "{published}", "{dataset}"
+R, M, P, D, Q = "{run}", "{model}", "{published}", "{dataset}", "{prediction}"
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
     ("datasets list", "get", "/api/datasets/", None, None),
@@ -43,6 +43,15 @@ ENDPOINTS = [
     ("model metrics", "get", f"/api/trained-models/{M}/metrics/", None, None),
     ("model download", "get", f"/api/trained-models/{M}/download/?artifact=checkpoint", None, None),
     ("published download", "get", f"/api/trained-models/{P}/download/?artifact=config", None, None),
+    ("model card", "get", f"/api/trained-models/{M}/card/", None, None),
+    ("published card", "get", f"/api/trained-models/{P}/card/", None, None),
+    ("model card download", "get", f"/api/trained-models/{M}/download/?artifact=card", None, None),
+    ("model register", "post", "/api/trained-models/register/", None, None),
+    ("model predict", "post", f"/api/trained-models/{M}/predict/", None, None),
+    ("published predict", "post", f"/api/trained-models/{P}/predict/", None, None),
+    ("predictions list", "get", "/api/predictions/", None, None),
+    ("prediction detail", "get", f"/api/predictions/{Q}/", None, None),
+    ("prediction preview", "get", f"/api/predictions/{Q}/preview/", None, None),
     ("model delete", "delete", f"/api/trained-models/{M}/", None, None),
     ("token obtain", "post", "/api/auth/token/", None, {"username": "admin"}),
 ]
@@ -73,6 +82,16 @@ EXPECTED = {
     "model metrics": (401, 404, 200, 404, 200, 200),
     "model download": (401, 404, 200, 404, 200, 200),
     "published download": (401, 200, 200, 200, 200, 200),
+    "model card": (401, 404, 200, 404, 200, 200),
+    "published card": (401, 200, 200, 200, 200, 200),
+    "model card download": (401, 404, 200, 404, 200, 200),
+    # Allowed roles get past the permission check to the input check: no image (400).
+    "model register": (401, 403, 403, 403, 403, 400),
+    "model predict": (401, 404, 400, 404, 400, 400),
+    "published predict": (401, 403, 400, 400, 400, 400),
+    "predictions list": (401, 200, 200, 200, 200, 200),
+    "prediction detail": (401, 404, 200, 404, 200, 200),
+    "prediction preview": (401, 404, 200, 404, 200, 200),
     "model delete": (401, 404, 204, 404, 403, 204),
     "token obtain": (400, 400, 400, 400, 400, 400),  # open to all; a password is needed
 }
@@ -108,7 +127,13 @@ def test_permission_matrix(world, name, role, expected):
     _, method, path, prepare, body = next(e for e in ENDPOINTS if e[0] == name)
     if prepare:
         prepare(world)
-    url = path.format(run=world.run.pk, model=world.model.pk, published=world.published.pk, dataset=world.dataset.pk)
+    url = path.format(
+        run=world.run.pk,
+        model=world.model.pk,
+        published=world.published.pk,
+        dataset=world.dataset.pk,
+        prediction=world.prediction.pk,
+    )
     if body == "create":
         body = {"dataset": world.dataset.pk, "parameters": {"epochs": 1}}
     response = getattr(world.client(role), method)(url, body, format="json")
@@ -128,6 +153,9 @@ PRIVATE_PATHS = [
     "/api/trained-models/{model}/lineage/",
     "/api/trained-models/{model}/download/?artifact=checkpoint",
     "/api/trained-models/{model}/download/?artifact=config",
+    "/api/trained-models/{model}/download/?artifact=bundle",
+    "/api/trained-models/{model}/download/?artifact=card",
+    "/api/trained-models/{model}/card/",
 ]
 
 

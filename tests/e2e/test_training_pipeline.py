@@ -145,7 +145,145 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
         child.metrics_history,
     )
     events = (run2.work_dir / "train.log").read_text()
-    assert "Load checkpoint from" in events and model.checkpoint.name in events
+    assert "Load checkpoint from" in events and "base_weights.pth" in events
+    assert run2.weight_transfer["mode"] == "full" and run2.weight_transfer["applied"]["reinitialised"] == []
+    assert run2.weight_transfer["applied"]["loaded_count"] == run2.weight_transfer["applied"]["total"]
+
+    # 4. Transfer works for real: images the model was trained on (the first 80 of its 200) under other class
+    # names, 2 epochs from the model (its class layer re-initialised) against 2 epochs from scratch, queued together.
+    renamed = tiles_dataset("renamed", ["tyre_pile", "rubble"], count=80, seed=3)
+    tuned = training_run_create(dataset=renamed, base_model=model, parameters={"epochs": 2}, name="transfer")
+    scratch = training_run_create(dataset=renamed, parameters={"epochs": 2}, name="scratch, 2 epochs")
+    tuned, _ = follow(tuned.pk, TRAIN_TIMEOUT)
+    scratch, _ = follow(scratch.pk, TRAIN_TIMEOUT)
+    assert tuned.status == scratch.status == "succeeded", (tuned.error_message, scratch.error_message)
+    applied = tuned.weight_transfer["applied"]
+    assert {e["key"] for e in applied["reinitialised"]} == {"bbox_head.retina_cls.weight", "bbox_head.retina_cls.bias"}
+    assert "other classes" in applied["reinitialised"][0]["reason"]
+    tuned_model, scratch_model = (TrainedModel.objects.get(source_run=r) for r in (tuned, scratch))
+    assert tuned_model.class_names == ["tyre_pile", "rubble"] and tuned_model.base_model == model
+    assert tuned_model.bbox_mAP_50 > scratch_model.bbox_mAP_50 + 0.1, (
+        tuned_model.metrics_history,
+        scratch_model.metrics_history,
+    )
+
+    # 5. What a user downloads loads in stock MMDetection and detects with the model's class names.
+    check_downloads_in_stock_mmdetection(model, dataset, tmp_path)
+
+    # 6. The predict check: API (a worker runs it), refusal of a non-image, and the command line.
+    check_predict(model, dataset, tmp_path)
+
+    # 7. Early stopping ends a real run before its epoch limit and says so: a learning rate too small to change
+    # anything and a frozen backbone keep the validation mAP where it is (a small set of the same kind of tiles).
+    stalled = training_run_create(
+        dataset=tiles_dataset("stall", ["waste_pile", "construction_debris"], count=24, seed=7),
+        base_model=model,
+        parameters={"epochs": 6, "learning_rate": 1e-7, "frozen_stages": 4, "patience": 1, "warmup_iters": 0},
+        name="early stop",
+    )
+    stalled, _ = follow(stalled.pk, TRAIN_TIMEOUT)
+    assert stalled.status == "succeeded", stalled.error_message
+    stopped = TrainedModel.objects.get(source_run=stalled)
+    assert len(stopped.metrics_history) < 6 and stalled.current_epoch < 6, stopped.metrics_history
+    assert stalled.stop_reason.startswith(f"Stopped early after epoch {len(stopped.metrics_history)} of 6"), (
+        stalled.stop_reason
+    )
+
+
+def api_client(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def check_downloads_in_stock_mmdetection(model: TrainedModel, dataset, tmp_path: Path) -> None:
+    import hashlib
+    import zipfile
+
+    from tests.e2e.stock import run_stock_mmdet
+
+    client = api_client(model.created_by)
+    config = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "config"})
+    assert config.status_code == 200 and config["Content-Disposition"].endswith('config.py"')
+    assert config["X-Checksum-SHA256"] == hashlib.sha256(config.content).hexdigest()
+    checkpoint = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "checkpoint"})
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "config.py").write_bytes(config.content)
+    (tmp_path / "dl" / "checkpoint.pth").write_bytes(b"".join(checkpoint.streaming_content))
+    image = dataset.images.order_by("id").first().image.path
+    stock = run_stock_mmdet(tmp_path / "dl", tmp_path / "dl" / "config.py", tmp_path / "dl" / "checkpoint.pth", image)
+    assert stock["classes"] == stock["config_classes"] == ["waste_pile", "construction_debris"]
+    confident = [(label, score) for label, score in zip(stock["labels"], stock["scores"], strict=True) if score > 0.5]
+    assert confident and all(0 <= label < 2 for label, _ in confident), stock["scores"][:10]
+
+    bundle = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "bundle"})
+    assert bundle.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(bundle.streaming_content))) as zf:
+        names = set(zf.namelist())
+        root = f"model-{model.pk}"
+        assert names == {
+            f"{root}/{n}"
+            for n in ("checkpoint.pth", "config.py", "config.json", "model_card.json", "model_card.md", "SHA256SUMS")
+        }
+        sums = dict(line.split("  ")[::-1] for line in zf.read(f"{root}/SHA256SUMS").decode().splitlines())
+        for name, digest in sums.items():
+            assert hashlib.sha256(zf.read(f"{root}/{name}")).hexdigest() == digest, name
+        card = json.loads(zf.read(f"{root}/model_card.json"))
+        assert zf.read(f"{root}/config.py") == config.content
+    assert sums["checkpoint.pth"] == model.checkpoint_sha256
+    assert card["classes"] == model.class_names and card["metrics"]["best_epoch"] == model.best_epoch
+    assert [e["epoch"] for e in card["metrics"]["per_epoch"]] == [e["epoch"] for e in model.metrics_history]
+    assert card["dataset"]["train_images"] + card["dataset"]["val_images"] == 200
+    assert card["training"]["parameters"]["epochs"] == 5 and card["library_versions"]["mmdet"] == "3.3.0"
+    assert card["files"]["checkpoint.pth"]["sha256"] == model.checkpoint_sha256
+
+
+def check_predict(model: TrainedModel, dataset, tmp_path: Path) -> None:
+    from django_q.models import OrmQ
+
+    from models_registry.models import Prediction
+
+    client = api_client(model.created_by)
+    image = Path(dataset.images.order_by("id").first().image.path)
+    queued_before = OrmQ.objects.count()
+    refused = client.post(
+        f"/api/trained-models/{model.pk}/predict/",
+        {"image": io.BytesIO(b"this is not an image")},
+        format="multipart",
+    )
+    assert refused.status_code == 400 and "not a readable image" in refused.json()["message"], refused.json()
+    assert not Prediction.objects.exists() and OrmQ.objects.count() == queued_before
+
+    upload = io.BytesIO(image.read_bytes())
+    upload.name = "tile.jpg"
+    answer = client.post(f"/api/trained-models/{model.pk}/predict/", {"image": upload}, format="multipart")
+    assert answer.status_code == 202, answer.json()
+    prediction_id = answer.json()["id"]
+    done = wait_for(
+        lambda: (
+            (p := client.get(f"/api/predictions/{prediction_id}/").json())["status"] in ("succeeded", "failed") and p
+        ),
+        timeout=300,
+        interval=0.5,
+        message="the prediction",
+    )
+    assert done["status"] == "succeeded", done["error_message"]
+    boxes = done["result"]["boxes"]
+    assert boxes and {b["class_name"] for b in boxes} <= {"waste_pile", "construction_debris"}
+    assert all(b["score"] >= 0.3 and len(b["bbox"]) == 4 for b in boxes)
+    preview = client.get(done["preview_url"])
+    assert preview.status_code == 200 and b"".join(preview.streaming_content)[:2] == b"\xff\xd8"
+
+    out = tmp_path / "predict.json"
+    stdout = io.StringIO()
+    call_command(
+        "predict", str(model.pk), str(image), "--out", str(out), "--preview-dir", str(tmp_path / "pv"), stdout=stdout
+    )
+    result = json.loads(out.read_text())
+    assert result["images"][0]["boxes"] == boxes and result["model"]["id"] == model.pk
+    assert len(list((tmp_path / "pv").glob("*.jpg"))) == 1 and "box(es)" in stdout.getvalue()
 
 
 def tiles_dataset(name: str, classes: list[str], *, count: int, seed: int):
@@ -243,6 +381,26 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     assert (run.work_dir / "mmengine").is_dir() and list(run.work_dir.rglob("*.pth"))
     assert not list(run.work_dir.rglob("*.py")), list(run.work_dir.rglob("*.py"))
     assert json.loads(next(run.work_dir.rglob("vis_data/config.json")).read_text())["model"]["type"] == "RetinaNet"
+    assert not sentinel.exists()
+
+    # The Python config served for stock MMDetection keeps every name an inert literal: init_detector and
+    # DetInferencer read the names back exactly, in a clean interpreter, and nothing runs.
+    from django.contrib.auth import get_user_model
+
+    from tests.e2e.stock import run_stock_mmdet
+
+    admin = get_user_model().objects.create_superuser("root", password=None)
+    client = api_client(admin)
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    config = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "config"}).content
+    assert b"{{" not in config and b"$" not in config and secret.encode() not in config
+    (dl / "config.py").write_bytes(config)
+    checkpoint = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "checkpoint"})
+    (dl / "checkpoint.pth").write_bytes(b"".join(checkpoint.streaming_content))
+    image = dataset.images.order_by("id").first().image.path
+    stock = run_stock_mmdet(dl, dl / "config.py", dl / "checkpoint.pth", image)
+    assert stock["classes"] == stock["config_classes"] == stock["init_classes"] == names
     assert not sentinel.exists()
 
 

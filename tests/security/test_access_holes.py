@@ -11,6 +11,7 @@ from django.test import Client
 from datasets.models import Annotation, DatasetImage
 from models_registry.models import TrainedModel
 from models_registry.services import trained_model_register_base
+from tests.world import inspection
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +36,7 @@ def private_base(world, tmp_path):
         architecture="retinanet_r18_tiny",
         checkpoint=path,
         class_names=world.dataset.class_names(),
-        inspection={"parameter_count": 1},
+        inspection=inspection(1),
         created_by=owner,
     )
 

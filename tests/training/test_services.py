@@ -82,17 +82,42 @@ def _model(dataset, **fields):
     return TrainedModel.objects.create(**values)
 
 
-def test_base_model_with_other_classes_or_architecture_is_refused(make_dataset):
+def test_base_model_of_other_classes_fine_tunes_to_new_classes_and_says_so(make_dataset):
     dataset = make_dataset(classes=("waste", "tyres"))
-    other_classes = _model(dataset, class_names=["tyres", "waste"], key="a")
-    with pytest.raises(ApplicationError, match="same classes in the same order"):
-        training_run_create(dataset=dataset, base_model=other_classes)
+    reordered = _model(dataset, class_names=["tyres", "waste"], key="a")
+    run = training_run_create(dataset=dataset, base_model=reordered)
+    transfer = run.weight_transfer
+    assert transfer["mode"] == "new_classes" and transfer["base_model"] == reordered.pk
+    assert transfer["reinitialised_layers"] == ["bbox_head.retina_cls"]
+    assert "same classes in another order" in transfer["summary"] and "re-initialised" in transfer["summary"]
+
+    coco = _model(dataset, class_names=[f"c{i}" for i in range(80)], key="b")
+    transfer = training_run_create(dataset=dataset, base_model=coco).weight_transfer
+    assert "predicts 80 ('c0', 'c1'" in transfer["summary"] and "the dataset has 2" in transfer["summary"]
+
+    same = _model(dataset, key="c")
+    run = training_run_create(dataset=dataset, base_model=same)
+    assert run.weight_transfer["mode"] == "full" and run.weight_transfer["reinitialised_layers"] == []
+    assert run.base_model == same and run.architecture == "retinanet_r18_tiny"
+
+
+def test_base_model_of_another_architecture_is_refused(make_dataset):
+    dataset = make_dataset(classes=("waste", "tyres"))
     other_arch = _model(dataset, architecture="faster_rcnn_r50_fpn", key="b")
-    with pytest.raises(ApplicationError, match="architecture differs|is a faster_rcnn"):
+    with pytest.raises(ApplicationError, match="is a faster_rcnn_r50_fpn model; this run trains retinanet"):
         training_run_create(dataset=dataset, base_model=other_arch, architecture="retinanet_r18_tiny")
-    good = _model(dataset, key="c")
-    run = training_run_create(dataset=dataset, base_model=good)
-    assert run.base_model == good and run.architecture == "retinanet_r18_tiny"
+    assert TrainingRun.objects.count() == 0
+
+
+def test_mixed_precision_is_refused_where_no_worker_has_a_gpu(make_dataset, settings):
+    dataset = make_dataset()
+    settings.TRAINING_GPU_WORKERS = False
+    with pytest.raises(ApplicationError, match="amp") as refused:
+        training_run_create(dataset=dataset, parameters={"amp": True})
+    assert "needs a GPU" in refused.value.message and TrainingRun.objects.count() == 0
+    settings.TRAINING_GPU_WORKERS = True
+    run = training_run_create(dataset=dataset, parameters={"amp": True, "accumulate": 4, "patience": 3})
+    assert run.parameters["amp"] is True and run.parameters["accumulate"] == 4 and run.parameters["patience"] == 3
 
 
 def test_claim_is_won_once(make_dataset):

@@ -16,10 +16,13 @@ from .execution import (
 )
 from .runs import (
     TASK,
+    RunPlan,
     training_run_cancel,
     training_run_create,
     training_run_delete,
     training_run_enqueue,
+    training_run_plan,
+    training_run_preview,
     training_run_resume,
     training_run_retry,
     training_run_validate,
@@ -27,6 +30,7 @@ from .runs import (
 
 __all__ = [
     "TASK",
+    "RunPlan",
     "training_run_cancel",
     "training_run_child_started",
     "training_run_claim",
@@ -35,6 +39,8 @@ __all__ = [
     "training_run_enqueue",
     "training_run_fail",
     "training_run_fail_stale",
+    "training_run_plan",
+    "training_run_preview",
     "training_run_progress",
     "training_run_record",
     "training_run_resume",

@@ -57,6 +57,12 @@ def training_run_record(*, run_id: int, **fields) -> None:
 def training_run_progress(*, run_id: int, state: dict) -> bool:
     """Store live progress (and the heartbeat). Returns False once the run is no longer running."""
     fields = {"heartbeat_at": timezone.now()}
+    setup = state.pop("setup", None)  # sent once by the child, right before it builds the runner
+    if setup is not None:
+        fields["device"] = (setup.get("device") or "")[:200]
+        if setup.get("transfer"):
+            transfer = TrainingRun.objects.values_list("weight_transfer", flat=True).get(pk=run_id) or {}
+            fields["weight_transfer"] = {**transfer, "applied": setup["transfer"]}
     if state.get("max_iters"):
         fields.update(max_iters=state["max_iters"], progress_percent=min(100.0, state.get("percent") or 0.0))
     if state.get("max_epochs"):
@@ -108,7 +114,12 @@ def training_run_fail(*, run_id: int, message: str, log_tail: str = "") -> bool:
     )
 
 
-def training_run_succeed(*, run_id: int, log_tail: str = "") -> bool:
+def training_run_succeed(*, run_id: int, log_tail: str = "", stop_reason: str = "") -> bool:
     return _finish(
-        run_id, Status.SUCCEEDED, progress_percent=100.0, eta_seconds=0.0, log_tail=redact_paths(log_tail)[-20_000:]
+        run_id,
+        Status.SUCCEEDED,
+        progress_percent=100.0,
+        eta_seconds=0.0,
+        stop_reason=stop_reason[:300],
+        log_tail=redact_paths(log_tail)[-20_000:],
     )

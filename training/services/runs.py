@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -23,7 +24,8 @@ from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
 
 from ..engine.params import ParamError, validate_params
-from ..engine.presets import DEFAULT_PRESET, PRESETS
+from ..engine.presets import DEFAULT_PRESET, PRESETS, family_of, get_preset
+from ..engine.transfer import describe_transfer
 from ..models import TrainingRun
 from ..selectors import last_checkpoint
 
@@ -32,31 +34,36 @@ Status = TrainingRun.Status
 TASK = "training.tasks.execute_training_run"
 
 
-def _check_base_model(base_model: TrainedModel, *, architecture: str, classes: list[str]) -> None:
-    """Fine-tuning loads the base model's whole state (backbone, neck and head): its classes must match exactly.
+def _check_base_model(base_model: TrainedModel, *, architecture: str, classes: list[str]) -> dict:
+    """A base model must be of the run's architecture and have its weights; its classes may differ.
 
-    A head for other classes would be silently wrong (same shapes, other meaning) or would not load at all, so a
-    mismatch is refused rather than papered over.
+    Returns what the run will do with its weights (``engine.transfer.describe_transfer``): all of them load when
+    the classes are the same, in the same order; otherwise the class-dependent layers of the head start afresh for
+    the dataset's classes and everything else loads. The training child checks that tensor by tensor.
     """
-    if base_model.architecture != architecture:
+    if family_of(base_model.architecture) != family_of(architecture):
         raise ApplicationError(
             f"Base model {base_model.name!r} is a {base_model.architecture} model; this run trains {architecture}.",
             {"base_model": "architecture differs"},
         )
-    if list(base_model.class_names) != list(classes):
-        raise ApplicationError(
-            f"Base model {base_model.name!r} predicts {base_model.class_names!r}, but the dataset's classes are "
-            f"{classes!r}. Fine-tuning needs the same classes in the same order.",
-            {"base_model": "classes differ"},
-        )
     if not base_model.checkpoint:
         raise ApplicationError(f"Base model {base_model.name!r} has no checkpoint.", {"base_model": "no checkpoint"})
+    plan = describe_transfer(get_preset(architecture), base_model.class_names, classes)
+    return {**plan, "base_model": base_model.pk, "base_classes": list(base_model.class_names)}
 
 
-def training_run_validate(
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will be, before it is queued: its complete parameters and what it does with a base model."""
+
+    parameters: dict
+    weight_transfer: dict
+
+
+def training_run_plan(
     *, dataset: Dataset, architecture: str, base_model: TrainedModel | None, parameters: dict | None
-) -> dict:
-    """Everything a run needs, checked before anything is saved. Returns the complete parameters."""
+) -> RunPlan:
+    """Everything a run needs, checked before anything is saved (no permission check: see the callers)."""
     if architecture not in PRESETS:
         raise ApplicationError(
             f"Unknown architecture {architecture!r}.", {"architecture": f"choose one of {', '.join(PRESETS)}"}
@@ -67,10 +74,25 @@ def training_run_validate(
         params = validate_params(architecture, parameters)
     except ParamError as exc:
         raise ApplicationError("Invalid training parameters.", exc.errors) from exc
+    if params["amp"] and not settings.TRAINING_GPU_WORKERS:
+        raise ApplicationError(
+            "Mixed precision (amp) needs a GPU, and no worker of this site has one.",
+            {"amp": "needs a GPU worker (DUMPSITE_GPU_WORKERS is off)"},
+        )
     dataset_assert_trainable(dataset)
+    transfer = {}
     if base_model is not None:
-        _check_base_model(base_model, architecture=architecture, classes=dataset.class_names())
-    return params
+        transfer = _check_base_model(base_model, architecture=architecture, classes=dataset.class_names())
+    return RunPlan(parameters=params, weight_transfer=transfer)
+
+
+def training_run_validate(
+    *, dataset: Dataset, architecture: str, base_model: TrainedModel | None, parameters: dict | None
+) -> dict:
+    """The complete parameters of a valid run (see ``training_run_plan``)."""
+    return training_run_plan(
+        dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters
+    ).parameters
 
 
 def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | None) -> None:
@@ -98,6 +120,17 @@ def _check_queue_share(user) -> None:
         )
 
 
+def training_run_preview(
+    *, dataset: Dataset, architecture: str | None, base_model: TrainedModel | None, parameters: dict | None, user
+) -> RunPlan:
+    """What ``training_run_create`` would queue, said before anything is saved: the same checks (the user's too),
+    the complete parameters, and what the run will do with the base model's weights."""
+    _check_user_may_train(user, dataset=dataset, base_model=base_model)
+    if architecture is None:
+        architecture = base_model.architecture if base_model else DEFAULT_PRESET
+    return training_run_plan(dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters)
+
+
 @transaction.atomic
 def training_run_create(
     *,
@@ -119,9 +152,17 @@ def training_run_create(
     _check_queue_share(created_by)
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
-    params = training_run_validate(
-        dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters
-    )
+    plan = training_run_plan(dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters)
+    params = plan.parameters
+    transfer = plan.weight_transfer
+    if resume_checkpoint and retry_of is not None and transfer:
+        # The weights come from the attempt's own checkpoint; the base model's were loaded by the first attempt.
+        first = (retry_of.weight_transfer or {}).get("applied")
+        transfer = {
+            **transfer,
+            "summary": f"Resumed from a checkpoint of run #{retry_of.pk}; {transfer['summary']}",
+            **({"applied": first} if first else {}),
+        }
     if time_limit_seconds is not None and (
         isinstance(time_limit_seconds, bool)
         or not isinstance(time_limit_seconds, int)
@@ -147,6 +188,7 @@ def training_run_create(
         attempt=attempt,
         retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
         resume_checkpoint=resume_checkpoint,
+        weight_transfer=transfer,
     )
     grant(created_by, CREATOR_PERMS["trainingrun"], run)
     audit_record(

@@ -4,15 +4,16 @@ from django.core.management.base import BaseCommand, CommandError
 
 from access.rules import require
 from dumpsite.commands import USER_HELP, cli_call, cli_user
-from models_registry.services import trained_model_register_base
-from training.engine.inspect import inspect_checkpoint
+from models_registry.services import trained_model_register_file
 from training.engine.presets import PRESETS
 
 
 class Command(BaseCommand):
     help = (
-        "Register an existing checkpoint (+ optional config) as a model without a run, to fine-tune from or "
-        "publish. The checkpoint is checked weights-only in a separate process."
+        "Register an existing checkpoint as a model without a run, to fine-tune from or publish: an MMDetection "
+        "model-zoo checkpoint of a preset's architecture (e.g. Faster R-CNN R-50 FPN trained on COCO) or one "
+        "trained elsewhere. The file is checked weights-only in a separate process, tensor by tensor against the "
+        "preset's model."
     )
 
     def add_arguments(self, parser):
@@ -21,9 +22,14 @@ class Command(BaseCommand):
         parser.add_argument("--architecture", required=True, choices=sorted(PRESETS))
         parser.add_argument(
             "--classes",
-            help="Comma-separated class names in label order. Default: the names stored in the checkpoint's meta.",
+            help=(
+                "Comma-separated class names in label order. Default: the names stored in the checkpoint, or COCO's "
+                "80 names for an 80-class head."
+            ),
         )
-        parser.add_argument("--config", type=Path, help="Config file kept as an artifact (never executed).")
+        parser.add_argument(
+            "--config", type=Path, help="A config file kept beside the model as a document (never run)."
+        )
         parser.add_argument("--description", default="")
         parser.add_argument("--user", help=USER_HELP)
 
@@ -35,27 +41,22 @@ class Command(BaseCommand):
             raise CommandError(f"Checkpoint not found: {checkpoint}")
         if config is not None and not config.is_file():
             raise CommandError(f"Config not found: {config}")
-        try:
-            report = inspect_checkpoint(str(checkpoint.resolve()), architecture)
-        except ValueError as exc:
-            raise CommandError(f"Refused {checkpoint.name}: {exc}") from exc
-        class_names = classes.split(",") if classes else report.get("classes")
-        if not class_names:
-            raise CommandError("The checkpoint stores no class names; pass --classes.")
+        self.stdout.write(f"Inspecting {checkpoint.name} (weights only, in a separate process)...")
         with cli_call():
-            model = trained_model_register_base(
+            model, report = trained_model_register_file(
+                checkpoint=checkpoint,
                 name=name,
                 architecture=architecture,
-                checkpoint=checkpoint,
+                classes=[c.strip() for c in classes.split(",")] if classes else None,
                 config=config,
-                class_names=class_names,
-                inspection=report,
                 description=description,
                 created_by=user,
             )
+        source = "given" if classes else f"from {report.get('class_source')}"
         self.stdout.write(
             self.style.SUCCESS(
-                f"Registered model #{model.pk} {model.name!r}: {architecture}, {len(class_names)} classes, "
-                f"{report['parameter_count']:,} parameters, sha256 {model.checkpoint_sha256[:12]}."
+                f"Registered model #{model.pk} {model.name!r}: {architecture}, {len(model.class_names)} classes "
+                f"({source}), {report['parameter_count']:,} parameters, all {report['tensors']} tensors fit the "
+                f"preset, sha256 {model.checkpoint_sha256[:12]}."
             )
         )

@@ -1,3 +1,4 @@
+import argparse
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -12,7 +13,7 @@ from models_registry.selectors import models_visible_to
 from training.engine.params import PARAM_SPECS
 from training.engine.presets import PRESETS
 from training.models import TrainingRun
-from training.services import training_run_create
+from training.services import training_run_create, training_run_preview
 
 
 class Command(BaseCommand):
@@ -33,7 +34,21 @@ class Command(BaseCommand):
         parser.add_argument("--user", help=USER_HELP)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument("--time-limit", type=int, help="Wall-clock limit of the run in seconds.")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Check everything and say what the run would do (parameters, base model weights), queue nothing.",
+        )
         for spec in PARAM_SPECS.values():
+            if spec.kind is bool:
+                parser.add_argument(
+                    f"--{spec.name.replace('_', '-')}",
+                    dest=spec.name,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=spec.help,
+                )
+                continue
             parser.add_argument(
                 f"--{spec.name.replace('_', '-')}",
                 dest=spec.name,
@@ -50,6 +65,20 @@ class Command(BaseCommand):
             base_model = None
             if opts["base_model"] is not None:
                 base_model = get_visible(models_visible_to(user), opts["base_model"], "trained model")
+            plan = training_run_preview(
+                dataset=dataset,
+                architecture=opts["architecture"],
+                base_model=base_model,
+                parameters=params,
+                user=user,
+            )
+            if plan.weight_transfer:
+                self.stdout.write(f"Base model #{base_model.pk}: {plan.weight_transfer['summary']}")
+            if opts["dry_run"]:
+                self.stdout.write(
+                    "Parameters: " + ", ".join(f"{k}={v}" for k, v in plan.parameters.items()) + ". Nothing queued."
+                )
+                return
             run = training_run_create(
                 dataset=dataset,
                 architecture=opts["architecture"],

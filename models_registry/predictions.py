@@ -1,0 +1,196 @@
+"""The predict check of a model: run it on images and see the boxes. Queued from the API and the admin (a worker
+runs it), or run at once by ``manage.py predict``; the detection itself always runs in a child process
+(``training.engine.predict``), never in a Django process.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from access.rules import require
+from datasets.images import clean_original_name, decode_image
+from dumpsite.errors import ApplicationError
+from dumpsite.redact import redact_paths
+
+from .card import stored_config
+from .models import Prediction, TrainedModel
+from .selectors import models_visible_to
+
+logger = logging.getLogger(__name__)
+Status = Prediction.Status
+TASK = "models_registry.tasks.execute_prediction"
+
+
+def _check_threshold(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ApplicationError("Invalid score threshold.", {"score_threshold": "a number from 0 to 1"})
+    return float(value)
+
+
+def _check_model(model: TrainedModel, user) -> None:
+    require(user, "models_registry.predict_trainedmodel", message="You may not run models on images.")
+    if user is not None and not models_visible_to(user).filter(pk=model.pk).exists():
+        raise ApplicationError("No such model.", {"model": "no such model"})
+    config = stored_config(model)
+    if not isinstance(config, dict) or "model" not in config:
+        raise ApplicationError(
+            "This model was registered without a runnable config; register its checkpoint again.",
+            {"model": "no runnable config"},
+        )
+
+
+def _job(model: TrainedModel, images: list[dict], out: Path, threshold: float) -> dict:
+    return {
+        "config": model.config.path,
+        "checkpoint": model.checkpoint.path,
+        "images": images,
+        "score_threshold": threshold,
+        "out": str(out),
+    }
+
+
+def _environment() -> dict:
+    from training.engine.supervisor import child_environment
+
+    return child_environment(tuple(settings.TRAINING_CHILD_ENV))
+
+
+def predict_files(
+    *, model: TrainedModel, paths: list[Path], score_threshold: float = 0.3, preview_dir: Path | None = None, user
+) -> dict:
+    """Run ``model`` on image files now (the command line's batch path) and return the result. Every file is
+    checked to be an image before the model is loaded."""
+    from training.engine.predict import PredictionError, run_prediction
+
+    _check_model(model, user)
+    threshold = _check_threshold(score_threshold)
+    images = []
+    for index, path in enumerate(paths):
+        try:
+            decode_image(Path(path).read_bytes())
+        except OSError as exc:
+            raise ApplicationError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+        except ApplicationError as exc:
+            raise ApplicationError(f"{Path(path).name}: {exc.message}") from None
+        item = {"path": str(Path(path).resolve()), "name": Path(path).name}
+        if preview_dir is not None:
+            item["preview"] = str(Path(preview_dir).resolve() / f"{index:04d}-{Path(path).stem}.jpg")
+        images.append(item)
+    if preview_dir is not None:
+        Path(preview_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="predict-", dir=_scratch_root()) as tmp:
+        try:
+            return run_prediction(
+                _job(model, images, Path(tmp) / "out.json", threshold),
+                Path(tmp) / "job.json",
+                timeout=settings.DUMPSITE_PREDICT_TIMEOUT,
+                env=_environment(),
+            )
+        except PredictionError as exc:
+            raise ApplicationError(f"The model could not run: {redact_paths(str(exc))}") from None
+
+
+def _scratch_root() -> Path:
+    root = Path(settings.TRAINING_WORK_ROOT) / "predictions"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def prediction_create(
+    *, model: TrainedModel, content: bytes, original_name: str = "", score_threshold=0.3, user
+) -> Prediction:
+    """Check the image and queue a prediction of ``model`` on it for a worker. Nothing is stored or queued when
+    the image, the threshold, the model or the user's permission is refused."""
+    _check_model(model, user)
+    threshold = _check_threshold(score_threshold)
+    decoded = decode_image(content)
+    key = secrets.token_hex(8)
+    with transaction.atomic():
+        prediction = Prediction(
+            model=model,
+            key=key,
+            original_name=clean_original_name(original_name),
+            score_threshold=threshold,
+            created_by=user,
+        )
+        prediction.image.save(f"input.{decoded.extension}", ContentFile(content), save=False)
+        try:
+            prediction.save()
+        except BaseException:
+            _remove_files(key)
+            raise
+        transaction.on_commit(lambda: _enqueue(prediction.pk))
+    return prediction
+
+
+def _enqueue(prediction_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(TASK, prediction_id, task_name=f"prediction-{prediction_id}", group="predictions")
+
+
+def _remove_files(key: str) -> None:
+    shutil.rmtree(Path(settings.MEDIA_ROOT) / "predictions" / key, ignore_errors=True)
+
+
+def prediction_execute(*, prediction_id: int) -> str:
+    """The worker's part: queued -> running (one winner), run the child, store the boxes and the preview."""
+    from training.engine.predict import PredictionError, run_prediction
+
+    claimed = Prediction.objects.filter(pk=prediction_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return Prediction.objects.filter(pk=prediction_id).values_list("status", flat=True).first() or "missing"
+    prediction = Prediction.objects.select_related("model").get(pk=prediction_id)
+    preview = Path(settings.MEDIA_ROOT) / "predictions" / prediction.key / "preview.jpg"
+    images = [{"path": prediction.image.path, "name": prediction.original_name, "preview": str(preview)}]
+    try:
+        with tempfile.TemporaryDirectory(prefix="predict-", dir=_scratch_root()) as tmp:
+            result = run_prediction(
+                _job(prediction.model, images, Path(tmp) / "out.json", prediction.score_threshold),
+                Path(tmp) / "job.json",
+                timeout=settings.DUMPSITE_PREDICT_TIMEOUT,
+                env=_environment(),
+            )
+    except PredictionError as exc:
+        message = f"The model could not run: {redact_paths(str(exc))}"
+    except Exception:  # noqa: BLE001 - a prediction never stays 'running'
+        reference = secrets.token_hex(4)
+        logger.exception("prediction %s crashed (reference %s)", prediction_id, reference)
+        message = f"Internal error in the worker (reference {reference}); the server log has the details."
+    else:
+        Prediction.objects.filter(pk=prediction_id, status=Status.RUNNING).update(
+            status=Status.SUCCEEDED,
+            result=result["images"][0] | {"classes": result["classes"], "device": result["device"]},
+            preview=f"predictions/{prediction.key}/preview.jpg",
+            finished_at=timezone.now(),
+        )
+        return Status.SUCCEEDED
+    Prediction.objects.filter(pk=prediction_id, status=Status.RUNNING).update(
+        status=Status.FAILED, error_message=message[:2000], finished_at=timezone.now()
+    )
+    return Status.FAILED
+
+
+def predictions_visible_to(user, queryset=None):
+    """A user's own predictions; all of them for users who may view every model."""
+    from access.rules import can
+
+    queryset = Prediction.objects.select_related("model") if queryset is None else queryset
+    if user is None:  # the platform itself
+        return queryset
+    if not user.is_authenticated:
+        return queryset.none()
+    if can(user, "models_registry.view_trainedmodel"):
+        return queryset
+    return queryset.filter(created_by=user)
