@@ -56,7 +56,7 @@ def test_model_zoo_faster_rcnn_fine_tunes_to_two_classes(worker, tmp_path):
     assert base.library_versions["mmdet"] == "3.3.0"
 
     # 2. The plan is said before anything is queued.
-    dataset = tiles_dataset("frcnn tiles", ["waste_pile", "construction_debris"], count=16, seed=11)
+    dataset = tiles_dataset("frcnn tiles", ["waste_pile", "construction_debris"], count=8, seed=11)
     out = io.StringIO()
     call_command("train", "--dataset", "frcnn tiles", "--base-model", str(base.pk), "--dry-run", stdout=out)
     said = out.getvalue()
@@ -65,7 +65,13 @@ def test_model_zoo_faster_rcnn_fine_tunes_to_two_classes(worker, tmp_path):
 
     # 3. Fine-tuned by the worker: one short epoch on small images, on the CPU; and the small-object preset (the
     # same network with other anchors) from the same checkpoint, queued behind it.
-    short = {"epochs": 1, "batch_size": 2, "image_size": 128, "warmup_iters": 5, "val_fraction": 0.25}
+    short = {
+        "epochs": 1,
+        "batch_size": 2,
+        "image_size": 128,
+        "warmup_iters": 5,
+        "val_fraction": 0.25,
+    }  # 6 training and 2 validation tiles
     run = training_run_create(
         dataset=dataset, base_model=base, parameters=short, name="zoo to waste", created_by=operator
     )

@@ -227,7 +227,7 @@ def test_amp_accumulation_early_stopping_and_loader_workers_reach_the_config():
     assert o["optim_wrapper"]["type"] == "AmpOptimWrapper" and o["optim_wrapper"]["loss_scale"] == "dynamic"
     assert o["optim_wrapper"]["accumulative_counts"] == 4
     assert o["custom_hooks"] == [
-        {"type": "EarlyStoppingHook", "monitor": "coco/bbox_mAP", "rule": "greater", "min_delta": 0.0, "patience": 3}
+        {"type": "EarlyStoppingHook", "monitor": "coco/bbox_mAP", "rule": "greater", "min_delta": 0.0005, "patience": 3}
     ]
     assert o["train_dataloader"]["num_workers"] == 2 and o["train_dataloader"]["persistent_workers"] is True
     assert o["val_dataloader"]["num_workers"] == 2

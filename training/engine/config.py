@@ -107,14 +107,15 @@ def _optimizer(params: dict) -> dict:
 def _custom_hooks(params: dict) -> list[dict]:
     if not params.get("patience"):
         return []
-    # mmengine's own hook: it stops the train loop after ``patience`` validations without a better mAP (any gain
-    # counts: min_delta 0, its default of 0.1 would be a tenth of the whole mAP range).
+    # mmengine's own hook: it stops the train loop after ``patience`` validations without a better mAP. Its default
+    # min_delta of 0.1 would be a tenth of the whole mAP range, and 0 would count an unchanged mAP as a gain (it
+    # compares best + min_delta > current); COCO reports mAP to 3 decimals, so half a unit is the smallest gain.
     return [
         {
             "type": "EarlyStoppingHook",
             "monitor": BEST_METRIC,
             "rule": "greater",
-            "min_delta": 0.0,
+            "min_delta": 0.0005,
             "patience": params["patience"],
         }
     ]
