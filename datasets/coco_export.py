@@ -1,16 +1,15 @@
 """Export a dataset to COCO detection files for one training run.
 
 Only enabled images and enabled boxes are written. Category ids are 1..N in the dataset's class order. The split
-into train and val is reproducible from the seed: images are shuffled by ``random.Random(seed)`` in id order,
-images with boxes and images without boxes (negatives) separately, so each split keeps both kinds. ``file_name``
-is the image's path relative to MEDIA_ROOT: images are read in place, not copied.
+into train and val follows the run's strategy (``splits.py``: random, spatial blocks or capture time), reproducible
+from the seed. ``file_name`` is the image's path relative to MEDIA_ROOT: images are read in place, not copied.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from django.conf import settings
 from dumpsite.errors import ApplicationError
 
 from .models import Annotation, Dataset, DatasetImage
+from .splits import DEFAULT_CELL_M, split_dataset
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class CocoExport:
     val_images: int
     train_annotations: int
     val_annotations: int
+    split: dict
 
     def as_dict(self) -> dict:
         return {
@@ -46,23 +47,22 @@ class CocoExport:
             "val_images": self.val_images,
             "train_annotations": self.train_annotations,
             "val_annotations": self.val_annotations,
+            "split": self.split,
         }
 
 
-def split_ids(ids: list[int], *, val_fraction: float, seed: int) -> tuple[set[int], set[int]]:
-    """Split ``ids`` into (train, val); the same ids, fraction and seed always give the same split."""
-    ordered = sorted(ids)
-    random.Random(seed).shuffle(ordered)
-    n_val = round(len(ordered) * val_fraction)
-    if len(ordered) >= 2:
-        n_val = min(max(n_val, 1), len(ordered) - 1)
-    else:
-        n_val = 0
-    return set(ordered[n_val:]), set(ordered[:n_val])
-
-
-def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files: bool = True) -> tuple[dict, dict]:
-    """Return the (train, val) COCO dicts of the dataset's usable content."""
+def build_coco(
+    dataset: Dataset,
+    *,
+    val_fraction: float,
+    seed: int,
+    strategy: str = "random",
+    cell_size_m: float = DEFAULT_CELL_M,
+    check_files: bool = True,
+) -> tuple[dict, dict]:
+    """Return the (train, val) COCO dicts of the dataset's usable content, split by ``strategy``
+    (``splits.split_dataset``). Annotation ids are the boxes' ids, and each image carries its ``sha256``: the two
+    documents are the run's manifest (``manifest_of``). ``info.split`` says how the split was made."""
     classes = dataset.class_names()
     class_ids = dict(dataset.classes.values_list("id", "position"))
     categories = [{"id": i + 1, "name": name, "supercategory": "waste"} for i, name in enumerate(classes)]
@@ -70,20 +70,20 @@ def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files:
     images = list(
         DatasetImage.objects.filter(dataset=dataset, enabled=True)
         .order_by("id")
-        .values_list("id", "image", "width", "height")
+        .values_list("id", "image", "width", "height", "sha256")
     )
     boxes: dict[int, list[tuple]] = {}
     for row in (
         Annotation.objects.filter(image__dataset=dataset, image__enabled=True, enabled=True)
         .order_by("image_id", "id")
-        .values_list("image_id", "dataset_class_id", "x", "y", "width", "height", "polygon")
+        .values_list("image_id", "id", "dataset_class_id", "x", "y", "width", "height", "polygon")
         .iterator(chunk_size=20000)
     ):
         boxes.setdefault(row[0], []).append(row[1:])
 
     if check_files:
         root = Path(settings.MEDIA_ROOT)
-        missing = [name for _, name, _, _ in images if not (root / name).is_file()]
+        missing = [name for _, name, *_ in images if not (root / name).is_file()]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise ApplicationError(
@@ -91,22 +91,26 @@ def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files:
                 {"missing_files": len(missing)},
             )
 
-    with_boxes = [i for i, *_ in images if i in boxes]
-    without = [i for i, *_ in images if i not in boxes]
-    train_a, val_a = split_ids(with_boxes, val_fraction=val_fraction, seed=seed)
-    train_b, val_b = split_ids(without, val_fraction=val_fraction, seed=seed)
-    train_ids, val_ids = train_a | train_b, val_a | val_b
+    split = split_dataset(
+        dataset,
+        images=[i for i, *_ in images],
+        with_boxes=set(boxes),
+        strategy=strategy,
+        val_fraction=val_fraction,
+        seed=seed,
+        cell_size_m=cell_size_m,
+    )
 
     def document(selected: set[int]) -> dict:
         doc_images, doc_annotations = [], []
-        for image_id, name, width, height in images:
+        for image_id, name, width, height, sha256 in images:
             if image_id not in selected:
                 continue
-            doc_images.append({"id": image_id, "file_name": name, "width": width, "height": height})
-            for class_id, x, y, w, h, polygon in boxes.get(image_id, ()):
+            doc_images.append({"id": image_id, "file_name": name, "width": width, "height": height, "sha256": sha256})
+            for box_id, class_id, x, y, w, h, polygon in boxes.get(image_id, ()):
                 doc_annotations.append(
                     {
-                        "id": len(doc_annotations) + 1,
+                        "id": box_id,
                         "image_id": image_id,
                         "category_id": class_ids[class_id] + 1,
                         "bbox": [x, y, w, h],
@@ -116,18 +120,53 @@ def build_coco(dataset: Dataset, *, val_fraction: float, seed: int, check_files:
                     }
                 )
         return {
-            "info": {"description": dataset.name},
+            "info": {"description": dataset.name, "split": split.summary()},
             "images": doc_images,
             "annotations": doc_annotations,
             "categories": categories,
         }
 
-    return document(train_ids), document(val_ids)
+    return document(split.train), document(split.val)
 
 
-def export_coco(dataset: Dataset, out_dir: Path, *, val_fraction: float, seed: int) -> CocoExport:
+def content_hash(doc: dict) -> str:
+    """SHA-256 of what a COCO document trains or validates on: each image's id and content hash, each box's id,
+    class name and coordinates. Two runs with equal hashes used the same data."""
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    boxes: dict[int, list] = {}
+    for a in doc["annotations"]:
+        boxes.setdefault(a["image_id"], []).append([a["id"], names[a["category_id"]], *a["bbox"]])
+    canonical = [
+        [i["id"], i.get("sha256", ""), i["width"], i["height"], sorted(boxes.get(i["id"], []))]
+        for i in sorted(doc["images"], key=lambda i: i["id"])
+    ]
+    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+
+
+def manifest_of(train: dict, val: dict) -> dict:
+    """What went to each side: image ids, box ids and a content hash, plus the split's description."""
+
+    def side(doc: dict) -> dict:
+        return {
+            "image_ids": sorted(i["id"] for i in doc["images"]),
+            "box_ids": sorted(a["id"] for a in doc["annotations"]),
+            "content_hash": content_hash(doc),
+        }
+
+    return {"split": train["info"].get("split", {}), "train": side(train), "val": side(val)}
+
+
+def export_coco(
+    dataset: Dataset,
+    out_dir: Path,
+    *,
+    val_fraction: float,
+    seed: int,
+    strategy: str = "random",
+    cell_size_m: float = DEFAULT_CELL_M,
+) -> CocoExport:
     """Write ``train.json`` and ``val.json`` into ``out_dir`` atomically: a reader sees all of it or none."""
-    train, val = build_coco(dataset, val_fraction=val_fraction, seed=seed)
+    train, val = build_coco(dataset, val_fraction=val_fraction, seed=seed, strategy=strategy, cell_size_m=cell_size_m)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -151,4 +190,33 @@ def export_coco(dataset: Dataset, out_dir: Path, *, val_fraction: float, seed: i
         val_images=len(val["images"]),
         train_annotations=len(train["annotations"]),
         val_annotations=len(val["annotations"]),
+        split=train["info"]["split"],
     )
+
+
+def remap_classes(doc: dict, classes: list[str]) -> tuple[dict, dict]:
+    """The document with categories 1..N in ``classes``' order (a model's), boxes of other classes left out.
+    Returns it with what was left out: ``{"boxes": n, "classes": [names]}``."""
+    new_id = {name: i + 1 for i, name in enumerate(classes)}
+    old_name = {c["id"]: c["name"] for c in doc["categories"]}
+    kept, dropped, dropped_names = [], 0, set()
+    for a in doc["annotations"]:
+        name = old_name[a["category_id"]]
+        if name in new_id:
+            kept.append({**a, "category_id": new_id[name]})
+        else:
+            dropped += 1
+            dropped_names.add(name)
+    out = {
+        **doc,
+        "annotations": kept,
+        "categories": [{"id": i + 1, "name": name, "supercategory": "waste"} for i, name in enumerate(classes)],
+    }
+    return out, {"boxes": dropped, "classes": sorted(dropped_names)}
+
+
+def merge_documents(first: dict, second: dict) -> dict:
+    """One document of two with the same categories (a split's two sides back together)."""
+    images = sorted(first["images"] + second["images"], key=lambda i: i["id"])
+    annotations = sorted(first["annotations"] + second["annotations"], key=lambda a: (a["image_id"], a["id"]))
+    return {**first, "images": images, "annotations": annotations}

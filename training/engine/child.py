@@ -1,4 +1,5 @@
-"""Entry point of the training child process: ``python -m training.engine.child JOB_FILE``.
+"""Entry point of the training child process: ``python -m training.engine.child JOB_FILE``; an evaluation job
+(``evaluate.EvaluationJob``, ``"kind": "evaluate"``) runs in the same child.
 
 Training runs in its own process (and process group) because it holds gigabytes of tensors, can crash in native
 code, must be stoppable as a whole with its data-loader workers (cancel = signal the group), and because torch and
@@ -21,6 +22,7 @@ import traceback
 from pathlib import Path
 
 from .config import BEST_METRIC, checkpoint_epoch, dumps_config_json, publishable_config, restore_tuples
+from .evaluate import DETECTIONS_PREFIX, EvaluationJob, detections_file
 from .job import TrainingJob
 
 
@@ -112,7 +114,7 @@ def apply_transfer(cfg, job: TrainingJob) -> dict | None:
     return plan
 
 
-def _write_event(job: TrainingJob, event: str, **payload) -> None:
+def _write_event(job: TrainingJob | EvaluationJob, event: str, **payload) -> None:
     with open(job.events_file, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"event": event, "time": time.time(), **payload}) + "\n")
 
@@ -125,7 +127,7 @@ def train(job: TrainingJob) -> dict:
 
     from .checkpoints import install_safe_globals, save_weights
     from .device import describe_device, library_versions, select_device
-    from .progress_hook import ProgressEventsHook
+    from .progress_hook import KeepDetectionsHook, ProgressEventsHook
 
     started = time.monotonic()
     device = select_device(cuda_available=torch.cuda.is_available(), amp=job.amp)
@@ -143,15 +145,25 @@ def train(job: TrainingJob) -> dict:
         fh.write(dumps_config_json(publishable_config(json.loads(json.dumps(cfg.to_dict())))))
     # Train from the stored JSON: the Runner dumps its config under the name it was loaded from, so it writes
     # JSON too; no Python source is ever written.
-    runner = Runner.from_cfg(load_json_config(config_file))
+    run_cfg = load_json_config(config_file)
+    keep = None
+    if job.evaluation:
+        # Each validation pass writes its detections here (CocoMetric's results file); the hook keeps the ones
+        # of the best and the last epoch.
+        run_cfg.val_evaluator["outfile_prefix"] = os.path.join(job.output_dir, DETECTIONS_PREFIX)
+        keep = KeepDetectionsHook(detections_file(job.output_dir), job.output_dir, BEST_METRIC)
+    runner = Runner.from_cfg(run_cfg)
     if job.progress_events:
         runner.register_hook(ProgressEventsHook(job.events_file))
+    if keep is not None:
+        runner.register_hook(keep)
     train_started = time.monotonic()
     runner.train()
     train_s = time.monotonic() - train_started
     stopped_early = bool(getattr(runner.train_loop, "stop_training", False)) and runner.epoch < runner.max_epochs
 
     best = _best_checkpoint(runner, job.work_dir)
+    evaluation_file = analyse_registered(keep, checkpoint_epoch(best), job) if keep is not None else None
     model_file = os.path.join(job.output_dir, "model.pth")
     params = save_weights(
         best,
@@ -175,9 +187,31 @@ def train(job: TrainingJob) -> dict:
             (h.get("patience") for h in cfg.get("custom_hooks") or [] if h.get("type") == "EarlyStoppingHook"), None
         ),
         "versions": library_versions(),
+        "evaluation_file": evaluation_file,
     }
     write_json(job.result_file, result)
     return result
+
+
+def analyse_registered(keep, epoch: int, job: TrainingJob) -> str | None:
+    """Per-class analysis of the registered checkpoint on the validation split, from the detections its epoch's
+    validation pass wrote (no second pass over the images). None when they were not kept (a resumed run whose
+    best epoch came before the resume)."""
+    from .evaluate import analyse_detections
+
+    detections = keep.detections_of(epoch)
+    if detections is None:
+        return None
+    result = analyse_detections(
+        job.overrides["val_dataloader"]["dataset"]["ann_file"],
+        detections,
+        score_threshold=job.evaluation["score_threshold"],
+        iou_threshold=job.evaluation["iou_threshold"],
+    )
+    result["epoch"] = epoch
+    path = os.path.join(job.output_dir, "evaluation.json")
+    write_json(path, result)
+    return path
 
 
 def write_json(path: str, data) -> None:
@@ -187,7 +221,7 @@ def write_json(path: str, data) -> None:
     os.replace(tmp, path)
 
 
-def _record_error(job: TrainingJob | None, exc: BaseException) -> None:
+def _record_error(job: TrainingJob | EvaluationJob | None, exc: BaseException) -> None:
     if job is None:
         return
     from .device import DeviceError
@@ -225,8 +259,15 @@ def main(argv: list[str]) -> int:
     job = None
     exit_with_parent()
     try:
-        job = TrainingJob.read(Path(argv[1]))
-        train(job)
+        data = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+        if data.get("kind") == "evaluate":  # an evaluation run: the same process, watched the same way
+            from .evaluate import evaluate
+
+            job = EvaluationJob(**data)
+            evaluate(job)
+        else:
+            job = TrainingJob(**data)
+            train(job)
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt/SystemExit
         traceback.print_exc()
         _record_error(job, exc)

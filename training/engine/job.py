@@ -21,6 +21,9 @@ class TrainingJob:
     # mode and reason plus the preset's class-dependent prefixes. None: no base model, or a resumed attempt.
     transfer: dict | None = None
     amp: bool = False
+    # Once trained, the registered checkpoint is evaluated on the validation split at these thresholds
+    # ({"score_threshold", "iou_threshold"}); None: not evaluated (benchmarks of the training alone).
+    evaluation: dict | None = None
 
     def write(self, path: Path) -> None:
         tmp = Path(path).with_suffix(".tmp")

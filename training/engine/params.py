@@ -38,6 +38,30 @@ PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("frozen_stages", int, -1, 4, help="Backbone stages kept frozen (-1: none)."),
         ParamSpec("image_size", int, 64, 4096, help="Longest side images are resized to (a multiple of 32)."),
         ParamSpec("val_fraction", float, 0.05, 0.5, help="Share of images held out for validation."),
+        ParamSpec(
+            "split",
+            str,
+            choices=("random", "spatial", "time"),
+            help=(
+                "How images are split: random (seeded); spatial (whole blocks of grid cells over the footprints go to "
+                "one side); time (the newest images validate). Images without a place or time are split at random."
+            ),
+        ),
+        ParamSpec("split_cell_m", float, 1.0, 100000.0, help="Cell size in metres of the spatial split's grid."),
+        ParamSpec(
+            "score_threshold",
+            float,
+            0.0,
+            1.0,
+            help="Score from which a detection counts in precision, recall, the confusion matrix and the gallery.",
+        ),
+        ParamSpec(
+            "iou_threshold",
+            float,
+            0.05,
+            0.95,
+            help="Overlap (IoU) from which a detection matches a box in the confusion matrix and the gallery.",
+        ),
         ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
         ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
         ParamSpec("amp", bool, help="Mixed precision (float16 autocast with loss scaling); needs a GPU."),
@@ -60,7 +84,16 @@ PARAM_SPECS: dict[str, ParamSpec] = {
 }
 
 # Defaults of the parameters every preset shares (a preset may override them).
-COMMON_DEFAULTS = {"amp": False, "data_workers": 0, "accumulate": 1, "patience": 0}
+COMMON_DEFAULTS = {
+    "amp": False,
+    "data_workers": 0,
+    "accumulate": 1,
+    "patience": 0,
+    "split": "random",
+    "split_cell_m": 250.0,
+    "score_threshold": 0.3,
+    "iou_threshold": 0.5,
+}
 
 
 class ParamError(ValueError):

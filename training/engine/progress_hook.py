@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 
 from mmengine.hooks import Hook
@@ -11,9 +13,11 @@ from mmengine.hooks import Hook
 class ProgressEventsHook(Hook):
     priority = "VERY_LOW"
 
-    def __init__(self, events_file: str):
+    def __init__(self, events_file: str, *, test_progress: bool = False):
         self.events_file = events_file
+        self.test_progress = test_progress  # an evaluation: the test loop is the progress
         self._fh = None
+        self._test_started = 0.0
 
     def _write(self, event: str, **payload) -> None:
         if self._fh is None:
@@ -51,7 +55,70 @@ class ProgressEventsHook(Hook):
         clean = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         self._write("val", epoch=runner.epoch, metrics=clean)
 
+    def before_test(self, runner) -> None:
+        if self.test_progress:
+            self._test_started = time.monotonic()
+            self._write("start", max_epochs=1, max_iters=len(runner.test_dataloader), iters_per_epoch=0)
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if not self.test_progress:
+            return
+        done, total = batch_idx + 1, len(runner.test_dataloader)
+        elapsed = time.monotonic() - self._test_started
+        eta = elapsed / done * (total - done)
+        self._write("iter", epoch=1, iter=done, max_iters=total, losses={}, lr=None, eta=round(eta, 1))
+
     def after_run(self, runner) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class KeepDetectionsHook(Hook):
+    """Keep the detections of the validation passes that matter: the best so far (by ``monitor``, the rule of
+    mmengine's CheckpointHook: strictly greater, so the first epoch reaching the best) and the last one. Once
+    training ends, those of the registered checkpoint's epoch are analysed per class without running the model
+    again: the validation already ran it on that split with those very weights."""
+
+    priority = "LOW"
+
+    def __init__(self, detections_file: str, out_dir: str, monitor: str):
+        self.detections_file = detections_file
+        self.out_dir = out_dir
+        self.monitor = monitor
+        self.best = float("-inf")
+
+    def path(self, kind: str) -> str:
+        return os.path.join(self.out_dir, f"{kind}_detections.json")
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not os.path.isfile(self.detections_file):
+            return
+        epoch = runner.epoch
+        shutil.copyfile(self.detections_file, self.path("last"))
+        kept = {"last": epoch}
+        score = (metrics or {}).get(self.monitor)
+        if isinstance(score, (int, float)) and score > self.best:
+            self.best = float(score)
+            shutil.copyfile(self.detections_file, self.path("best"))
+            kept["best"] = epoch
+        index = self.path("epochs").replace(".json", "_index.json")
+        known = {}
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as fh:
+                known = json.load(fh)
+        known.update(kept)
+        with open(index, "w", encoding="utf-8") as fh:
+            json.dump(known, fh)
+
+    def detections_of(self, epoch: int) -> str | None:
+        """The kept detections file of ``epoch``, if one was kept."""
+        index = self.path("epochs").replace(".json", "_index.json")
+        if not os.path.isfile(index):
+            return None
+        with open(index, encoding="utf-8") as fh:
+            known = json.load(fh)
+        for kind in ("best", "last"):
+            if known.get(kind) == epoch:
+                return self.path(kind)
+        return None
