@@ -137,3 +137,49 @@ def epoch_map_chart(history: list[dict]) -> str:
             x_integer=True,
         )
     )
+
+
+def pr_chart(curves: dict[str, list], *, iou: str) -> str:
+    """Precision against recall, one line per class, from an evaluation's ``pr_curves[iou]``."""
+    return mark_safe(
+        line_chart(
+            [Series(name, [(r, p) for r, p in points]) for name, points in curves.items()],
+            title=f"Precision-recall at IoU {iou}",
+            x_label="recall",
+            y_label="precision",
+            y_min=0,
+            y_max=1,
+        )
+    )
+
+
+def _heat(value: int, peak: int, diagonal: bool) -> str:
+    """A cell's background: green on the diagonal, red off it, stronger with a larger share of the row."""
+    if not value or not peak:
+        return "#ffffff"
+    strength = 0.15 + 0.65 * value / peak
+    r, g, b = (46, 160, 67) if diagonal else (214, 39, 40)
+    mix = [round(255 - (255 - c) * strength) for c in (r, g, b)]
+    return "#{:02x}{:02x}{:02x}".format(*mix)
+
+
+def confusion_table(confusion: dict) -> str:
+    """The confusion matrix as an HTML table: rows the true class, columns the predicted class, background last
+    (its row: false detections; its column: missed boxes). Cells shaded by their share of the row."""
+    labels, matrix = confusion.get("labels") or [], confusion.get("matrix") or []
+    if not labels:
+        return mark_safe('<p class="help">No confusion matrix.</p>')
+    head = "".join(f'<th scope="col">{escape(label)}</th>' for label in labels)
+    rows = []
+    for i, (label, row) in enumerate(zip(labels, matrix, strict=True)):
+        peak = max(sum(row), 1)
+        cells = "".join(
+            f'<td style="background:{_heat(v, peak, i == j and i < len(labels) - 1)}" '
+            f'title="true {escape(label)}, predicted {escape(labels[j])}: {v}">{v}</td>'
+            for j, v in enumerate(row)
+        )
+        rows.append(f'<tr><th scope="row">{escape(label)}</th>{cells}<td class="total">{sum(row)}</td></tr>')
+    return mark_safe(
+        '<table class="confusion" id="confusion-matrix"><thead><tr><th>true \\ predicted</th>'
+        f"{head}<th>total</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )

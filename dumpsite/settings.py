@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.gis",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -245,7 +246,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"TrainingRunStatusEnum": "training.models.TrainingRun.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+        "TrainingRunKindEnum": "training.models.TrainingRun.Kind",
+        "EvaluationKindEnum": "models_registry.models.Evaluation.Kind",
+    },
 }
 
 # Object permissions: anonymous users get nothing.

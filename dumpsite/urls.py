@@ -8,6 +8,7 @@ from datasets.api import DatasetViewSet
 from datasets.views import image_thumbnail
 from dumpsite.auth_views import ObtainTokenView
 from models_registry.api import PredictionViewSet, TrainedModelViewSet
+from models_registry.api_evaluations import EvaluationViewSet
 from training.api import TrainingRunViewSet
 
 router = DefaultRouter()
@@ -15,6 +16,7 @@ router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
 router.register("predictions", PredictionViewSet, basename="prediction")
+router.register("evaluations", EvaluationViewSet, basename="evaluation")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

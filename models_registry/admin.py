@@ -21,8 +21,10 @@ from training.engine.presets import preset_choices
 
 from . import predictions, services
 from .admin_columns import ModelColumns, lineage_html
+from .admin_evaluations import results_context
 from .admin_predictions import PredictForm
 from .card import card_markdown, model_card
+from .evaluations import validation_of
 from .models import TrainedModel
 from .selectors import models_visible_to, related_visibility
 
@@ -181,7 +183,20 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
                 ),
                 lineage=lineage_html(obj, request.user),
                 model_card=card,
+                evaluate_url=(
+                    reverse("admin:training_trainingrun_evaluate") + f"?model={obj.pk}"
+                    if can(request.user, "training.add_trainingrun")
+                    else ""
+                ),
             )
+            validation = (
+                validation_of(obj) if can(request.user, "models_registry.view_trainedmodel_statistics") else None
+            )
+            if validation is not None:
+                context.update(results_context(validation, sort=request.GET.get("sort", ""), base_url=request.path))
+                context["evaluations_url"] = (
+                    reverse("admin:models_registry_evaluation_changelist") + f"?model__id__exact={obj.pk}"
+                )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _publish_button(self, request, obj):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
@@ -126,6 +128,73 @@ class Prediction(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class Evaluation(models.Model):
+    """A model's results on a set of annotated images: overall COCO figures, per-class AP / precision / recall,
+    precision-recall curves, a confusion matrix with background, and each image's outcome (``EvaluationImage``).
+
+    Made by the model's own training run (on its validation split) and by evaluation runs."""
+
+    class Kind(models.TextChoices):
+        VALIDATION = "validation", "Validation split of its training run"
+        EVALUATION = "evaluation", "Evaluation run"
+
+    model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="evaluations")
+    run = models.ForeignKey(
+        "training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    dataset = models.ForeignKey(
+        "datasets.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    split = models.CharField(max_length=200, help_text="Which images: the run's validation split, all, ...")
+    split_details = models.JSONField(default=dict, blank=True)
+    score_threshold = models.FloatField()
+    iou_threshold = models.FloatField()
+    metrics = models.JSONField(default=dict, help_text="Overall COCO figures (bbox_mAP, bbox_mAP_50, ...).")
+    per_class = models.JSONField(default=list, help_text="Per class: AP, AP50, AP75, precision, recall, boxes.")
+    pr_curves = models.JSONField(default=dict, help_text="Per IoU threshold and class: [recall, precision] points.")
+    confusion = models.JSONField(default=dict, help_text="labels (classes + background) and matrix[true][predicted].")
+    counts = models.JSONField(default=dict)
+    seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Evaluation #{self.pk} of model #{self.model_id}"
+
+
+class EvaluationImage(models.Model):
+    """One image's outcome in an evaluation: its boxes and the detections above the score threshold, each marked
+    (found / missed / wrong class; true positive / false positive / wrong class)."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="images")
+    image = models.ForeignKey(
+        "datasets.DatasetImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    file_name = models.CharField(max_length=500)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    true_positives = models.PositiveIntegerField(default=0)
+    false_positives = models.PositiveIntegerField(default=0)
+    false_negatives = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0, help_text="False positives + false negatives.")
+    classes = ArrayField(models.PositiveSmallIntegerField(), default=list, help_text="Classes on the image.")
+    detections = models.JSONField(default=list, help_text="[class, score, x, y, w, h, status]")
+    ground_truth = models.JSONField(default=list, help_text="[class, x, y, w, h, status]")
+
+    class Meta:
+        ordering = ["evaluation", "-errors", "id"]
+        indexes = [
+            models.Index(fields=["evaluation", "-errors", "id"], name="evalimage_worst_first"),
+            GinIndex(fields=["classes"], name="evalimage_classes"),
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name
 
 
 class TrainedModelUserObjectPermission(UserObjectPermissionBase):

@@ -32,6 +32,7 @@ class World:
     model: TrainedModel
     published: TrainedModel
     prediction: object = None  # the owner's predict check of their model, done, with a preview
+    evaluation: object = None  # the owner's model on its validation split, per class, with a gallery
 
     def staff_client(self, role: str):
         """A Django test client signed in as ``role``'s user, made staff (the admin's door)."""
@@ -113,6 +114,45 @@ def build_world(make_dataset, tmp_path) -> World:
         model=model,
         published=published,
         prediction=make_prediction(model, users["owner"]),
+        evaluation=make_evaluation(model, run, dataset),
+    )
+
+
+def make_evaluation(model: TrainedModel, run: TrainingRun, dataset):
+    """What a training run leaves: its manifest, and the analysis of (made-up) detections on its validation
+    split stored as the model's validation evaluation."""
+    from datasets.coco_export import build_coco, manifest_of
+    from models_registry.evaluations import evaluation_store
+    from models_registry.models import Evaluation
+    from training.engine.analysis import analyse
+    from training.models import TrainingManifest
+
+    train, val = build_coco(dataset, val_fraction=0.34, seed=0)
+    manifest = manifest_of(train, val)
+    TrainingManifest.objects.create(
+        run=run,
+        split=manifest["split"],
+        train_image_ids=manifest["train"]["image_ids"],
+        train_box_ids=manifest["train"]["box_ids"],
+        val_image_ids=manifest["val"]["image_ids"],
+        val_box_ids=manifest["val"]["box_ids"],
+        train_hash=manifest["train"]["content_hash"],
+        val_hash=manifest["val"]["content_hash"],
+        validation_coco=val,
+    )
+    detections = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [v + 1 for v in a["bbox"]], "score": 0.8}
+        for a in val["annotations"]
+    ]
+    return evaluation_store(
+        model=model,
+        run=run,
+        dataset=dataset,
+        kind=Evaluation.Kind.VALIDATION,
+        split="validation split (random)",
+        split_details=manifest["split"],
+        result=analyse(val, detections),
+        gt_doc=val,
     )
 
 

@@ -110,6 +110,11 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
                 self.admin_site.admin_view(lambda r: admin_views.start_run_view(self, r)),
                 name="training_trainingrun_start",
             ),
+            path(
+                "evaluate/",
+                self.admin_site.admin_view(lambda r: admin_views.evaluate_view(self, r)),
+                name="training_trainingrun_evaluate",
+            ),
             path("compare/", self.admin_site.admin_view(self.compare_page), name="training_trainingrun_compare"),
         ] + super().get_urls()
 

@@ -11,15 +11,16 @@ from django.urls import reverse
 from access.rules import can, visible
 from dumpsite.errors import ApplicationError
 from dumpsite.formatting import metric
-from models_registry.models import METRIC_FIELDS
+from models_registry.models import METRIC_FIELDS, Evaluation
 from models_registry.selectors import models_visible_to, related_visibility
 
 from .engine.params import PARAM_SPECS
 from .engine.presets import DEFAULT_PRESET
 from .engine.transfer import NEW_CLASSES
-from .forms import StartRunForm
+from .forms import EvaluateForm, StartRunForm
 from .models import TrainingRun
 from .services import training_run_create, training_run_preview, training_run_validate
+from .services.evaluations import evaluation_run_create
 
 
 class _NotConfirmed(Exception):
@@ -84,6 +85,67 @@ def start_run_view(model_admin, request):
     return TemplateResponse(request, "admin/training/start_run.html", context)
 
 
+def evaluate_view(model_admin, request):
+    """Evaluate a model on a dataset: queued as an evaluation run; its results appear with the model."""
+    if not can(request.user, "training.add_trainingrun"):
+        raise PermissionDenied
+    initial = {"model": request.GET.get("model")} if request.GET.get("model") else None
+    form = EvaluateForm(request.POST or None, user=request.user, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = evaluation_run_create(
+                model=form.cleaned_data["model"],
+                dataset=form.cleaned_data["dataset"],
+                split=form.cleaned_data["split"],
+                parameters=form.parameters(),
+                name=form.cleaned_data["name"],
+                created_by=request.user,
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+            for field, problem in (exc.extra or {}).items():
+                if field in form.fields:
+                    form.add_error(field, str(problem))
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Evaluation run #{run.pk} {run.name!r} is queued.")
+            return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Evaluate a model",
+        "crumb": "Evaluate",
+        "form_id": "evaluate-form",
+        "submit_label": "Evaluate",
+        "form": form,
+        "opts": model_admin.model._meta,
+        "has_view_permission": True,
+    }
+    return TemplateResponse(request, "admin/training/start_run.html", context)
+
+
+def per_class_rows(user, models: list) -> list[tuple[str, list]]:
+    """AP50, precision and recall per class, from each model's validation on its training run's split (one
+    query); classes in the order they first appear. Statistics, so only for users who may see those."""
+    if not can(user, "models_registry.view_trainedmodel_statistics"):
+        return []
+    found = {}
+    for evaluation in Evaluation.objects.filter(
+        model__in=[m for m in models if m], kind=Evaluation.Kind.VALIDATION
+    ).order_by("created_at", "id"):
+        found[evaluation.model_id] = {row["class"]: row for row in evaluation.per_class}  # the newest wins
+    classes = list(dict.fromkeys(name for per in found.values() for name in per))
+    rows = []
+    for name in classes:
+        for key, label in (("ap50", "AP50"), ("precision", "precision"), ("recall", "recall")):
+            values = []
+            for m in models:
+                row = found.get(getattr(m, "pk", None), {}).get(name)
+                values.append(metric(row.get(key)) if row and row.get(key) is not None else "—")
+            rows.append((f"{label} · {name}", values))
+    return rows
+
+
 def compare_view(admin_site, request, *, kind: str, ids: list[int]):
     """Parameters and metrics of two or more runs or models in columns. A column shows only what the user may
     see: a published model's private run (its parameters) or dataset stays out, as does a visible run's model
@@ -135,6 +197,7 @@ def compare_view(admin_site, request, *, kind: str, ids: list[int]):
     for field in METRIC_FIELDS:
         rows.append((field, [metric(getattr(m, field)) if m else "—" for _l, _r, m, _d in items]))
     rows.append(("best epoch", [m.best_epoch if m else "—" for _l, _r, m, _d in items]))
+    rows.extend(per_class_rows(user, [m for _l, _r, m, _d in items]))
     rows.append(
         (
             "parameters (count)",

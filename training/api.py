@@ -20,8 +20,9 @@ from models_registry.selectors import models_visible_to
 from . import services
 from .engine.params import PARAM_SPECS
 from .engine.presets import preset_choices
-from .models import TrainingRun
+from .models import TrainingManifest, TrainingRun
 from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics
+from .services.evaluations import EVALUATION_PARAMS, SPLITS, evaluation_run_create
 
 
 class ProgressSerializer(serializers.ModelSerializer):
@@ -66,10 +67,12 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = [
             "id",
+            "kind",
             "name",
             "dataset",
             "dataset_name",
             "base_model",
+            "evaluated_model",
             "architecture",
             "parameters",
             "status",
@@ -121,6 +124,25 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     )
 
 
+class EvaluationRunCreateSerializer(serializers.Serializer):
+    """Only the shapes are checked here; every rule lives in ``evaluation_run_create``."""
+
+    model = serializers.IntegerField(help_text="Trained model id to evaluate.")
+    dataset = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Dataset id (not needed for split=model)."
+    )
+    split = serializers.ChoiceField(
+        choices=list(SPLITS), default="all", help_text="; ".join(f"{k}: {v}" for k, v in SPLITS.items())
+    )
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    time_limit_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    parameters = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="; ".join(f"{k}: {PARAM_SPECS[k].describe()}" for k in EVALUATION_PARAMS),
+    )
+
+
 class TrainingRunFilter(ApiFilterSet):
     created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
@@ -130,7 +152,7 @@ class TrainingRunFilter(ApiFilterSet):
 
     class Meta:
         model = TrainingRun
-        fields = ["status", "dataset", "base_model", "architecture", "created_by"]
+        fields = ["kind", "status", "dataset", "base_model", "evaluated_model", "architecture", "created_by"]
 
 
 class TrainingRunViewSet(
@@ -150,6 +172,8 @@ class TrainingRunViewSet(
         "retrieve": "training.view_trainingrun",
         "progress": "training.view_trainingrun",
         "create": "training.add_trainingrun",
+        "evaluate": "training.add_trainingrun",
+        "manifest": "training.view_trainingrun_statistics",
         "destroy": "training.delete_trainingrun",
         "cancel": "training.schedule_trainingrun",
         "retry": "training.schedule_trainingrun",
@@ -195,7 +219,14 @@ class TrainingRunViewSet(
                 parameters=data.get("parameters"),
                 user=request.user,
             )
-            return Response({"queued": False, "parameters": plan.parameters, "weight_transfer": plan.weight_transfer})
+            return Response(
+                {
+                    "queued": False,
+                    "parameters": plan.parameters,
+                    "weight_transfer": plan.weight_transfer,
+                    "split": plan.split,
+                }
+            )
         run = services.training_run_create(
             dataset=dataset,
             base_model=base_model,
@@ -206,6 +237,55 @@ class TrainingRunViewSet(
             time_limit_seconds=data.get("time_limit_seconds"),
         )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=EvaluationRunCreateSerializer, responses={202: TrainingRunSerializer})
+    @action(detail=False, methods=["post"], filter_backends=[])
+    def evaluate(self, request):
+        """Queue an evaluation run: a model you may see over a dataset you may see (all of it, a validation split
+        made now, or the model's own validation split from its training manifest). Watch it like any run; its
+        results appear at ``/api/evaluations/?model=<id>``."""
+        payload = EvaluationRunCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        model = models_visible_to(request.user).filter(pk=data["model"]).first()
+        if model is None:
+            return Response(error_body("invalid", "Invalid input.", {"model": ["No such model."]}), status=400)
+        dataset = None
+        if data.get("dataset") is not None:
+            dataset = (
+                visible(request.user, "datasets.view_dataset", Dataset.objects.all()).filter(pk=data["dataset"]).first()
+            )
+            if dataset is None:
+                return Response(error_body("invalid", "Invalid input.", {"dataset": ["No such dataset."]}), status=400)
+        run = evaluation_run_create(
+            model=model,
+            dataset=dataset,
+            split=data["split"],
+            parameters=data.get("parameters"),
+            name=data.get("name", ""),
+            created_by=request.user,
+            time_limit_seconds=data.get("time_limit_seconds"),
+        )
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def manifest(self, request, pk=None):
+        """Exactly what the run trained and validated on: the split, and for each side the image ids, box ids and
+        a content hash (equal hashes: the same data)."""
+        run = self.get_object()
+        manifest = TrainingManifest.objects.filter(run=run).first()
+        if manifest is None:
+            raise NotFound("This run has no manifest (it did not get to export its data, or is an evaluation).")
+        return Response(
+            {
+                **manifest.summary(),
+                "train_image_ids": manifest.train_image_ids,
+                "train_box_ids": manifest.train_box_ids,
+                "val_image_ids": manifest.val_image_ids,
+                "val_box_ids": manifest.val_box_ids,
+            }
+        )
 
     def perform_destroy(self, instance):
         services.training_run_delete(run=instance, user=self.request.user)

@@ -10,6 +10,7 @@ from models_registry.selectors import models_visible_to
 
 from .engine.params import COMMON_DEFAULTS, PARAM_SPECS
 from .engine.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_choices
+from .services.evaluations import SPLITS
 
 DEFAULTS = {**COMMON_DEFAULTS, **get_preset(DEFAULT_PRESET).defaults}
 
@@ -82,3 +83,40 @@ class StartRunForm(forms.Form):
                 placed = True
         if message and not placed:
             self.add_error(None, message)
+
+
+class EvaluateForm(forms.Form):
+    """The admin's "Evaluate a model" form: which model on which images; ``evaluation_run_create`` decides."""
+
+    model = forms.ModelChoiceField(queryset=None, help_text="Models you may see.")
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(),
+        required=False,
+        help_text="Datasets you may see (not needed for its own split).",
+    )
+    split = forms.ChoiceField(choices=[(k, f"{k}: {v}") for k, v in SPLITS.items()], initial="all")
+    split_strategy = forms.ChoiceField(
+        choices=[(c, c) for c in PARAM_SPECS["split"].choices],
+        initial="random",
+        help_text="For split=validation: " + PARAM_SPECS["split"].help,
+    )
+    val_fraction = forms.FloatField(initial=DEFAULTS["val_fraction"], min_value=0.05, max_value=0.5)
+    seed = forms.IntegerField(initial=DEFAULTS["seed"], min_value=0)
+    split_cell_m = forms.FloatField(initial=DEFAULTS["split_cell_m"], help_text=PARAM_SPECS["split_cell_m"].help)
+    score_threshold = forms.FloatField(
+        initial=DEFAULTS["score_threshold"], help_text=PARAM_SPECS["score_threshold"].help
+    )
+    iou_threshold = forms.FloatField(initial=DEFAULTS["iou_threshold"], help_text=PARAM_SPECS["iou_threshold"].help)
+    name = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = models_visible_to(user).order_by("-created_at")
+        self.fields["dataset"].queryset = visible(user, "datasets.view_dataset", Dataset.objects.all())
+
+    def parameters(self) -> dict:
+        data = self.cleaned_data
+        params = {"split": data.get("split_strategy")}
+        for key in ("val_fraction", "seed", "split_cell_m", "score_threshold", "iou_threshold"):
+            params[key] = data.get(key)
+        return {k: v for k, v in params.items() if v is not None}

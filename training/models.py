@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
@@ -22,12 +23,31 @@ class TrainingRun(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Kind(models.TextChoices):
+        TRAIN = "train", "Training"
+        EVALUATE = "evaluate", "Evaluation"
+
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     name = models.CharField(max_length=200)
+    kind = models.CharField(
+        max_length=16,
+        choices=Kind.choices,
+        default=Kind.TRAIN,
+        db_index=True,
+        help_text="Training trains a model; an evaluation runs a registered model over a dataset and stores results.",
+    )
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="training_runs")
     base_model = models.ForeignKey(
         "models_registry.TrainedModel", null=True, blank=True, on_delete=models.PROTECT, related_name="fine_tuning_runs"
+    )
+    evaluated_model = models.ForeignKey(
+        "models_registry.TrainedModel",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="evaluation_runs",
+        help_text="The model an evaluation run evaluates.",
     )
     architecture = models.CharField(max_length=64, choices=preset_choices(), default=DEFAULT_PRESET)
     parameters = models.JSONField(default=dict, help_text="Validated hyper-parameters (preset defaults filled in).")
@@ -140,6 +160,36 @@ class TrainingRun(models.Model):
 
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+
+class TrainingManifest(models.Model):
+    """Exactly what a run trained and validated on: image ids and box ids of each side with a content hash, and the
+    validation document as it was (so a model is re-evaluated on its own split after the dataset changed)."""
+
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, primary_key=True, related_name="manifest")
+    split = models.JSONField(default=dict, help_text="The split strategy and what it did.")
+    train_image_ids = ArrayField(models.BigIntegerField(), default=list)
+    train_box_ids = ArrayField(models.BigIntegerField(), default=list)
+    val_image_ids = ArrayField(models.BigIntegerField(), default=list)
+    val_box_ids = ArrayField(models.BigIntegerField(), default=list)
+    train_hash = models.CharField(max_length=64, help_text="SHA-256 of the training side's images and boxes.")
+    val_hash = models.CharField(max_length=64, help_text="SHA-256 of the validation side's images and boxes.")
+    validation_coco = models.JSONField(default=dict, help_text="The validation COCO document the run used.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Manifest of run #{self.run_id}"
+
+    def summary(self) -> dict:
+        return {
+            "split": self.split,
+            "train": {
+                "images": len(self.train_image_ids),
+                "boxes": len(self.train_box_ids),
+                "content_hash": self.train_hash,
+            },
+            "val": {"images": len(self.val_image_ids), "boxes": len(self.val_box_ids), "content_hash": self.val_hash},
+        }
 
 
 class TrainingRunUserObjectPermission(UserObjectPermissionBase):

@@ -14,14 +14,15 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from datasets.coco_export import CocoExport, export_coco
+from datasets.coco_export import CocoExport, export_coco, manifest_of
 from datasets.selectors import describe_image_paths
+from datasets.splits import DEFAULT_CELL_M
 from dumpsite.errors import ApplicationError
 
 from .engine.config import checkpoint_epoch
 from .engine.presets import get_preset
 from .engine.supervisor import ChildResult, tail_text
-from .models import TrainingRun
+from .models import TrainingManifest, TrainingRun
 from .scratch import cleanup_work_dir, prepare_work_dir
 from .services import (
     training_run_child_started,
@@ -45,7 +46,11 @@ def training_run_execute(*, run_id: int) -> str:
         status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
         logger.info("training run %s not claimed (status %s)", run_id, status)
         return status or "missing"
-    run = TrainingRun.objects.select_related("dataset", "base_model", "retry_of").get(pk=run_id)
+    run = TrainingRun.objects.select_related("dataset", "base_model", "retry_of", "evaluated_model").get(pk=run_id)
+    if run.kind == TrainingRun.Kind.EVALUATE:
+        from .worker_evaluation import evaluation_execute
+
+        return evaluation_execute(run)
     log_file = run.work_dir / "train.log"
     timings = PhaseTimer(run)
     try:
@@ -79,13 +84,40 @@ def training_run_execute(*, run_id: int) -> str:
 
 
 def export_dataset(run: TrainingRun) -> CocoExport:
-    """Step 1: a fresh work dir, and the dataset exported to COCO in it (the seeded split of the run)."""
+    """Step 1: a fresh work dir, and the dataset exported to COCO in it, split by the run's strategy; what went to
+    each side is recorded as the run's manifest."""
     work = prepare_work_dir(run)
+    params = run.parameters
     export = export_coco(
-        run.dataset, work / "data", val_fraction=run.parameters["val_fraction"], seed=run.parameters["seed"]
+        run.dataset,
+        work / "data",
+        val_fraction=params["val_fraction"],
+        seed=params["seed"],
+        strategy=params.get("split", "random"),
+        cell_size_m=params.get("split_cell_m", DEFAULT_CELL_M),
     )
     training_run_record(run_id=run.pk, export_summary=export.as_dict())
+    record_manifest(run, export)
     return export
+
+
+def record_manifest(run: TrainingRun, export: CocoExport) -> None:
+    train = json.loads(export.train_file.read_text(encoding="utf-8"))
+    val = json.loads(export.val_file.read_text(encoding="utf-8"))
+    manifest = manifest_of(train, val)
+    TrainingManifest.objects.update_or_create(
+        run=run,
+        defaults={
+            "split": manifest["split"],
+            "train_image_ids": manifest["train"]["image_ids"],
+            "train_box_ids": manifest["train"]["box_ids"],
+            "val_image_ids": manifest["val"]["image_ids"],
+            "val_box_ids": manifest["val"]["box_ids"],
+            "train_hash": manifest["train"]["content_hash"],
+            "val_hash": manifest["val"]["content_hash"],
+            "validation_coco": val,
+        },
+    )
 
 
 def write_job(run: TrainingRun, export: CocoExport) -> Path:
@@ -115,9 +147,17 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
         output_dir=str(work / "output"),
         transfer=transfer_of(run),
         amp=bool(run.parameters.get("amp")),
+        evaluation=thresholds_of(run),
     )
     job.write(work / "job.json")
     return work / "job.json"
+
+
+def thresholds_of(run: TrainingRun) -> dict:
+    return {
+        "score_threshold": run.parameters.get("score_threshold", 0.3),
+        "iou_threshold": run.parameters.get("iou_threshold", 0.5),
+    }
 
 
 def transfer_of(run: TrainingRun) -> dict | None:
@@ -190,6 +230,8 @@ def metrics_history_of(run: TrainingRun, events: list[dict]) -> list[dict]:
 def register_and_succeed(run: TrainingRun, *, outcome: dict, history: list[dict], log_tail: str) -> None:
     """Step 6: register the model and mark the run succeeded in one transaction; stored artifacts go if it rolls
     back. Which epoch is registered is training's decision; the registry stores what it is given."""
+    from models_registry.evaluations import evaluation_store_file
+    from models_registry.models import Evaluation
     from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
 
     from .engine.events import registered_epoch
@@ -199,6 +241,19 @@ def register_and_succeed(run: TrainingRun, *, outcome: dict, history: list[dict]
         with transaction.atomic():
             best = registered_epoch(history, outcome.get("checkpoint_epoch"))
             model = trained_model_register_from_run(run=run, result=outcome, history=history, best=best)
+            if outcome.get("evaluation_file"):
+                val_file = run.work_dir / "data" / "val.json"
+                split = json.loads(val_file.read_text(encoding="utf-8"))["info"].get("split") or {}
+                evaluation_store_file(
+                    path=outcome["evaluation_file"],
+                    gt_file=val_file,
+                    model=model,
+                    run=run,
+                    dataset=run.dataset,
+                    kind=Evaluation.Kind.VALIDATION,
+                    split=f"validation split ({split.get('strategy', 'random')})",
+                    split_details=split,
+                )
             cleanup_work_dir(run)
             if not training_run_succeed(run_id=run.pk, log_tail=log_tail, stop_reason=stop_reason_of(outcome)):
                 raise ApplicationError("The run stopped being 'running' before its model could be registered.")

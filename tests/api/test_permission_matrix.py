@@ -17,7 +17,7 @@ def set_status(status):
     return prepare
 
 
-R, M, P, D, Q = "{run}", "{model}", "{published}", "{dataset}", "{prediction}"
+R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
     ("datasets list", "get", "/api/datasets/", None, None),
@@ -32,6 +32,9 @@ ENDPOINTS = [
     ("run cancel", "post", f"/api/training-runs/{R}/cancel/", set_status("queued"), None),
     ("run retry", "post", f"/api/training-runs/{R}/retry/", set_status("failed"), None),
     ("run resume", "post", f"/api/training-runs/{R}/resume/", set_status("failed"), None),
+    ("run manifest", "get", f"/api/training-runs/{R}/manifest/", None, None),
+    ("run evaluate", "post", "/api/training-runs/evaluate/", None, "evaluate"),
+    ("published evaluate", "post", "/api/training-runs/evaluate/", None, "evaluate published"),
     ("run delete", "delete", f"/api/training-runs/{R}/", None, None),
     ("models list", "get", "/api/trained-models/", None, None),
     ("model detail", "get", f"/api/trained-models/{M}/", None, None),
@@ -52,6 +55,10 @@ ENDPOINTS = [
     ("predictions list", "get", "/api/predictions/", None, None),
     ("prediction detail", "get", f"/api/predictions/{Q}/", None, None),
     ("prediction preview", "get", f"/api/predictions/{Q}/preview/", None, None),
+    ("evaluations list", "get", "/api/evaluations/", None, None),
+    ("evaluation detail", "get", f"/api/evaluations/{E}/", None, None),
+    ("evaluation images", "get", f"/api/evaluations/{E}/images/", None, None),
+    ("evaluation picture", "get", f"/api/evaluations/{E}/images/{{row}}/picture/", None, None),
     ("model delete", "delete", f"/api/trained-models/{M}/", None, None),
     ("token obtain", "post", "/api/auth/token/", None, {"username": "admin"}),
 ]
@@ -71,6 +78,10 @@ EXPECTED = {
     "run retry": (401, 404, 201, 404, 403, 201),
     # Allowed roles get past the permission check to the rule: this run kept no checkpoint (400).
     "run resume": (401, 404, 400, 404, 403, 400),
+    "run manifest": (401, 404, 200, 404, 200, 200),
+    # Starting runs is a Trainer's and an Administrator's; a private model is "no such model" (400) to others.
+    "run evaluate": (401, 403, 202, 400, 403, 202),
+    "published evaluate": (401, 403, 202, 202, 403, 202),
     "run delete": (401, 404, 204, 404, 403, 204),
     "models list": (401, 200, 200, 200, 200, 200),
     "model detail": (401, 404, 200, 404, 200, 200),
@@ -92,6 +103,10 @@ EXPECTED = {
     "predictions list": (401, 200, 200, 200, 200, 200),
     "prediction detail": (401, 404, 200, 404, 200, 200),
     "prediction preview": (401, 404, 200, 404, 200, 200),
+    "evaluations list": (401, 200, 200, 200, 200, 200),
+    "evaluation detail": (401, 404, 200, 404, 200, 200),
+    "evaluation images": (401, 404, 200, 404, 200, 200),
+    "evaluation picture": (401, 404, 200, 404, 200, 200),
     "model delete": (401, 404, 204, 404, 403, 204),
     "token obtain": (400, 400, 400, 400, 400, 400),  # open to all; a password is needed
 }
@@ -113,12 +128,12 @@ def test_the_matrix_covers_every_operation_of_the_schema(db):
     out = io.StringIO()
     call_command("spectacular", stdout=out)
     operations = {
-        (method, path)
+        (method, re.sub(r"\{\w+\}", "{id}", path))
         for path, item in yaml.safe_load(out.getvalue())["paths"].items()
         for method in item
         if method in ("get", "post", "patch", "put", "delete")
     }
-    covered = {(method, re.sub(r"\{\w+\}", "{id}", path.split("?")[0])) for _, method, path, *_ in ENDPOINTS}
+    covered = {(method, re.sub(r"\{\{?\w+\}\}?", "{id}", path.split("?")[0])) for _, method, path, *_ in ENDPOINTS}
     assert operations - {("get", "/api/schema/")} <= covered, sorted(operations - covered)
 
 
@@ -133,9 +148,15 @@ def test_permission_matrix(world, name, role, expected):
         published=world.published.pk,
         dataset=world.dataset.pk,
         prediction=world.prediction.pk,
+        evaluation=world.evaluation.pk,
+        row=world.evaluation.images.first().pk,
     )
     if body == "create":
         body = {"dataset": world.dataset.pk, "parameters": {"epochs": 1}}
+    elif body == "evaluate":
+        body = {"model": world.model.pk, "dataset": world.dataset.pk}
+    elif body == "evaluate published":
+        body = {"model": world.published.pk, "dataset": world.dataset.pk}
     response = getattr(world.client(role), method)(url, body, format="json")
     assert response.status_code == expected, (response.status_code, getattr(response, "data", None))
     if expected >= 400:

@@ -121,6 +121,25 @@ def test_operator_starts_watches_and_publishes(worker, roles, live_server, brows
     model = TrainedModel.objects.get(source_run=run)
     page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
     shot(page, "model-detail")
+
+    # Its results in depth, from the run's validation: the per-class table (sortable), the PR charts, the confusion
+    # matrix; then the gallery of validation images with boxes and detections drawn.
+    assert page.locator("#per-class-table tbody tr").count() == len(model.class_names)
+    assert page.locator("#pr-charts svg.chart polyline").count() >= len(model.class_names)
+    assert page.locator("#confusion-matrix tbody tr").count() == len(model.class_names) + 1
+    page.click("#per-class-table thead th:nth-child(3) a")  # AP50, highest first
+    page.wait_for_url(re.compile(r".*sort=-ap50.*"))
+    values = page.locator("#per-class-table tbody tr td:nth-child(3)").all_inner_texts()
+    assert values == sorted(values, reverse=True), values
+    page.locator("#validation-results").screenshot(path=str(SHOTS / "model-per-class.png"))
+    page.click("#gallery-link")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#gallery img'); return i && i.complete && i.naturalWidth > 0; }",
+        timeout=20000,
+    )
+    assert page.locator("#gallery figure").count() > 0
+    shot(page, "evaluation-gallery")
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
     page.click("#publish-toggle")
     page.wait_for_selector(".messagelist .success")
     assert "is published" in page.inner_text(".messagelist")

@@ -20,6 +20,7 @@ from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
 from models_registry.services import sha256_file
 from tests.conftest import wait_for
+from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_results
 from training.models import TrainingRun
 from training.services import training_run_create
 
@@ -173,7 +174,14 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     # 6. The predict check: API (a worker runs it), refusal of a non-image, and the command line.
     check_predict(model, dataset, tmp_path)
 
-    # 7. Early stopping ends a real run before its epoch limit and says so: a learning rate too small to change
+    # 7. Results in depth: per class on its validation split, its manifest, evaluation runs and their cancel.
+    from django.contrib.auth import get_user_model
+
+    check_validation_results(model)
+    held_out = tiles_dataset("held-out", ["waste_pile", "construction_debris"], count=24, seed=11)
+    check_evaluation_runs(model, held_out, api_client(get_user_model().objects.get(username="operator")))
+
+    # 8. Early stopping ends a real run before its epoch limit and says so: a learning rate too small to change
     # anything and a frozen backbone keep the validation mAP where it is (a small set of the same kind of tiles).
     stalled = training_run_create(
         dataset=tiles_dataset("stall", ["waste_pile", "construction_debris"], count=24, seed=7),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -19,6 +19,7 @@ from access.rules import grant, require
 from audit.services import audit_record
 from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
+from datasets.splits import split_preview
 from dumpsite.errors import ApplicationError
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
@@ -58,6 +59,7 @@ class RunPlan:
 
     parameters: dict
     weight_transfer: dict
+    split: dict = field(default_factory=dict)  # what a spatial or time split will do (random: nothing to say)
 
 
 def training_run_plan(
@@ -83,7 +85,16 @@ def training_run_plan(
     transfer = {}
     if base_model is not None:
         transfer = _check_base_model(base_model, architecture=architecture, classes=dataset.class_names())
-    return RunPlan(parameters=params, weight_transfer=transfer)
+    split = {}
+    if params["split"] != "random":  # refused now, not in the worker, when it cannot be made
+        split = split_preview(
+            dataset,
+            strategy=params["split"],
+            val_fraction=params["val_fraction"],
+            seed=params["seed"],
+            cell_size_m=params["split_cell_m"],
+        )
+    return RunPlan(parameters=params, weight_transfer=transfer, split=split)
 
 
 def training_run_validate(
@@ -235,6 +246,8 @@ def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
             f"{'resumed' if resume else 'retried'}.",
             {"status": run.status},
         )
+    if run.kind == TrainingRun.Kind.EVALUATE:
+        return _new_evaluation_attempt(run=run, user=user, resume=resume)
     checkpoint = last_checkpoint(run) if resume else None
     if resume and checkpoint is None:
         raise ApplicationError(
@@ -266,6 +279,34 @@ def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
             new_run=new.pk,
             **({"checkpoint": checkpoint.name} if checkpoint else {}),
         )
+    return new
+
+
+def _new_evaluation_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
+    """An evaluation has no checkpoint to resume from: it is evaluated again, as its owner, with the same model,
+    data and parameters (the user who asks must still see both)."""
+    from .evaluations import EVALUATION_PARAMS, evaluation_run_create
+
+    if resume:
+        raise ApplicationError(
+            f"Run #{run.pk} is an evaluation; it has no checkpoint to resume from. Retry it instead.",
+            {"kind": "evaluate"},
+        )
+    root = run.retry_of_root or run
+    with transaction.atomic():
+        attempt = TrainingRun.objects.filter(Q(pk=root.pk) | Q(retry_of_root=root)).aggregate(n=Max("attempt"))["n"] + 1
+        new = evaluation_run_create(
+            model=run.evaluated_model,
+            dataset=run.dataset,
+            split=run.parameters.get("evaluate", "all"),
+            parameters={k: v for k, v in run.parameters.items() if k in EVALUATION_PARAMS},
+            name=f"{root.name} (attempt {attempt})"[:200],
+            created_by=user,
+            time_limit_seconds=run.time_limit_seconds,
+            retry_of=run,
+            attempt=attempt,
+        )
+        audit_record(action="retried", obj=run, actor=user, new_run=new.pk)
     return new
 
 

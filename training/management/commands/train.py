@@ -74,6 +74,8 @@ class Command(BaseCommand):
             )
             if plan.weight_transfer:
                 self.stdout.write(f"Base model #{base_model.pk}: {plan.weight_transfer['summary']}")
+            if plan.split:
+                self.stdout.write("Split: " + ", ".join(f"{k} {v}" for k, v in plan.split.items()))
             if opts["dry_run"]:
                 self.stdout.write(
                     "Parameters: " + ", ".join(f"{k}={v}" for k, v in plan.parameters.items()) + ". Nothing queued."
@@ -103,50 +105,7 @@ class Command(BaseCommand):
         return dataset
 
     def _follow(self, run_id: int) -> None:
-        bar = tqdm(
-            total=1,
-            unit="it",
-            dynamic_ncols=True,
-            bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it {postfix}",
-        )
-        bar.set_description_str("queued")
-        waited = time.monotonic()
-        hinted = False
-        try:
-            while True:
-                run = TrainingRun.objects.get(pk=run_id)
-                if run.status == TrainingRun.Status.QUEUED:
-                    if not hinted and time.monotonic() - waited > 15:
-                        bar.write("Still queued: is a worker running (`manage.py qcluster`)?")
-                        hinted = True
-                elif run.max_iters:
-                    bar.total = run.max_iters
-                    bar.n = run.current_iter
-                    loss = run.latest_losses.get("loss")
-                    bar.set_description_str(
-                        f"epoch {run.current_epoch}/{run.max_epochs}"
-                        if run.current_iter < run.max_iters
-                        else "validating, registering"
-                    )
-                    bar.set_postfix_str(
-                        f"loss {loss:.4f} ETA {duration(run.eta_seconds)}"
-                        if loss is not None
-                        else f"ETA {duration(run.eta_seconds)}"
-                    )
-                    bar.refresh()
-                else:
-                    bar.set_description_str("exporting the dataset, starting")
-                    bar.refresh()
-                if run.is_finished:
-                    break
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            bar.close()
-            raise CommandError(f"Stopped following run #{run_id}; it goes on in the worker.") from None
-        bar.close()
-        if run.status != TrainingRun.Status.SUCCEEDED:
-            reason = " ".join((run.error_message or "no reason recorded").split())
-            raise CommandError(f"Run #{run.pk} {run.status}: {reason}")
+        run = watch_run(run_id)
         model = TrainedModel.objects.get(source_run=run)
         self.stdout.write(
             self.style.SUCCESS(
@@ -155,3 +114,55 @@ class Command(BaseCommand):
                 f"mAP {metric(model.bbox_mAP)}."
             )
         )
+
+
+def watch_run(run_id: int) -> TrainingRun:
+    """Follow a run with a progress bar until it ends; CommandError unless it succeeds."""
+    bar = tqdm(
+        total=1,
+        unit="it",
+        dynamic_ncols=True,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it {postfix}",
+    )
+    bar.set_description_str("queued")
+    waited = time.monotonic()
+    hinted = False
+    try:
+        while True:
+            run = TrainingRun.objects.get(pk=run_id)
+            if run.status == TrainingRun.Status.QUEUED:
+                if not hinted and time.monotonic() - waited > 15:
+                    bar.write("Still queued: is a worker running (`manage.py qcluster`)?")
+                    hinted = True
+            elif run.max_iters:
+                bar.total = run.max_iters
+                bar.n = run.current_iter
+                loss = run.latest_losses.get("loss")
+                if run.kind == TrainingRun.Kind.EVALUATE:
+                    bar.set_description_str("evaluating" if run.current_iter < run.max_iters else "storing results")
+                else:
+                    bar.set_description_str(
+                        f"epoch {run.current_epoch}/{run.max_epochs}"
+                        if run.current_iter < run.max_iters
+                        else "validating, registering"
+                    )
+                bar.set_postfix_str(
+                    f"loss {loss:.4f} ETA {duration(run.eta_seconds)}"
+                    if loss is not None
+                    else f"ETA {duration(run.eta_seconds)}"
+                )
+                bar.refresh()
+            else:
+                bar.set_description_str("exporting the dataset, starting")
+                bar.refresh()
+            if run.is_finished:
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        bar.close()
+        raise CommandError(f"Stopped following run #{run_id}; it goes on in the worker.") from None
+    bar.close()
+    if run.status != TrainingRun.Status.SUCCEEDED:
+        reason = " ".join((run.error_message or "no reason recorded").split())
+        raise CommandError(f"Run #{run.pk} {run.status}: {reason}")
+    return run

@@ -1,0 +1,228 @@
+"""Evaluation runs and the gallery.
+
+Evaluation: (a) the platform, from the API call to stored per-class results (a real django-q2 cluster, the
+evaluation child under its supervisor, analysis, storage of every image's outcome), against (b) MMDetection's own
+``tools/test.py`` on the same config, checkpoint and COCO document. The cluster runs only during (a).
+
+Gallery: an evaluation of 5,000 validation images; the admin's gallery page and the API's gallery endpoint, each
+asked for pages across the whole set (worst first, by class), p50 and p95 of the response time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.test import Client
+
+from .common import SCRATCH, Cluster, Figure, median, percentile
+
+PAIRS = 3
+GALLERY_IMAGES = 5_000
+REQUESTS = 60
+
+
+def _model(client: Client, dataset):
+    """A model trained here on the bench demo tiles (once; later runs reuse it)."""
+    from models_registry.models import TrainedModel
+
+    from .training import _platform_run
+
+    model = TrainedModel.objects.filter(dataset=dataset, origin="trained").order_by("-id").first()
+    if model is None:
+        print("  training a model to evaluate ...", flush=True)
+        with Cluster("qcluster-evaluation.log"):
+            _, run = _platform_run(client, dataset.pk)
+        model = run.trained_model
+    return model
+
+
+def _tools_test() -> Path:
+    import mmdet
+
+    path = Path(mmdet.__file__).parent / ".mim" / "tools" / "test.py"
+    if not path.is_file():
+        raise RuntimeError(f"mmdet's tools/test.py is not installed at {path}")
+    return path
+
+
+def _baseline_files(model, dataset, out: Path) -> Path:
+    """The document the platform evaluates on (every image, the model's classes) and the model's stored config
+    pointed at it, as the ``.py`` file ``tools/test.py`` reads."""
+    from mmengine.config import Config
+
+    from datasets.coco_export import build_coco, merge_documents, remap_classes
+    from training.engine.config import dumps_config_py, restore_tuples
+    from training.engine.evaluate import test_dataset_overrides
+
+    train, val = build_coco(dataset, val_fraction=0.2, seed=0)
+    doc, _ = remap_classes(merge_documents(train, val), list(model.class_names))
+    gt = out / "gt.json"
+    gt.write_text(json.dumps(doc), encoding="utf-8")
+    cfg = Config(restore_tuples(json.loads(Path(model.config.path).read_text(encoding="utf-8"))))
+    test_dataset_overrides(
+        cfg, gt_file=str(gt), image_root=str(settings.MEDIA_ROOT), classes=list(model.class_names), batch_size=1
+    )
+    path = out / "baseline_test.py"
+    path.write_text(dumps_config_py(cfg.to_dict()), encoding="utf-8")
+    return path
+
+
+def _baseline_run(config: Path, checkpoint: str, work: Path) -> float:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    start = time.perf_counter()
+    with open(work / "stdout.log", "wb") as log:
+        proc = subprocess.run(
+            [sys.executable, str(_tools_test()), str(config), checkpoint, "--work-dir", str(work)],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"tools/test.py exited with {proc.returncode}; see {work / 'stdout.log'}")
+    return wall
+
+
+def _platform_run(client: Client, model, dataset) -> tuple[float, object]:
+    from training.models import TrainingRun
+
+    start = time.time()
+    response = client.post(
+        "/api/training-runs/evaluate/",
+        {"model": model.pk, "dataset": dataset.pk, "split": "all", "parameters": {"batch_size": 1}},
+        content_type="application/json",
+    )
+    assert response.status_code == 202, response.content
+    run_id = response.json()["id"]
+    while TrainingRun.objects.filter(pk=run_id, status__in=("queued", "running")).exists():
+        time.sleep(1.0)
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.status != "succeeded":
+        raise RuntimeError(f"bench evaluation {run_id} ended {run.status}: {run.error_message}")
+    return run.finished_at.timestamp() - start, run
+
+
+def _gallery_evaluation(model, dataset):
+    """An evaluation of 5,000 images (rows made directly: the page reads rows, never the pictures)."""
+    from models_registry.models import Evaluation, EvaluationImage
+
+    evaluation = Evaluation.objects.filter(model=model, split="bench gallery").first()
+    if evaluation is not None and evaluation.images.count() == GALLERY_IMAGES:
+        return evaluation
+    if evaluation is not None:
+        evaluation.delete()
+    classes = list(model.class_names)
+    evaluation = Evaluation.objects.create(
+        model=model,
+        dataset=dataset,
+        kind=Evaluation.Kind.EVALUATION,
+        split="bench gallery",
+        score_threshold=0.3,
+        iou_threshold=0.5,
+        confusion={"labels": [*classes, "background"], "matrix": []},
+        counts={"images": GALLERY_IMAGES},
+    )
+    image = dataset.images.first()
+    rng = random.Random(0)
+    rows = []
+    for _ in range(GALLERY_IMAGES):
+        tp, fp, fn = rng.randint(0, 6), rng.randint(0, 4), rng.randint(0, 4)
+        cls = rng.randrange(len(classes))
+        rows.append(
+            EvaluationImage(
+                evaluation=evaluation,
+                image=image,
+                file_name=image.image.name,
+                width=image.width,
+                height=image.height,
+                true_positives=tp,
+                false_positives=fp,
+                false_negatives=fn,
+                errors=fp + fn,
+                classes=[cls],
+                detections=[[cls, 0.9, 10, 10, 40, 40, "tp"]] * tp + [[cls, 0.5, 60, 60, 30, 30, "fp"]] * fp,
+                ground_truth=[[cls, 10, 10, 40, 40, "found"]] * tp + [[cls, 100, 100, 20, 20, "missed"]] * fn,
+            )
+        )
+    EvaluationImage.objects.bulk_create(rows, batch_size=1000)
+    return evaluation
+
+
+def _timed(client: Client, urls: list[str]) -> list[float]:
+    times = []
+    for url in urls:
+        start = time.perf_counter()
+        response = client.get(url)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code}")
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def run() -> list[Figure]:
+    from django.contrib.auth.models import User
+
+    from .training import trainer_session
+
+    user, dataset, client = trainer_session()
+    model = _model(client, dataset)
+    out = SCRATCH / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    config = _baseline_files(model, dataset, out)
+
+    platform, baseline = [], []
+    for i in range(PAIRS):
+        print(f"  evaluation pair {i + 1}/{PAIRS} ...", flush=True)
+        baseline.append(_baseline_run(config, model.checkpoint.path, out / "baseline"))
+        with Cluster("qcluster-evaluation.log"):
+            wall, run = _platform_run(client, model, dataset)
+        platform.append(wall)
+        print(f"    tools/test.py {baseline[-1]:.2f} s, platform {wall:.2f} s", flush=True)
+    shutil.rmtree(out / "baseline", ignore_errors=True)
+    p, b = median(platform), median(baseline)
+    figures = [
+        Figure(
+            "evaluation",
+            f"platform (API -> stored per-class results, {dataset.images.count()} images) / tools/test.py, median",
+            f"{p:.1f} s / {b:.1f} s = {p / b:.3f}x",
+            "<= 1.05x",
+            p / b <= 1.05,
+        )
+    ]
+
+    evaluation = _gallery_evaluation(model, dataset)
+    admin = User.objects.filter(username="bench-admin").first() or User.objects.create_superuser("bench-admin")
+    staff = Client()
+    staff.force_login(admin)
+    pages = GALLERY_IMAGES // 48 + 1
+    rng = random.Random(1)
+    names = list(model.class_names)
+    admin_urls, api_urls = [], []
+    for i in range(REQUESTS):
+        page = rng.randint(1, pages)
+        cls = f"&class={names[i % len(names)]}" if i % 3 == 0 else ""
+        admin_urls.append(f"/admin/models_registry/evaluation/{evaluation.pk}/gallery/?order=worst&page={page}{cls}")
+        api_urls.append(f"/api/evaluations/{evaluation.pk}/images/?order=worst&page={rng.randint(1, 100)}{cls}")
+    _timed(staff, admin_urls[:5] + api_urls[:5])  # warm-up
+    for name, client_, urls in (("admin gallery page", staff, admin_urls), ("API gallery page", staff, api_urls)):
+        times = _timed(client_, urls)
+        p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
+        figures.append(
+            Figure(
+                "gallery",
+                f"{name}, {GALLERY_IMAGES:,} images: p50 / p95",
+                f"{p50:.1f} / {p95:.1f} ms",
+                "p95 <= 100 ms",
+                p95 <= 100,
+            )
+        )
+    return figures

@@ -1,0 +1,148 @@
+"""Evaluations of models: stored from the engine's analysis, read for the API, the admin and the gallery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+
+from access.rules import can, visible
+from datasets.models import Dataset, DatasetImage
+
+from .models import Evaluation, EvaluationImage, TrainedModel
+from .selectors import models_visible_to
+
+BATCH = 1000
+GALLERY_ORDERS = {"worst": ("-errors", "id"), "best": ("errors", "id"), "id": ("id",)}
+
+
+def evaluation_store(
+    *,
+    model: TrainedModel,
+    run,
+    dataset: Dataset | None,
+    kind: str,
+    split: str,
+    split_details: dict,
+    result: dict,
+    gt_doc: dict,
+) -> Evaluation:
+    """Store ``analysis.analyse``'s ``result`` for ``model`` with one row per image of ``gt_doc`` (the document
+    it was evaluated on). Call inside the transaction that finishes the run."""
+    evaluation = Evaluation.objects.create(
+        model=model,
+        run=run,
+        dataset=dataset,
+        kind=kind,
+        split=split[:200],
+        split_details=split_details,
+        score_threshold=result["score_threshold"],
+        iou_threshold=result["iou_threshold"],
+        metrics=result["overall"],
+        per_class=result["per_class"],
+        pr_curves=result["pr_curves"],
+        confusion=result["confusion"],
+        counts=result["counts"],
+        seconds=result.get("seconds"),
+    )
+    meta = {i["id"]: i for i in gt_doc["images"]}
+    existing = set(DatasetImage.objects.filter(pk__in=list(meta)).values_list("pk", flat=True))
+    rows = []
+    for item in result["images"]:
+        image = meta[item["image_id"]]
+        rows.append(
+            EvaluationImage(
+                evaluation=evaluation,
+                image_id=item["image_id"] if item["image_id"] in existing else None,
+                file_name=image["file_name"],
+                width=image["width"],
+                height=image["height"],
+                true_positives=item["tp"],
+                false_positives=item["fp"],
+                false_negatives=item["fn"],
+                errors=item["fp"] + item["fn"],
+                classes=item["classes"],
+                detections=item["detections"],
+                ground_truth=item["ground_truth"],
+            )
+        )
+    EvaluationImage.objects.bulk_create(rows, batch_size=BATCH)
+    return evaluation
+
+
+def evaluation_store_file(*, path: str | Path, gt_file: str | Path, **kwargs) -> Evaluation:
+    with open(path, encoding="utf-8") as fh:
+        result = json.load(fh)
+    with open(gt_file, encoding="utf-8") as fh:
+        gt_doc = json.load(fh)
+    return evaluation_store(result=result, gt_doc=gt_doc, **kwargs)
+
+
+def evaluations_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Evaluations of models the user sees, with the statistics permission, on datasets the user sees (an
+    evaluation's gallery shows the dataset's images)."""
+    queryset = Evaluation.objects.all() if queryset is None else queryset
+    if not can(user, "models_registry.view_trainedmodel_statistics"):
+        return queryset.none()
+    datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
+    return queryset.filter(model__in=models_visible_to(user)).filter(Q(dataset__isnull=True) | Q(dataset__in=datasets))
+
+
+def validation_of(model: TrainedModel) -> Evaluation | None:
+    """The model's results on its own validation split (from its training run), the newest if several."""
+    return model.evaluations.filter(kind=Evaluation.Kind.VALIDATION).order_by("-created_at", "-id").first()
+
+
+def gallery_images(evaluation: Evaluation, *, class_index: int | None = None, order: str = "worst") -> QuerySet:
+    """An evaluation's images for the gallery: optionally those showing a class, worst (most errors) first."""
+    rows = evaluation.images.all()
+    if class_index is not None:
+        rows = rows.filter(classes__contains=[class_index])
+    return rows.order_by(*GALLERY_ORDERS.get(order, GALLERY_ORDERS["worst"]))
+
+
+def gallery_render_path(row: EvaluationImage) -> Path:
+    """Where the rendered picture of a gallery image is cached: a name made of ids only."""
+    return Path(settings.MEDIA_ROOT) / "cache" / "gallery" / str(row.evaluation_id) / f"{row.pk}.jpg"
+
+
+# Colours of the gallery: boxes (ground truth) solid, detections thinner; what went wrong in warm colours.
+COLOURS = {
+    "found": (46, 160, 67),
+    "missed": (230, 126, 34),
+    "wrong_class": (142, 68, 173),
+    "tp": (41, 128, 185),
+    "fp": (214, 39, 40),
+}
+
+
+def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 480) -> Path:
+    """Draw the image with its boxes and detections (once; later calls return the cached file)."""
+    from PIL import Image, ImageDraw
+
+    target = gallery_render_path(row)
+    if target.is_file():
+        return target
+    source = Path(settings.MEDIA_ROOT) / row.file_name
+    with Image.open(source) as img:
+        img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size
+        img = img.convert("RGB")
+        scale = min(1.0, max_side / max(row.width, row.height))
+        img = img.resize((max(1, round(row.width * scale)), max(1, round(row.height * scale))))
+    draw = ImageDraw.Draw(img)
+    for _cls, x, y, w, h, status in row.ground_truth:
+        box = [x * scale, y * scale, (x + w) * scale, (y + h) * scale]
+        draw.rectangle(box, outline=COLOURS.get(status, (0, 0, 0)), width=3)
+    for cls, score, x, y, w, h, status in row.detections:
+        box = [x * scale, y * scale, (x + w) * scale, (y + h) * scale]
+        colour = COLOURS["tp" if status == "tp" else "fp" if status == "fp" else "wrong_class"]
+        draw.rectangle(box, outline=colour, width=1)
+        name = classes[cls] if cls < len(classes) else str(cls)
+        draw.text((box[0] + 2, max(0, box[1] - 11)), f"{name[:16]} {score:.2f}", fill=colour)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    img.save(tmp, "JPEG", quality=82)
+    tmp.replace(target)
+    return target

@@ -1,0 +1,125 @@
+"""Evaluation runs: a registered model over a dataset (all of it, a validation split made now, or the model's own
+validation split from its training manifest), queued on the training workers as a run of kind ``evaluate``, so
+that progress, cancel, time limit, the heartbeat reaper and retry are those of training runs.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from access.roles import CREATOR_PERMS
+from access.rules import grant, require, visible
+from audit.services import audit_record
+from datasets.models import Dataset
+from dumpsite.errors import ApplicationError
+from models_registry.models import TrainedModel
+from models_registry.selectors import models_visible_to
+
+from ..engine.params import COMMON_DEFAULTS, PARAM_SPECS, ParamError, validate_params
+from ..engine.presets import DEFAULT_PRESET, PRESETS
+from ..models import TrainingManifest, TrainingRun
+
+SPLITS = {
+    "all": "every enabled image of the dataset",
+    "validation": "the validation side of a split made now (split, val_fraction, seed, split_cell_m)",
+    "model": "the model's own validation split, as its training run recorded it (its manifest)",
+}
+# The parameters an evaluation takes; the rest of a run's parameters are training's.
+EVALUATION_PARAMS = ("split", "split_cell_m", "val_fraction", "seed", "score_threshold", "iou_threshold", "batch_size")
+
+
+def evaluation_parameters(architecture: str, given: dict | None) -> dict:
+    """The complete, checked parameters of an evaluation (the same ranges as a training run's)."""
+    given = dict(given or {})
+    unknown = [k for k in given if k not in EVALUATION_PARAMS]
+    if unknown:
+        raise ApplicationError(
+            "Invalid evaluation parameters.",
+            {k: f"not a parameter of an evaluation; known: {', '.join(EVALUATION_PARAMS)}" for k in unknown},
+        )
+    try:
+        params = validate_params(architecture if architecture in PRESETS else DEFAULT_PRESET, given)
+    except ParamError as exc:
+        raise ApplicationError("Invalid evaluation parameters.", exc.errors) from exc
+    return {k: params.get(k, COMMON_DEFAULTS.get(k)) for k in EVALUATION_PARAMS if k in PARAM_SPECS}
+
+
+def _manifest_of(model: TrainedModel) -> TrainingManifest:
+    manifest = TrainingManifest.objects.filter(run_id=model.source_run_id).first() if model.source_run_id else None
+    if manifest is None:
+        raise ApplicationError(
+            f"Model {model.name!r} has no training manifest (it was registered from files, or trained before runs "
+            "recorded their split); evaluate it on a dataset instead.",
+            {"split": "the model has no recorded validation split"},
+        )
+    return manifest
+
+
+@transaction.atomic
+def evaluation_run_create(
+    *,
+    model: TrainedModel,
+    dataset: Dataset | None,
+    split: str = "all",
+    parameters: dict | None = None,
+    name: str = "",
+    created_by=None,
+    time_limit_seconds: int | None = None,
+    retry_of: TrainingRun | None = None,
+    attempt: int = 1,
+) -> TrainingRun:
+    """Queue an evaluation of ``model``. The user must be allowed to start runs, see the model and see the
+    dataset; the model and the dataset must share at least one class (matched by name)."""
+    from .runs import _check_queue_share, training_run_enqueue
+
+    if created_by is not None:
+        require(created_by, "training.add_trainingrun", message="You may not start runs.")
+        if not models_visible_to(created_by).filter(pk=model.pk).exists():
+            raise ApplicationError("No such model.", {"model": "no such model"})
+    if split not in SPLITS:
+        raise ApplicationError(
+            f"Unknown split {split!r}.", {"split": "; ".join(f"{k}: {v}" for k, v in SPLITS.items())}
+        )
+    if split == "model":
+        manifest = _manifest_of(model)
+        if dataset is not None and dataset.pk != manifest.run.dataset_id:
+            raise ApplicationError(
+                "A model's own validation split belongs to the dataset it was trained on.",
+                {"dataset": f"leave it out, or give dataset #{manifest.run.dataset_id}"},
+            )
+        dataset = manifest.run.dataset
+    if dataset is None:
+        raise ApplicationError("Choose a dataset to evaluate on.", {"dataset": "required"})
+    if created_by is not None:
+        seen = visible(created_by, "datasets.view_dataset", Dataset.objects.filter(pk=dataset.pk))
+        if not seen.exists():
+            raise ApplicationError("No such dataset.", {"dataset": "no such dataset"})
+    if not model.checkpoint:
+        raise ApplicationError(f"Model {model.name!r} has no checkpoint.", {"model": "no checkpoint"})
+    shared = set(model.class_names) & set(dataset.class_names())
+    if not shared:
+        raise ApplicationError(
+            f"Model {model.name!r} and dataset {dataset.name!r} share no class: the model knows "
+            f"{', '.join(model.class_names)}; the dataset has {', '.join(dataset.class_names()) or 'none'}.",
+            {"dataset": "no class in common with the model"},
+        )
+    params = {"evaluate": split, **evaluation_parameters(model.architecture, parameters)}
+    _check_queue_share(created_by)
+    run = TrainingRun.objects.create(
+        kind=TrainingRun.Kind.EVALUATE,
+        name=((name or "").strip() or f"Evaluate {model.name} on {dataset.name} ({split})")[:200],
+        dataset=dataset,
+        evaluated_model=model,
+        architecture=model.architecture if model.architecture in PRESETS else DEFAULT_PRESET,
+        parameters=params,
+        max_epochs=1,
+        created_by=created_by,
+        time_limit_seconds=time_limit_seconds,
+        retry_of=retry_of,
+        retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
+        attempt=attempt,
+    )
+    grant(created_by, CREATOR_PERMS["trainingrun"], run)
+    audit_record(action="created", obj=run, actor=created_by, kind="evaluate", model=model.pk, dataset=dataset.pk)
+    transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
+    return run
