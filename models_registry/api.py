@@ -16,6 +16,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from access.rules import can
 from dumpsite.api import ActionPermission
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 from dumpsite.uploads import uploaded_file_path
@@ -23,6 +24,7 @@ from training.engine.presets import preset_choices
 
 from . import card as cards
 from . import predictions, services
+from .evaluations import validation_of
 from .models import METRIC_FIELDS, Prediction, TrainedModel
 from .selectors import model_lineage, models_visible_to, visible_related_ids
 
@@ -99,6 +101,36 @@ class TrainedModelSerializer(serializers.ModelSerializer):
             description=validated_data.get("description"),
             user=self.context["request"].user,
         )
+
+
+class TrainedModelDetailSerializer(TrainedModelSerializer):
+    validation = serializers.SerializerMethodField(
+        help_text=(
+            "Per-class results on its validation split (AP, AP50, AP75, precision, recall, boxes) with the "
+            "evaluation's id (/api/evaluations/<id>/: PR curves, confusion matrix, gallery); null without the "
+            "statistics permission or for a model without one."
+        )
+    )
+
+    class Meta(TrainedModelSerializer.Meta):
+        fields = [*TrainedModelSerializer.Meta.fields, "validation"]
+        read_only_fields = [*TrainedModelSerializer.Meta.read_only_fields, "validation"]
+
+    def get_validation(self, obj) -> dict | None:
+        user = getattr(self.context.get("request"), "user", None)
+        if not can(user, "models_registry.view_trainedmodel_statistics"):
+            return None
+        evaluation = validation_of(obj)
+        if evaluation is None:
+            return None
+        return {
+            "evaluation": evaluation.pk,
+            "split": evaluation.split,
+            "score_threshold": evaluation.score_threshold,
+            "iou_threshold": evaluation.iou_threshold,
+            "metrics": evaluation.metrics,
+            "per_class": evaluation.per_class,
+        }
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -198,6 +230,10 @@ class TrainedModelViewSet(
     lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
 
     serializer_class = TrainedModelSerializer
+
+    def get_serializer_class(self):
+        return TrainedModelDetailSerializer if self.action == "retrieve" else TrainedModelSerializer
+
     permission_classes = [ActionPermission]
     http_method_names = ["get", "patch", "post", "delete", "head", "options"]
     # Reading needs only visibility (own models, published ones for roles that see those, all for reviewers),

@@ -178,3 +178,11 @@ def test_evaluate_command_queues_or_exits_with_a_reason(world):
         call_command("evaluate", "--model", str(world.published.pk), "--split", "model", "--user", "owner")
     with pytest.raises(CommandError, match="No trained model"):
         call_command("evaluate", "--model", "999999", "--dataset", "shared", "--user", "owner")
+
+
+def test_model_detail_serves_its_per_class_validation(world):
+    detail = world.client("owner").get(f"/api/trained-models/{world.model.pk}/").json()
+    assert detail["validation"]["evaluation"] == world.evaluation.pk
+    assert detail["validation"]["per_class"][0]["class"] == "waste"
+    published = world.client("viewer").get(f"/api/trained-models/{world.published.pk}/").json()
+    assert published["validation"] is None  # a registered base model has no validation of its own
