@@ -7,10 +7,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef
 from django.shortcuts import redirect
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from access.rules import can, visible
 from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
 from dumpsite.errors import ApplicationError
+from models_registry.models import Evaluation
 from models_registry.selectors import models_visible_to
 
 from . import admin_views, services
@@ -24,6 +26,7 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     list_display = (
         "id",
         "name",
+        "kind",
         "status_badge",
         "progress",
         "best_map50",
@@ -36,6 +39,7 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     list_display_links = ("id", "name")
     # Related filters list only what the visible runs refer to: the stock ones list every dataset and user.
     list_filter = (
+        "kind",
         "status",
         "architecture",
         ("dataset", VisibleRelatedOnlyFilter),
@@ -57,6 +61,8 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
                     "architecture",
                     "base_model_link",
                     "model_link",
+                    "evaluated_model_link",
+                    "results_link",
                     "retry_of_link",
                     "attempt",
                     "created_by",
@@ -93,6 +99,24 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
         )
         url_name = getattr(request.resolver_match, "url_name", "") or ""
         return queryset.defer("log_tail") if url_name.endswith("changelist") else queryset
+
+    @admin.display(description="evaluated model")
+    def evaluated_model_link(self, obj):
+        if not obj.evaluated_model_id:
+            return "—"
+        url = reverse("admin:models_registry_trainedmodel_change", args=[obj.evaluated_model_id])
+        return format_html('<a href="{}">model #{}</a>', url, obj.evaluated_model_id)
+
+    @admin.display(description="results")
+    def results_link(self, obj):
+        """The per-class results the run stored (a training run's validation, an evaluation run's results)."""
+        evaluation = Evaluation.objects.filter(run=obj).order_by("-id").only("id").first()
+        if evaluation is None:
+            return "—"
+        url = reverse("admin:models_registry_evaluation_change", args=[evaluation.pk])
+        return format_html(
+            '<a href="{}" id="run-results">Evaluation #{}: per class, curves, gallery</a>', url, evaluation.pk
+        )
 
     def has_add_permission(self, request):
         return False  # runs start through the "Start training run" form, which calls the service

@@ -100,6 +100,7 @@ def evaluate(job: EvaluationJob) -> dict:
     cfg.test_evaluator.update(outfile_prefix=os.path.join(job.work_dir, DETECTIONS_PREFIX), format_only=True)
     cfg.load_from = job.checkpoint
     cfg.resume = False
+    cfg.custom_hooks = []  # training's (early stopping) have nothing to do in a test
     cfg.work_dir = job.work_dir
     runner = Runner.from_cfg(cfg)
     runner.register_hook(ProgressEventsHook(job.events_file, test_progress=True))
