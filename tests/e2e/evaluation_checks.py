@@ -8,9 +8,11 @@ import io
 import json
 import time
 
+import psutil
 from django.core.management import call_command
 
 from models_registry.models import Evaluation, TrainedModel
+from tests.conftest import wait_for
 from training.models import TrainingManifest, TrainingRun
 
 
@@ -91,7 +93,14 @@ def check_evaluation_runs(model: TrainedModel, other_dataset, api) -> None:
         time.sleep(0.2)
     assert api.post(f"/api/training-runs/{run_id}/cancel/").status_code == 200
     run = _follow(run_id, timeout=60)
-    assert run.status == "cancelled" and not Evaluation.objects.filter(run=run).exists()
-    import psutil
+    assert run.status == "cancelled"
 
-    assert not psutil.pid_exists(run.training_pid) or psutil.Process(run.training_pid).status() == "zombie"
+    def gone() -> bool:  # the worker stops the process group at its next progress tick
+        try:
+            return psutil.Process(run.training_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(gone, timeout=30, message="the evaluation process to end")
+    assert not Evaluation.objects.filter(run=run).exists()
+    assert TrainingRun.objects.get(pk=run_id).status == "cancelled"
