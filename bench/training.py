@@ -95,16 +95,20 @@ def _platform_run(client: Client, dataset_id: int):
 
 
 def _baseline_config(run, out: Path) -> Path:
-    """The platform's merged config of ``run`` (as registered), as the ``.py`` file ``tools/train.py`` reads:
-    mmengine writes it from the data (tuples restored), the bench's own demo class names being the only text."""
-    from mmengine.config import Config
+    """The platform's merged config of ``run`` (as registered), as the ``.py`` file ``tools/train.py`` reads, pointed
+    back at the run's exported COCO files and the image root (a registered config names no server paths)."""
+    from django.conf import settings
 
-    from training.engine.config import restore_tuples
+    from training.engine.config import dumps_config_py
 
-    cfg = Config.fromfile(run.trained_model.config.path)
-    restore_tuples(cfg._cfg_dict)
+    cfg = json.loads(Path(run.trained_model.config.path).read_text(encoding="utf-8"))
+    data = run.work_dir / "data"
+    for split, name in (("train", "train.json"), ("val", "val.json"), ("test", "val.json")):
+        cfg[f"{split}_dataloader"]["dataset"].update(data_root=str(settings.MEDIA_ROOT), ann_file=str(data / name))
+        if "ann_file" in (cfg.get(f"{split}_evaluator") or {}):
+            cfg[f"{split}_evaluator"]["ann_file"] = str(data / name)
     path = out / "baseline_config.py"
-    cfg.dump(str(path))
+    path.write_text(dumps_config_py(cfg), encoding="utf-8")
     return path
 
 
