@@ -65,7 +65,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
     list_filter = ("is_published", "architecture", "origin", ("dataset", VisibleRelatedOnlyFilter))
     search_fields = ("name", "description")
     list_select_related = ("base_model", "dataset", "created_by")
-    actions = ["publish", "unpublish", "compare"]
+    actions = ["publish", "unpublish", "compare", "evaluate"]
     fieldsets = [
         (
             None,
@@ -139,6 +139,8 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
         if not can(request.user, "models_registry.publish_trainedmodel"):
             actions.pop("publish", None)
             actions.pop("unpublish", None)
+        if not can(request.user, "training.add_trainingrun"):
+            actions.pop("evaluate", None)
         return actions
 
     def get_urls(self):
@@ -324,6 +326,15 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
     @admin.action(description="Unpublish selected models")
     def unpublish(self, request, queryset):
         self._toggle(request, list(queryset), publish=False)
+
+    @admin.action(description="Evaluate the selected model on a dataset")
+    def evaluate(self, request, queryset):
+        # The form is the training app's (an evaluation is a run); the registry names it by URL only.
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose one model to evaluate.", messages.WARNING)
+            return None
+        return redirect(f"{reverse('admin:training_trainingrun_evaluate')}?model={chosen[0]}")
 
     @admin.action(description="Compare selected models side by side")
     def compare(self, request, queryset):

@@ -186,3 +186,14 @@ def test_model_detail_serves_its_per_class_validation(world):
     assert detail["validation"]["per_class"][0]["class"] == "waste"
     published = world.client("viewer").get(f"/api/trained-models/{world.published.pk}/").json()
     assert published["validation"] is None  # a registered base model has no validation of its own
+
+
+def test_the_models_list_action_opens_the_evaluate_form_for_one_model(world):
+    client = world.staff_client("owner")
+    url = "/admin/models_registry/trainedmodel/"
+    response = client.post(url, {"action": "evaluate", "_selected_action": [world.model.pk]})
+    assert response.status_code == 302 and response["Location"].endswith(f"/evaluate/?model={world.model.pk}")
+    form = client.get(response["Location"]).content.decode()
+    assert f'<option value="{world.model.pk}" selected>' in form
+    actions = world.staff_client("publisher").get(url).content.decode()
+    assert 'value="evaluate"' not in actions  # a Publisher starts no runs
