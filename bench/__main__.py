@@ -12,7 +12,7 @@ import traceback
 
 import django
 
-BENCHMARKS = ["training", "evaluation", "queue_latency", "coco_export", "api_lists", "web_footprint"]
+BENCHMARKS = ["training", "evaluation", "gallery", "queue_latency", "coco_export", "api_lists", "web_footprint"]
 
 
 def main(argv: list[str]) -> int:

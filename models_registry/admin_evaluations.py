@@ -153,7 +153,17 @@ class EvaluationAdmin(admin.ModelAdmin):
         order = order if order in GALLERY_ORDERS else "worst"
         rows = gallery_images(
             evaluation, class_index=classes.index(chosen) if chosen in classes else None, order=order
-        ).only("id", "evaluation_id", "file_name", "true_positives", "false_positives", "false_negatives", "errors")
+        ).only(
+            "id",
+            "evaluation_id",
+            "file_name",
+            "width",
+            "height",
+            "true_positives",
+            "false_positives",
+            "false_negatives",
+            "errors",
+        )
         page = Paginator(rows, GALLERY_PAGE).get_page(request.GET.get("page"))
         context = {
             **self.admin_site.each_context(request),
