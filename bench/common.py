@@ -114,3 +114,21 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def run_tool(argv: list[str], work: Path, name: str) -> float:
+    """Run one of MMDetection's tools in a fresh ``work`` folder, its output in ``stdout.log``; the wall seconds."""
+    import shutil
+    import sys
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    start = time.perf_counter()
+    with open(work / "stdout.log", "wb") as log:
+        proc = subprocess.run(
+            [sys.executable, *argv], cwd=work, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} exited with {proc.returncode}; see {work / 'stdout.log'}")
+    return wall

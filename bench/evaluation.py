@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.test import Client
 
-from .common import SCRATCH, Cluster, Figure, median
+from .common import SCRATCH, Cluster, Figure, median, run_tool
 
 PAIRS = 5
 EVAL_IMAGES = 300  # a held-out area's worth of tiles: the evaluation takes about half a minute here
@@ -81,21 +79,7 @@ def _baseline_files(model, dataset, out: Path) -> Path:
 
 
 def _baseline_run(config: Path, checkpoint: str, work: Path) -> float:
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    start = time.perf_counter()
-    with open(work / "stdout.log", "wb") as log:
-        proc = subprocess.run(
-            [sys.executable, str(_tools_test()), str(config), checkpoint, "--work-dir", str(work)],
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"tools/test.py exited with {proc.returncode}; see {work / 'stdout.log'}")
-    return wall
+    return run_tool([str(_tools_test()), str(config), checkpoint, "--work-dir", str(work)], work, "tools/test.py")
 
 
 def _platform_run(client: Client, model, dataset) -> tuple[float, object]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from .common import ROOT, SCRATCH, Cluster, Figure, median
+from .common import ROOT, SCRATCH, Cluster, Figure, median, run_tool
 
 EPOCHS = 3  # a run of about 30-40 s on 2 CPU cores: long enough for a 1-3 % difference to show
 IMAGES = 120
@@ -113,21 +113,7 @@ def _baseline_config(run, out: Path) -> Path:
 
 
 def _baseline_run(config: Path, work: Path) -> float:
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    start = time.perf_counter()
-    with open(work / "stdout.log", "wb") as log:
-        proc = subprocess.run(
-            [sys.executable, str(_tools_train()), str(config), "--work-dir", str(work)],
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"tools/train.py exited with {proc.returncode}; see {work / 'stdout.log'}")
-    return wall
+    return run_tool([str(_tools_train()), str(config), "--work-dir", str(work)], work, "tools/train.py")
 
 
 def _child_job(run, work: Path, *, progress_events: bool) -> Path:

@@ -7,8 +7,9 @@ from rest_framework.routers import DefaultRouter
 from datasets.api import DatasetViewSet
 from datasets.views import image_thumbnail
 from dumpsite.auth_views import ObtainTokenView
-from models_registry.api import PredictionViewSet, TrainedModelViewSet
+from models_registry.api import TrainedModelViewSet
 from models_registry.api_evaluations import EvaluationViewSet
+from models_registry.api_predictions import PredictionViewSet
 from training.api import TrainingRunViewSet
 
 router = DefaultRouter()

@@ -12,14 +12,15 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+
+from .job import JsonJob
 
 DETECTIONS_PREFIX = "detections"
 
 
 @dataclass(frozen=True)
-class EvaluationJob:
+class EvaluationJob(JsonJob):
     config_file: str  # the model's stored config (JSON)
     checkpoint: str
     classes: list[str]
@@ -32,15 +33,6 @@ class EvaluationJob:
     iou_threshold: float = 0.5
     batch_size: int = 1
     kind: str = "evaluate"
-
-    def write(self, path: Path) -> None:
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> EvaluationJob:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def test_dataset_overrides(cfg, *, gt_file: str, image_root: str, classes: list[str], batch_size: int) -> None:

@@ -7,8 +7,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+class JsonJob:
+    """Written atomically by the worker as JSON, read by the child: the job files' one format."""
+
+    def write(self, path: Path) -> None:
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path):
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
 @dataclass(frozen=True)
-class TrainingJob:
+class TrainingJob(JsonJob):
     base_config: str  # "mmdet::<path>" inside the installed mmdet package
     overrides: dict  # merged into the base with Config.merge_from_dict
     classes: list[str]
@@ -24,12 +37,3 @@ class TrainingJob:
     # Once trained, the registered checkpoint is evaluated on the validation split at these thresholds
     # ({"score_threshold", "iou_threshold"}); None: not evaluated (benchmarks of the training alone).
     evaluation: dict | None = None
-
-    def write(self, path: Path) -> None:
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> TrainingJob:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
