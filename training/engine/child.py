@@ -114,9 +114,58 @@ def apply_transfer(cfg, job: TrainingJob) -> dict | None:
     return plan
 
 
+def rank() -> int:
+    """This process's rank among the run's processes (torchrun sets RANK); 0 for a single process."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _write_event(job: TrainingJob | EvaluationJob, event: str, **payload) -> None:
+    """Progress and results come from rank 0 only; an error is reported by whichever rank met it."""
+    if rank() != 0 and event != "error":
+        return
     with open(job.events_file, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"event": event, "time": time.time(), **payload}) + "\n")
+
+
+def init_distributed(cuda: bool) -> None:
+    """Join the run's process group (torchrun's environment) before the Runner is built, so that mmengine finds it
+    initialised and skips its own ``init_dist``, which calls ``torch.cuda.set_device`` even on a CPU. gloo on CPUs,
+    nccl on GPUs (each rank on its own: CUDA_VISIBLE_DEVICES holds the run's GPUs, LOCAL_RANK picks one)."""
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+
+
+def distributed_config(cfg, cuda: bool) -> None:
+    """The runner's side of it: launcher ``pytorch``, and on a CPU ``device_ids=None`` for DistributedDataParallel
+    (mmengine passes ``[LOCAL_RANK]`` unless the wrapper's config sets it, and PyTorch rejects device ids for a CPU
+    module). The published config keeps none of it: how a model was trained is not how it is loaded."""
+    backend = "nccl" if cuda else "gloo"
+    cfg.launcher = "pytorch"
+    cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = backend
+    if not cuda:
+        cfg.model_wrapper_cfg = {
+            "type": "MMDistributedDataParallel",
+            "device_ids": None,
+            "broadcast_buffers": False,
+            "find_unused_parameters": False,
+        }
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def train(job: TrainingJob) -> dict:
@@ -130,36 +179,50 @@ def train(job: TrainingJob) -> dict:
     from .progress_hook import KeepDetectionsHook, ProgressEventsHook
 
     started = time.monotonic()
-    device = select_device(cuda_available=torch.cuda.is_available(), amp=job.amp)
+    device = select_device(cuda_available=torch.cuda.is_available(), amp=job.amp, wanted=job.device)
     install_safe_globals()
     register_all_modules(init_default_scope=True)
     cfg = build_config(job)
-    os.makedirs(job.work_dir, exist_ok=True)
-    os.makedirs(job.output_dir, exist_ok=True)
-    transfer = apply_transfer(cfg, job)
-    _write_event(job, "setup", device=describe_device(device), transfer=transfer)
+    distributed = world_size() > 1
+    if distributed:
+        init_distributed(cuda=device == "cuda")
     config_file = os.path.join(job.output_dir, "config.json")
-    cfg.dump(config_file)
     publish_file = os.path.join(job.output_dir, "model_config.json")
-    with open(publish_file, "w", encoding="utf-8") as fh:
-        fh.write(dumps_config_json(publishable_config(json.loads(json.dumps(cfg.to_dict())))))
+    if rank() == 0:  # the files every rank trains from: written once, read by all after the barrier
+        os.makedirs(job.work_dir, exist_ok=True)
+        os.makedirs(job.output_dir, exist_ok=True)
+        transfer = apply_transfer(cfg, job)
+        _write_event(job, "setup", device=describe_device(device, processes=world_size()), transfer=transfer)
+        cfg.dump(config_file)
+        with open(publish_file, "w", encoding="utf-8") as fh:
+            fh.write(dumps_config_json(publishable_config(json.loads(json.dumps(cfg.to_dict())))))
+    barrier()
     # Train from the stored JSON: the Runner dumps its config under the name it was loaded from, so it writes
     # JSON too; no Python source is ever written.
     run_cfg = load_json_config(config_file)
+    if distributed:
+        distributed_config(run_cfg, cuda=device == "cuda")
     keep = None
-    if job.evaluation:
+    if job.evaluation and rank() == 0:
         # Each validation pass writes its detections here (CocoMetric's results file); the hook keeps the ones
         # of the best and the last epoch.
         run_cfg.val_evaluator["outfile_prefix"] = os.path.join(job.output_dir, DETECTIONS_PREFIX)
         keep = KeepDetectionsHook(detections_file(job.output_dir), job.output_dir, BEST_METRIC)
     runner = Runner.from_cfg(run_cfg)
-    if job.progress_events:
+    if job.progress_events and rank() == 0:
         runner.register_hook(ProgressEventsHook(job.events_file))
     if keep is not None:
         runner.register_hook(keep)
     train_started = time.monotonic()
     runner.train()
     train_s = time.monotonic() - train_started
+    if distributed:  # the checkpoints are rank 0's; the other ranks are done
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank() != 0:
+            return {}
     stopped_early = bool(getattr(runner.train_loop, "stop_training", False)) and runner.epoch < runner.max_epochs
 
     best = _best_checkpoint(runner, job.work_dir)
@@ -187,6 +250,7 @@ def train(job: TrainingJob) -> dict:
             (h.get("patience") for h in cfg.get("custom_hooks") or [] if h.get("type") == "EarlyStoppingHook"), None
         ),
         "versions": library_versions(),
+        "processes": world_size(),
         "evaluation_file": evaluation_file,
     }
     write_json(job.result_file, result)
@@ -234,19 +298,41 @@ def _record_error(job: TrainingJob | EvaluationJob | None, exc: BaseException) -
         message = f"The base model cannot be loaded: {text[0]}"
     else:
         message = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    if world_size() > 1:
+        message = f"process {rank()} of {world_size()}: {message}"
     _write_event(job, "error", message=message[:2000])
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (None: gone or a zombie): with the pid, its identity across pid reuse."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except psutil.Error:
+        return None
 
 
 def exit_with_parent(interval: float = 1.0) -> None:
     """End this process group when the worker that started it dies: a training without its supervisor would
-    run on unwatched, and nothing would record how it ended."""
+    run on unwatched, and nothing would record how it ended. The supervisor is this process's parent, or, for a
+    rank under torchrun, the worker named by DUMPSITE_SUPERVISOR_PID (compared with its start time, so that a new
+    process reusing the pid is not taken for it)."""
     parent = os.getppid()
+    supervisor = int(os.environ.get("DUMPSITE_SUPERVISOR_PID") or 0) or None
+    supervisor_start = _process_start(supervisor) if supervisor else None
 
     def watch():
         while True:
             time.sleep(interval)
-            if os.getppid() != parent:  # re-parented: the worker is gone
-                print(f"worker process {parent} is gone; stopping the training", file=sys.stderr, flush=True)
+            gone = os.getppid() != parent  # re-parented: the worker (or torchrun) is gone
+            if supervisor_start is not None and _process_start(supervisor) != supervisor_start:
+                gone, parent_name = True, supervisor
+            else:
+                parent_name = parent
+            if gone:
+                print(f"worker process {parent_name} is gone; stopping the training", file=sys.stderr, flush=True)
                 os.killpg(os.getpgrp(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -82,8 +82,8 @@ def fold_progress(state: dict, events: list[dict]) -> dict:
                 "epoch": ev.get("epoch"),
                 **{k: clean_metric(v) for k, v in (ev.get("metrics") or {}).items()},
             }
-        elif kind == "error":
-            state["error"] = ev.get("message")
+        elif kind == "error":  # the first one: with several processes, the others' errors follow from it
+            state.setdefault("error", ev.get("message"))
     if state.get("max_iters"):
         state["percent"] = round(100.0 * (state.get("iter") or 0) / state["max_iters"], 2)
     return state

@@ -34,6 +34,7 @@ class TrainingJob(JsonJob):
     # mode and reason plus the preset's class-dependent prefixes. None: no base model, or a resumed attempt.
     transfer: dict | None = None
     amp: bool = False
+    device: str | None = None  # "cpu" or "gpu": what the worker gave the run (None: whatever is visible)
     # Once trained, the registered checkpoint is evaluated on the validation split at these thresholds
     # ({"score_threshold", "iou_threshold"}); None: not evaluated (benchmarks of the training alone).
     evaluation: dict | None = None

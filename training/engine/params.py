@@ -67,6 +67,22 @@ PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("amp", bool, help="Mixed precision (float16 autocast with loss scaling); needs a GPU."),
         ParamSpec("data_workers", int, 0, 32, help="Data-loader worker processes per training process (0: none)."),
         ParamSpec(
+            "processes",
+            int,
+            1,
+            64,
+            help=(
+                "Training processes of the run (torch.distributed, one per GPU on a GPU worker); the batch size is "
+                "per process, so each iteration sees batch_size x processes images."
+            ),
+        ),
+        ParamSpec(
+            "device",
+            str,
+            choices=("cpu", "gpu"),
+            help="What the run trains on: CPU slots or GPUs of a worker (default: the site's DUMPSITE_GPU_WORKERS).",
+        ),
+        ParamSpec(
             "accumulate",
             int,
             1,
@@ -87,6 +103,8 @@ PARAM_SPECS: dict[str, ParamSpec] = {
 COMMON_DEFAULTS = {
     "amp": False,
     "data_workers": 0,
+    "processes": 1,
+    "device": "cpu",
     "accumulate": 1,
     "patience": 0,
     "split": "random",
@@ -147,3 +165,8 @@ def validate_params(architecture: str, given: dict | None) -> dict:
     if errors:
         raise ParamError(errors)
     return params
+
+
+def total_batch_size(params: dict) -> int:
+    """Images per iteration over all processes (the batch size is per process)."""
+    return int(params.get("batch_size") or 0) * int(params.get("processes") or 1)

@@ -60,6 +60,38 @@ def child_environment(extra_names: tuple[str, ...] = (), source: dict | None = N
     return env
 
 
+def resource_environment(
+    env: dict, *, device: str, gpus: list[str] | tuple[str, ...] = (), processes: int = 1, cpu_count: int | None = None
+) -> dict:
+    """The child's environment for what its worker gave the run: its own GPUs (``CUDA_VISIBLE_DEVICES``), or none
+    for a CPU run (a GPU of the host may belong to another run), and for several processes a share of the CPU
+    threads each (unless the operator set them: mmengine and torchrun would otherwise pin every process to one)."""
+    env = dict(env)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus) if device == "gpu" else ""
+    if processes > 1:
+        threads = str(max(1, (cpu_count or os.cpu_count() or 1) // processes))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, threads)
+    return env
+
+
+def child_argv(job_file: Path, module: str, processes: int = 1) -> list[str]:
+    """One process, or ``processes`` of them under torchrun (one host, a rendezvous of its own on a free port)."""
+    if processes <= 1:
+        return [sys.executable, "-m", module, str(job_file)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "--max-restarts=0",
+        "-m",
+        module,
+        str(job_file),
+    ]
+
+
 @dataclass
 class ChildResult:
     returncode: int | None
@@ -112,24 +144,58 @@ def terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             continue
 
 
-def kill_training_process(pid: int, job_file: Path) -> bool:
-    """SIGKILL the process group of training child ``pid`` if that process is running ``job_file``.
+def runs_job(cmdline: list[str], job_file: Path) -> bool:
+    """Whether a command line is a training process of ``job_file``: the child itself, a rank of it, or torchrun
+    starting them (whose argv names both)."""
+    return "training.engine.child" in cmdline and str(job_file) in cmdline
+
+
+def processes_of_job(job_file: Path) -> list[int]:
+    """Pids of every live process running ``job_file`` (torchrun and each of its ranks: each rank is in a session
+    of its own, so a signal to torchrun's group does not reach them)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] != psutil.STATUS_ZOMBIE and runs_job(info["cmdline"] or [], job_file):
+            found.append(info["pid"])
+    return found
+
+
+def kill_job_processes(job_file: Path) -> list[int]:
+    """SIGKILL the process group of every process running ``job_file`` (data-loader workers are in their rank's
+    group). Returns the pids found; matching the command line keeps an unrelated process that reuses a pid safe."""
+    pids = processes_of_job(job_file)
+    for pid in pids:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return pids
+
+
+def kill_training_process(pid: int | None, job_file: Path) -> bool:
+    """SIGKILL the training processes of ``job_file``: the group of ``pid`` (the child, or torchrun) if that process
+    still runs the job, and every rank found by its command line. True when anything was signalled.
 
     The command line is checked first: after a crash the pid may already belong to an unrelated process.
     """
     import psutil
 
-    try:
-        cmdline = psutil.Process(pid).cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-    if "training.engine.child" not in cmdline or str(job_file) not in cmdline:
-        return False
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
+    killed = False
+    if pid:
+        try:
+            ours = runs_job(psutil.Process(pid).cmdline(), job_file)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            ours = False
+        if ours:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+                killed = True
+            except ProcessLookupError:
+                pass
+    return bool(kill_job_processes(job_file)) or killed
 
 
 class ExitWatch:
@@ -167,12 +233,16 @@ def run_child(
     poll: float = 1.0,
     env: dict | None = None,
     module: str = "training.engine.child",
+    processes: int = 1,
 ) -> ChildResult:
-    """Run the child with ``env`` (default: :func:`child_environment`), never the worker's whole environment."""
-    argv = [sys.executable, "-m", module, str(job_file)]
+    """Run the child with ``env`` (default: :func:`child_environment`), never the worker's whole environment; with
+    ``processes`` > 1, that many ranks under torchrun. However it ends, no process of the job is left."""
+    argv = child_argv(job_file, module, processes)
     child_env = dict(child_environment() if env is None else env)
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), child_env.get("PYTHONPATH")]))
     child_env["PYTHONUNBUFFERED"] = "1"
+    # The child (each rank) ends itself when this process dies: a training without its supervisor runs unwatched.
+    child_env["DUMPSITE_SUPERVISOR_PID"] = str(os.getpid())
     tail = EventTail(events_file)
     state: dict = {}
     with open(log_file, "ab") as log:
@@ -211,9 +281,12 @@ def run_child(
             exited.wait(min(poll, max(0.0, last_report + interval - time.monotonic())))
     except BaseException:
         terminate_group(proc)
+        kill_job_processes(job_file)
         raise
     finally:
         exited.close()
+    if result.stopped or result.timed_out or processes > 1:
+        kill_job_processes(job_file)  # ranks live in sessions of their own: end any that outlived torchrun
     fold_progress(state, tail.read_new())
     result.returncode = proc.wait()
     result.state = state
