@@ -1,4 +1,4 @@
-# The platform in one image: the web app (behind your WSGI server) and workers (`manage.py qcluster`) run from
+# The platform in one image: the web app (behind your WSGI server) and workers (`manage.py worker`) run from
 # the same image with different commands. PostgreSQL + PostGIS is a
 # separate service; point POSTGRES_* at it.
 FROM python:3.11-slim-bookworm
@@ -21,4 +21,4 @@ COPY . .
 RUN useradd --create-home dumpsite && mkdir -p var && chown -R dumpsite var
 USER dumpsite
 # DJANGO_SECRET_KEY and POSTGRES_PASSWORD must be given at run time; there is no default outside DEBUG.
-CMD ["python", "manage.py", "qcluster"]
+CMD ["python", "manage.py", "worker"]

@@ -42,6 +42,8 @@ ROLES: dict[str, list[str]] = {
         "datasets.use_dataset",
         "training.schedule_trainingrun",
         "training.view_trainingrun_statistics",
+        "training.prioritize_trainingrun",
+        "training.view_worker",
         "models_registry.publish_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
         "models_registry.view_published_trainedmodel",

@@ -67,7 +67,7 @@ SCRATCH = ROOT / "var" / "bench"
 
 
 class Cluster:
-    """A real django-q2 cluster (`manage.py qcluster`) on the bench database, with the product's settings."""
+    """A real worker cluster (`manage.py worker`) on the bench database, with the product's settings."""
 
     def __init__(self, log_name: str = "qcluster.log"):
         SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ class Cluster:
         """Give the cluster time to start (or finish a task) and fall back to polling an empty queue."""
         time.sleep(settle)
         if self.proc.poll() is not None:
-            raise RuntimeError(f"qcluster exited with {self.proc.returncode}; see {self.log}")
+            raise RuntimeError(f"the worker exited with {self.proc.returncode}; see {self.log}")
 
     def __exit__(self, *exc) -> None:
         if self.proc:

@@ -151,3 +151,17 @@ class AccessControlledAdmin:
 
     def save_related(self, request, form, formsets, change):
         pass  # no inline or many-to-many edits here: the service saved what may change
+
+
+class ReadOnlyAdmin:
+    """Mixin for ModelAdmin: pages that show what the platform recorded (audit events, evaluations, predictions,
+    workers). Nothing is added, changed or deleted through them; the services write these records."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

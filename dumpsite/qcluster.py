@@ -1,5 +1,5 @@
-"""Start and stop a django-q2 worker cluster (``manage.py qcluster``) as a child process, and wait for what it
-does: for the test suite's real workers and the benchmarks. Not imported by the web process."""
+"""Start and stop a worker cluster (``manage.py worker``: django-q2's cluster and its agent) as a child process,
+and wait for what it does: for the test suite's real workers and the benchmarks. Not imported by the web process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def start_cluster(log: Path, env: dict | None = None) -> subprocess.Popen:
     """A cluster in its own process group, its output appended to ``log``."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [sys.executable, "manage.py", "worker"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

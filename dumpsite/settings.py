@@ -3,6 +3,8 @@
 See ``dumpsite/env.py`` for how a ``.env`` file beside manage.py is read. Nothing here exists only in production.
 """
 
+import os
+import socket
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -176,9 +178,21 @@ TRAINING_MAX_QUEUED_PER_USER = env_int("DUMPSITE_MAX_QUEUED_PER_USER", 10)
 DUMPSITE_MAX_CHECKPOINT_BYTES = env_int("DUMPSITE_MAX_CHECKPOINT_BYTES", 2 * 2**30)
 # Seconds a predict check (one model on uploaded images, in a worker or `manage.py predict`) may take.
 DUMPSITE_PREDICT_TIMEOUT = env_int("DUMPSITE_PREDICT_TIMEOUT", 600)
-# Whether this site's workers have GPUs. Runs asking for mixed precision (amp) are refused at creation when not;
-# a run always trains on the GPU of its worker when one is visible, whatever this says.
-TRAINING_GPU_WORKERS = env_bool("DUMPSITE_GPU_WORKERS", False)
+# This host's identity among the hosts sharing the database: a reaper only ever signals processes of runs recorded on
+# its own host identity. Give each host (and each container of a worker) its own.
+DUMPSITE_HOST_ID = env_str("DUMPSITE_HOST_ID", socket.gethostname())[:255]
+# What a worker cluster (`manage.py worker`) declares it has: GPU ids ("0,1"; empty: none) and CPU slots (training
+# processes it runs at once on its CPUs). A run asks for `processes` of a `device`; a worker takes only runs that fit
+# what it has free, and gives each its own GPUs (CUDA_VISIBLE_DEVICES).
+TRAINING_WORKER_GPUS = env_list("DUMPSITE_WORKER_GPUS", [])
+TRAINING_WORKER_CPU_SLOTS = env_int("DUMPSITE_WORKER_CPU_SLOTS", os.cpu_count() or 1)
+# Whether this site's workers have GPUs (default: this host declares some): runs then train on a GPU unless they ask
+# for device "cpu". Mixed precision (amp) needs a GPU run.
+TRAINING_GPU_WORKERS = env_bool("DUMPSITE_GPU_WORKERS", bool(TRAINING_WORKER_GPUS))
+# Seconds between two beats of a worker cluster's agent (its heartbeat, and the offer of idle capacity to runs that
+# wait). A worker not seen for DUMPSITE_WORKER_FORGET seconds no longer counts in what the site can run.
+TRAINING_WORKER_TICK = float(env_str("DUMPSITE_WORKER_TICK", "2.0"))
+TRAINING_WORKER_FORGET = env_int("DUMPSITE_WORKER_FORGET", 7 * 24 * 3600)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from access.rules import NotVisible, can, get_visible
+from dumpsite.admin_access import ReadOnlyAdmin
 from dumpsite.charts import confusion_table, pr_chart
 from dumpsite.formatting import metric
 
@@ -73,7 +74,7 @@ def results_context(evaluation: Evaluation, *, sort: str = "", base_url: str = "
 
 
 @admin.register(Evaluation)
-class EvaluationAdmin(admin.ModelAdmin):
+class EvaluationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Results of models on annotated images. Made by training runs (their validation split) and evaluation runs
     (the "Evaluate" button of a model, or ``manage.py evaluate``)."""
 
@@ -92,15 +93,6 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return can(request.user, STATISTICS)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="mAP50")
     def map50(self, obj):

@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from access.rules import can
+from dumpsite.admin_access import ReadOnlyAdmin
 
 from . import predictions
 from .models import Prediction
@@ -19,7 +20,7 @@ class PredictForm(forms.Form):
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Predict checks: the boxes a model found on an uploaded image, drawn on it. Read-only; made from a model's
     page ("Predict on an image")."""
 
@@ -49,15 +50,6 @@ class PredictionAdmin(admin.ModelAdmin):
         if not can(request.user, "models_registry.predict_trainedmodel"):
             return False
         return obj is None or predictions.predictions_visible_to(request.user).filter(pk=obj.pk).exists()
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="boxes")
     def boxes(self, obj):

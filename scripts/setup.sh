@@ -102,8 +102,8 @@ step "Migrating"
 step "Demo dataset"
 "$PY" manage.py make_demo_dataset --name demo --images 200 --if-missing
 mkdir -p var/log
-step "Starting a worker (manage.py qcluster, log in var/log/qcluster.log)"
-"$PY" manage.py qcluster >> var/log/qcluster.log 2>&1 &
+step "Starting a worker (manage.py worker, log in var/log/worker.log)"
+"$PY" manage.py worker >> var/log/worker.log 2>&1 &
 QPID=$!
 trap 'kill -TERM $QPID 2>/dev/null; wait $QPID 2>/dev/null || true' EXIT
 step "Training the tiny preset on the demo dataset"

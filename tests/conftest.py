@@ -1,6 +1,6 @@
 """Shared fixtures. Tests run on the real PostGIS database (pytest-django creates test_<name>).
 
-Files go to a temporary tree per test session; a real django-q2 worker (``manage.py qcluster``) started by the
+Files go to a temporary tree per test session; a real worker cluster (``manage.py worker``) started by the
 ``worker`` fixture is pointed at the same test database and the same tree through its environment.
 """
 

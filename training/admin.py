@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Prefetch
 from django.shortcuts import redirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from access.rules import can, visible
-from dumpsite.admin_access import AccessControlledAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
+from dumpsite.admin_access import AccessControlledAdmin, ReadOnlyAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
 from dumpsite.errors import ApplicationError
 from models_registry.models import Evaluation
 from models_registry.selectors import models_visible_to
 
 from . import admin_views, services
 from .admin_columns import RunColumns
-from .models import TrainingRun
+from .engine.params import total_batch_size
+from .models import TrainingRun, Worker
 
 
 @admin.register(TrainingRun)
@@ -41,6 +44,7 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     list_filter = (
         "kind",
         "status",
+        "priority",
         "architecture",
         ("dataset", VisibleRelatedOnlyFilter),
         ("created_by", admin.RelatedOnlyFieldListFilter),
@@ -75,6 +79,7 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
         ),
         ("Curves", {"fields": ("curves",)}),
         ("Parameters", {"fields": ("parameters_table", "weight_transfer_html", "device", "export_table")}),
+        ("Resources", {"fields": ("priority", "resources", "worker_link")}),
         ("Outcome", {"fields": ("stop_reason", "error_message", "log")}),
         ("History", {"fields": ("history",)}),
     ]
@@ -99,6 +104,27 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
         )
         url_name = getattr(request.resolver_match, "url_name", "") or ""
         return queryset.defer("log_tail") if url_name.endswith("changelist") else queryset
+
+    @admin.display(description="processes and batch")
+    def resources(self, obj):
+        params = obj.parameters or {}
+        processes = int(params.get("processes") or 1)
+        device = params.get("device", "cpu")
+        gpus = f" (GPUs {', '.join(obj.assigned_gpus)})" if obj.assigned_gpus else ""
+        batch = params.get("batch_size")
+        if not batch:
+            return f"{processes} × {device}{gpus}"
+        return (
+            f"{processes} process{'es' if processes != 1 else ''} on {device}{gpus}; batch {batch} per process = "
+            f"{total_batch_size(params)} images per iteration"
+        )
+
+    @admin.display(description="worker")
+    def worker_link(self, obj):
+        if not obj.worker_id:
+            return obj.worker_process or "—"
+        url = reverse("admin:training_worker_change", args=[obj.worker_id])
+        return format_html('<a href="{}">{}</a>', url, obj.worker.name)
 
     @admin.display(description="evaluated model")
     def evaluated_model_link(self, obj):
@@ -203,3 +229,57 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     def compare_runs(self, request, queryset):
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return redirect(f"{reverse('admin:training_trainingrun_compare')}?ids={ids}")
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """The worker clusters: where they run, what they declared, what they are busy with, when they were last seen.
+    Read-only: a worker registers itself (``manage.py worker``)."""
+
+    list_display = (
+        "name",
+        "host",
+        "state",
+        "resources_declared",
+        "busy_with",
+        "processes",
+        "heartbeat_at",
+        "started_at",
+    )
+    list_filter = ("host",)
+    search_fields = ("name", "host")
+    fields = list_display
+    readonly_fields = list_display
+
+    def get_queryset(self, request):
+        running = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).only("id", "name", "assigned_gpus")
+        return super().get_queryset(request).prefetch_related(Prefetch("runs", queryset=running, to_attr="running"))
+
+    @admin.display(description="state")
+    def state(self, obj):
+        if obj.stopped_at:
+            return "stopped"
+        age = (timezone.now() - obj.heartbeat_at).total_seconds()
+        return "alive" if age <= settings.TRAINING_HEARTBEAT_LIMIT else f"silent for {age:.0f} s"
+
+    @admin.display(description="resources")
+    def resources_declared(self, obj):
+        return obj.describe_resources()
+
+    @admin.display(description="busy with")
+    def busy_with(self, obj):
+        if not obj.running:
+            return "idle"
+        return format_html_join(
+            ", ",
+            '<a href="{}">#{} {}</a>{}',
+            (
+                (
+                    reverse("admin:training_trainingrun_change", args=[run.pk]),
+                    run.pk,
+                    run.name,
+                    f" (GPUs {','.join(run.assigned_gpus)})" if run.assigned_gpus else "",
+                )
+                for run in obj.running
+            ),
+        )

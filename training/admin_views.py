@@ -63,6 +63,7 @@ def start_run_view(model_admin, request):
                 parameters=form.parameters(),
                 name=form.cleaned_data["name"],
                 created_by=request.user,
+                priority=form.cleaned_data["priority"],
             )
         except _NotConfirmed:
             pass

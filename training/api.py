@@ -18,7 +18,7 @@ from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 from models_registry.selectors import models_visible_to
 
 from . import services
-from .engine.params import PARAM_SPECS
+from .engine.params import PARAM_SPECS, total_batch_size
 from .engine.presets import preset_choices
 from .models import TrainingManifest, TrainingRun
 from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics
@@ -62,6 +62,14 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     dataset_name = serializers.CharField(source="dataset.name", read_only=True)
     trained_model = serializers.SerializerMethodField(help_text="Id of the model this run registered, if any.")
     duration_seconds = serializers.FloatField(read_only=True)
+    priority = serializers.SerializerMethodField(help_text="normal or high.")
+    processes = serializers.SerializerMethodField(help_text="Training processes of the run (torch.distributed).")
+    total_batch_size = serializers.SerializerMethodField(
+        help_text="Images per iteration over all processes: the batch size is per process."
+    )
+    worker = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, help_text="The worker cluster (host:pid) that took the run."
+    )
 
     class Meta:
         model = TrainingRun
@@ -80,6 +88,11 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "error_message",
             "weight_transfer",
             "device",
+            "priority",
+            "processes",
+            "total_batch_size",
+            "worker",
+            "assigned_gpus",
             "stop_reason",
             "trained_model",
             "retry_of",
@@ -96,6 +109,22 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     def get_trained_model(self, obj) -> int | None:
         model = getattr(obj, "trained_model", None)
         return model.pk if model else None
+
+    def get_priority(self, obj) -> str:
+        return TrainingRun.Priority(obj.priority).name.lower()
+
+    def get_processes(self, obj) -> int:
+        return int(obj.parameters.get("processes") or 1)
+
+    def get_total_batch_size(self, obj) -> int | None:
+        return total_batch_size(obj.parameters) or None
+
+
+PRIORITY_FIELD = {
+    "choices": ["normal", "high"],
+    "default": "normal",
+    "help_text": "high: started before every normal run (needs the permission to prioritize runs).",
+}
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
@@ -114,6 +143,7 @@ class TrainingRunCreateSerializer(serializers.Serializer):
         help_text="Hyper-parameters; missing ones take the preset's defaults. "
         + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()),
     )
+    priority = serializers.ChoiceField(**PRIORITY_FIELD)
     dry_run = serializers.BooleanField(
         required=False,
         default=False,
@@ -136,6 +166,7 @@ class EvaluationRunCreateSerializer(serializers.Serializer):
     )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     time_limit_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    priority = serializers.ChoiceField(**PRIORITY_FIELD)
     parameters = serializers.DictField(
         required=False,
         default=dict,
@@ -187,7 +218,7 @@ class TrainingRunViewSet(
     ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
-        runs = TrainingRun.objects.select_related("dataset", "created_by", "trained_model").defer("log_tail")
+        runs = TrainingRun.objects.select_related("dataset", "created_by", "trained_model", "worker").defer("log_tail")
         return visible(self.request.user, "training.view_trainingrun", runs)
 
     def get_serializer_class(self):
@@ -235,6 +266,7 @@ class TrainingRunViewSet(
             name=data.get("name", ""),
             created_by=request.user,
             time_limit_seconds=data.get("time_limit_seconds"),
+            priority=data["priority"],
         )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
@@ -265,6 +297,7 @@ class TrainingRunViewSet(
             name=data.get("name", ""),
             created_by=request.user,
             time_limit_seconds=data.get("time_limit_seconds"),
+            priority=data["priority"],
         )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -44,6 +44,12 @@ class StartRunForm(forms.Form):
         label="Re-initialise the class layers",
         help_text="Confirms fine-tuning to new classes (shown when the base model's classes differ).",
     )
+    priority = forms.ChoiceField(
+        choices=[("normal", "Normal"), ("high", "High")],
+        initial="normal",
+        required=False,
+        help_text="High: starts before every normal run (needs the permission to prioritize runs).",
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

@@ -12,6 +12,30 @@ from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from .engine.presets import DEFAULT_PRESET, preset_choices
 
 
+class Worker(models.Model):
+    """A worker cluster (``manage.py worker``): where it runs, what it declared it has, and its last heartbeat."""
+
+    name = models.CharField(max_length=300, unique=True, help_text="host:pid of the cluster's main process.")
+    host = models.CharField(max_length=255, db_index=True, help_text="The host identity (DUMPSITE_HOST_ID).")
+    pid = models.IntegerField()
+    gpus = ArrayField(models.CharField(max_length=32), default=list, blank=True, help_text="GPU ids it declared.")
+    cpu_slots = models.PositiveIntegerField(default=1, help_text="Training processes it runs at once on its CPUs.")
+    processes = models.PositiveIntegerField(default=1, help_text="Runs it executes at once (django-q2 workers).")
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def describe_resources(self) -> str:
+        gpus = f"GPUs {','.join(self.gpus)}" if self.gpus else "no GPU"
+        return f"{gpus}; {self.cpu_slots} CPU slot{'s' if self.cpu_slots != 1 else ''}"
+
+
 class TrainingRun(models.Model):
     # The phases of ``timings`` in the order they happen (a JSON object keeps no order in PostgreSQL's jsonb).
     PHASES = ("queued", "export", "config", "startup", "training", "registration")
@@ -26,6 +50,10 @@ class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         TRAIN = "train", "Training"
         EVALUATE = "evaluate", "Evaluation"
+
+    class Priority(models.IntegerChoices):
+        NORMAL = 0, "Normal"
+        HIGH = 10, "High"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
@@ -52,6 +80,11 @@ class TrainingRun(models.Model):
     architecture = models.CharField(max_length=64, choices=preset_choices(), default=DEFAULT_PRESET)
     parameters = models.JSONField(default=dict, help_text="Validated hyper-parameters (preset defaults filled in).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    priority = models.SmallIntegerField(
+        choices=Priority.choices,
+        default=Priority.NORMAL,
+        help_text="Queued runs start by priority, then first come first served.",
+    )
 
     # Live progress, written by the worker about once a second.
     current_epoch = models.PositiveIntegerField(default=0)
@@ -72,6 +105,20 @@ class TrainingRun(models.Model):
     )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_process = models.CharField(max_length=300, blank=True, help_text="host:pid of the worker that ran it.")
+    worker = models.ForeignKey(
+        Worker,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The cluster that ran it.",
+    )
+    assigned_gpus = ArrayField(
+        models.CharField(max_length=32),
+        default=list,
+        blank=True,
+        help_text="The GPUs its worker gave it (CUDA_VISIBLE_DEVICES of its training processes).",
+    )
 
     weight_transfer = models.JSONField(
         default=dict,
@@ -128,7 +175,9 @@ class TrainingRun(models.Model):
         permissions = [
             ("schedule_trainingrun", "Can cancel and retry training runs"),
             ("view_trainingrun_statistics", "Can view metrics and logs of training runs"),
+            ("prioritize_trainingrun", "Can queue training runs with high priority"),
         ]
+        indexes = [models.Index(fields=["status", "-priority", "created_at"], name="trainingrun_queue_order")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(progress_percent__gte=0) & models.Q(progress_percent__lte=100),

@@ -1,11 +1,12 @@
-"""The reaper: running runs whose worker stopped heartbeating are failed, and their orphaned training process on
-this host is killed. A django-q2 schedule runs it; the state change is the services' ``training_run_fail_stale``.
+"""The reaper: running runs whose worker stopped heartbeating are failed, and their orphaned training processes
+are killed when the run was recorded on this host's identity (DUMPSITE_HOST_ID): a reaper never signals a process
+of another host, whose pids mean nothing here. A django-q2 schedule runs it; the state change is the services'
+``training_run_fail_stale``.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from datetime import timedelta
 
 from django.conf import settings
@@ -34,9 +35,10 @@ def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
         if not training_run_fail_stale(run=run, cutoff=cutoff, message=message):
             continue  # it heartbeated or ended meanwhile, or another reaper was first
         reaped.append(run.pk)
-        on_this_host = run.training_pid and run.worker_host == socket.gethostname()
-        if on_this_host and kill_training_process(run.training_pid, run.work_dir / "job.json"):
-            logger.warning("killed the orphaned training process %s of run %s", run.training_pid, run.pk)
+        if run.worker_host == settings.DUMPSITE_HOST_ID and kill_training_process(
+            run.training_pid, run.work_dir / "job.json"
+        ):
+            logger.warning("killed the orphaned training processes of run %s (pid %s)", run.pk, run.training_pid)
         logger.warning("training run %s reaped: no heartbeat since %s", run.pk, last)
     return reaped
 

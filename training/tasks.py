@@ -3,12 +3,19 @@
 from audit.services import audit_interface
 
 from .reaper import training_runs_reap_stale
-from .worker import training_run_execute
+from .worker import training_run_take
 
 
 def execute_training_run(run_id: int) -> str:
+    """Sent when run ``run_id`` is queued: this worker takes the run it takes next (the queue decides which)."""
     with audit_interface("worker"):
-        return training_run_execute(run_id=run_id)
+        return training_run_take(run_id=run_id)
+
+
+def take_training_run() -> str:
+    """Sent when resources freed up or a worker sits idle while a run waits."""
+    with audit_interface("worker"):
+        return training_run_take()
 
 
 def reap_stale_runs() -> list[int]:

@@ -32,21 +32,46 @@ from .services import (
     training_run_record,
     training_run_succeed,
 )
+from .services.workers import training_run_claim_next
 from .timings import PhaseTimer
 
 logger = logging.getLogger(__name__)
 Status = TrainingRun.Status
 
 
+def training_run_take(*, run_id: int | None = None) -> str:
+    """What a django-q2 task does: take the run this worker cluster takes next (by priority and age, if it fits
+    what the cluster has free: see ``services.workers``) and live it to its end. ``run_id`` is the run whose
+    creation sent the task: which run is taken is the queue's decision. Returns what happened, for the task's
+    result."""
+    from .services.workers import current_worker, training_runs_wake
+
+    worker = current_worker()
+    run = training_run_claim_next(worker=worker)
+    if run is None:
+        status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first() if run_id else None
+        logger.info("worker %s took no run now (run %s is %s)", worker.name, run_id, status)
+        return f"nothing to take now (run {run_id}: {status})" if run_id else "nothing to take now"
+    try:
+        status = training_run_execute(run_id=run.pk)
+    finally:
+        # What this run held is free again: a run waiting for it (or for a worker) gets a take.
+        if TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists():
+            training_runs_wake()
+    return f"run {run.pk}: {status}"
+
+
 def training_run_execute(*, run_id: int) -> str:
-    """The whole life of a claimed run, called by the django-q2 task. Returns the final status."""
+    """The whole life of a run this worker claimed (``training_run_take``), or of a queued one claimed here, out
+    of the queue's order (a direct call). Returns the final status."""
     from .engine.events import read_events
 
-    if not training_run_claim(run_id=run_id):
-        status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
-        logger.info("training run %s not claimed (status %s)", run_id, status)
-        return status or "missing"
+    if TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).exists() and not training_run_claim(run_id=run_id):
+        logger.info("training run %s not claimed", run_id)
     run = TrainingRun.objects.select_related("dataset", "base_model", "retry_of", "evaluated_model").get(pk=run_id)
+    if run.status != Status.RUNNING:
+        logger.info("training run %s is %s; not executed", run_id, run.status)
+        return run.status
     if run.kind == TrainingRun.Kind.EVALUATE:
         from .worker_evaluation import evaluation_execute
 
@@ -147,6 +172,7 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
         output_dir=str(work / "output"),
         transfer=transfer_of(run),
         amp=bool(run.parameters.get("amp")),
+        device=run.parameters.get("device", "cpu"),
         evaluation=thresholds_of(run),
     )
     job.write(work / "job.json")
@@ -183,7 +209,7 @@ def stop_reason_of(outcome: dict) -> str:
 
 def train(run: TrainingRun, job_file: Path) -> ChildResult:
     """Step 3: the training child, watched until it exits, is cancelled or runs out of time."""
-    from .engine.supervisor import child_environment, run_child
+    from .engine.supervisor import run_child
 
     return run_child(
         job_file=job_file,
@@ -193,7 +219,21 @@ def train(run: TrainingRun, job_file: Path) -> ChildResult:
         on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
         interval=settings.TRAINING_PROGRESS_INTERVAL,
         timeout=run.effective_time_limit,
-        env=child_environment(tuple(settings.TRAINING_CHILD_ENV)),
+        env=child_environment_of(run),
+        processes=int(run.parameters.get("processes") or 1),
+    )
+
+
+def child_environment_of(run: TrainingRun) -> dict:
+    """The child's environment: the basics and the site's additions, and what the worker gave the run (its GPUs,
+    or none; thread counts for several processes)."""
+    from .engine.supervisor import child_environment, resource_environment
+
+    return resource_environment(
+        child_environment(tuple(settings.TRAINING_CHILD_ENV)),
+        device=run.parameters.get("device", "cpu"),
+        gpus=run.assigned_gpus,
+        processes=int(run.parameters.get("processes") or 1),
     )
 
 

@@ -62,7 +62,8 @@ def evaluation_document(run: TrainingRun) -> tuple[dict, str, dict]:
 
 def evaluation_execute(run: TrainingRun) -> str:
     from .engine.evaluate import EvaluationJob
-    from .engine.supervisor import child_environment, run_child, tail_text
+    from .engine.supervisor import run_child, tail_text
+    from .worker import child_environment_of
 
     log_file = run.work_dir / "train.log"
     try:
@@ -101,7 +102,7 @@ def evaluation_execute(run: TrainingRun) -> str:
             on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
             interval=settings.TRAINING_PROGRESS_INTERVAL,
             timeout=run.effective_time_limit,
-            env=child_environment(tuple(settings.TRAINING_CHILD_ENV)),
+            env=child_environment_of(run),
         )
         training_run_progress(run_id=run.pk, state=result.state)
         ended = end_unless_trained(run, result)

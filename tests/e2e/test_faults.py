@@ -11,6 +11,7 @@ import pytest
 
 from datasets.demo import demo_dataset_create
 from tests.conftest import start_worker, stop_worker, wait_for
+from tests.e2e.waiting import finished, training
 from training.engine.config import checkpoint_epoch
 from training.models import TrainingRun
 from training.reaper import reaper_schedule_ensure
@@ -28,24 +29,6 @@ def alive(pid: int) -> bool:
 
 def parent_of(pid: int) -> int:
     return psutil.Process(pid).ppid()
-
-
-def training(run_id: int, min_iter: int = 2) -> TrainingRun:
-    return wait_for(
-        lambda: TrainingRun.objects.filter(
-            pk=run_id, status="running", current_iter__gte=min_iter, training_pid__isnull=False
-        ).first(),
-        timeout=300,
-        message=f"run {run_id} to be training",
-    )
-
-
-def finished(run_id: int, timeout: float = 600) -> TrainingRun:
-    return wait_for(
-        lambda: TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.FINISHED).first(),
-        timeout=timeout,
-        message=f"run {run_id} to finish",
-    )
 
 
 def test_cancel_stops_a_running_training_within_10_seconds(worker):
@@ -109,15 +92,20 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
         for i in range(6)
     ]
     db_name = connection.settings_dict["NAME"]
-    clusters = [start_worker(db_name, tmp_path / f"cluster{i}.log") for i in range(2)]
+    # Two hosts sharing the database: each cluster has a host identity of its own.
+    clusters = [start_worker(db_name, tmp_path / f"cluster{i}.log", DUMPSITE_HOST_ID=f"host-{i}") for i in range(2)]
     try:
         for run in runs:
             finished(run.pk, timeout=600)
-        # Which cluster ran what: the worker process that claimed a run belongs to one cluster's process group.
-        ran = TrainingRun.objects.filter(pk__in=[r.pk for r in runs])
+        # Which cluster ran what: the worker process that claimed a run belongs to one cluster's process group,
+        # and the run records that cluster's host identity and worker.
+        ran = TrainingRun.objects.filter(pk__in=[r.pk for r in runs]).select_related("worker")
         pids = {int(r.worker_process.rsplit(":", 1)[1]) for r in ran}
         groups = {os.getpgid(pid) for pid in pids}
         assert groups == {c.proc.pid for c in clusters}, (pids, groups)
+        for r in ran:
+            host = f"host-{[c.proc.pid for c in clusters].index(os.getpgid(int(r.worker_process.rsplit(':', 1)[1])))}"
+            assert r.worker_host == r.worker.host == host and r.worker.name == f"{host}:{r.worker.pid}"
     finally:
         for cluster in clusters:
             stop_worker(cluster)

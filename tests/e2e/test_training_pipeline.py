@@ -21,6 +21,7 @@ from models_registry.models import TrainedModel
 from models_registry.services import sha256_file
 from tests.conftest import wait_for
 from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_results
+from tests.e2e.scale_out_checks import check_two_processes
 from training.models import TrainingRun
 from training.services import training_run_create
 
@@ -125,6 +126,9 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     # Scratch checkpoints are gone; the log, events and the exported split stay.
     assert not list(run.work_dir.rglob("*.pth"))
     assert (run.work_dir / "train.log").is_file() and (run.work_dir / "data" / "val.json").is_file()
+
+    # 1b. The same training on two processes (torch.distributed) scores the same.
+    check_two_processes(model)
 
     # 2. The registered checkpoint loads (weights-only) and scores the same on the held-out split.
     metrics = evaluate_registered(model, tmp_path / "eval")

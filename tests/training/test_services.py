@@ -115,7 +115,8 @@ def test_mixed_precision_is_refused_where_no_worker_has_a_gpu(make_dataset, sett
     with pytest.raises(ApplicationError, match="amp") as refused:
         training_run_create(dataset=dataset, parameters={"amp": True})
     assert "needs a GPU" in refused.value.message and TrainingRun.objects.count() == 0
-    settings.TRAINING_GPU_WORKERS = True
+    settings.TRAINING_GPU_WORKERS = True  # runs default to the GPU, and this host's worker declares one
+    settings.TRAINING_WORKER_GPUS = ["0"]
     run = training_run_create(dataset=dataset, parameters={"amp": True, "accumulate": 4, "patience": 3})
     assert run.parameters["amp"] is True and run.parameters["accumulate"] == 4 and run.parameters["patience"] == 3
 

@@ -18,6 +18,7 @@ from models_registry.selectors import models_visible_to
 from ..engine.params import COMMON_DEFAULTS, PARAM_SPECS, ParamError, validate_params
 from ..engine.presets import DEFAULT_PRESET, PRESETS
 from ..models import TrainingManifest, TrainingRun
+from ..resources import assert_some_worker_can_take
 
 SPLITS = {
     "all": "every enabled image of the dataset",
@@ -25,7 +26,16 @@ SPLITS = {
     "model": "the model's own validation split, as its training run recorded it (its manifest)",
 }
 # The parameters an evaluation takes; the rest of a run's parameters are training's.
-EVALUATION_PARAMS = ("split", "split_cell_m", "val_fraction", "seed", "score_threshold", "iou_threshold", "batch_size")
+EVALUATION_PARAMS = (
+    "split",
+    "split_cell_m",
+    "val_fraction",
+    "seed",
+    "score_threshold",
+    "iou_threshold",
+    "batch_size",
+    "device",
+)
 
 
 def evaluation_parameters(architecture: str, given: dict | None) -> dict:
@@ -37,11 +47,15 @@ def evaluation_parameters(architecture: str, given: dict | None) -> dict:
             "Invalid evaluation parameters.",
             {k: f"not a parameter of an evaluation; known: {', '.join(EVALUATION_PARAMS)}" for k in unknown},
         )
+    from .runs import with_site_defaults
+
     try:
-        params = validate_params(architecture if architecture in PRESETS else DEFAULT_PRESET, given)
+        params = validate_params(architecture if architecture in PRESETS else DEFAULT_PRESET, with_site_defaults(given))
     except ParamError as exc:
         raise ApplicationError("Invalid evaluation parameters.", exc.errors) from exc
-    return {k: params.get(k, COMMON_DEFAULTS.get(k)) for k in EVALUATION_PARAMS if k in PARAM_SPECS}
+    params = {k: params.get(k, COMMON_DEFAULTS.get(k)) for k in EVALUATION_PARAMS if k in PARAM_SPECS}
+    assert_some_worker_can_take(params)  # an evaluation is one process
+    return params
 
 
 def _manifest_of(model: TrainedModel) -> TrainingManifest:
@@ -67,10 +81,12 @@ def evaluation_run_create(
     time_limit_seconds: int | None = None,
     retry_of: TrainingRun | None = None,
     attempt: int = 1,
+    priority=None,
 ) -> TrainingRun:
     """Queue an evaluation of ``model``. The user must be allowed to start runs, see the model and see the
-    dataset; the model and the dataset must share at least one class (matched by name)."""
-    from .runs import _check_queue_share, training_run_enqueue
+    dataset (and for ``priority`` "high", to prioritize runs); the model and the dataset must share at least one
+    class (matched by name)."""
+    from .runs import _check_queue_share, priority_checked, training_run_enqueue
 
     if created_by is not None:
         require(created_by, "training.add_trainingrun", message="You may not start runs.")
@@ -104,6 +120,7 @@ def evaluation_run_create(
             {"dataset": "no class in common with the model"},
         )
     params = {"evaluate": split, **evaluation_parameters(model.architecture, parameters)}
+    priority = priority_checked(created_by, priority)
     _check_queue_share(created_by)
     run = TrainingRun.objects.create(
         kind=TrainingRun.Kind.EVALUATE,
@@ -118,6 +135,7 @@ def evaluation_run_create(
         retry_of=retry_of,
         retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
         attempt=attempt,
+        priority=priority,
     )
     grant(created_by, CREATOR_PERMS["trainingrun"], run)
     audit_record(action="created", obj=run, actor=created_by, kind="evaluate", model=model.pk, dataset=dataset.pk)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
+from django.conf import settings
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -20,23 +20,29 @@ logger = logging.getLogger(__name__)
 Status = TrainingRun.Status
 
 
-def training_run_claim(*, run_id: int) -> bool:
-    """queued -> running, as one conditional UPDATE: of several workers handed the same run, one wins."""
+def training_run_claim(*, run_id: int, worker=None, gpus: list[str] | None = None) -> bool:
+    """queued -> running, as one conditional UPDATE: of several workers handed the same run, one wins. ``worker``
+    (its cluster) and ``gpus`` (the GPUs it gave the run) are recorded with it."""
     now = timezone.now()
-    host = socket.gethostname()[:255]
+    host = settings.DUMPSITE_HOST_ID
     claimed = (
         TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
             status=Status.RUNNING,
             started_at=now,
             heartbeat_at=now,
             worker_host=host,
-            worker_process=f"{host}:{os.getpid()}",
+            worker_process=f"{host}:{os.getpid()}"[:300],
+            worker=worker,
+            assigned_gpus=list(gpus or []),
         )
         == 1
     )
     if claimed:
         audit_record(
-            action="started", obj=TrainingRun.objects.only("name").get(pk=run_id), worker=f"{host}:{os.getpid()}"
+            action="started",
+            obj=TrainingRun.objects.only("name").get(pk=run_id),
+            worker=f"{host}:{os.getpid()}",
+            **({"gpus": ",".join(gpus)} if gpus else {}),
         )
     return claimed
 

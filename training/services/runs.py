@@ -28,6 +28,7 @@ from ..engine.params import ParamError, validate_params
 from ..engine.presets import DEFAULT_PRESET, PRESETS, family_of, get_preset
 from ..engine.transfer import describe_transfer
 from ..models import TrainingRun
+from ..resources import assert_some_worker_can_take, site_defaults
 from ..selectors import last_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -73,14 +74,15 @@ def training_run_plan(
     if parameters is not None and not isinstance(parameters, dict):
         raise ApplicationError("Parameters must be an object of name: value.", {"parameters": "not an object"})
     try:
-        params = validate_params(architecture, parameters)
+        params = validate_params(architecture, with_site_defaults(parameters))
     except ParamError as exc:
         raise ApplicationError("Invalid training parameters.", exc.errors) from exc
-    if params["amp"] and not settings.TRAINING_GPU_WORKERS:
+    if params["amp"] and params["device"] != "gpu":
         raise ApplicationError(
-            "Mixed precision (amp) needs a GPU, and no worker of this site has one.",
-            {"amp": "needs a GPU worker (DUMPSITE_GPU_WORKERS is off)"},
+            "Mixed precision (amp) needs a GPU, and this run trains on the CPU (device cpu).",
+            {"amp": "needs a GPU run (device gpu)"},
         )
+    assert_some_worker_can_take(params)
     dataset_assert_trainable(dataset)
     transfer = {}
     if base_model is not None:
@@ -95,6 +97,27 @@ def training_run_plan(
             cell_size_m=params["split_cell_m"],
         )
     return RunPlan(parameters=params, weight_transfer=transfer, split=split)
+
+
+def with_site_defaults(parameters: dict | None) -> dict | None:
+    """The given parameters, with the site's defaults (``resources.site_defaults``) where they say nothing."""
+    if not isinstance(parameters, dict):
+        return parameters
+    return {**parameters, **{k: v for k, v in site_defaults().items() if parameters.get(k) is None}}
+
+
+def priority_checked(user, priority) -> int:
+    """A run's priority: normal, or high for users with ``training.prioritize_trainingrun`` (and the platform)."""
+    if priority in (None, "", "normal", TrainingRun.Priority.NORMAL):
+        return TrainingRun.Priority.NORMAL
+    if priority not in ("high", TrainingRun.Priority.HIGH):
+        raise ApplicationError("Invalid priority.", {"priority": "normal or high"})
+    require(user, "training.prioritize_trainingrun", message="You may not queue runs with high priority.")
+    return TrainingRun.Priority.HIGH
+
+
+def may_prioritize(user) -> bool:
+    return user is None or user.has_perm("training.prioritize_trainingrun")
 
 
 def training_run_validate(
@@ -155,11 +178,13 @@ def training_run_create(
     time_limit_seconds: int | None = None,
     attempt: int = 1,
     resume_checkpoint: str = "",
+    priority=None,
 ) -> TrainingRun:
     """Validate and queue a run. ``created_by`` (when given) must be allowed to train on the dataset and to use the
-    base model, and may not have more than the site's share of queued runs; the creator gets the run's object
-    permissions."""
+    base model (and for ``priority`` "high", to prioritize runs), and may not have more than the site's share of
+    queued runs; the creator gets the run's object permissions."""
     _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
+    priority = priority_checked(created_by, priority)
     _check_queue_share(created_by)
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
@@ -200,6 +225,7 @@ def training_run_create(
         retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
         resume_checkpoint=resume_checkpoint,
         weight_transfer=transfer,
+        priority=priority,
     )
     grant(created_by, CREATOR_PERMS["trainingrun"], run)
     audit_record(
@@ -271,6 +297,8 @@ def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
             time_limit_seconds=run.time_limit_seconds,
             attempt=attempt,
             resume_checkpoint=str(checkpoint) if checkpoint else "",
+            # An attempt keeps the run's priority while its owner may still give it.
+            priority=run.priority if may_prioritize(owner) else None,
         )
         audit_record(
             action="resumed" if resume else "retried",

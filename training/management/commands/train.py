@@ -10,7 +10,7 @@ from dumpsite.commands import USER_HELP, cli_call, cli_user
 from dumpsite.formatting import duration, metric
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
-from training.engine.params import PARAM_SPECS
+from training.engine.params import PARAM_SPECS, total_batch_size
 from training.engine.presets import PRESETS
 from training.models import TrainingRun
 from training.services import training_run_create, training_run_preview
@@ -18,7 +18,7 @@ from training.services import training_run_create, training_run_preview
 
 class Command(BaseCommand):
     help = (
-        "Create a training run (validated and queued for a worker: run `manage.py qcluster`). With --wait, "
+        "Create a training run (validated and queued for a worker: run `manage.py worker`). With --wait, "
         "follow it with a live progress bar and exit non-zero unless it succeeds."
     )
 
@@ -34,6 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--user", help=USER_HELP)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument("--time-limit", type=int, help="Wall-clock limit of the run in seconds.")
+        parser.add_argument(
+            "--priority",
+            choices=("normal", "high"),
+            default="normal",
+            help="high: starts before every normal run (needs the permission to prioritize runs).",
+        )
         parser.add_argument(
             "--dry-run",
             action="store_true",
@@ -89,9 +95,18 @@ class Command(BaseCommand):
                 name=opts["name"],
                 created_by=user,
                 time_limit_seconds=opts["time_limit"],
+                priority=opts["priority"],
             )
+        processes = run.parameters.get("processes", 1)
+        spread = (
+            f", {processes} processes x batch {run.parameters['batch_size']} = {total_batch_size(run.parameters)} "
+            "images per iteration"
+            if processes > 1
+            else ""
+        )
         self.stdout.write(
-            f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, {run.parameters['epochs']} epochs)."
+            f"Queued training run #{run.pk} {run.name!r} ({run.architecture}, {run.parameters['epochs']} epochs"
+            f"{spread}{', high priority' if run.priority else ''})."
         )
         if opts["wait"]:
             self._follow(run.pk)
@@ -132,7 +147,7 @@ def watch_run(run_id: int) -> TrainingRun:
             run = TrainingRun.objects.get(pk=run_id)
             if run.status == TrainingRun.Status.QUEUED:
                 if not hinted and time.monotonic() - waited > 15:
-                    bar.write("Still queued: is a worker running (`manage.py qcluster`)?")
+                    bar.write("Still queued: is a worker running (`manage.py worker`)?")
                     hinted = True
             elif run.max_iters:
                 bar.total = run.max_iters

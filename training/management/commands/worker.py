@@ -1,0 +1,56 @@
+"""``manage.py worker``: a worker cluster of this host (django-q2's cluster plus its agent)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import connections
+
+from training.agent import Agent
+from training.resources import capacity_of
+from training.services.workers import WORKER_ID_ENV, worker_register, worker_stop
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a worker cluster on this host: django-q2's cluster (training runs, evaluations, predict checks) and "
+        "its agent (heartbeat; idle capacity offered to waiting runs). It declares DUMPSITE_WORKER_GPUS and "
+        "DUMPSITE_WORKER_CPU_SLOTS under the host identity DUMPSITE_HOST_ID, and takes only runs that fit them. "
+        "Stop it with SIGTERM or Ctrl-C."
+    )
+
+    def handle(self, *args, **options):
+        from django_q.cluster import Cluster
+        from django_q.conf import Conf
+
+        settings.SECRET_KEY  # noqa: B018 - the cluster signs its tasks: refuse to start without a key
+        worker = worker_register(processes=int(Conf.WORKERS or 1))
+        # The cluster's processes (forked below) find their worker through the environment.
+        os.environ[WORKER_ID_ENV] = str(worker.pk)
+        connections.close_all()  # no connection may be shared with the forked processes
+        self.stdout.write(
+            f"Worker {worker.name}: {capacity_of(worker).describe()}, {worker.processes} run(s) at once.",
+        )
+        cluster = Cluster()
+        # SIGTERM / SIGINT only set a flag; the stop happens here, in order (agent, then cluster), never inside a
+        # signal handler that interrupted the agent or a multiprocessing call halfway.
+        stopping = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stopping.set())
+        cluster.start()
+        agent = Agent(worker, tick=settings.TRAINING_WORKER_TICK)
+        agent.start()
+        try:
+            while not stopping.wait(0.5) and cluster.sentinel.is_alive():
+                pass
+        finally:
+            agent.stop()
+            agent.join(timeout=10)
+            worker_stop(worker)
+            connections.close_all()
+            if cluster.sentinel.is_alive():
+                cluster.stop()
