@@ -12,7 +12,16 @@ import traceback
 
 import django
 
-BENCHMARKS = ["training", "evaluation", "gallery", "queue_latency", "coco_export", "api_lists", "web_footprint"]
+BENCHMARKS = [
+    "training",
+    "evaluation",
+    "gallery",
+    "scale_out",
+    "queue_latency",
+    "coco_export",
+    "api_lists",
+    "web_footprint",
+]
 
 
 def main(argv: list[str]) -> int:
