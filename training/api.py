@@ -180,10 +180,17 @@ class TrainingRunFilter(ApiFilterSet):
     finished_after = UtcIsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
     finished_before = UtcIsoDateTimeFilter(field_name="finished_at", lookup_expr="lte")
     created_by = django_filters.CharFilter(field_name="created_by__username")
+    priority = django_filters.ChoiceFilter(
+        choices=[("normal", "normal"), ("high", "high")], method="filter_priority", help_text="normal or high."
+    )
+    host = django_filters.CharFilter(field_name="worker_host", help_text="Host identity of the worker that ran it.")
 
     class Meta:
         model = TrainingRun
         fields = ["kind", "status", "dataset", "base_model", "evaluated_model", "architecture", "created_by"]
+
+    def filter_priority(self, queryset, name, value):
+        return queryset.filter(priority=TrainingRun.Priority[value.upper()])
 
 
 class TrainingRunViewSet(
@@ -214,7 +221,7 @@ class TrainingRunViewSet(
     }
     filterset_class = TrainingRunFilter
     search_fields = ["name", "dataset__name"]
-    ordering_fields = ["created_at", "started_at", "finished_at", "name", "status", "progress_percent"]
+    ordering_fields = ["created_at", "started_at", "finished_at", "name", "status", "progress_percent", "priority"]
     ordering = ["-created_at", "-id"]
 
     def get_queryset(self):

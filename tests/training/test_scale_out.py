@@ -162,8 +162,17 @@ def test_high_priority_goes_first_then_first_come_first_served(make_dataset, adm
     early = queued(dataset, "early")
     late = queued(dataset, "late")
     urgent = training_run_create(dataset=dataset, name="urgent", created_by=admin_user, priority="high")
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    listed = client.get("/api/training-runs/", {"priority": "high"}).json()["results"]
+    assert [r["id"] for r in listed] == [urgent.pk]
+
     order = [training_run_claim_next(worker=host).pk for _ in range(3)]
     assert order == [urgent.pk, early.pk, late.pk]
+    on_host = client.get("/api/training-runs/", {"host": "host-a", "ordering": "-priority"}).json()["results"]
+    assert [r["id"] for r in on_host][0] == urgent.pk and {r["worker"] for r in on_host} == {"cpu-host:2"}
 
 
 def test_high_priority_needs_the_permission(make_dataset, roles, django_user_model, api_client):

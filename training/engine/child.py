@@ -152,11 +152,15 @@ def distributed_config(cfg, cuda: bool) -> None:
     backend = "nccl" if cuda else "gloo"
     cfg.launcher = "pytorch"
     cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = backend
-    if not cuda:
+    if cuda:
+        cfg.sync_bn = "torch"  # batch statistics over every GPU's images, as one process would see them
+    else:
+        # PyTorch's SyncBatchNorm needs GPUs: on CPUs rank 0's batch-norm buffers are broadcast at every step, so
+        # that every rank validates with the buffers the checkpoint keeps.
         cfg.model_wrapper_cfg = {
             "type": "MMDistributedDataParallel",
             "device_ids": None,
-            "broadcast_buffers": False,
+            "broadcast_buffers": True,
             "find_unused_parameters": False,
         }
 

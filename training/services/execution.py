@@ -24,7 +24,7 @@ def training_run_claim(*, run_id: int, worker=None, gpus: list[str] | None = Non
     """queued -> running, as one conditional UPDATE: of several workers handed the same run, one wins. ``worker``
     (its cluster) and ``gpus`` (the GPUs it gave the run) are recorded with it."""
     now = timezone.now()
-    host = settings.DUMPSITE_HOST_ID
+    host = worker.host if worker is not None else settings.DUMPSITE_HOST_ID
     claimed = (
         TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
             status=Status.RUNNING,
