@@ -7,7 +7,7 @@ import signal
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from training.agent import Agent
@@ -23,7 +23,19 @@ class Command(BaseCommand):
         "Stop it with SIGTERM or Ctrl-C."
     )
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help=(
+                "Only check (a container's health check): exit 0 when a worker of this host identity heartbeated "
+                "within DUMPSITE_HEARTBEAT_LIMIT seconds, else 1 with the reason."
+            ),
+        )
+
     def handle(self, *args, **options):
+        if options["check"]:
+            return self.check_alive()
         from django_q.cluster import Cluster
         from django_q.conf import Conf
 
@@ -54,3 +66,19 @@ class Command(BaseCommand):
             connections.close_all()
             if cluster.sentinel.is_alive():
                 cluster.stop()
+
+    def check_alive(self) -> None:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from training.models import Worker
+
+        since = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_LIMIT)
+        alive = Worker.objects.filter(host=settings.DUMPSITE_HOST_ID, stopped_at__isnull=True, heartbeat_at__gte=since)
+        if not alive.exists():
+            raise CommandError(
+                f"No worker of host {settings.DUMPSITE_HOST_ID!r} heartbeated in the last "
+                f"{settings.TRAINING_HEARTBEAT_LIMIT} s."
+            )
+        self.stdout.write(f"alive: {', '.join(alive.values_list('name', flat=True))}")
