@@ -286,8 +286,9 @@ TRAINING_MIN_FREE_BYTES = env_int("DUMPSITE_MIN_FREE_BYTES", 2 * 1024**3)
 # references. Geometries here come from our own code or GeoJSON/WKT parsed by GEOS, never user SRS strings.
 SILENCED_SYSTEM_CHECKS = ["gis.W001"]
 
-# A running run whose worker sent no heartbeat for this many seconds is marked failed by the reaper (a django-q2
-# schedule, every minute), which also kills its training process if it is still alive on the reaper's host.
+# A running run whose worker sent no heartbeat for this many seconds is marked failed by the reaper (every worker
+# agent's tick, and a django-q2 schedule every minute), which also kills its training processes if the run was on
+# the reaper's own host. A run whose worker process is gone on a host with a live agent fails within a tick.
 TRAINING_HEARTBEAT_LIMIT = env_int("DUMPSITE_HEARTBEAT_LIMIT", 60)
 # The reaper's schedule, in minutes.
 TRAINING_REAPER_MINUTES = env_int("DUMPSITE_REAPER_MINUTES", 1)

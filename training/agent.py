@@ -1,6 +1,7 @@
 """The agent of a worker cluster: a thread beside django-q2's cluster in ``manage.py worker`` that, every tick
-(DUMPSITE_WORKER_TICK seconds), beats the cluster's heartbeat, reaps runs whose worker stopped heartbeating (at the
-heartbeat's own scale, not a schedule's minute: whichever host's agent notices first fails the run, once), and,
+(DUMPSITE_WORKER_TICK seconds), beats the cluster's heartbeat, fails the runs of this host whose worker process is
+gone, reaps runs whose worker stopped heartbeating (at the heartbeat's own scale, not a schedule's minute:
+whichever host's agent notices first fails the run, once), and,
 when the cluster has an idle process while a run it could take waits (the run's own task went to a cluster that
 could not take it, or resources freed up elsewhere), asks the queue for a take."""
 
@@ -13,7 +14,7 @@ import time
 from django.db import close_old_connections, connection
 
 from .models import Worker
-from .reaper import training_runs_reap_stale
+from .reaper import training_runs_reap_stale, training_runs_reconcile_host
 from .services.workers import training_runs_offer, worker_heartbeat
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Agent(threading.Thread):
 
     def beat(self) -> None:
         worker_heartbeat(self.worker)
+        training_runs_reconcile_host()
         training_runs_reap_stale()
         now = time.monotonic()
         self.offered = {k: v for k, v in self.offered.items() if now - v < 10 * self.tick}

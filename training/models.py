@@ -103,8 +103,15 @@ class TrainingRun(models.Model):
     training_pid = models.IntegerField(
         null=True, blank=True, help_text="Process id of the training child (its process group leader)."
     )
+    training_started = models.FloatField(
+        null=True, blank=True, help_text="Start time (Unix seconds) of the training child: its pid's identity."
+    )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_process = models.CharField(max_length=300, blank=True, help_text="host:pid of the worker that ran it.")
+    worker_pid = models.IntegerField(null=True, blank=True, help_text="Pid of the worker process that runs it.")
+    worker_started = models.FloatField(
+        null=True, blank=True, help_text="Start time (Unix seconds) of that worker process: its pid's identity."
+    )
     worker = models.ForeignKey(
         Worker,
         null=True,

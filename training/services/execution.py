@@ -15,6 +15,7 @@ from audit.services import audit_record
 from dumpsite.redact import redact_paths
 
 from ..models import TrainingRun
+from ..processes import started_at, this_process
 
 logger = logging.getLogger(__name__)
 Status = TrainingRun.Status
@@ -25,13 +26,16 @@ def training_run_claim(*, run_id: int, worker=None, gpus: list[str] | None = Non
     (its cluster) and ``gpus`` (the GPUs it gave the run) are recorded with it."""
     now = timezone.now()
     host = worker.host if worker is not None else settings.DUMPSITE_HOST_ID
+    pid, started = this_process()
     claimed = (
         TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
             status=Status.RUNNING,
             started_at=now,
             heartbeat_at=now,
             worker_host=host,
-            worker_process=f"{host}:{os.getpid()}"[:300],
+            worker_process=f"{host}:{pid}"[:300],
+            worker_pid=pid,
+            worker_started=started,
             worker=worker,
             assigned_gpus=list(gpus or []),
         )
@@ -48,8 +52,10 @@ def training_run_claim(*, run_id: int, worker=None, gpus: list[str] | None = Non
 
 
 def training_run_child_started(*, run_id: int, pid: int) -> None:
-    """The training child of a running run started: its pid, for the reaper of an orphan."""
-    TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(training_pid=pid)
+    """The training child of a running run started: its pid and start time, for the reaper of an orphan."""
+    TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+        training_pid=pid, training_started=started_at(pid)
+    )
 
 
 def training_run_record(*, run_id: int, **fields) -> None:
@@ -106,6 +112,17 @@ def training_run_fail_stale(*, run: TrainingRun, cutoff, message: str) -> bool:
     updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
         status=Status.FAILED, finished_at=timezone.now(), training_pid=None, error_message=redact_paths(message)
     )
+    if updated:
+        audit_record(action="failed", obj=run, reason=message, reaped=True)
+    return updated == 1
+
+
+def training_run_fail_gone(*, run: TrainingRun, message: str) -> bool:
+    """running -> failed for a run whose worker process is gone (seen on its own host). Conditional on the same
+    worker process still being recorded: a run claimed again meanwhile is not touched."""
+    updated = TrainingRun.objects.filter(
+        pk=run.pk, status=Status.RUNNING, worker_pid=run.worker_pid, worker_started=run.worker_started
+    ).update(status=Status.FAILED, finished_at=timezone.now(), training_pid=None, error_message=redact_paths(message))
     if updated:
         audit_record(action="failed", obj=run, reason=message, reaped=True)
     return updated == 1

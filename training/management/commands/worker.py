@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from training.agent import Agent
+from training.reaper import training_runs_reconcile_host
 from training.resources import capacity_of
 from training.services.workers import WORKER_ID_ENV, worker_register, worker_stop
 
@@ -40,6 +41,9 @@ class Command(BaseCommand):
         from django_q.conf import Conf
 
         settings.SECRET_KEY  # noqa: B018 - the cluster signs its tasks: refuse to start without a key
+        # First the truth about this host: runs whose worker process died with an earlier cluster fail now.
+        for run_id in training_runs_reconcile_host():
+            self.stdout.write(f"Run #{run_id} failed: its worker process on this host is gone.")
         worker = worker_register(processes=int(Conf.WORKERS or 1))
         # The cluster's processes (forked below) find their worker through the environment.
         os.environ[WORKER_ID_ENV] = str(worker.pk)
