@@ -26,7 +26,7 @@ step() {
   last=$now
 }
 fail() { echo "FAILED: $*" >&2; exit 1; }
-psql_admin() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql_admin() { PGOPTIONS='-c client_min_messages=warning' runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 cleanup() {
   set +e
