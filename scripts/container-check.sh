@@ -113,7 +113,10 @@ ENV=(
   -e POSTGRES_HOST=127.0.0.1 -e POSTGRES_PORT=5432 -e "POSTGRES_DB=$DB" -e "POSTGRES_USER=$ROLE"
   -e "POSTGRES_PASSWORD=$PASSWORD" -e "PORT=$WEB_PORT" -e WEB_CONCURRENCY=2 -e DUMPSITE_MIN_FREE_BYTES=0
   -e DUMPSITE_HOST_ID=container-check
-  -v "$SCRATCH/media:/data/media" -v "$SCRATCH/runs:/data/runs"
+  # The host folders are mounted beside the image's declared volumes (/data/media, /data/runs), not over them:
+  # buildah run mounts an image's VOLUME paths itself, and which of the two mounts wins on the same path varies.
+  -e DUMPSITE_MEDIA_ROOT=/mnt/media -e DUMPSITE_WORK_ROOT=/mnt/runs
+  -v "$SCRATCH/media:/mnt/media" -v "$SCRATCH/runs:/mnt/runs"
 )
 run_in() {  # run_in CONTAINER ARGS...: the image's entrypoint with ARGS, as the image's user
   local c=$1; shift
@@ -151,6 +154,10 @@ run_in "$WEB" manage train --dataset demo --name "container check" --epochs 1 --
   || { tr '\r' '\n' <"$SCRATCH/train.out" | tail -20; tail -40 "$SCRATCH/worker.log"; fail "the run did not succeed"; }
 tr '\r' '\n' <"$SCRATCH/train.out" | grep -E "^(Queued|Run #)"
 grep -q "Registered model" "$SCRATCH/train.out" || fail "no model was registered"
+# The web and the worker shared the media and run folders: the worker's model files are on the host's folder.
+models=$(find "$SCRATCH/media" -name '*.pth' | wc -l)
+[ "$models" -ge 1 ] || fail "the registered model's checkpoint is not in the shared media folder"
+echo "shared media folder holds $models checkpoint(s) and $(find "$SCRATCH/media" -name '*.jpg' | wc -l) images"
 
 step "Done"
 echo "container check passed in $(( $(date +%s) - started )) s (image build ${build_s} s, image size ${size})"
