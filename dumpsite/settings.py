@@ -156,6 +156,11 @@ DUMPSITE_MAP_TILES_URL = env_str("DUMPSITE_MAP_TILES_URL", "")
 
 # Largest request body read into memory (JSON bodies, form fields), in bytes; larger ones are refused with 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+# Zip archives of annotated images (COCO upload): most members, most uncompressed bytes, and the highest
+# compression ratio accepted (JPEG and PNG barely compress; COCO JSON reaches 10-30x; a bomb reaches thousands).
+DUMPSITE_ZIP_MAX_MEMBERS = env_int("DUMPSITE_ZIP_MAX_MEMBERS", 200_000)
+DUMPSITE_ZIP_MAX_BYTES = env_int("DUMPSITE_ZIP_MAX_BYTES", 50 * 2**30)
+DUMPSITE_ZIP_MAX_RATIO = float(env_str("DUMPSITE_ZIP_MAX_RATIO", "100"))
 # Largest accepted image file, in bytes.
 DUMPSITE_MAX_IMAGE_BYTES = env_int("DUMPSITE_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
 # Largest accepted image, in pixels (width x height): a small compressed file can decode to gigabytes. The default
