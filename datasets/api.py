@@ -1,4 +1,4 @@
-"""REST API of datasets: read-only lists and details, and the images of a dataset."""
+"""REST API of datasets: read-only lists and details, the images of a dataset, and its COCO zip."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from access.rules import visible
 from dumpsite.api import ActionPermission
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
+from .coco_zip import export_document, zip_response
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 from .selectors import datasets_with_stats
 
@@ -114,7 +115,12 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = DatasetSerializer
     permission_classes = [ActionPermission]
-    action_permissions = {"list": None, "retrieve": "datasets.view_dataset", "images": "datasets.view_dataset"}
+    action_permissions = {
+        "list": None,
+        "retrieve": "datasets.view_dataset",
+        "images": "datasets.view_dataset",
+        "export": "datasets.view_dataset",
+    }
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created_at", "updated_at"]
     ordering = ["name"]
@@ -135,3 +141,17 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
         )
         page = self.paginate_queryset(images)
         return self.get_paginated_response(DatasetImageSerializer(page, many=True).data)
+
+    @extend_schema(
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+        filters=False,
+        description=(
+            "The dataset as a COCO zip, streamed: annotations.json (category ids 1..N in the dataset's class order; "
+            "enabled images and boxes only) and images/."
+        ),
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def export(self, request, pk=None):
+        """The dataset as a COCO zip (enabled images and boxes), streamed."""
+        dataset = self.get_object()
+        return zip_response(export_document(dataset), f"{dataset.name}.zip")

@@ -21,7 +21,7 @@ from . import services
 from .engine.params import PARAM_SPECS, total_batch_size
 from .engine.presets import preset_choices
 from .models import TrainingManifest, TrainingRun
-from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics
+from .selectors import run_log_file, run_log_lines, run_log_tail, run_metrics, run_split_image_ids
 from .services.evaluations import EVALUATION_PARAMS, SPLITS, evaluation_run_create
 
 
@@ -212,6 +212,7 @@ class TrainingRunViewSet(
         "create": "training.add_trainingrun",
         "evaluate": "training.add_trainingrun",
         "manifest": "training.view_trainingrun_statistics",
+        "export": "training.view_trainingrun_statistics",
         "destroy": "training.delete_trainingrun",
         "cancel": "training.schedule_trainingrun",
         "retry": "training.schedule_trainingrun",
@@ -307,6 +308,23 @@ class TrainingRunViewSet(
             priority=data["priority"],
         )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("side", str, enum=["train", "val"], description="Which side of the split.")],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def export(self, request, pk=None):
+        """One side of the run's recorded split (``?side=train`` or ``val``) as a COCO zip, streamed: the images and
+        boxes it trained or validated on, as they are now in the dataset."""
+        from datasets.coco_zip import export_document, zip_response
+
+        run = self.get_object()
+        if not can(request.user, "datasets.view_dataset", run.dataset):
+            raise NotFound("No such dataset.")
+        side = request.query_params.get("side", "val")
+        ids = run_split_image_ids(run, side)
+        return zip_response(export_document(run.dataset, image_ids=ids), f"run-{run.pk}-{side}.zip")
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"], filter_backends=[])

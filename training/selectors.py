@@ -64,3 +64,20 @@ def run_metrics(run: TrainingRun) -> dict:
     if iterations and thinned[-1] is not iterations[-1]:
         thinned.append(iterations[-1])
     return {"epochs": epochs, "iterations": thinned}
+
+
+def run_split_image_ids(run: TrainingRun, side: str) -> list[int]:
+    """The image ids of one side (``train`` or ``val``) of a run's recorded split (its manifest)."""
+    from dumpsite.errors import ApplicationError
+
+    from .models import TrainingManifest
+
+    if side not in ("train", "val"):
+        raise ApplicationError("Choose the side of the split: train or val.", {"side": "train or val"})
+    manifest = TrainingManifest.objects.filter(run=run).first()
+    if manifest is None:
+        raise ApplicationError(
+            f"Run #{run.pk} recorded no split (it did not get to export its data, or is an evaluation).",
+            {"run": "no recorded split"},
+        )
+    return list(manifest.train_image_ids if side == "train" else manifest.val_image_ids)

@@ -23,6 +23,7 @@ ENDPOINTS = [
     ("datasets list", "get", "/api/datasets/", None, None),
     ("dataset detail", "get", f"/api/datasets/{D}/", None, None),
     ("dataset images", "get", f"/api/datasets/{D}/images/", None, None),
+    ("dataset export", "get", f"/api/datasets/{D}/export/", None, None),
     ("runs list", "get", "/api/training-runs/", None, None),
     ("run detail", "get", f"/api/training-runs/{R}/", None, None),
     ("run progress", "get", f"/api/training-runs/{R}/progress/", None, None),
@@ -33,6 +34,7 @@ ENDPOINTS = [
     ("run retry", "post", f"/api/training-runs/{R}/retry/", set_status("failed"), None),
     ("run resume", "post", f"/api/training-runs/{R}/resume/", set_status("failed"), None),
     ("run manifest", "get", f"/api/training-runs/{R}/manifest/", None, None),
+    ("run export", "get", f"/api/training-runs/{R}/export/?side=val", None, None),
     ("run evaluate", "post", "/api/training-runs/evaluate/", None, "evaluate"),
     ("published evaluate", "post", "/api/training-runs/evaluate/", None, "evaluate published"),
     ("run delete", "delete", f"/api/training-runs/{R}/", None, None),
@@ -68,6 +70,7 @@ EXPECTED = {
     "datasets list": (401, 200, 200, 200, 200, 200),
     "dataset detail": (401, 200, 200, 200, 200, 200),
     "dataset images": (401, 200, 200, 200, 200, 200),
+    "dataset export": (401, 200, 200, 200, 200, 200),
     "runs list": (401, 200, 200, 200, 200, 200),
     "run detail": (401, 404, 200, 404, 200, 200),
     "run progress": (401, 404, 200, 404, 200, 200),
@@ -79,6 +82,7 @@ EXPECTED = {
     # Allowed roles get past the permission check to the rule: this run kept no checkpoint (400).
     "run resume": (401, 404, 400, 404, 403, 400),
     "run manifest": (401, 404, 200, 404, 200, 200),
+    "run export": (401, 404, 200, 404, 200, 200),
     # Starting runs is a Trainer's and an Administrator's; a private model is "no such model" (400) to others.
     "run evaluate": (401, 403, 202, 400, 403, 202),
     "published evaluate": (401, 403, 202, 202, 403, 202),
