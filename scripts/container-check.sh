@@ -149,7 +149,8 @@ echo "worker health check: healthy"
 
 step "A demo dataset, trained for 1 epoch by the containerised worker (entrypoint: manage ...)"
 run_in "$WEB" manage shell -v 0 -c "from dumpsite.commands import ensure_operator; ensure_operator()"
-run_in "$WEB" manage make_demo_dataset --name demo --images 40 --seed 1
+run_in "$WEB" manage make_demo_dataset --name demo --images 40 --seed 1 2>"$SCRATCH/demo.err" \
+  || { cat "$SCRATCH/demo.err"; fail "the demo dataset was not made"; }
 run_in "$WEB" manage train --dataset demo --name "container check" --epochs 1 --wait >"$SCRATCH/train.out" 2>&1 \
   || { tr '\r' '\n' <"$SCRATCH/train.out" | tail -20; tail -40 "$SCRATCH/worker.log"; fail "the run did not succeed"; }
 tr '\r' '\n' <"$SCRATCH/train.out" | grep -E "^(Queued|Run #)"
