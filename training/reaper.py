@@ -49,7 +49,7 @@ def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
 def training_runs_reconcile_host(*, host: str | None = None) -> list[int]:
     """Fail, at once, every running run recorded on this host whose worker process is gone (dead, or its pid now
     another process's), and end what is left of its training. Returns the ids of the runs failed."""
-    from .processes import is_alive
+    from .engine.processes import is_alive
 
     host = host or settings.DUMPSITE_HOST_ID
     failed = []
@@ -73,8 +73,8 @@ def training_runs_reconcile_host(*, host: str | None = None) -> list[int]:
 def _end_leftovers(run: TrainingRun) -> None:
     """Kill what is left of a run's training on this host: its child (if that pid is still the child: same start
     time and command line) and every process running its job."""
+    from .engine.processes import is_alive
     from .engine.supervisor import kill_training_process
-    from .processes import is_alive
 
     pid = run.training_pid if is_alive(run.training_pid, run.training_started) else None
     if kill_training_process(pid, run.work_dir / "job.json"):

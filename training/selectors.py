@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dumpsite.errors import ApplicationError
 from dumpsite.redact import redact_paths
 
 from .engine.config import checkpoint_epoch
 from .engine.events import metrics_history, read_events
 from .engine.supervisor import tail_text
-from .models import TrainingRun
+from .models import TrainingManifest, TrainingRun
 
 MAX_CURVE_POINTS = 500
 
@@ -68,10 +69,6 @@ def run_metrics(run: TrainingRun) -> dict:
 
 def run_split_image_ids(run: TrainingRun, side: str) -> list[int]:
     """The image ids of one side (``train`` or ``val``) of a run's recorded split (its manifest)."""
-    from dumpsite.errors import ApplicationError
-
-    from .models import TrainingManifest
-
     if side not in ("train", "val"):
         raise ApplicationError("Choose the side of the split: train or val.", {"side": "train or val"})
     manifest = TrainingManifest.objects.filter(run=run).first()

@@ -32,7 +32,7 @@ from .services import (
     training_run_record,
     training_run_succeed,
 )
-from .services.workers import training_run_claim_next
+from .services.workers import current_worker, training_run_claim_next, training_runs_wake
 from .timings import PhaseTimer
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ def training_run_take(*, run_id: int | None = None) -> str:
     what the cluster has free: see ``services.workers``) and live it to its end. ``run_id`` is the run whose
     creation sent the task: which run is taken is the queue's decision. Returns what happened, for the task's
     result."""
-    from .services.workers import current_worker, training_runs_wake
-
     worker = current_worker()
     run = training_run_claim_next(worker=worker)
     if run is None:

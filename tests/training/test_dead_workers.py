@@ -9,8 +9,8 @@ import sys
 import pytest
 from django.utils import timezone
 
+from training.engine.processes import is_alive, started_at
 from training.models import TrainingRun
-from training.processes import is_alive, started_at
 from training.reaper import training_runs_reconcile_host
 from training.services import training_run_create, training_run_fail_gone
 

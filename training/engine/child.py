@@ -24,6 +24,7 @@ from pathlib import Path
 from .config import BEST_METRIC, checkpoint_epoch, dumps_config_json, publishable_config, restore_tuples
 from .evaluate import DETECTIONS_PREFIX, EvaluationJob, detections_file
 from .job import TrainingJob
+from .processes import is_alive, started_at
 
 
 def resolve_base_config(name: str) -> str:
@@ -307,17 +308,6 @@ def _record_error(job: TrainingJob | EvaluationJob | None, exc: BaseException) -
     _write_event(job, "error", message=message[:2000])
 
 
-def _process_start(pid: int) -> float | None:
-    """When process ``pid`` started (None: gone or a zombie): with the pid, its identity across pid reuse."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
-    except psutil.Error:
-        return None
-
-
 def exit_with_parent(interval: float = 1.0) -> None:
     """End this process group when the worker that started it dies: a training without its supervisor would
     run on unwatched, and nothing would record how it ended. The supervisor is this process's parent, or, for a
@@ -325,13 +315,13 @@ def exit_with_parent(interval: float = 1.0) -> None:
     process reusing the pid is not taken for it)."""
     parent = os.getppid()
     supervisor = int(os.environ.get("DUMPSITE_SUPERVISOR_PID") or 0) or None
-    supervisor_start = _process_start(supervisor) if supervisor else None
+    supervisor_start = started_at(supervisor) if supervisor else None
 
     def watch():
         while True:
             time.sleep(interval)
             gone = os.getppid() != parent  # re-parented: the worker (or torchrun) is gone
-            if supervisor_start is not None and _process_start(supervisor) != supervisor_start:
+            if supervisor_start is not None and not is_alive(supervisor, supervisor_start):
                 gone, parent_name = True, supervisor
             else:
                 parent_name = parent

@@ -14,8 +14,8 @@ from django.utils import timezone
 from audit.services import audit_record
 from dumpsite.redact import redact_paths
 
+from ..engine.processes import started_at, this_process
 from ..models import TrainingRun
-from ..processes import started_at, this_process
 
 logger = logging.getLogger(__name__)
 Status = TrainingRun.Status

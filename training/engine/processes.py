@@ -1,5 +1,5 @@
-"""Process identity on this host: a pid with its start time, so that a pid the kernel reused for another process is
-never taken for the one that was recorded."""
+"""Process identity on this host (no Django: the training child uses it too): a pid with its start time, so that a
+pid the kernel reused for another process is never taken for the one that was recorded."""
 
 from __future__ import annotations
 
