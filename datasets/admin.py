@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from operator import attrgetter
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -16,6 +17,7 @@ from access.rules import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 from dumpsite.errors import ApplicationError
 
+from .admin_imports import import_page, may_import
 from .coco_zip import export_document, zip_response
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 from .selectors import datasets_with_stats
@@ -39,8 +41,16 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
     def get_queryset(self, request):
         return datasets_with_stats(super().get_queryset(request))
 
+    def get_urls(self):
+        page = self.admin_site.admin_view(partial(import_page, self))
+        return [path("import/", page, name="datasets_dataset_import")] + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_import": may_import(request.user), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
     def has_add_permission(self, request):
-        return False  # datasets come from `import_coco` / `make_demo_dataset`, which validate every item
+        return False  # datasets come from a COCO zip upload, the API, `import_coco`, which validate every item
 
     def has_delete_permission(self, request, obj=None):
         return False  # images, boxes and the runs trained on them hang off a dataset: no one-click delete

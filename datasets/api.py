@@ -1,24 +1,45 @@
-"""REST API of datasets: read-only lists and details, the images of a dataset, and its COCO zip."""
+"""REST API of datasets: lists and details, the images of a dataset, its COCO zip, and the edits of users with the
+change permission on it (create a dataset, add classes and images, correct images, add/change/delete boxes), and
+COCO zip uploads imported by a worker. Every rule is the services'; this module only translates."""
 
 from __future__ import annotations
 
-import json
-
 import django_filters
+from django.conf import settings
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
 
-from access.rules import visible
+from access.rules import get_visible, visible
 from dumpsite.api import ActionPermission
+from dumpsite.errors import ApplicationError
 from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
+from . import services
 from .coco_zip import export_document, zip_response
-from .models import Annotation, Dataset, DatasetClass, DatasetImage
+from .imports import dataset_import_create, imports_visible_to
+from .models import Annotation, Dataset, DatasetImage, DatasetImport
 from .selectors import datasets_with_stats
+from .serializers import (
+    AnnotationSerializer,
+    AnnotationUpdateSerializer,
+    AnnotationWriteSerializer,
+    ClassesAddSerializer,
+    DatasetClassSerializer,
+    DatasetCreateSerializer,
+    DatasetImageSerializer,
+    DatasetImportSerializer,
+    DatasetSerializer,
+    DatasetUpdateSerializer,
+    ImageUpdateSerializer,
+    ImageUploadSerializer,
+    ImportRequestSerializer,
+)
 
 
 def _count(queryset, field: str = "pk"):
@@ -27,75 +48,16 @@ def _count(queryset, field: str = "pk"):
     )
 
 
-@extend_schema_field(OpenApiTypes.OBJECT)
-class GeoJSONField(serializers.Field):
-    """A geometry as a GeoJSON object (read only)."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("read_only", True)
-        kwargs.setdefault("allow_null", True)
-        super().__init__(**kwargs)
-
-    def to_representation(self, value):
-        return json.loads(value.geojson) if value is not None else None
+def _valid(serializer_class, data, **kwargs) -> dict:
+    payload = serializer_class(data=data, **kwargs)
+    payload.is_valid(raise_exception=True)
+    return payload.validated_data
 
 
-class DatasetClassSerializer(serializers.ModelSerializer):
-    category_id = serializers.SerializerMethodField(help_text="COCO category id of this class (1..N).")
-
-    class Meta:
-        model = DatasetClass
-        fields = ["id", "name", "position", "category_id"]
-
-    def get_category_id(self, obj) -> int:
-        return obj.position + 1
-
-
-class DatasetSerializer(serializers.ModelSerializer):
-    classes = DatasetClassSerializer(many=True, read_only=True)
-    image_count = serializers.IntegerField(read_only=True)
-    annotation_count = serializers.IntegerField(read_only=True)
-    extent = GeoJSONField(
-        help_text="Bounding box of the images' footprints (or locations where they have none), GeoJSON, WGS 84."
+def _images_with_counts(queryset):
+    return queryset.annotate(
+        annotation_count=_count(Annotation.objects.filter(image=OuterRef("pk")).order_by(), "image")
     )
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-
-    class Meta:
-        model = Dataset
-        fields = [
-            "id",
-            "name",
-            "description",
-            "classes",
-            "image_count",
-            "annotation_count",
-            "extent",
-            "created_by",
-            "created_at",
-            "updated_at",
-        ]
-
-
-class DatasetImageSerializer(serializers.ModelSerializer):
-    location = GeoJSONField()
-    footprint = GeoJSONField()
-    annotation_count = serializers.IntegerField(read_only=True)
-
-    class Meta:
-        model = DatasetImage
-        fields = [
-            "id",
-            "original_name",
-            "sha256",
-            "width",
-            "height",
-            "enabled",
-            "location",
-            "footprint",
-            "captured_at",
-            "annotation_count",
-            "created_at",
-        ]
 
 
 class DatasetFilter(ApiFilterSet):
@@ -108,18 +70,25 @@ class DatasetFilter(ApiFilterSet):
         fields = ["created_by"]
 
 
-class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
-    """Datasets the user may see, with class list, counts and geographic extent."""
+class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Datasets the user may see, with class list, counts and geographic extent; created and changed by users with
+    the permissions to."""
 
     lookup_value_regex = "[0-9]+"  # ids are integers; anything else is a 404 at the URL
+    http_method_names = ["get", "post", "patch", "head", "options"]
 
     serializer_class = DatasetSerializer
     permission_classes = [ActionPermission]
     action_permissions = {
         "list": None,
         "retrieve": "datasets.view_dataset",
+        "create": "datasets.add_dataset",
+        "partial_update": "datasets.change_dataset",
         "images": "datasets.view_dataset",
+        "add_image": "datasets.change_dataset",
+        "add_classes": "datasets.change_dataset",
         "export": "datasets.view_dataset",
+        "import_zip": None,  # a new dataset needs add_dataset, an existing one its change permission (service)
     }
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created_at", "updated_at"]
@@ -129,18 +98,71 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return datasets_with_stats(visible(self.request.user, "datasets.view_dataset", Dataset.objects.all()))
 
+    def _detail(self, dataset, code=status.HTTP_200_OK) -> Response:
+        fresh = self.get_queryset().get(pk=dataset.pk)
+        return Response(DatasetSerializer(fresh, context=self.get_serializer_context()).data, status=code)
+
+    @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetSerializer})
+    def create(self, request, *args, **kwargs):
+        """Create an empty dataset with its classes (in order: category ids 1..N); you may then change it."""
+        data = _valid(DatasetCreateSerializer, request.data)
+        dataset = services.dataset_create(
+            name=data["name"], class_names=data["classes"], description=data["description"], created_by=request.user
+        )
+        return self._detail(dataset, status.HTTP_201_CREATED)
+
+    @extend_schema(request=DatasetUpdateSerializer, responses=DatasetSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Rename the dataset or change its description."""
+        dataset = self.get_object()
+        data = _valid(DatasetUpdateSerializer, request.data)
+        services.dataset_update(
+            dataset=dataset, user=request.user, name=data.get("name"), description=data.get("description")
+        )
+        return self._detail(dataset)
+
+    @extend_schema(request=ClassesAddSerializer, responses={201: DatasetClassSerializer(many=True)}, filters=False)
+    @action(detail=True, methods=["post"], url_path="classes", filter_backends=[])
+    def add_classes(self, request, pk=None):
+        """Append classes after the last one; existing classes keep their category ids."""
+        dataset = self.get_object()
+        data = _valid(ClassesAddSerializer, request.data)
+        added = services.dataset_classes_add(dataset=dataset, names=data["classes"], user=request.user)
+        return Response(DatasetClassSerializer(added, many=True).data, status=status.HTTP_201_CREATED)
+
     @extend_schema(responses=DatasetImageSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filter_backends=[], serializer_class=DatasetImageSerializer)
     def images(self, request, pk=None):
         """The dataset's images, paginated, with their annotation counts."""
         dataset = self.get_object()
-        images = (
-            DatasetImage.objects.filter(dataset=dataset)
-            .order_by("id")
-            .annotate(annotation_count=_count(Annotation.objects.filter(image=OuterRef("pk")).order_by(), "image"))
-        )
+        images = _images_with_counts(DatasetImage.objects.filter(dataset=dataset).order_by("id"))
         page = self.paginate_queryset(images)
         return self.get_paginated_response(DatasetImageSerializer(page, many=True).data)
+
+    @extend_schema(request=ImageUploadSerializer, responses={201: DatasetImageSerializer}, filters=False)
+    @images.mapping.post
+    def add_image(self, request, pk=None):
+        """Add one image (multipart), with its optional location and footprint (GeoJSON, WGS 84) and capture
+        time. The file is decoded in full; an image already in the dataset (same content) is refused."""
+        dataset = self.get_object()
+        data = _valid(ImageUploadSerializer, request.data)
+        upload = data["image"]
+        if upload.size > settings.DUMPSITE_MAX_IMAGE_BYTES:
+            raise ApplicationError(
+                f"The image is larger than {settings.DUMPSITE_MAX_IMAGE_BYTES:,} bytes.", {"image": "too large"}
+            )
+        image = services.dataset_image_create(
+            dataset=dataset,
+            content=upload.read(),
+            original_name=upload.name,
+            location=data.get("location"),
+            footprint=data.get("footprint"),
+            captured_at=data.get("captured_at"),
+            enabled=data["enabled"],
+            user=request.user,
+        )
+        row = _images_with_counts(DatasetImage.objects.filter(pk=image.pk)).get()
+        return Response(DatasetImageSerializer(row).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         responses={(200, "application/zip"): OpenApiTypes.BINARY},
@@ -155,3 +177,169 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
         """The dataset as a COCO zip (enabled images and boxes), streamed."""
         dataset = self.get_object()
         return zip_response(export_document(dataset), f"{dataset.name}.zip")
+
+    @extend_schema(request=ImportRequestSerializer, responses={202: DatasetImportSerializer}, filters=False)
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser], filter_backends=[])
+    def import_zip(self, request):
+        """Upload a COCO zip (multipart ``archive``) into a new dataset (``dataset_name``) or an existing one
+        (``dataset``; classes matched by name, new ones only with ``add_classes``). The archive is checked at once
+        (unsafe or unreadable archives get 400 and leave nothing); a worker imports it: answers 202, follow it at
+        ``/api/dataset-imports/<id>/`` (percent, ETA, and the report of every rejected item)."""
+        data = _valid(ImportRequestSerializer, request.data)
+        dataset = None
+        if data.get("dataset") is not None:
+            dataset = get_visible(self.get_queryset(), data["dataset"], "dataset")
+        upload = data["archive"]
+        job = dataset_import_create(
+            upload=upload,
+            archive_name=upload.name,
+            dataset=dataset,
+            dataset_name=data.get("dataset_name"),
+            add_classes=data["add_classes"],
+            coco_file=data.get("coco_file"),
+            user=request.user,
+        )
+        return Response(DatasetImportSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetContentViewSet(viewsets.GenericViewSet):
+    """Rows of a dataset: seen with the dataset's view permission, changed with its change permission."""
+
+    lookup_value_regex = "[0-9]+"
+    permission_classes = [ActionPermission]
+    filter_backends: list = []
+
+    def visible_datasets(self):
+        return visible(self.request.user, "datasets.view_dataset", Dataset.objects.all())
+
+
+class DatasetImageViewSet(mixins.RetrieveModelMixin, DatasetContentViewSet):
+    """One image of a dataset: read it, include or exclude it, correct its place and time, and its boxes."""
+
+    serializer_class = DatasetImageSerializer
+    http_method_names = ["get", "post", "patch", "head", "options"]
+    action_permissions = {
+        "retrieve": "datasets.view_dataset",
+        "partial_update": "datasets.change_dataset",
+        "annotations": "datasets.view_dataset",
+        "add_annotation": "datasets.change_dataset",
+    }
+
+    def get_queryset(self):
+        return _images_with_counts(
+            DatasetImage.objects.filter(dataset__in=self.visible_datasets()).select_related("dataset")
+        )
+
+    def permission_object(self, image):
+        return image.dataset
+
+    @extend_schema(request=ImageUpdateSerializer, responses=DatasetImageSerializer)
+    def partial_update(self, request, pk=None):
+        """``enabled: false`` keeps the image (and its boxes) out of training and exports; ``location``,
+        ``footprint`` (GeoJSON, WGS 84, or null) and ``captured_at`` correct its place and time."""
+        image = self.get_object()
+        data = _valid(ImageUpdateSerializer, request.data)
+        services.dataset_image_update(
+            image=image,
+            user=request.user,
+            enabled=data.get("enabled"),
+            location=data.get("location", ...),
+            footprint=data.get("footprint", ...),
+            captured_at=data.get("captured_at", ...),
+        )
+        return Response(DatasetImageSerializer(self.get_queryset().get(pk=image.pk)).data)
+
+    @extend_schema(responses=AnnotationSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def annotations(self, request, pk=None):
+        """The image's boxes (enabled or not)."""
+        image = self.get_object()
+        boxes = Annotation.objects.filter(image=image).select_related("dataset_class").order_by("id")
+        return Response(AnnotationSerializer(boxes, many=True).data)
+
+    @extend_schema(request=AnnotationWriteSerializer, responses={201: AnnotationSerializer})
+    @annotations.mapping.post
+    def add_annotation(self, request, pk=None):
+        """Add a box (pixels; inside the image; a class of the image's dataset)."""
+        image = self.get_object()
+        data = _valid(AnnotationWriteSerializer, request.data)
+        box = services.annotation_create(
+            user=request.user,
+            image=image,
+            dataset_class=_class_of(image.dataset, data["dataset_class"]),
+            x=data["x"],
+            y=data["y"],
+            width=data["width"],
+            height=data["height"],
+            polygon=data.get("polygon"),
+            enabled=data["enabled"],
+        )
+        return Response(AnnotationSerializer(box).data, status=status.HTTP_201_CREATED)
+
+
+def _class_of(dataset: Dataset, class_id: int):
+    found = dataset.classes.filter(pk=class_id).first()
+    if found is None:
+        raise ApplicationError(
+            f"Class #{class_id} is not a class of dataset {dataset.name!r}.", {"dataset_class": "not of this dataset"}
+        )
+    return found
+
+
+class AnnotationViewSet(mixins.RetrieveModelMixin, DatasetContentViewSet):
+    """One box: read, change (class, geometry, enabled) or delete it."""
+
+    serializer_class = AnnotationSerializer
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+    action_permissions = {
+        "retrieve": "datasets.view_dataset",
+        "partial_update": "datasets.change_dataset",
+        "destroy": "datasets.change_dataset",
+    }
+
+    def get_queryset(self):
+        return Annotation.objects.filter(image__dataset__in=self.visible_datasets()).select_related(
+            "dataset_class", "image__dataset"
+        )
+
+    def permission_object(self, annotation):
+        return annotation.image.dataset
+
+    @extend_schema(request=AnnotationUpdateSerializer, responses=AnnotationSerializer)
+    def partial_update(self, request, pk=None):
+        """Change the box's class, geometry or ``enabled`` (disabled boxes stay out of training and exports)."""
+        box = self.get_object()
+        data = _valid(AnnotationUpdateSerializer, request.data)
+        dataset_class = data.get("dataset_class")
+        box = services.annotation_update(
+            annotation=box,
+            user=request.user,
+            dataset_class=None if dataset_class is None else _class_of(box.image.dataset, dataset_class),
+            x=data.get("x"),
+            y=data.get("y"),
+            width=data.get("width"),
+            height=data.get("height"),
+            polygon=data.get("polygon", ...),
+            enabled=data.get("enabled"),
+        )
+        return Response(AnnotationSerializer(box).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        """Delete the box for good (``enabled: false`` keeps it, out of training and exports)."""
+        services.annotation_delete(annotation=self.get_object(), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DatasetImportViewSet(viewsets.ReadOnlyModelViewSet):
+    """COCO zip imports: your own (everyone's for users who may change every dataset), with status, progress
+    (percent, items, ETA) and the report: what was imported and every rejected item with its reason."""
+
+    lookup_value_regex = "[0-9]+"
+    serializer_class = DatasetImportSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"list": None, "retrieve": None}
+    filter_backends: list = []
+
+    def get_queryset(self):
+        return imports_visible_to(self.request.user, DatasetImport.objects.select_related("dataset", "created_by"))

@@ -1,21 +1,37 @@
-"""Import a COCO detection file and its image folder as a new dataset, with a report of what was rejected."""
+"""Import a COCO detection file with its images, from a folder or a checked zip archive, as a new dataset or into
+an existing one, with a report of what was imported and every rejected item with its reason.
+
+Images are decoded in full (a truncated file fails here, not in training), stored under their content hash, and
+written in batches (one INSERT of images and one of boxes per batch); the whole import is one transaction, and the
+files of an import that does not commit are removed again.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from django.conf import settings
+from django.db import transaction
+
+from access.rules import require
 from dumpsite.errors import ApplicationError
 
-from .models import Dataset
+from .models import Dataset, DatasetImage
 from .services import (
     ImageImport,
     annotation_build,
     annotations_bulk_create,
+    dataset_classes_add,
     dataset_create,
 )
+from .zips import ZipContents
+
+BATCH = 200  # images per INSERT
 
 
 @dataclass
@@ -24,6 +40,7 @@ class ImportReport:
     images: int = 0
     annotations: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    classes_added: list[str] = field(default_factory=list)
 
     def reject(self, item: str, reason: str) -> None:
         self.rejected.append((item, reason))
@@ -31,15 +48,25 @@ class ImportReport:
 
 def _load_coco(json_path: Path) -> dict:
     try:
-        with open(json_path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        with open(json_path, "rb") as fh:
+            return parse_coco(fh, str(json_path))
     except FileNotFoundError as exc:
         raise ApplicationError(f"COCO file not found: {json_path}.") from exc
+
+
+def parse_coco(stream, label: str) -> dict:
+    """The COCO document in ``stream`` (bytes), checked to be a detection file; ``label`` names it in errors."""
+    try:
+        doc = json.load(io.TextIOWrapper(stream, encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApplicationError(f"{json_path} is not valid JSON: {exc}.") from exc
+        raise ApplicationError(f"{label} is not valid JSON: {exc}.", {"coco_file": "not JSON"}) from exc
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "categories")):
-        raise ApplicationError(f"{json_path} is not a COCO detection file (needs 'images' and 'categories' lists).")
-    doc.setdefault("annotations", [])
+        raise ApplicationError(
+            f"{label} is not a COCO detection file (needs 'images' and 'categories' lists).",
+            {"coco_file": "not COCO"},
+        )
+    if not isinstance(doc.setdefault("annotations", []), list):
+        raise ApplicationError(f"{label}: 'annotations' is not a list.", {"coco_file": "not COCO"})
     return doc
 
 
@@ -84,112 +111,271 @@ def _categories(entries: list) -> list[dict]:
     return sorted(categories, key=lambda c: c["id"])
 
 
-def _confined(images_dir: Path, file_name) -> Path | None:
-    """The image path inside ``images_dir``, or None when the name escapes it (``../``, absolute paths, links)."""
-    if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
-        return None
-    candidate = (images_dir / file_name).resolve()
-    return candidate if candidate.is_relative_to(images_dir) else None
+class FolderImages:
+    """Image files named relative to a folder; names that escape it (``../``, absolute paths, links) are refused."""
+
+    def __init__(self, images_dir: Path):
+        self.root = Path(images_dir).resolve()
+        if not self.root.is_dir():
+            raise ApplicationError(f"Image folder not found: {self.root}.")
+
+    def read(self, file_name) -> bytes:
+        if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
+            raise LookupError("file name is missing or points outside the image folder")
+        candidate = (self.root / file_name).resolve()
+        if not candidate.is_relative_to(self.root):
+            raise LookupError("file name is missing or points outside the image folder")
+        if not candidate.is_file():
+            raise LookupError("file not found")
+        if candidate.stat().st_size > settings.DUMPSITE_MAX_IMAGE_BYTES:
+            raise LookupError(f"larger than {settings.DUMPSITE_MAX_IMAGE_BYTES:,} bytes (DUMPSITE_MAX_IMAGE_BYTES)")
+        return candidate.read_bytes()
+
+
+class ZipImages:
+    """Image members of a checked archive (``zips.check_zip``), read straight from it: nothing is extracted, and a
+    ``file_name`` can only ever name a member. It is looked up relative to the layout's folder, then in its
+    ``images/`` folder (CVAT names files relative to ``images/``; Label Studio and plain COCO include it)."""
+
+    def __init__(self, archive: zipfile.ZipFile, contents: ZipContents):
+        self.archive, self.root = archive, contents.root
+        self.members = set(contents.files)
+
+    def read(self, file_name) -> bytes:
+        if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
+            raise LookupError("file name is missing")
+        name = file_name.replace("\\", "/")
+        while name.startswith("./"):
+            name = name[2:]
+        tried = [self.root + name, self.root + "images/" + name]
+        member = next((m for m in tried if m in self.members), None)
+        if member is None:
+            raise LookupError(f"not in the archive (looked for {' and '.join(dict.fromkeys(tried))})")
+        if self.archive.getinfo(member).file_size > settings.DUMPSITE_MAX_IMAGE_BYTES:
+            raise LookupError(f"larger than {settings.DUMPSITE_MAX_IMAGE_BYTES:,} bytes (DUMPSITE_MAX_IMAGE_BYTES)")
+        try:
+            return self.archive.read(member)  # zipfile checks the CRC: a damaged member fails here
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise LookupError(f"damaged in the archive ({exc})") from None
 
 
 def import_coco(
     *,
     json_path: Path,
     images_dir: Path,
-    dataset_name: str,
+    dataset_name: str | None = None,
+    dataset: Dataset | None = None,
+    add_classes: bool = False,
     created_by=None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
+    """A COCO file and its image folder, as a new dataset (``dataset_name``) or into ``dataset``."""
     doc = _load_coco(Path(json_path))
-    images_dir = Path(images_dir).resolve()
-    if not images_dir.is_dir():
-        raise ApplicationError(f"Image folder not found: {images_dir}.")
-    categories = _categories(doc["categories"])
-    category_names = [c.get("name") for c in categories]
+    return import_document(
+        doc,
+        FolderImages(images_dir),
+        dataset_name=dataset_name,
+        dataset=dataset,
+        add_classes=add_classes,
+        created_by=created_by,
+        progress=progress,
+    )
 
+
+def import_coco_zip(
+    *,
+    archive_path: Path,
+    contents: ZipContents,
+    dataset_name: str | None = None,
+    dataset: Dataset | None = None,
+    add_classes: bool = False,
+    created_by=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """A checked COCO zip (``zips.check_zip`` gave ``contents``), read member by member without extracting."""
+    with zipfile.ZipFile(archive_path) as archive:
+        with archive.open(contents.coco_file) as stream:
+            doc = parse_coco(stream, contents.coco_file)
+        return import_document(
+            doc,
+            ZipImages(archive, contents),
+            dataset_name=dataset_name,
+            dataset=dataset,
+            add_classes=add_classes,
+            created_by=created_by,
+            progress=progress,
+        )
+
+
+def _target(*, dataset_name, dataset, categories, add_classes, created_by, report) -> dict:
+    """The dataset the import goes into, and its class for each category id."""
+    names = [c.get("name") for c in categories]
+    if dataset is None:
+        dataset = dataset_create(name=dataset_name, class_names=names, created_by=created_by)
+        classes = list(dataset.classes.order_by("position"))
+    else:
+        require(created_by, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+        have = {c.name.strip().casefold(): c for c in dataset.classes.all()}
+        missing = [n for n in names if not isinstance(n, str) or n.strip().casefold() not in have]
+        if missing and not add_classes:
+            raise ApplicationError(
+                f"Dataset {dataset.name!r} has no class {', '.join(map(repr, missing))} "
+                f"(it has {', '.join(map(repr, dataset.class_names()))}); ask for new classes to be added.",
+                {"classes": [str(m) for m in missing]},
+            )
+        if missing:
+            for added in dataset_classes_add(dataset=dataset, names=missing, user=created_by):
+                have[added.name.strip().casefold()] = added
+            report.classes_added = list(missing)
+        classes = [have[n.strip().casefold()] for n in names]
+    report.dataset = dataset
+    return {c["id"]: cls for c, cls in zip(categories, classes, strict=True)}
+
+
+def import_document(
+    doc: dict,
+    source,
+    *,
+    dataset_name: str | None = None,
+    dataset: Dataset | None = None,
+    add_classes: bool = False,
+    created_by=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import a parsed COCO document whose images ``source.read(file_name)`` gives (LookupError: why not)."""
+    if (dataset is None) == (dataset_name is None):
+        raise ApplicationError("Import into a new dataset (a name) or an existing one, not both.", {"dataset": "one"})
+    categories = _categories(doc["categories"])
     report = ImportReport()
     with ImageImport() as batch:
-        dataset = dataset_create(name=dataset_name, class_names=category_names, created_by=created_by)
-        report.dataset = dataset
-        classes = {c["id"]: cls for c, cls in zip(categories, dataset.classes.order_by("position"), strict=True)}
+        classes = _target(
+            dataset_name=dataset_name,
+            dataset=dataset,
+            categories=categories,
+            add_classes=add_classes,
+            created_by=created_by,
+            report=report,
+        )
+        dataset = report.dataset
+        known = dict(DatasetImage.objects.filter(dataset=dataset).values_list("sha256", "original_name"))
         ambiguous = _duplicate_ids(doc["images"])
-        boxes_by_image: dict = {}
-        annotation_ids: set = set()
-        for ann in doc["annotations"]:
-            if not isinstance(ann, dict):
-                report.reject("annotation", "not an object")
-            elif ann.get("id") is not None and _key(ann.get("id")) in annotation_ids:
-                report.reject(f"annotation {ann.get('id')!r}", "duplicate annotation id (the first one is kept)")
-            elif _key(ann.get("image_id")) in ambiguous:
-                report.reject(
-                    f"annotation {ann.get('id')!r}",
-                    f"image_id {ann.get('image_id')!r} is shared by several images; which one the box "
-                    f"belongs to is unknown",
-                )
-            else:
-                annotation_ids.add(_key(ann.get("id")))
-                boxes_by_image.setdefault(_key(ann.get("image_id")), []).append(ann)
-
+        boxes_by_image = _boxes_by_image(doc["annotations"], ambiguous, report)
+        pending: list[tuple[DatasetImage, list]] = []
         total = len(doc["images"])
         for n, entry in enumerate(doc["images"], start=1):
-            if progress:
-                progress(n, total)
             label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) else "image"
-            if isinstance(entry, dict) and _key(entry.get("id")) in ambiguous:
+            if not isinstance(entry, dict):
+                report.reject(label, "not an object")
+            elif _key(entry.get("id")) in ambiguous:
                 report.reject(
                     label,
                     f"image id {entry.get('id')!r} is used by {ambiguous[_key(entry.get('id'))]} "
                     f"images; none of them is imported",
                 )
-                continue
-            path = _confined(images_dir, entry.get("file_name")) if isinstance(entry, dict) else None
-            if path is None:
-                report.reject(label, "file name is missing or points outside the image folder")
-                continue
-            if not path.is_file():
-                report.reject(label, "file not found")
-                continue
-            try:
-                image = batch.add(dataset=dataset, content=path.read_bytes(), original_name=path.name)
-            except ApplicationError as exc:
-                report.reject(label, exc.message)
-                continue
-            report.images += 1
-            built = []
-            for ann in boxes_by_image.pop(_key(entry.get("id")), []):
-                ann_label = f"annotation {ann.get('id')!r} of {label}"
-                category = ann.get("category_id")
-                cls = None if isinstance(category, bool) else classes.get(category)
-                bbox = ann.get("bbox")
-                if cls is None:
-                    report.reject(ann_label, f"unknown category_id {ann.get('category_id')!r}")
-                    continue
-                if not isinstance(bbox, list) or len(bbox) != 4:
-                    report.reject(ann_label, "bbox is not [x, y, width, height]")
-                    continue
-                seg = ann.get("segmentation")
-                polygon = None
-                if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) >= 6:
-                    polygon = [seg[0][i : i + 2] for i in range(0, len(seg[0]) - 1, 2)]
-                try:
-                    built.append(
-                        annotation_build(
-                            image=image,
-                            dataset_class=cls,
-                            x=bbox[0],
-                            y=bbox[1],
-                            width=bbox[2],
-                            height=bbox[3],
-                            polygon=polygon,
-                        )
-                    )
-                except ApplicationError as exc:
-                    report.reject(ann_label, str(exc))
-            annotations_bulk_create(built)
-            report.annotations += len(built)
+            else:
+                image = _one_image(entry, label, source, dataset, known, batch, report)
+                if image is not None:
+                    boxes = boxes_by_image.pop(_key(entry.get("id")), [])
+                    pending.append((image, _boxes(image, boxes, label, classes, report)))
+            if len(pending) >= BATCH:
+                _flush(pending, report)
+            if progress:
+                progress(n, total)
+        _flush(pending, report)
         for anns in boxes_by_image.values():
             for ann in anns:
                 report.reject(f"annotation {ann.get('id')!r}", f"image_id {ann.get('image_id')!r} was not imported")
         if report.images == 0:
             raise ApplicationError("No image could be imported; nothing was saved.", {"rejected": len(report.rejected)})
     return report
+
+
+def _boxes_by_image(annotations: list, ambiguous: dict, report: ImportReport) -> dict:
+    boxes_by_image: dict = {}
+    annotation_ids: set = set()
+    for ann in annotations:
+        if not isinstance(ann, dict):
+            report.reject("annotation", "not an object")
+        elif ann.get("id") is not None and _key(ann.get("id")) in annotation_ids:
+            report.reject(f"annotation {ann.get('id')!r}", "duplicate annotation id (the first one is kept)")
+        elif _key(ann.get("image_id")) in ambiguous:
+            report.reject(
+                f"annotation {ann.get('id')!r}",
+                f"image_id {ann.get('image_id')!r} is shared by several images; which one the box belongs to is "
+                f"unknown",
+            )
+        else:
+            annotation_ids.add(_key(ann.get("id")))
+            boxes_by_image.setdefault(_key(ann.get("image_id")), []).append(ann)
+    return boxes_by_image
+
+
+def _one_image(entry, label, source, dataset, known, batch, report) -> DatasetImage | None:
+    try:
+        content = source.read(entry.get("file_name"))
+    except LookupError as exc:
+        report.reject(label, str(exc.args[0]))
+        return None
+    try:
+        image = batch.build(
+            dataset=dataset, content=content, original_name=PurePosixPath(str(entry.get("file_name"))).name
+        )
+    except ApplicationError as exc:
+        report.reject(label, exc.message)
+        return None
+    if image.sha256 in known:
+        DatasetImage._meta.get_field("image").storage.delete(image.image.name)
+        batch.stored.remove(image.image.name)
+        report.reject(label, f"the same image is already in the dataset ({known[image.sha256] or image.sha256[:12]})")
+        return None
+    known[image.sha256] = image.original_name
+    return image
+
+
+def _boxes(image, anns, label, classes, report) -> list:
+    built = []
+    for ann in anns:
+        ann_label = f"annotation {ann.get('id')!r} of {label}"
+        category = ann.get("category_id")
+        cls = None if isinstance(category, bool) else classes.get(category)
+        bbox = ann.get("bbox")
+        if cls is None:
+            report.reject(ann_label, f"unknown category_id {ann.get('category_id')!r}")
+            continue
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            report.reject(ann_label, "bbox is not [x, y, width, height]")
+            continue
+        seg = ann.get("segmentation")
+        polygon = None
+        if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) >= 6:
+            polygon = [seg[0][i : i + 2] for i in range(0, len(seg[0]) - 1, 2)]
+        try:
+            built.append(
+                annotation_build(
+                    image=image,
+                    dataset_class=cls,
+                    x=bbox[0],
+                    y=bbox[1],
+                    width=bbox[2],
+                    height=bbox[3],
+                    polygon=polygon,
+                )
+            )
+        except ApplicationError as exc:
+            report.reject(ann_label, str(exc))
+    return built
+
+
+def _flush(pending: list, report: ImportReport) -> None:
+    """One INSERT of the batch's images, one of their boxes."""
+    if not pending:
+        return
+    with transaction.atomic():
+        DatasetImage.objects.bulk_create([image for image, _ in pending])
+        boxes = [box for _, built in pending for box in built]
+        for box in boxes:
+            box.image_id = box.image.pk
+        annotations_bulk_create(boxes)
+    report.images += len(pending)
+    report.annotations += len(boxes)
+    pending.clear()

@@ -130,3 +130,77 @@ class DatasetUserObjectPermission(UserObjectPermissionBase):
 
 class DatasetGroupObjectPermission(GroupObjectPermissionBase):
     content_object = models.ForeignKey(Dataset, on_delete=models.CASCADE)
+
+
+class DatasetImport(models.Model):
+    """A COCO zip uploaded through the API or the admin, imported by a worker: its target, progress and report.
+
+    The archive waits in a private folder of the shared work root (``imports/<key>/``) and is removed when the
+    import ends, however it ends."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    key = models.CharField(max_length=32, unique=True, help_text="Random folder name of the uploaded archive.")
+    dataset = models.ForeignKey(
+        Dataset,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="imports",
+        help_text="The dataset imported into (a new one is set once it exists).",
+    )
+    new_dataset_name = models.CharField(max_length=200, blank=True, help_text="Name of the dataset to create.")
+    add_classes = models.BooleanField(default=False, help_text="Add the archive's classes the dataset lacks.")
+    coco_file = models.CharField(max_length=500, blank=True, help_text="The COCO file inside the archive.")
+    layout = models.CharField(max_length=100, blank=True)
+    archive_name = models.CharField(max_length=255, blank=True)
+    archive_bytes = models.BigIntegerField(default=0)
+    archive_members = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    items_total = models.PositiveIntegerField(default=0, help_text="Images listed by the COCO file.")
+    items_done = models.PositiveIntegerField(default=0)
+    images_imported = models.PositiveIntegerField(default=0)
+    annotations_imported = models.PositiveIntegerField(default=0)
+    classes_added = models.JSONField(default=list, blank=True)
+    rejected = models.JSONField(default=list, blank=True, help_text="[{item, reason}] of every rejected item.")
+    rejected_count = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    worker_process = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last progress report of the worker.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} of {self.archive_name or 'a zip'}"
+
+    @property
+    def target_name(self) -> str:
+        return self.dataset.name if self.dataset_id else self.new_dataset_name
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def percent(self) -> float:
+        if self.status == self.Status.SUCCEEDED:
+            return 100.0
+        return round(100.0 * self.items_done / self.items_total, 1) if self.items_total else 0.0
+
+    def eta_seconds(self, now) -> float | None:
+        """Time left at the rate so far (None until some items are done, or once finished)."""
+        if self.status != self.Status.RUNNING or not self.items_done or not self.started_at or not self.items_total:
+            return None
+        elapsed = (now - self.started_at).total_seconds()
+        return round(elapsed / self.items_done * (self.items_total - self.items_done), 1)

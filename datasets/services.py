@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime
 
@@ -54,6 +55,13 @@ class ImageImport:
         self.stored.append(image.image.name)
         return image
 
+    def build(self, **kwargs) -> DatasetImage:
+        """``dataset_image_build(**kwargs)``: checked and stored, its row left to the caller's ``bulk_create``;
+        the file is removed again if the import does not commit."""
+        image = dataset_image_build(**kwargs)
+        self.stored.append(image.image.name)
+        return image
+
     def _remove_files(self) -> None:
         storage = DatasetImage._meta.get_field("image").storage
         for name in self.stored:
@@ -83,16 +91,27 @@ def validate_class_names(names) -> list[str]:
     return list(names)
 
 
-@transaction.atomic
-def dataset_create(*, name: str, class_names, description: str = "", created_by=None) -> Dataset:
-    require(created_by, "datasets.add_dataset", message="You may not create datasets.")
+def validate_dataset_name(name, *, dataset: Dataset | None = None) -> str:
+    """A dataset's name: not empty, at most 200 characters, not another dataset's."""
     if not isinstance(name, str) or not name.strip():
         raise ApplicationError("A dataset needs a name.", {"name": "empty"})
     if len(name) > 200:
         raise ApplicationError("Dataset name is too long.", {"name": "at most 200 characters"})
-    names = validate_class_names(class_names)
-    if Dataset.objects.filter(name=name).exists():
+    if "\x00" in name:
+        raise ApplicationError("A dataset name may not contain a NUL character.", {"name": "NUL"})
+    others = Dataset.objects.filter(name=name)
+    if dataset is not None:
+        others = others.exclude(pk=dataset.pk)
+    if others.exists():
         raise ApplicationError(f"A dataset named {name!r} already exists.", {"name": "taken"})
+    return name
+
+
+@transaction.atomic
+def dataset_create(*, name: str, class_names, description: str = "", created_by=None) -> Dataset:
+    require(created_by, "datasets.add_dataset", message="You may not create datasets.")
+    validate_dataset_name(name)
+    names = validate_class_names(class_names)
     dataset = Dataset.objects.create(name=name, description=description, created_by=created_by)
     grant(created_by, CREATOR_PERMS["dataset"], dataset)
     DatasetClass.objects.bulk_create(
@@ -101,7 +120,20 @@ def dataset_create(*, name: str, class_names, description: str = "", created_by=
     return dataset
 
 
-def dataset_image_create(
+def check_place(*, location: Point | None = None, footprint: Polygon | None = None) -> None:
+    """An image's place is in WGS 84: a longitude/latitude point and a valid polygon."""
+    for geom, label in ((location, "location"), (footprint, "footprint")):
+        if geom is not None and geom.srid not in (None, 4326):
+            raise ApplicationError(f"The {label} must be in WGS 84 (SRID 4326).", {label: f"SRID {geom.srid}"})
+    if location is not None and not (-180 <= location.x <= 180 and -90 <= location.y <= 90):
+        raise ApplicationError("The location is not a longitude and latitude.", {"location": list(location.coords)})
+    if footprint is not None and not footprint.valid:
+        raise ApplicationError(
+            f"The footprint is not a valid polygon ({footprint.valid_reason}).", {"footprint": "invalid"}
+        )
+
+
+def dataset_image_build(
     *,
     dataset: Dataset,
     content: bytes,
@@ -111,12 +143,10 @@ def dataset_image_create(
     captured_at: datetime | None = None,
     enabled: bool = True,
 ) -> DatasetImage:
+    """Check an image (format, size, pixels, full decode, geometry in WGS 84) and store its file under its
+    content hash; the row is not saved. Duplicates are the caller's to check (one query each, or a set)."""
     decoded = decode_image(content)
-    for geom, label in ((location, "location"), (footprint, "footprint")):
-        if geom is not None and geom.srid not in (None, 4326):
-            raise ApplicationError(f"The {label} must be in WGS 84 (SRID 4326).", {label: f"SRID {geom.srid}"})
-    if DatasetImage.objects.filter(dataset=dataset, sha256=decoded.sha256).exists():
-        raise ApplicationError("This image is already in the dataset.", {"sha256": decoded.sha256})
+    check_place(location=location, footprint=footprint)
     image = DatasetImage(
         dataset=dataset,
         original_name=clean_original_name(original_name),
@@ -129,6 +159,16 @@ def dataset_image_create(
         captured_at=captured_at,
     )
     image.image.save(f"{decoded.sha256}.{decoded.extension}", ContentFile(content), save=False)
+    return image
+
+
+def dataset_image_create(*, dataset: Dataset, content: bytes, user=None, **fields) -> DatasetImage:
+    """Add one image (``dataset_image_build``'s fields) to a dataset; ``user`` needs its change permission."""
+    require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+    sha256 = hashlib.sha256(content).hexdigest() if content else ""
+    if sha256 and DatasetImage.objects.filter(dataset=dataset, sha256=sha256).exists():
+        raise ApplicationError("This image is already in the dataset.", {"sha256": sha256})
+    image = dataset_image_build(dataset=dataset, content=content, **fields)
     try:
         with transaction.atomic():
             image.save()
@@ -195,10 +235,36 @@ def annotation_build(
     )
 
 
-def annotation_create(**kwargs) -> Annotation:
+def annotation_create(*, user=None, **kwargs) -> Annotation:
+    """One box (``annotation_build``'s fields); ``user`` needs the change permission on the image's dataset."""
+    dataset = kwargs["image"].dataset
+    require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
     annotation = annotation_build(**kwargs)
     annotation.save()
     return annotation
+
+
+@transaction.atomic
+def annotation_delete(*, annotation: Annotation, user=None) -> None:
+    """Remove a box for good (disabling keeps it out of training and exports, and can be undone)."""
+    dataset = annotation.image.dataset
+    require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+    Annotation.objects.filter(pk=annotation.pk).delete()
+
+
+@transaction.atomic
+def dataset_classes_add(*, dataset: Dataset, names, user=None) -> list[DatasetClass]:
+    """Append classes after the dataset's last one (existing category ids never move); names follow the rules of
+    :func:`validate_class_names`, also against the classes the dataset has."""
+    require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+    Dataset.objects.select_for_update().filter(pk=dataset.pk).first()  # one writer of positions at a time
+    existing = dataset.class_names()
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ApplicationError("Name at least one class to add.", {"classes": "empty"})
+    validate_class_names(existing + list(names))
+    return DatasetClass.objects.bulk_create(
+        [DatasetClass(dataset=dataset, name=name, position=len(existing) + i) for i, name in enumerate(names)]
+    )
 
 
 @transaction.atomic
@@ -243,13 +309,28 @@ def annotation_update(
 
 
 @transaction.atomic
-def dataset_image_update(*, image: DatasetImage, user=None, enabled: bool) -> DatasetImage:
-    """Include an image in training or leave it out; ``user`` needs the dataset's change permission."""
+def dataset_image_update(
+    *, image: DatasetImage, user=None, enabled: bool | None = None, location=..., footprint=..., captured_at=...
+) -> DatasetImage:
+    """Include an image in training and exports or leave it out, or correct its place and time (``...`` leaves a
+    field as it is, None clears it); ``user`` needs the dataset's change permission."""
     require(
         user, "datasets.change_dataset", image.dataset, message=f"You may not change dataset {image.dataset.name!r}."
     )
-    DatasetImage.objects.filter(pk=image.pk).update(enabled=bool(enabled))
-    image.enabled = bool(enabled)
+    changes = {}
+    if enabled is not None:
+        changes["enabled"] = bool(enabled)
+    check_place(location=None if location is ... else location, footprint=None if footprint is ... else footprint)
+    if location is not ...:
+        changes["location"] = location
+    if footprint is not ...:
+        changes["footprint"] = footprint
+    if captured_at is not ...:
+        changes["captured_at"] = captured_at
+    if changes:
+        DatasetImage.objects.filter(pk=image.pk).update(**changes)
+        for key, value in changes.items():
+            setattr(image, key, value)
     return image
 
 
@@ -257,13 +338,7 @@ def dataset_image_update(*, image: DatasetImage, user=None, enabled: bool) -> Da
 def dataset_update(*, dataset: Dataset, user=None, name: str | None = None, description: str | None = None) -> Dataset:
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
     if name is not None:
-        if not isinstance(name, str) or not name.strip():
-            raise ApplicationError("A dataset needs a name.", {"name": "empty"})
-        if len(name) > 200:
-            raise ApplicationError("Dataset name is too long.", {"name": "at most 200 characters"})
-        if Dataset.objects.filter(name=name).exclude(pk=dataset.pk).exists():
-            raise ApplicationError(f"A dataset named {name!r} already exists.", {"name": "taken"})
-        dataset.name = name
+        dataset.name = validate_dataset_name(name, dataset=dataset)
     if description is not None:
         dataset.description = description
     dataset.save()

@@ -1,22 +1,19 @@
-"""Zip archives of annotated images, read safely: every member is checked before anything is extracted, the layouts
-annotation tools export are recognised, and extraction goes to a private temporary folder that is always removed.
+"""Zip archives of annotated images, read safely: every member is checked before anything is read, and the layouts
+annotation tools export are recognised. Nothing is ever extracted: the importer reads image members straight from
+the checked archive (``coco_import.ZipImages``), so no member name ever becomes a path on disk; the uploaded archive
+itself waits in a private folder (mode 0700) that is removed when its import ends (``imports.py``).
 
 Refused, with the reason: a file that is not a zip (or is empty); member names that climb out (``..``), are
 absolute or carry a drive letter; symlinks; zips inside the zip; more members, more uncompressed bytes, or a higher
-compression ratio than the limits allow (zip bombs). The sizes a zip declares are the sizes extracted: Python's
-zipfile stops reading a member at its declared size and checks its CRC.
+compression ratio than the limits allow (zip bombs). The sizes a zip declares are the sizes read: Python's zipfile
+stops reading a member at its declared size and checks its CRC.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import stat
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -160,24 +157,3 @@ def _root_of(coco_file: str) -> str:
         return coco_file[: len(coco_file) - len(relative)]
     parent = str(PurePosixPath(coco_file).parent)
     return "" if parent == "." else f"{parent}/"
-
-
-@contextmanager
-def extracted(path: Path, contents: ZipContents, *, parent: Path | None = None) -> Iterator[Path]:
-    """Extract the checked archive into a private temporary folder (mode 0700) and yield it; the folder is removed
-    when the block ends, however it ends. Each member is written below the folder or not at all."""
-    folder = Path(tempfile.mkdtemp(prefix="zip-", dir=parent))
-    try:
-        os.chmod(folder, 0o700)
-        base = folder.resolve()
-        with zipfile.ZipFile(path) as archive:
-            for name in contents.files:
-                target = (base / name).resolve()
-                if not target.is_relative_to(base):  # checked before; kept here for defence in depth
-                    raise _refuse(f"{name!r} would land outside the extraction folder.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(name) as source, open(target, "xb") as out:
-                    shutil.copyfileobj(source, out, 1024 * 1024)
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

@@ -95,4 +95,7 @@ class ActionPermission(BasePermission):
 
     def has_object_permission(self, request, view, obj):
         perm = self._perm(view)
-        return perm is None or can(request.user, perm, obj)
+        # Rows that belong to another object (a dataset's images and boxes) are checked on it: the viewset's
+        # ``permission_object(obj)`` names it.
+        holder = getattr(view, "permission_object", None)
+        return perm is None or can(request.user, perm, holder(obj) if holder else obj)

@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from datasets.api import DatasetViewSet
+from datasets.api import AnnotationViewSet, DatasetImageViewSet, DatasetImportViewSet, DatasetViewSet
 from datasets.views import image_thumbnail
 from dumpsite.auth_views import ObtainTokenView
 from models_registry.api import TrainedModelViewSet
@@ -14,6 +14,9 @@ from training.api import TrainingRunViewSet
 
 router = DefaultRouter()
 router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("dataset-imports", DatasetImportViewSet, basename="datasetimport")
+router.register("images", DatasetImageViewSet, basename="datasetimage")
+router.register("annotations", AnnotationViewSet, basename="annotation")
 router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
 router.register("predictions", PredictionViewSet, basename="prediction")

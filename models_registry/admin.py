@@ -252,7 +252,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             "intro": "The model runs on the image in a worker (never in the web server); its boxes and a preview "
             "show on the prediction's page.",
         }
-        return TemplateResponse(request, "admin/models_registry/upload_form.html", context)
+        return TemplateResponse(request, "admin/upload_form.html", context)
 
     def register_page(self, request):
         """Upload a checkpoint and register it as a base model (the service checks the file and the user)."""
@@ -292,7 +292,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             "checkpoint of Faster R-CNN R-50 FPN trained on COCO. The file is checked weights-only in a separate "
             "process, tensor by tensor against the preset's model; nothing in it is run.",
         }
-        return TemplateResponse(request, "admin/models_registry/upload_form.html", context)
+        return TemplateResponse(request, "admin/upload_form.html", context)
 
     def publish_page(self, request, pk):
         if request.method != "POST":

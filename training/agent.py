@@ -13,6 +13,8 @@ import time
 
 from django.db import close_old_connections, connection
 
+from datasets.imports import dataset_imports_fail_stale
+
 from .models import Worker
 from .reaper import training_runs_reap_stale, training_runs_reconcile_host
 from .services.workers import training_runs_offer, worker_heartbeat
@@ -43,6 +45,7 @@ class Agent(threading.Thread):
         worker_heartbeat(self.worker)
         training_runs_reconcile_host()
         training_runs_reap_stale()
+        dataset_imports_fail_stale()
         now = time.monotonic()
         self.offered = {k: v for k, v in self.offered.items() if now - v < 10 * self.tick}
         waiting = training_runs_offer(self.worker, waited=2 * self.tick, skip=set(self.offered))

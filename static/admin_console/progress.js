@@ -1,5 +1,6 @@
-/* Live progress in the admin: while any run on the page is queued or running, poll its progress endpoint every
-   two seconds and update the bar, percent and ETA in place; reload the page when one finishes (status, mAP). */
+/* Live progress in the admin: while any run (or dataset import: data-url names its endpoint) on the page is queued
+   or running, poll its progress endpoint every two seconds and update the bar, percent and ETA in place; reload the
+   page when one finishes (status, mAP, report). */
 (function () {
   "use strict";
   const ACTIVE = ["queued", "running"];
@@ -16,7 +17,8 @@
     let finished = false;
     await Promise.all(bars.map(async (el) => {
       try {
-        const r = await fetch("/api/training-runs/" + el.dataset.run + "/progress/",
+        const url = el.dataset.url || ("/api/training-runs/" + el.dataset.run + "/progress/");
+        const r = await fetch(url,
                               {credentials: "same-origin", headers: {Accept: "application/json"}});
         if (!r.ok) return;
         const p = await r.json();

@@ -1,0 +1,183 @@
+"""The operator console for COCO zip uploads: the upload page (linked from the datasets list) and the imports,
+each with its live progress (percent, ETA) and its report of every rejected item."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from access.rules import can, visible
+from dumpsite.admin_access import fields_of, related_link
+from dumpsite.errors import ApplicationError
+from dumpsite.formatting import duration as format_duration
+
+from .imports import dataset_import_create, imports_visible_to
+from .models import Dataset, DatasetImport
+
+REPORT_ROWS = 500  # rejected items shown on the page (the API gives them all)
+
+
+def may_import(user) -> bool:
+    """Create datasets, or change at least one."""
+    return can(user, "datasets.add_dataset") or visible(user, "datasets.change_dataset", Dataset.objects.all()).exists()
+
+
+class ImportZipForm(forms.Form):
+    archive = forms.FileField(
+        help_text="A COCO zip as CVAT (COCO 1.0), Label Studio (COCO) or any tool exports it: a COCO JSON file and "
+        "the images. Checked before it is accepted; a worker imports it."
+    )
+    dataset_name = forms.CharField(required=False, max_length=200, label="New dataset", help_text="Its name.")
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="Or into dataset", help_text="Classes matched by name."
+    )
+    add_classes = forms.BooleanField(
+        required=False, label="Add missing classes", help_text="Into an existing dataset: add the classes it lacks."
+    )
+    coco_file = forms.CharField(
+        required=False, max_length=500, label="COCO file", help_text="Only when the archive holds several JSON files."
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].queryset = visible(user, "datasets.change_dataset", Dataset.objects.all())
+
+
+def import_page(model_admin, request):
+    """Upload a COCO zip into a new or existing dataset: the same service as the API's upload."""
+    if not may_import(request.user):
+        raise PermissionDenied
+    form = ImportZipForm(request.POST or None, request.FILES or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = dataset_import_create(
+                upload=data["archive"],
+                archive_name=data["archive"].name,
+                dataset=data["dataset"],
+                dataset_name=data["dataset_name"] or None,
+                add_classes=data["add_classes"],
+                coco_file=data["coco_file"] or None,
+                user=request.user,
+            )
+        except (ApplicationError, PermissionDenied) as exc:
+            extra = getattr(exc, "extra", {})
+            field = next((f for f in ("archive", "dataset_name", "coco_file") if f in extra), None)
+            if "name" in extra:
+                field = "dataset_name"
+            form.add_error(field, getattr(exc, "message", str(exc)) or "You may not do that.")
+        else:
+            messages.success(request, f"Import #{job.pk} of {job.archive_name!r} is queued for a worker.")
+            return redirect("admin:datasets_datasetimport_change", job.pk)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Import a COCO zip",
+        "form": form,
+        "opts": Dataset._meta,
+        "submit_label": "Upload and import",
+        "intro": "Every member of the archive is checked first (paths, links, nested archives, sizes, compression "
+        "ratio); a worker then imports it and reports every item it rejected, with the reason.",
+    }
+    return TemplateResponse(request, "admin/upload_form.html", context)
+
+
+def import_progress_html(job: DatasetImport):
+    eta = job.eta_seconds(timezone.now())
+    return format_html(
+        '<span class="run-progress" data-url="{}" data-status="{}"><progress max="100" value="{}"></progress> '
+        '<span class="pct">{}%</span> <span class="eta">{}</span></span>',
+        reverse("datasetimport-detail", args=[job.pk]),
+        job.status,
+        job.percent,
+        round(job.percent),
+        f"ETA {format_duration(eta)}" if eta is not None else "",
+    )
+
+
+@admin.register(DatasetImport)
+class DatasetImportAdmin(admin.ModelAdmin):
+    """Read-only: an import is made by uploading, and changed only by its worker."""
+
+    list_display = (
+        "id",
+        "archive_name",
+        "target",
+        "status",
+        "progress",
+        "images_imported",
+        "rejected_count",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("status",)
+    list_select_related = ("dataset", "created_by")
+    fieldsets = [
+        ("Archive", {"fields": ("archive_name", "archive_bytes", "archive_members", "layout", "coco_file")}),
+        ("Into", {"fields": ("target", "add_classes", "classes_added")}),
+        ("Progress", {"fields": ("status", "progress", "items", "worker_process", "started_at", "finished_at")}),
+        ("Report", {"fields": ("images_imported", "annotations_imported", "rejected_count", "report")}),
+        ("Outcome", {"fields": ("error_message", "created_by", "created_at")}),
+    ]
+    readonly_fields = fields_of(fieldsets)
+
+    class Media:
+        js = ("admin_console/progress.js",)
+        css = {"all": ("admin_console/console.css",)}
+
+    def get_queryset(self, request):
+        seen = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+        return imports_visible_to(request.user, super().get_queryset(request)).annotate(
+            dataset_visible=Exists(seen.filter(pk=OuterRef("dataset_id")))
+        )
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return request.user.is_active and request.user.is_staff
+        return imports_visible_to(request.user).filter(pk=obj.pk).exists()
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="into")
+    def target(self, obj):
+        if obj.dataset_id:
+            return related_link(
+                obj.dataset_id, obj.dataset_visible, url_name="admin:datasets_dataset_change", name=obj.dataset.name
+            )
+        return f"new dataset {obj.new_dataset_name!r}"
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        return import_progress_html(obj)
+
+    @admin.display(description="items")
+    def items(self, obj):
+        return f"{obj.items_done:,} of {obj.items_total:,} images"
+
+    @admin.display(description="rejected items")
+    def report(self, obj):
+        if not obj.rejected:
+            return "None." if obj.is_finished else "—"
+        rows = obj.rejected[:REPORT_ROWS]
+        more = obj.rejected_count - len(rows)
+        return format_html(
+            '<table class="kv" id="import-report"><tr><th>item</th><th>reason</th></tr>{}</table>{}',
+            format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", ((r["item"], r["reason"]) for r in rows)),
+            format_html('<p class="help">{} more in the API\'s report.</p>', more) if more > 0 else "",
+        )
