@@ -17,8 +17,9 @@ from access.rules import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 from dumpsite.errors import ApplicationError
 
-from .admin_imports import import_page, may_import
+from .admin_imports import import_page
 from .coco_zip import export_document, zip_response
+from .imports import may_import
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 from .selectors import datasets_with_stats
 from .services import annotation_update, dataset_image_update, dataset_update

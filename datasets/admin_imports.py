@@ -13,20 +13,15 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from access.rules import can, visible
+from access.rules import visible
 from dumpsite.admin_access import fields_of, related_link
 from dumpsite.errors import ApplicationError
 from dumpsite.formatting import duration as format_duration
 
-from .imports import dataset_import_create, imports_visible_to
+from .imports import dataset_import_create, imports_visible_to, may_import
 from .models import Dataset, DatasetImport
 
 REPORT_ROWS = 500  # rejected items shown on the page (the API gives them all)
-
-
-def may_import(user) -> bool:
-    """Create datasets, or change at least one."""
-    return can(user, "datasets.add_dataset") or visible(user, "datasets.change_dataset", Dataset.objects.all()).exists()
 
 
 class ImportZipForm(forms.Form):

@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
@@ -22,7 +23,7 @@ from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from . import services
 from .coco_zip import export_document, zip_response
-from .imports import dataset_import_create, imports_visible_to
+from .imports import dataset_import_create, imports_visible_to, may_import
 from .models import Annotation, Dataset, DatasetImage, DatasetImport
 from .selectors import datasets_with_stats
 from .serializers import (
@@ -185,6 +186,8 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         (``dataset``; classes matched by name, new ones only with ``add_classes``). The archive is checked at once
         (unsafe or unreadable archives get 400 and leave nothing); a worker imports it: answers 202, follow it at
         ``/api/dataset-imports/<id>/`` (percent, ETA, and the report of every rejected item)."""
+        if not may_import(request.user):
+            raise PermissionDenied("You may neither create datasets nor change any.")
         data = _valid(ImportRequestSerializer, request.data)
         dataset = None
         if data.get("dataset") is not None:

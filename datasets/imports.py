@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from access.rules import can, require
+from access.rules import can, require, visible
 from dumpsite.errors import ApplicationError
 
 from .coco_import import import_coco_zip
@@ -221,6 +221,11 @@ def dataset_imports_fail_stale(now=None) -> int:
         )
         shutil.rmtree(imports_root() / job.key, ignore_errors=True)
     return failed
+
+
+def may_import(user) -> bool:
+    """Whether ``user`` may upload at all: create datasets, or change at least one."""
+    return can(user, "datasets.add_dataset") or visible(user, "datasets.change_dataset", Dataset.objects.all()).exists()
 
 
 def imports_visible_to(user, queryset=None):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
+from datasets.models import DatasetImport
 from models_registry.models import TrainedModel
 from models_registry.services import trained_model_register_base, trained_model_register_from_run
 from training.models import TrainingRun
@@ -33,6 +34,7 @@ class World:
     published: TrainedModel
     prediction: object = None  # the owner's predict check of their model, done, with a preview
     evaluation: object = None  # the owner's model on its validation split, per class, with a gallery
+    dataset_import: object = None  # the administrator's finished COCO zip import into the dataset
 
     def staff_client(self, role: str):
         """A Django test client signed in as ``role``'s user, made staff (the admin's door)."""
@@ -115,6 +117,9 @@ def build_world(make_dataset, tmp_path) -> World:
         published=published,
         prediction=make_prediction(model, users["owner"]),
         evaluation=make_evaluation(model, run, dataset),
+        dataset_import=DatasetImport.objects.create(
+            key=f"world{dataset.pk}", dataset=dataset, status="succeeded", created_by=users["admin"]
+        ),
     )
 
 

@@ -8,11 +8,22 @@ refused ones raise PermissionDenied and change nothing.
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from datasets.models import Annotation, Dataset, DatasetImage
-from datasets.services import annotation_update, dataset_create, dataset_image_update, dataset_update
+from datasets.imports import dataset_import_create
+from datasets.models import Annotation, Dataset, DatasetImage, DatasetImport
+from datasets.services import (
+    annotation_create,
+    annotation_delete,
+    annotation_update,
+    dataset_classes_add,
+    dataset_create,
+    dataset_image_create,
+    dataset_image_update,
+    dataset_update,
+)
 from dumpsite.errors import ApplicationError
 from models_registry import services as registry
 from models_registry.models import TrainedModel
+from tests.conftest import jpeg_bytes
 from tests.world import ROLES, inspection
 from training import services as training
 from training.models import TrainingRun
@@ -91,7 +102,42 @@ SERVICES = {
         lambda w, u, t: annotation_update(annotation=Annotation.objects.first(), x=2, user=u),
         lambda w: Annotation.objects.first().x,
     ),
+    "annotation create": (
+        lambda w, u, t: annotation_create(
+            image=w.dataset.images.first(), dataset_class=w.dataset.classes.first(), x=1, y=1, width=2, height=2, user=u
+        ),
+        lambda w: Annotation.objects.count(),
+    ),
+    "annotation delete": (
+        lambda w, u, t: annotation_delete(annotation=Annotation.objects.first(), user=u),
+        lambda w: Annotation.objects.count(),
+    ),
+    "image create": (
+        lambda w, u, t: dataset_image_create(dataset=w.dataset, content=jpeg_bytes(colour=(1, 2, 3)), user=u),
+        lambda w: DatasetImage.objects.count(),
+    ),
+    "classes add": (
+        lambda w, u, t: dataset_classes_add(dataset=w.dataset, names=["rubble"], user=u),
+        lambda w: w.dataset.class_names(),
+    ),
+    "zip import into dataset": (
+        lambda w, u, t: dataset_import_create(upload=_archive(t), dataset=w.dataset, user=u),
+        lambda w: DatasetImport.objects.count(),
+    ),
+    "zip import as new dataset": (
+        lambda w, u, t: dataset_import_create(upload=_archive(t), dataset_name="zipped", user=u),
+        lambda w: DatasetImport.objects.count(),
+    ),
 }
+
+
+def _archive(tmp_path):
+    from tests.datasets.zip_layouts import plain
+
+    import io
+
+    return io.BytesIO(plain(tmp_path / "p.zip").read_bytes())
+
 
 #                        viewer owner other_trainer publisher admin   (True: allowed)
 ALLOWED = {
@@ -109,6 +155,12 @@ ALLOWED = {
     "dataset update": (False, False, False, False, True),
     "image update": (False, False, False, False, True),
     "annotation update": (False, False, False, False, True),
+    "annotation create": (False, False, False, False, True),
+    "annotation delete": (False, False, False, False, True),
+    "image create": (False, False, False, False, True),
+    "classes add": (False, False, False, False, True),
+    "zip import into dataset": (False, False, False, False, True),
+    "zip import as new dataset": (False, False, False, False, True),
 }
 PREPARE = {"run cancel": "queued", "run retry": "failed", "run resume": "failed"}
 USERS = [r for r in ROLES if r != "anonymous"]

@@ -6,6 +6,7 @@ object but not do that to it. The run and its model belong to "owner" (a Trainer
 
 import pytest
 
+from datasets.models import Annotation
 from tests.world import ROLES
 from training.models import TrainingRun
 
@@ -18,12 +19,27 @@ def set_status(status):
 
 
 R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
+IMG, A, IMP = "{image}", "{annotation}", "{dataset_import}"
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
     ("datasets list", "get", "/api/datasets/", None, None),
     ("dataset detail", "get", f"/api/datasets/{D}/", None, None),
     ("dataset images", "get", f"/api/datasets/{D}/images/", None, None),
     ("dataset export", "get", f"/api/datasets/{D}/export/", None, None),
+    ("dataset create", "post", "/api/datasets/", None, {"name": "made here", "classes": ["waste"]}),
+    ("dataset update", "patch", f"/api/datasets/{D}/", None, {"description": "changed"}),
+    ("dataset add classes", "post", f"/api/datasets/{D}/classes/", None, {"classes": ["rubble"]}),
+    ("dataset add image", "post", f"/api/datasets/{D}/images/", None, None),
+    ("dataset import zip", "post", "/api/datasets/import/", None, None),
+    ("imports list", "get", "/api/dataset-imports/", None, None),
+    ("import detail", "get", f"/api/dataset-imports/{IMP}/", None, None),
+    ("image detail", "get", f"/api/images/{IMG}/", None, None),
+    ("image update", "patch", f"/api/images/{IMG}/", None, {"enabled": False}),
+    ("image boxes", "get", f"/api/images/{IMG}/annotations/", None, None),
+    ("image add box", "post", f"/api/images/{IMG}/annotations/", None, "box"),
+    ("box detail", "get", f"/api/annotations/{A}/", None, None),
+    ("box update", "patch", f"/api/annotations/{A}/", None, {"enabled": False}),
+    ("box delete", "delete", f"/api/annotations/{A}/", None, None),
     ("runs list", "get", "/api/training-runs/", None, None),
     ("run detail", "get", f"/api/training-runs/{R}/", None, None),
     ("run progress", "get", f"/api/training-runs/{R}/progress/", None, None),
@@ -71,6 +87,22 @@ EXPECTED = {
     "dataset detail": (401, 200, 200, 200, 200, 200),
     "dataset images": (401, 200, 200, 200, 200, 200),
     "dataset export": (401, 200, 200, 200, 200, 200),
+    # Datasets are created and changed by Administrators (and by users given a dataset's change permission).
+    "dataset create": (401, 403, 403, 403, 403, 201),
+    "dataset update": (401, 403, 403, 403, 403, 200),
+    "dataset add classes": (401, 403, 403, 403, 403, 201),
+    # Allowed roles get past the permission check to the input check: no file (400).
+    "dataset add image": (401, 403, 403, 403, 403, 400),
+    "dataset import zip": (401, 403, 403, 403, 403, 400),
+    "imports list": (401, 200, 200, 200, 200, 200),
+    "import detail": (401, 404, 404, 404, 404, 200),  # the uploader's (an Administrator's)
+    "image detail": (401, 200, 200, 200, 200, 200),
+    "image update": (401, 403, 403, 403, 403, 200),
+    "image boxes": (401, 200, 200, 200, 200, 200),
+    "image add box": (401, 403, 403, 403, 403, 201),
+    "box detail": (401, 200, 200, 200, 200, 200),
+    "box update": (401, 403, 403, 403, 403, 200),
+    "box delete": (401, 403, 403, 403, 403, 204),
     "runs list": (401, 200, 200, 200, 200, 200),
     "run detail": (401, 404, 200, 404, 200, 200),
     "run progress": (401, 404, 200, 404, 200, 200),
@@ -154,11 +186,16 @@ def test_permission_matrix(world, name, role, expected):
         prediction=world.prediction.pk,
         evaluation=world.evaluation.pk,
         row=world.evaluation.images.first().pk,
+        image=world.dataset.images.order_by("id").first().pk,
+        annotation=Annotation.objects.filter(image__dataset=world.dataset).order_by("id").first().pk,
+        dataset_import=world.dataset_import.pk,
     )
     if body == "create":
         body = {"dataset": world.dataset.pk, "parameters": {"epochs": 1}}
     elif body == "evaluate":
         body = {"model": world.model.pk, "dataset": world.dataset.pk}
+    elif body == "box":
+        body = {"dataset_class": world.dataset.classes.first().pk, "x": 1, "y": 1, "width": 5, "height": 5}
     elif body == "evaluate published":
         body = {"model": world.published.pk, "dataset": world.dataset.pk}
     response = getattr(world.client(role), method)(url, body, format="json")
