@@ -19,6 +19,7 @@ BENCHMARKS = [
     "scale_out",
     "queue_latency",
     "coco_export",
+    "zip_import",
     "api_lists",
     "web_footprint",
 ]
