@@ -132,9 +132,9 @@ SERVICES = {
 
 
 def _archive(tmp_path):
-    from tests.datasets.zip_layouts import plain
-
     import io
+
+    from tests.datasets.zip_layouts import plain
 
     return io.BytesIO(plain(tmp_path / "p.zip").read_bytes())
 
