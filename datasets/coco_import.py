@@ -285,7 +285,7 @@ def import_document(
         for anns in boxes_by_image.values():
             for ann in anns:
                 report.reject(f"annotation {ann.get('id')!r}", f"image_id {ann.get('image_id')!r} was not imported")
-        if report.images == 0:
+        if report.images == 0 and dataset_name is not None:  # no empty new dataset; an existing one may gain nothing
             raise ApplicationError("No image could be imported; nothing was saved.", {"rejected": len(report.rejected)})
     return report
 

@@ -271,6 +271,8 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
         "TrainingRunKindEnum": "training.models.TrainingRun.Kind",
         "EvaluationKindEnum": "models_registry.models.Evaluation.Kind",
+        # Predictions and dataset imports share these states (queued, running, succeeded, failed).
+        "JobStatusEnum": "datasets.models.DatasetImport.Status",
     },
 }
 

@@ -89,6 +89,39 @@ def test_import_coco_reports_rejections(tmp_path):
     assert "outside the image folder" in out
 
 
+def test_import_coco_takes_a_tools_zip_into_a_new_or_an_existing_dataset(tmp_path):
+    from tests.datasets import zip_layouts
+
+    out = run("import_coco", "--zip", str(zip_layouts.cvat(tmp_path / "cvat.zip", top="task_7/")), "--name", "z")
+    assert "cvat.zip: CVAT (COCO 1.0) (task_7/annotations/instances_default.json), 4 files" in out
+    assert "Dataset 'z' (#" in out and "3 images, 3 annotations imported; 0 item(s) rejected" in out
+    again = run("import_coco", "--zip", str(zip_layouts.label_studio(tmp_path / "ls.zip")), "--into", "z")
+    assert "0 images, 0 annotations imported; 6 item(s) rejected" in again  # the same tiles: already there
+    assert "the same image is already in the dataset (tile_a.jpg)" in again
+    assert Dataset.objects.get(name="z").images.count() == 3
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["--name", "x"], "Give a COCO file and its image folder, or --zip ARCHIVE."),
+        (["--zip", "/nonexistent.zip", "--name", "x"], "/nonexistent.zip: no such file."),
+        (["--zip", "ZIP", "--into", "nope"], "No dataset 'nope'."),
+        (["--zip", "SLIP", "--name", "x"], "The archive is refused: '../x.png' climbs out of the archive (..)."),
+    ],
+)
+def test_import_coco_refuses_bad_input_with_one_line(tmp_path, args, reason):
+    from tests.datasets import zip_layouts
+
+    good = zip_layouts.plain(tmp_path / "ok.zip")
+    slip = zip_layouts.plain(tmp_path / "slip.zip", extra={"../x.png": b"x"})
+    args = [str(good) if a == "ZIP" else str(slip) if a == "SLIP" else a for a in args]
+    with pytest.raises(CommandError) as caught:
+        run("import_coco", *args)
+    assert str(caught.value).startswith(reason) and "\n" not in str(caught.value)
+    assert not Dataset.objects.filter(name="x").exists()
+
+
 def _retina_checkpoint(path, classes=("a", "b")):
     """A real checkpoint of the tiny preset's model for ``classes`` (random weights)."""
     from tests.zoo import build_model
