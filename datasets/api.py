@@ -23,7 +23,7 @@ from dumpsite.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from . import services
 from .coco_zip import export_document, zip_response
-from .imports import dataset_import_create, imports_visible_to, may_import
+from .imports import dataset_import_create, imports_visible_to, may_import, orthophoto_tiling_create
 from .models import Annotation, Dataset, DatasetImage, DatasetImport
 from .selectors import datasets_with_stats
 from .serializers import (
@@ -40,6 +40,8 @@ from .serializers import (
     ImageUpdateSerializer,
     ImageUploadSerializer,
     ImportRequestSerializer,
+    TilingRequestSerializer,
+    UploadedImageSerializer,
 )
 
 
@@ -90,6 +92,7 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         "add_classes": "datasets.change_dataset",
         "export": "datasets.view_dataset",
         "import_zip": None,  # a new dataset needs add_dataset, an existing one its change permission (service)
+        "tile_orthophoto": None,  # the same
     }
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created_at", "updated_at"]
@@ -140,7 +143,7 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         page = self.paginate_queryset(images)
         return self.get_paginated_response(DatasetImageSerializer(page, many=True).data)
 
-    @extend_schema(request=ImageUploadSerializer, responses={201: DatasetImageSerializer}, filters=False)
+    @extend_schema(request=ImageUploadSerializer, responses={201: UploadedImageSerializer}, filters=False)
     @images.mapping.post
     def add_image(self, request, pk=None):
         """Add one image (multipart), with its optional location and footprint (GeoJSON, WGS 84) and capture
@@ -163,7 +166,8 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
             user=request.user,
         )
         row = _images_with_counts(DatasetImage.objects.filter(pk=image.pk)).get()
-        return Response(DatasetImageSerializer(row).data, status=status.HTTP_201_CREATED)
+        found = {"found": image.georeference.found, "problems": image.georeference.problems}
+        return Response({**DatasetImageSerializer(row).data, "georeference": found}, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         responses={(200, "application/zip"): OpenApiTypes.BINARY},
@@ -203,6 +207,36 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
             user=request.user,
         )
         return Response(DatasetImportSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=TilingRequestSerializer, responses={202: DatasetImportSerializer}, filters=False)
+    @action(
+        detail=False, methods=["post"], url_path="tile-orthophoto", parser_classes=[MultiPartParser], filter_backends=[]
+    )
+    def tile_orthophoto(self, request):
+        """Upload orthophotos (GeoTIFF, repeat ``orthophoto``) and the dump sites outlined on them (``annotations``,
+        GeoJSON) to cut into tiles of a new dataset (``dataset_name``) or an existing one (``dataset``). Checked at
+        once (CRS, bands, GeoJSON, overlap: 400 and nothing left); a worker tiles them: answers 202, follow it at
+        ``/api/dataset-imports/<id>/`` (percent, ETA, tiles kept and skipped, rejected sites)."""
+        if not may_import(request.user):
+            raise PermissionDenied("You may neither create datasets nor change any.")
+        data = _valid(TilingRequestSerializer, request.data)
+        dataset = None
+        if data.get("dataset") is not None:
+            dataset = get_visible(self.get_queryset(), data["dataset"], "dataset")
+        options = {k: data[k] for k in TILING_FIELDS if data.get(k) is not None}
+        job = orthophoto_tiling_create(
+            orthophotos=data["orthophoto"],
+            annotations=data["annotations"],
+            options=options,
+            dataset=dataset,
+            dataset_name=data.get("dataset_name"),
+            add_classes=data["add_classes"],
+            user=request.user,
+        )
+        return Response(DatasetImportSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+TILING_FIELDS = ("tile_size", "overlap", "min_box_share", "background_ratio", "class_property")
 
 
 class DatasetContentViewSet(viewsets.GenericViewSet):

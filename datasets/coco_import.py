@@ -21,7 +21,7 @@ from django.db import transaction
 from access.rules import require
 from dumpsite.errors import ApplicationError
 
-from .models import Dataset, DatasetImage
+from .models import Dataset, DatasetClass, DatasetImage
 from .services import (
     ImageImport,
     annotation_build,
@@ -41,6 +41,13 @@ class ImportReport:
     annotations: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
     classes_added: list[str] = field(default_factory=list)
+    georeferenced: list[tuple[str, str]] = field(default_factory=list)  # (item, what its file told)
+    stats: dict = field(default_factory=dict)  # e.g. the tiling's counts
+
+    def note_georeference(self, item: str, image) -> None:
+        geo = getattr(image, "georeference", None)
+        if geo is not None and (geo.found or geo.problems):
+            self.georeferenced.append((item, "; ".join([*geo.found, *geo.problems])))
 
     def reject(self, item: str, reason: str) -> None:
         self.rejected.append((item, reason))
@@ -207,16 +214,17 @@ def import_coco_zip(
         )
 
 
-def _target(*, dataset_name, dataset, categories, add_classes, created_by, report) -> dict:
-    """The dataset the import goes into, and its class for each category id."""
-    names = [c.get("name") for c in categories]
+def import_classes(*, dataset_name, dataset, class_names, add_classes, created_by, report) -> list[DatasetClass]:
+    """The dataset an import goes into (created with ``class_names`` in order, or ``dataset``, whose classes are
+    matched by name, case and spaces aside; the ones it lacks are added only with ``add_classes``), and its class
+    for each of ``class_names``. Sets ``report.dataset`` (and ``report.classes_added``)."""
     if dataset is None:
-        dataset = dataset_create(name=dataset_name, class_names=names, created_by=created_by)
+        dataset = dataset_create(name=dataset_name, class_names=class_names, created_by=created_by)
         classes = list(dataset.classes.order_by("position"))
     else:
         require(created_by, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
         have = {c.name.strip().casefold(): c for c in dataset.classes.all()}
-        missing = [n for n in names if not isinstance(n, str) or n.strip().casefold() not in have]
+        missing = [n for n in class_names if not isinstance(n, str) or n.strip().casefold() not in have]
         if missing and not add_classes:
             raise ApplicationError(
                 f"Dataset {dataset.name!r} has no class {', '.join(map(repr, missing))} "
@@ -227,8 +235,21 @@ def _target(*, dataset_name, dataset, categories, add_classes, created_by, repor
             for added in dataset_classes_add(dataset=dataset, names=missing, user=created_by):
                 have[added.name.strip().casefold()] = added
             report.classes_added = list(missing)
-        classes = [have[n.strip().casefold()] for n in names]
+        classes = [have[n.strip().casefold()] for n in class_names]
     report.dataset = dataset
+    return classes
+
+
+def _target(*, dataset_name, dataset, categories, add_classes, created_by, report) -> dict:
+    """The class of each COCO category id."""
+    classes = import_classes(
+        dataset_name=dataset_name,
+        dataset=dataset,
+        class_names=[c.get("name") for c in categories],
+        add_classes=add_classes,
+        created_by=created_by,
+        report=report,
+    )
     return {c["id"]: cls for c, cls in zip(categories, classes, strict=True)}
 
 
@@ -278,10 +299,10 @@ def import_document(
                     boxes = boxes_by_image.pop(_key(entry.get("id")), [])
                     pending.append((image, _boxes(image, boxes, label, classes, report)))
             if len(pending) >= BATCH:
-                _flush(pending, report)
+                flush_images(pending, report)
             if progress:
                 progress(n, total)
-        _flush(pending, report)
+        flush_images(pending, report)
         for anns in boxes_by_image.values():
             for ann in anns:
                 report.reject(f"annotation {ann.get('id')!r}", f"image_id {ann.get('image_id')!r} was not imported")
@@ -324,11 +345,11 @@ def _one_image(entry, label, source, dataset, known, batch, report) -> DatasetIm
         report.reject(label, exc.message)
         return None
     if image.sha256 in known:
-        DatasetImage._meta.get_field("image").storage.delete(image.image.name)
-        batch.stored.remove(image.image.name)
+        batch.discard(image)
         report.reject(label, f"the same image is already in the dataset ({known[image.sha256] or image.sha256[:12]})")
         return None
     known[image.sha256] = image.original_name
+    report.note_georeference(label, image)
     return image
 
 
@@ -366,7 +387,7 @@ def _boxes(image, anns, label, classes, report) -> list:
     return built
 
 
-def _flush(pending: list, report: ImportReport) -> None:
+def flush_images(pending: list, report: ImportReport) -> None:
     """One INSERT of the batch's images, one of their boxes."""
     if not pending:
         return

@@ -22,6 +22,7 @@ class DecodedImage:
     height: int
     extension: str
     sha256: str
+    format: str = ""  # Pillow's name: JPEG, PNG, TIFF, ...
 
 
 def decode_image(content: bytes) -> DecodedImage:
@@ -54,7 +55,11 @@ def decode_image(content: bytes) -> DecodedImage:
     if fmt not in IMAGE_FORMATS:
         raise ApplicationError(f"Unsupported image format {fmt}; use one of {', '.join(sorted(IMAGE_FORMATS))}.")
     return DecodedImage(
-        width=width, height=height, extension=IMAGE_FORMATS[fmt], sha256=hashlib.sha256(content).hexdigest()
+        width=width,
+        height=height,
+        extension=IMAGE_FORMATS[fmt],
+        sha256=hashlib.sha256(content).hexdigest(),
+        format=fmt,
     )
 
 

@@ -1,5 +1,6 @@
-"""COCO zips uploaded through the API or the admin: stored on the shared work root, checked at once (a refused
-archive never becomes an import), then imported by a worker with progress and the importer's item report.
+"""Uploads imported by a worker: COCO zips, and orthophotos with their annotated sites to cut into tiles. Stored on
+the shared work root and checked at once (a refused upload never becomes an import), then imported by a worker
+with progress and the importer's item report.
 
 The archive's folder (``<TRAINING_WORK_ROOT>/imports/<key>/``, mode 0700) is removed when the import ends, however
 it ends; an import whose worker stops reporting is failed by the workers' agent (``dataset_imports_fail_stale``).
@@ -25,12 +26,14 @@ from dumpsite.errors import ApplicationError
 from .coco_import import import_coco_zip
 from .models import Dataset, DatasetImport
 from .services import validate_dataset_name
+from .tiling import TilingOptions, open_orthophoto, read_annotations, sites_per_orthophoto, tile_orthophotos
 from .zips import ZipLimits, check_zip
 
 logger = logging.getLogger(__name__)
 Status = DatasetImport.Status
 TASK = "datasets.tasks.execute_import"
 ARCHIVE = "archive.zip"
+SITES = "annotations.geojson"
 MAX_REPORTED = 10_000  # rejected items kept in the report (the count is always whole)
 
 
@@ -50,6 +53,36 @@ def _store(upload, target: Path) -> int:
     return target.stat().st_size
 
 
+def _check_target(*, dataset, dataset_name, user) -> None:
+    if (dataset is None) == (not dataset_name):
+        raise ApplicationError(
+            "Name a new dataset or choose an existing one (not both).", {"dataset": "one of dataset, dataset_name"}
+        )
+    if dataset is None:
+        require(user, "datasets.add_dataset", message="You may not create datasets.")
+        validate_dataset_name(dataset_name)
+    else:
+        require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+
+
+def _upload_folder() -> tuple[str, Path]:
+    key = secrets.token_hex(12)
+    folder = imports_root() / key
+    folder.mkdir(parents=True, mode=0o700)
+    return key, folder
+
+
+def _queue(**fields) -> DatasetImport:
+    with transaction.atomic():
+        job = DatasetImport.objects.create(**fields)
+        transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+def _display_name(name) -> str:
+    return os.path.basename(str(name or "").replace("\\", "/"))[:255]
+
+
 def dataset_import_create(
     *,
     upload,
@@ -63,22 +96,12 @@ def dataset_import_create(
     """Queue the import of an uploaded COCO zip into a new dataset (``dataset_name``) or into ``dataset``. The
     user's permission, the target and every member of the archive are checked first; a refused upload leaves no
     file and no import behind."""
-    if (dataset is None) == (not dataset_name):
-        raise ApplicationError(
-            "Name a new dataset or choose an existing one (not both).", {"dataset": "one of dataset, dataset_name"}
-        )
-    if dataset is None:
-        require(user, "datasets.add_dataset", message="You may not create datasets.")
-        validate_dataset_name(dataset_name)
-    else:
-        require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
+    _check_target(dataset=dataset, dataset_name=dataset_name, user=user)
     if coco_file is not None and (not isinstance(coco_file, str) or len(coco_file) > 500):
         raise ApplicationError("coco_file names one file inside the archive.", {"coco_file": "invalid"})
     if upload is None:
         raise ApplicationError("Attach the zip archive.", {"archive": "missing"})
-    key = secrets.token_hex(12)
-    folder = imports_root() / key
-    folder.mkdir(parents=True, mode=0o700)
+    key, folder = _upload_folder()
     try:
         size = _store(upload, folder / ARCHIVE)
         if size > settings.DUMPSITE_ZIP_MAX_BYTES:
@@ -87,24 +110,76 @@ def dataset_import_create(
                 {"archive": "too large"},
             )
         contents = check_zip(folder / ARCHIVE, ZipLimits.from_settings(), coco_file=coco_file or None)
-        with transaction.atomic():
-            job = DatasetImport.objects.create(
-                key=key,
-                dataset=dataset,
-                new_dataset_name=dataset_name or "",
-                add_classes=bool(add_classes),
-                coco_file=contents.coco_file,
-                layout=contents.layout,
-                archive_name=os.path.basename(str(archive_name or "").replace("\\", "/"))[:255],
-                archive_bytes=size,
-                archive_members=len(contents.files),
-                created_by=user,
-            )
-            transaction.on_commit(lambda: _enqueue(job.pk))
+        return _queue(
+            key=key,
+            dataset=dataset,
+            new_dataset_name=dataset_name or "",
+            add_classes=bool(add_classes),
+            coco_file=contents.coco_file,
+            layout=contents.layout,
+            archive_name=_display_name(archive_name),
+            archive_bytes=size,
+            archive_members=len(contents.files),
+            created_by=user,
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return job
+
+
+def orthophoto_tiling_create(
+    *,
+    orthophotos: list,
+    annotations,
+    options: dict | None = None,
+    dataset: Dataset | None = None,
+    dataset_name: str | None = None,
+    add_classes: bool = False,
+    user,
+) -> DatasetImport:
+    """Queue the tiling of uploaded orthophotos (GeoTIFFs) with their annotated sites (a GeoJSON file) into a new
+    dataset or ``dataset``. Checked first: the user and target, the options, each orthophoto's georeferencing and
+    bands, the annotations and that they overlap an orthophoto; a refused upload leaves nothing behind."""
+    _check_target(dataset=dataset, dataset_name=dataset_name, user=user)
+    checked = TilingOptions.checked(**(options or {}))
+    if not orthophotos:
+        raise ApplicationError("Attach at least one orthophoto (GeoTIFF).", {"orthophoto": "missing"})
+    if annotations is None:
+        raise ApplicationError("Attach the annotated sites (GeoJSON).", {"annotations": "missing"})
+    key, folder = _upload_folder()
+    try:
+        files, names, size = [], [], 0
+        for index, upload in enumerate(orthophotos):
+            stored = f"{index}.tif"
+            size += _store(upload, folder / stored)
+            if size > settings.DUMPSITE_MAX_ORTHOPHOTO_BYTES:
+                raise ApplicationError(
+                    f"The orthophotos exceed {settings.DUMPSITE_MAX_ORTHOPHOTO_BYTES:,} bytes "
+                    "(DUMPSITE_MAX_ORTHOPHOTO_BYTES).",
+                    {"orthophoto": "too large"},
+                )
+            files.append(stored)
+            names.append(_display_name(getattr(upload, "name", "")) or stored)
+        _store(annotations, folder / SITES)
+        found = read_annotations((folder / SITES).read_bytes(), class_property=checked.class_property)
+        orthos = [open_orthophoto(folder / f, name) for f, name in zip(files, names, strict=True)]
+        sites_per_orthophoto(orthos, found)
+        return _queue(
+            key=key,
+            kind=DatasetImport.Kind.ORTHOPHOTO,
+            dataset=dataset,
+            new_dataset_name=dataset_name or "",
+            add_classes=bool(add_classes),
+            parameters={"files": files, "names": names, "options": checked.as_dict()},
+            layout=f"{len(files)} orthophoto(s), {len(found.sites)} sites",
+            archive_name=", ".join(names)[:255],
+            archive_bytes=size,
+            archive_members=len(files),
+            created_by=user,
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _enqueue(import_id: int) -> None:
@@ -164,18 +239,28 @@ def dataset_import_execute(*, import_id: int) -> str:
         return DatasetImport.objects.filter(pk=import_id).values_list("status", flat=True).first() or "missing"
     job = DatasetImport.objects.select_related("dataset", "created_by").get(pk=import_id)
     folder = imports_root() / job.key
+    target = {
+        "dataset_name": None if job.dataset_id else job.new_dataset_name,
+        "dataset": job.dataset,
+        "add_classes": job.add_classes,
+        "created_by": job.created_by,
+    }
     try:
-        contents = check_zip(folder / ARCHIVE, ZipLimits.from_settings(), coco_file=job.coco_file or None)
         with ProgressReporter(import_id, settings.TRAINING_PROGRESS_INTERVAL) as reporter:
-            report = import_coco_zip(
-                archive_path=folder / ARCHIVE,
-                contents=contents,
-                dataset_name=None if job.dataset_id else job.new_dataset_name,
-                dataset=job.dataset,
-                add_classes=job.add_classes,
-                created_by=job.created_by,
-                progress=reporter.update,
-            )
+            if job.kind == DatasetImport.Kind.ORTHOPHOTO:
+                report = tile_orthophotos(
+                    orthophotos=[folder / name for name in job.parameters["files"]],
+                    names=job.parameters.get("names"),
+                    annotations=(folder / SITES).read_bytes(),
+                    options=TilingOptions.checked(**job.parameters["options"]),
+                    progress=reporter.update,
+                    **target,
+                )
+            else:
+                contents = check_zip(folder / ARCHIVE, ZipLimits.from_settings(), coco_file=job.coco_file or None)
+                report = import_coco_zip(
+                    archive_path=folder / ARCHIVE, contents=contents, progress=reporter.update, **target
+                )
     except ApplicationError as exc:
         message = exc.message
     except Exception:  # noqa: BLE001 - an import never stays 'running'
@@ -193,6 +278,9 @@ def dataset_import_execute(*, import_id: int) -> str:
             classes_added=report.classes_added,
             rejected=[{"item": item, "reason": reason} for item, reason in report.rejected[:MAX_REPORTED]],
             rejected_count=len(report.rejected),
+            georeferenced=[{"item": item, "found": what} for item, what in report.georeferenced[:MAX_REPORTED]],
+            georeferenced_count=len(report.georeferenced),
+            stats=report.stats,
             finished_at=timezone.now(),
         )
         return Status.SUCCEEDED

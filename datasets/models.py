@@ -63,6 +63,7 @@ class DatasetImage(models.Model):
     enabled = models.BooleanField(default=True)
     location = models.PointField(srid=4326, null=True, blank=True, help_text="Centre of the tile (WGS 84).")
     footprint = models.PolygonField(srid=4326, null=True, blank=True, help_text="Ground outline of the tile.")
+    altitude_m = models.FloatField(null=True, blank=True, help_text="Camera altitude (EXIF GPS), metres.")
     captured_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -133,10 +134,15 @@ class DatasetGroupObjectPermission(GroupObjectPermissionBase):
 
 
 class DatasetImport(models.Model):
-    """A COCO zip uploaded through the API or the admin, imported by a worker: its target, progress and report.
+    """Files uploaded through the API or the admin and imported by a worker: a COCO zip, or orthophotos with their
+    annotated sites to cut into tiles; its target, progress and report.
 
-    The archive waits in a private folder of the shared work root (``imports/<key>/``) and is removed when the
+    The upload waits in a private folder of the shared work root (``imports/<key>/``) and is removed when the
     import ends, however it ends."""
+
+    class Kind(models.TextChoices):
+        COCO_ZIP = "coco_zip", "COCO zip"
+        ORTHOPHOTO = "orthophoto", "Orthophoto tiling"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -145,6 +151,8 @@ class DatasetImport(models.Model):
         FAILED = "failed", "Failed"
 
     key = models.CharField(max_length=32, unique=True, help_text="Random folder name of the uploaded archive.")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.COCO_ZIP)
+    parameters = models.JSONField(default=dict, blank=True, help_text="Tiling: size, overlap, shares, files.")
     dataset = models.ForeignKey(
         Dataset,
         null=True,
@@ -168,6 +176,11 @@ class DatasetImport(models.Model):
     classes_added = models.JSONField(default=list, blank=True)
     rejected = models.JSONField(default=list, blank=True, help_text="[{item, reason}] of every rejected item.")
     rejected_count = models.PositiveIntegerField(default=0)
+    georeferenced = models.JSONField(
+        default=list, blank=True, help_text="[{item, found}]: what each image's file told of its place and time."
+    )
+    georeferenced_count = models.PositiveIntegerField(default=0)
+    stats = models.JSONField(default=dict, blank=True, help_text="Tiling: tiles looked at, kept, skipped, ...")
     error_message = models.TextField(blank=True)
     worker_process = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(

@@ -79,6 +79,7 @@ class DatasetImageSerializer(serializers.ModelSerializer):
             "enabled",
             "location",
             "footprint",
+            "altitude_m",
             "captured_at",
             "annotation_count",
             "created_at",
@@ -156,6 +157,15 @@ class ImageUploadSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(required=False, default=True)
 
 
+class UploadedImageSerializer(DatasetImageSerializer):
+    georeference = serializers.DictField(
+        read_only=True, help_text="What the file told of its place and time: {found: [...], problems: [...]}."
+    )
+
+    class Meta(DatasetImageSerializer.Meta):
+        fields = [*DatasetImageSerializer.Meta.fields, "georeference"]
+
+
 class ImageUpdateSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(required=False)
     location = GeoJSONInputField("Point")
@@ -223,6 +233,31 @@ class ImportRequestSerializer(serializers.Serializer):
     )
 
 
+class TilingRequestSerializer(serializers.Serializer):
+    orthophoto = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True),
+        min_length=1,
+        help_text="One or more orthophotos: GeoTIFFs with a CRS, 8-bit grey, RGB or RGBA (repeat the field).",
+    )
+    annotations = serializers.FileField(
+        allow_empty_file=True,
+        help_text="The dump sites: a GeoJSON FeatureCollection of polygons (or bbox features), any EPSG CRS named in "
+        "its 'crs' member (else WGS 84), the class in a property.",
+    )
+    dataset = serializers.IntegerField(required=False, help_text="Tile into this dataset (its change permission).")
+    dataset_name = serializers.CharField(required=False, max_length=200, help_text="Or: create a dataset so named.")
+    add_classes = serializers.BooleanField(required=False, default=False)
+    tile_size = serializers.IntegerField(required=False, help_text="Tile width and height in pixels (1024).")
+    overlap = serializers.IntegerField(required=False, help_text="Pixels shared by neighbouring tiles (128).")
+    min_box_share = serializers.FloatField(
+        required=False, help_text="A site cut by a tile edge keeps its box when this share of it is inside (0.3)."
+    )
+    background_ratio = serializers.FloatField(
+        required=False, help_text="Share of the tiles without any site that are kept (0.1), chosen reproducibly."
+    )
+    class_property = serializers.CharField(required=False, help_text="The feature property naming the class.")
+
+
 class DatasetImportSerializer(serializers.ModelSerializer):
     percent = serializers.FloatField(read_only=True)
     eta_seconds = serializers.SerializerMethodField()
@@ -233,6 +268,7 @@ class DatasetImportSerializer(serializers.ModelSerializer):
         model = DatasetImport
         fields = [
             "id",
+            "kind",
             "status",
             "dataset",
             "dataset_name",
@@ -251,6 +287,10 @@ class DatasetImportSerializer(serializers.ModelSerializer):
             "classes_added",
             "rejected_count",
             "rejected",
+            "georeferenced_count",
+            "georeferenced",
+            "parameters",
+            "stats",
             "error_message",
             "created_by",
             "created_at",

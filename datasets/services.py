@@ -14,6 +14,7 @@ from access.roles import CREATOR_PERMS
 from access.rules import grant, require
 from dumpsite.errors import ApplicationError
 
+from .georef import read_georeference
 from .images import clean_original_name, decode_image
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
 
@@ -61,6 +62,11 @@ class ImageImport:
         image = dataset_image_build(**kwargs)
         self.stored.append(image.image.name)
         return image
+
+    def discard(self, image: DatasetImage) -> None:
+        """Remove the file of a built image that will not be saved after all (a duplicate, say)."""
+        DatasetImage._meta.get_field("image").storage.delete(image.image.name)
+        self.stored.remove(image.image.name)
 
     def _remove_files(self) -> None:
         storage = DatasetImage._meta.get_field("image").storage
@@ -141,11 +147,20 @@ def dataset_image_build(
     location: Point | None = None,
     footprint: Polygon | None = None,
     captured_at: datetime | None = None,
+    altitude_m: float | None = None,
     enabled: bool = True,
 ) -> DatasetImage:
     """Check an image (format, size, pixels, full decode, geometry in WGS 84) and store its file under its
-    content hash; the row is not saved. Duplicates are the caller's to check (one query each, or a set)."""
+    content hash; the row is not saved. Duplicates are the caller's to check (one query each, or a set).
+
+    What the file itself says about its place and time (GeoTIFF footprint, EXIF GPS and capture time) fills the
+    fields the caller left empty; ``image.georeference`` keeps what was found, for reports."""
     decoded = decode_image(content)
+    geo = read_georeference(content, decoded.format)
+    if location is None and footprint is None:
+        location, footprint = geo.location, geo.footprint
+        altitude_m = geo.altitude_m if altitude_m is None else altitude_m
+    captured_at = geo.captured_at if captured_at is None else captured_at
     check_place(location=location, footprint=footprint)
     image = DatasetImage(
         dataset=dataset,
@@ -156,9 +171,11 @@ def dataset_image_build(
         enabled=enabled,
         location=location,
         footprint=footprint,
+        altitude_m=altitude_m,
         captured_at=captured_at,
     )
     image.image.save(f"{decoded.sha256}.{decoded.extension}", ContentFile(content), save=False)
+    image.georeference = geo
     return image
 
 

@@ -161,6 +161,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_62
 DUMPSITE_ZIP_MAX_MEMBERS = env_int("DUMPSITE_ZIP_MAX_MEMBERS", 200_000)
 DUMPSITE_ZIP_MAX_BYTES = env_int("DUMPSITE_ZIP_MAX_BYTES", 50 * 2**30)
 DUMPSITE_ZIP_MAX_RATIO = float(env_str("DUMPSITE_ZIP_MAX_RATIO", "100"))
+# The most bytes of orthophotos one tiling upload may bring.
+DUMPSITE_MAX_ORTHOPHOTO_BYTES = env_int("DUMPSITE_MAX_ORTHOPHOTO_BYTES", 50 * 2**30)
 # A running zip import whose worker has not reported for this long is failed (its transaction died with it).
 DUMPSITE_IMPORT_STALE_SECONDS = env_int("DUMPSITE_IMPORT_STALE_SECONDS", 60)
 # Largest accepted image file, in bytes.

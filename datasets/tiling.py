@@ -1,0 +1,460 @@
+"""Orthophotos cut into training tiles: one or more large GeoTIFFs and the dump sites outlined on them as GeoJSON
+polygons or boxes (in any CRS) become dataset images of a chosen size and overlap, each with its footprint, and
+each site clipped to the tile and turned into a pixel box.
+
+- Windowed reading through GDAL (GeoDjango): one tile's pixels at a time, with GDAL's block cache capped
+  (``GDAL_CACHEMAX``), so a 20,000 x 20,000 px orthophoto tiles with flat memory.
+- A site cut by a tile edge keeps its box in that tile when at least ``min_box_share`` of its area lies inside;
+  a tile holding only smaller pieces of sites is skipped (it is neither a clean background example nor a fair
+  positive one). Tiles with no site at all are kept at ``background_ratio`` (a seeded, reproducible choice);
+  tiles of nodata only (all zero, or fully transparent) are skipped.
+- The last row and column of tiles are aligned to the orthophoto's edge, so every tile is full size (an
+  orthophoto smaller than a tile gives one tile of its own size).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.contrib.gis.gdal import CoordTransform, GDALException, GDALRaster, SpatialReference
+from django.contrib.gis.gdal.libgdal import lgdal
+from django.contrib.gis.geos import GEOSException, GEOSGeometry, Polygon
+from PIL import Image
+
+from dumpsite.errors import ApplicationError
+
+from .georef import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map, window_footprint
+
+GDAL_CACHE_MB = 128
+MAX_TILE = 4096
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    tile_size: int = 1024
+    overlap: int = 128
+    min_box_share: float = 0.3
+    background_ratio: float = 0.1
+    class_property: str = "class"
+    seed: int = 0
+
+    @classmethod
+    def checked(cls, **values) -> TilingOptions:
+        """The options, each checked (ApplicationError naming the field)."""
+        options = cls(**{k: v for k, v in values.items() if v is not None})
+        rules = {
+            "tile_size": (isinstance(options.tile_size, int) and 64 <= options.tile_size <= MAX_TILE, "64 to 4096"),
+            "overlap": (
+                isinstance(options.overlap, int) and 0 <= options.overlap <= options.tile_size // 2,
+                "0 to half the tile size",
+            ),
+            "min_box_share": (_fraction(options.min_box_share) and options.min_box_share > 0, "above 0, at most 1"),
+            "background_ratio": (_fraction(options.background_ratio), "0 to 1"),
+            "class_property": (isinstance(options.class_property, str) and options.class_property, "a property"),
+        }
+        errors = {name: f"must be {why}" for name, (ok, why) in rules.items() if not ok}
+        if errors:
+            raise ApplicationError("Invalid tiling options.", errors)
+        return options
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+@dataclass
+class Site:
+    """One annotated dump site: its class and outline (in the GeoJSON's CRS), and its label for reports."""
+
+    label: str
+    class_name: str
+    geometry: GEOSGeometry
+
+
+@dataclass
+class Annotations:
+    sites: list[Site]
+    srs: SpatialReference
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        """In order of first appearance."""
+        return list(dict.fromkeys(site.class_name for site in self.sites))
+
+
+def read_annotations(content: bytes, *, class_property: str = "class") -> Annotations:
+    """The sites of a GeoJSON FeatureCollection: Polygon / MultiPolygon features (boxes are rectangles) or features
+    with a ``bbox`` and no geometry; the class from ``class_property``. The CRS is the legacy ``crs`` member's
+    (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says. Unusable features are reported,
+    a file that is not GeoJSON is refused."""
+    try:
+        doc = json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApplicationError(
+            f"The annotations are not GeoJSON (not valid JSON: {exc}).", {"annotations": "not JSON"}
+        ) from None
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(features, list):
+        raise ApplicationError(
+            'The annotations are not a GeoJSON FeatureCollection (needs "type": "FeatureCollection" and a '
+            '"features" list).',
+            {"annotations": "not a FeatureCollection"},
+        )
+    srs = _crs_of(doc)
+    found = Annotations(sites=[], srs=srs)
+    for index, feature in enumerate(doc["features"]):
+        label = f"feature {index}"
+        if not isinstance(feature, dict):
+            found.rejected.append((label, "not a GeoJSON feature"))
+            continue
+        if feature.get("id") is not None:
+            label = f"feature {index} (id {feature['id']!r})"
+        properties = feature.get("properties") or {}
+        name = properties.get(class_property) if isinstance(properties, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            found.rejected.append((label, f"no class name in its {class_property!r} property"))
+            continue
+        try:
+            geometry = _geometry(feature, srs)
+        except ValueError as exc:
+            found.rejected.append((label, str(exc)))
+            continue
+        found.sites.append(Site(label=label, class_name=name.strip(), geometry=geometry))
+    if not found.sites:
+        reasons = "; ".join(f"{item}: {why}" for item, why in found.rejected[:3])
+        raise ApplicationError(
+            f"The annotations hold no usable site{f' ({reasons})' if reasons else ''}.", {"annotations": "no site"}
+        )
+    return found
+
+
+def _crs_of(doc: dict) -> SpatialReference:
+    crs = doc.get("crs")
+    if crs is None:
+        return SpatialReference(4326)
+    name = crs.get("properties", {}).get("name") if isinstance(crs, dict) else None
+    if not isinstance(name, str):
+        raise ApplicationError("The GeoJSON 'crs' member names no CRS.", {"annotations": "crs"})
+    code = name.rsplit(":", 1)[-1] if "EPSG" in name.upper() else ""
+    if name.upper().endswith("CRS84"):
+        return SpatialReference(4326)
+    if not code.isdigit():
+        raise ApplicationError(f"The GeoJSON CRS {name!r} is not an EPSG code.", {"annotations": "crs"})
+    try:
+        return SpatialReference(int(code))
+    except (GDALException, ValueError):
+        raise ApplicationError(f"The GeoJSON CRS {name!r} is unknown.", {"annotations": "crs"}) from None
+
+
+def _geometry(feature: dict, srs: SpatialReference) -> GEOSGeometry:
+    geometry = feature.get("geometry")
+    if geometry is None and isinstance(feature.get("bbox"), list) and len(feature["bbox"]) == 4:
+        x1, y1, x2, y2 = feature["bbox"]
+        geometry = {"type": "Polygon", "coordinates": [[[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]]}
+    if not isinstance(geometry, dict) or geometry.get("type") not in ("Polygon", "MultiPolygon"):
+        raise ValueError("not a Polygon, MultiPolygon or bbox (dump sites are areas)")
+    try:
+        geom = GEOSGeometry(json.dumps(geometry))
+    except (GEOSException, ValueError, TypeError, GDALException):
+        raise ValueError("its geometry is not readable GeoJSON") from None
+    if geom.empty or not geom.valid or geom.area <= 0:
+        raise ValueError(f"its outline is not a valid area ({geom.valid_reason if not geom.empty else 'empty'})")
+    geom.srid = srs.srid or 4326
+    return geom
+
+
+@dataclass
+class Orthophoto:
+    path: Path
+    name: str  # as the operator knows it (an upload's file name)
+    raster: GDALRaster
+    geotransform: list
+    srs: SpatialReference
+    width: int
+    height: int
+
+    @property
+    def outline(self) -> Polygon:
+        corners = [pixel_to_map(self.geotransform, px, py) for px, py in ((0, 0), (self.width, 0))]
+        corners += [pixel_to_map(self.geotransform, px, py) for px, py in ((self.width, self.height), (0, self.height))]
+        return Polygon([*corners, corners[0]], srid=self.srs.srid or 0)
+
+
+def open_orthophoto(path: Path, label: str | None = None) -> Orthophoto:
+    """Open an orthophoto for windowed reading (nothing of its pixels is read), checked: a readable raster, with a
+    geotransform and a CRS, of 8-bit bands (1, 3 or 4)."""
+    label = label or Path(path).name
+    lgdal.CPLSetConfigOption(b"GDAL_CACHEMAX", str(GDAL_CACHE_MB).encode())
+    try:
+        raster = GDALRaster(str(path))
+        geotransform, srs = list(raster.geotransform), raster.srs
+        bands = [band.datatype(as_string=True) for band in raster.bands]
+    except (GDALException, ValueError, TypeError) as exc:
+        raise ApplicationError(f"{label} is not a raster GDAL can read ({exc}).", {"orthophoto": label}) from None
+    if geotransform == NO_GEOTRANSFORM:
+        raise ApplicationError(f"{label} has no geotransform: it is not georeferenced.", {"orthophoto": label})
+    if srs is None:
+        raise ApplicationError(
+            f"{label} has no coordinate reference system (CRS); assign one (gdal_edit.py -a_srs EPSG:...).",
+            {"orthophoto": label},
+        )
+    if len(bands) not in (1, 3, 4) or any(b != "GDT_Byte" for b in bands):
+        raise ApplicationError(
+            f"{label} has {len(bands)} band(s) of {', '.join(sorted(set(bands)))}; 8-bit grey, RGB or RGBA is "
+            "needed (gdal_translate -ot Byte -scale).",
+            {"orthophoto": label},
+        )
+    return Orthophoto(Path(path), label, raster, geotransform, srs, raster.width, raster.height)
+
+
+def windows(width: int, height: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tile windows (x, y, w, h): a step of size - overlap, the last row and column aligned to the edge."""
+
+    def starts(extent: int) -> list[int]:
+        if extent <= size:
+            return [0]
+        found = list(range(0, extent - size + 1, size - overlap))
+        if found[-1] != extent - size:
+            found.append(extent - size)
+        return found
+
+    w, h = min(size, width), min(size, height)
+    return [(x, y, w, h) for y in starts(height) for x in starts(width)]
+
+
+@dataclass
+class Tile:
+    x: int
+    y: int
+    width: int
+    height: int
+    boxes: list[tuple[str, float, float, float, float]]  # class, x, y, w, h in tile pixels
+    cut_dropped: int = 0
+
+
+def sites_in(ortho: Orthophoto, annotations: Annotations) -> list[Site]:
+    """The sites, transformed to the orthophoto's CRS, that overlap it."""
+    transform = CoordTransform(annotations.srs, ortho.srs)
+    outline = ortho.outline
+    inside = []
+    for site in annotations.sites:
+        geometry = site.geometry.clone()
+        try:
+            geometry.transform(transform)
+        except (GDALException, GEOSException):
+            continue
+        if geometry.valid and geometry.intersects(outline):
+            inside.append(Site(site.label, site.class_name, geometry))
+    return inside
+
+
+def sites_per_orthophoto(orthos: list[Orthophoto], annotations: Annotations) -> list[list[Site]]:
+    """Each orthophoto's sites; ApplicationError when no site overlaps any of them (a CRS mix-up, most often)."""
+    found = [sites_in(ortho, annotations) for ortho in orthos]
+    if not any(found):
+        names = ", ".join(f"{o.name} (EPSG:{o.srs.srid})" for o in orthos)
+        raise ApplicationError(
+            f"No annotated site overlaps the orthophoto: the annotations (EPSG:{annotations.srs.srid}) and {names} "
+            "do not cover the same ground; check the CRS of both.",
+            {"annotations": "no overlap"},
+        )
+    return found
+
+
+def tile_boxes(ortho: Orthophoto, sites: list[Site], window, min_share: float) -> Tile:
+    """The sites' boxes in the window's pixels: each site clipped to the tile (in map coordinates), kept when at
+    least ``min_share`` of its area is inside."""
+    x, y, w, h = window
+    corners = [pixel_to_map(ortho.geotransform, px, py) for px, py in ((x, y), (x + w, y), (x + w, y + h), (x, y + h))]
+    cell = Polygon([*corners, corners[0]], srid=ortho.srs.srid or 0)
+    tile = Tile(x, y, w, h, boxes=[])
+    for site in sites:
+        if not site.geometry.intersects(cell):
+            continue
+        piece = site.geometry.intersection(cell)
+        if piece.empty or piece.area <= 0:
+            continue
+        if piece.area / site.geometry.area < min_share - 1e-9:
+            tile.cut_dropped += 1
+            continue
+        pixels = [map_to_pixel(ortho.geotransform, mx, my) for mx, my in _points(piece)]
+        x1 = max(0.0, min(p[0] for p in pixels) - x)
+        y1 = max(0.0, min(p[1] for p in pixels) - y)
+        x2 = min(float(w), max(p[0] for p in pixels) - x)
+        y2 = min(float(h), max(p[1] for p in pixels) - y)
+        if x2 - x1 >= 1 and y2 - y1 >= 1:
+            tile.boxes.append((site.class_name, x1, y1, x2 - x1, y2 - y1))
+    return tile
+
+
+def _points(geometry) -> list[tuple[float, float]]:
+    if geometry.geom_type == "Polygon":
+        return list(geometry.exterior_ring.coords)
+    return [point for part in geometry for point in _points(part)]
+
+
+def read_window(ortho: Orthophoto, window) -> Image.Image | None:
+    """The window's pixels as an image (grey or RGB), or None when it holds nodata only."""
+    x, y, w, h = window
+    bands = [np.asarray(band.data(offset=(x, y), size=(w, h))).reshape(h, w) for band in ortho.raster.bands]
+    if len(bands) == 4:
+        if not bands[3].any():
+            return None
+        bands = bands[:3]
+    if not any(band.any() for band in bands):
+        return None
+    if len(bands) == 1:
+        return Image.fromarray(bands[0], "L")
+    return Image.fromarray(np.dstack(bands), "RGB")
+
+
+def encode(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def keep_background(options: TilingOptions, ortho_index: int, window) -> bool:
+    x, y, *_ = window
+    return random.Random(f"{options.seed}:{ortho_index}:{x}:{y}").random() < options.background_ratio
+
+
+@dataclass
+class TilingStats:
+    tiles: int = 0  # windows looked at
+    with_sites: int = 0
+    background_kept: int = 0
+    background_skipped: int = 0
+    nodata_skipped: int = 0
+    cut_only_skipped: int = 0
+    boxes_cut_dropped: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def plan_tiles(
+    orthos: list[Orthophoto],
+    annotations: Annotations,
+    options: TilingOptions,
+    *,
+    stats: TilingStats,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Yield (ortho, tile, image) for every tile to keep, in order; ``stats`` counts the rest."""
+    per_ortho = zip(orthos, sites_per_orthophoto(orthos, annotations), strict=True)
+    size, overlap = options.tile_size, options.overlap
+    plans = [(i, o, s, windows(o.width, o.height, size, overlap)) for i, (o, s) in enumerate(per_ortho)]
+    total = sum(len(w) for *_, w in plans)
+    done = 0
+    for index, ortho, sites, found in plans:
+        for window in found:
+            done += 1
+            stats.tiles += 1
+            tile = tile_boxes(ortho, sites, window, options.min_box_share)
+            stats.boxes_cut_dropped += tile.cut_dropped
+            if not tile.boxes and tile.cut_dropped:
+                stats.cut_only_skipped += 1
+            elif not tile.boxes and not keep_background(options, index, window):
+                stats.background_skipped += 1
+            else:
+                image = read_window(ortho, window)
+                if image is None:
+                    stats.nodata_skipped += 1
+                else:
+                    if tile.boxes:
+                        stats.with_sites += 1
+                    else:
+                        stats.background_kept += 1
+                    yield ortho, tile, image
+            if progress:
+                progress(done, total)
+
+
+def tile_footprint(ortho: Orthophoto, tile: Tile):
+    return window_footprint(ortho.geotransform, ortho.srs, tile.x, tile.y, tile.width, tile.height)
+
+
+def tile_orthophotos(
+    *,
+    orthophotos: list[Path],
+    annotations: bytes,
+    options: TilingOptions,
+    names: list[str] | None = None,
+    dataset_name: str | None = None,
+    dataset=None,
+    add_classes: bool = False,
+    created_by=None,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Cut ``orthophotos`` into tiles of a new dataset (``dataset_name``, classes in the order the annotations name
+    them) or of ``dataset``, with the annotated sites as boxes; one transaction, files removed if it does not
+    commit. Returns the import report (``stats``: the tiling's counts)."""
+    from .coco_import import BATCH, ImportReport, flush_images, import_classes
+    from .models import DatasetImage
+    from .services import ImageImport, annotation_build
+
+    if (dataset is None) == (dataset_name is None):
+        raise ApplicationError("Tile into a new dataset (a name) or an existing one, not both.", {"dataset": "one"})
+    found = read_annotations(annotations, class_property=options.class_property)
+    names = names or [Path(p).name for p in orthophotos]
+    orthos = [open_orthophoto(path, name) for path, name in zip(orthophotos, names, strict=True)]
+    report, stats = ImportReport(), TilingStats()
+    report.rejected.extend(found.rejected)
+    placed = {site.label for sites in sites_per_orthophoto(orthos, found) for site in sites}
+    report.rejected.extend((s.label, "outside every orthophoto") for s in found.sites if s.label not in placed)
+    with ImageImport() as batch:
+        class_names = found.class_names
+        classes = dict(
+            zip(
+                class_names,
+                import_classes(
+                    dataset_name=dataset_name,
+                    dataset=dataset,
+                    class_names=class_names,
+                    add_classes=add_classes,
+                    created_by=created_by,
+                    report=report,
+                ),
+                strict=True,
+            )
+        )
+        known = set(DatasetImage.objects.filter(dataset=report.dataset).values_list("sha256", flat=True))
+        pending: list = []
+        for ortho, tile, image in plan_tiles(orthos, found, options, stats=stats, progress=progress):
+            footprint, centre = tile_footprint(ortho, tile)
+            name = f"{Path(ortho.name).stem}_x{tile.x}_y{tile.y}.jpg"
+            built = batch.build(
+                dataset=report.dataset, content=encode(image), original_name=name, location=centre, footprint=footprint
+            )
+            if built.sha256 in known:
+                batch.discard(built)
+                report.reject(name, "the same image is already in the dataset")
+                continue
+            known.add(built.sha256)
+            boxes = [
+                annotation_build(image=built, dataset_class=classes[c], x=x, y=y, width=w, height=h)
+                for c, x, y, w, h in tile.boxes
+            ]
+            pending.append((built, boxes))
+            if len(pending) >= BATCH:
+                flush_images(pending, report)
+        flush_images(pending, report)
+        if report.images == 0 and dataset_name is not None:
+            raise ApplicationError(
+                f"No tile was kept ({stats.tiles} looked at: {stats.nodata_skipped} nodata, {stats.background_skipped} "
+                "background not chosen); nothing was saved.",
+                {"tiles": stats.as_dict()},
+            )
+    report.stats = {**stats.as_dict(), "options": options.as_dict()}
+    return report
