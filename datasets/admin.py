@@ -17,14 +17,15 @@ from access.rules import can, visible
 from dumpsite.admin_access import AccessControlledAdmin
 from dumpsite.errors import ApplicationError
 
-from .admin_imports import import_page
+from .admin_imports import import_page, tile_page
 from .coco_zip import export_document, zip_response
 from .imports import may_import
 from .models import Annotation, Dataset, DatasetClass, DatasetImage
-from .selectors import datasets_with_stats
+from .selectors import boxes_on_map, datasets_with_stats
 from .services import annotation_update, dataset_image_update, dataset_update
 
 MAP_POINTS_LIMIT = 5000
+MAP_BOXES_LIMIT = 10000
 
 
 @admin.register(Dataset)
@@ -44,7 +45,11 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
 
     def get_urls(self):
         page = self.admin_site.admin_view(partial(import_page, self))
-        return [path("import/", page, name="datasets_dataset_import")] + super().get_urls()
+        tiles = self.admin_site.admin_view(partial(tile_page, self))
+        return [
+            path("import/", page, name="datasets_dataset_import"),
+            path("tile-orthophoto/", tiles, name="datasets_dataset_tile"),
+        ] + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
         extra = {"can_import": may_import(request.user), **(extra_context or {})}
@@ -117,13 +122,19 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
             )
         if not features:
             return "No image has a location."
-        data = json.dumps({"features": features, "tiles": settings.DUMPSITE_MAP_TILES_URL})
+        boxes = boxes_on_map(obj, limit=MAP_BOXES_LIMIT)
+        classes = obj.class_names()
+        data = json.dumps(
+            {"features": features, "boxes": boxes, "classes": classes, "tiles": settings.DUMPSITE_MAP_TILES_URL}
+        )
         return format_html(
             '<div id="dataset-map"></div><script type="application/json" id="dataset-map-data">{}'
-            '</script><p class="help">{} located images{}.</p>',
+            '</script><p class="help">{} located images{}; {} boxes on the map{}.</p>',
             mark_safe(data.replace("<", "\\u003c")),
             len(features),
             "" if len(features) < MAP_POINTS_LIMIT else f" (first {MAP_POINTS_LIMIT})",
+            len(boxes),
+            "" if len(boxes) < MAP_BOXES_LIMIT else f" (first {MAP_BOXES_LIMIT})",
         )
 
 

@@ -73,3 +73,36 @@ def describe_image_paths(message: str) -> str:
         return f"image #{image.pk} {image.original_name!r}" if image else "an image file"
 
     return _STORED_IMAGE.sub(describe, message)
+
+
+def pixel_to_footprint(ring, width: int, height: int, x: float, y: float) -> tuple[float, float]:
+    """A pixel of an image in map coordinates through its footprint, whose ring starts at the image's top-left
+    corner and runs to its top-right, bottom-right and bottom-left (as georeferenced imports and tiles store it):
+    bilinear between the corners, exact for the affine geotransforms of orthophotos."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = ring[:4]
+    u, v = x / width, y / height
+    lon = (1 - u) * (1 - v) * x0 + u * (1 - v) * x1 + u * v * x2 + (1 - u) * v * x3
+    lat = (1 - u) * (1 - v) * y0 + u * (1 - v) * y1 + u * v * y2 + (1 - u) * v * y3
+    return lon, lat
+
+
+def boxes_on_map(dataset: Dataset, *, limit: int) -> list[dict]:
+    """The enabled boxes of the dataset's enabled, footprinted images in map coordinates (WGS 84): each a ring of
+    the box's four corners, with its class and image."""
+    rows = (
+        Annotation.objects.filter(image__dataset=dataset, enabled=True, image__enabled=True)
+        .exclude(image__footprint=None)
+        .select_related("image", "dataset_class")
+        .only("x", "y", "width", "height", "image__width", "image__height", "image__footprint", "dataset_class__name")
+        .order_by("image_id", "id")[:limit]
+    )
+    found = []
+    for box in rows:
+        ring = box.image.footprint.exterior_ring.coords
+        if len(ring) != 5:
+            continue  # not a four-cornered footprint: the box has no place on the map
+        corners = [(box.x, box.y), (box.x + box.width, box.y), (box.x + box.width, box.y + box.height)]
+        corners.append((box.x, box.y + box.height))
+        points = [pixel_to_footprint(ring, box.image.width, box.image.height, px, py) for px, py in corners]
+        found.append({"image": box.image_id, "class": box.dataset_class.name, "ring": [*points, points[0]]})
+    return found

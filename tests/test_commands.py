@@ -197,3 +197,57 @@ def test_publishing_a_model_of_a_failed_run_is_refused(make_dataset):
         run("publish_model", str(model.pk))
     model.refresh_from_db()
     assert not model.is_published
+
+
+def test_tile_orthophoto_cuts_tiles_and_refuses_a_crs_less_file_in_one_line(tmp_path):
+    from tests.datasets.geo_files import tiff_without_crs, write_geotiff
+
+    ortho = write_geotiff(
+        tmp_path / "area.tif", srid=32633, origin=(500000.0, 5100000.0), scale=(0.5, -0.5), size=(300, 200)
+    )
+    ring = [
+        [500010.0, 5099950.0],
+        [500040.0, 5099950.0],
+        [500040.0, 5099980.0],
+        [500010.0, 5099980.0],
+        [500010.0, 5099950.0],
+    ]
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"class": "waste"},
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    }
+                ],
+            }
+        )
+    )
+    out = run(
+        "tile_orthophoto",
+        str(ortho),
+        "--annotations",
+        str(sites),
+        "--name",
+        "tiles",
+        "--tile-size",
+        "128",
+        "--overlap",
+        "0",
+        "--background-ratio",
+        "1",
+    )
+    # 300 x 200 px in 128 px tiles: columns at 0, 128, 172 and rows at 0, 72: six windows. The site (pixels 20..80
+    # by 40..100) lies whole in the first row's first tile and 47 % in the second row's.
+    assert "Dataset 'tiles' (#" in out and "6 tiles (2 with sites, 4 background), 2 boxes; of 6 windows" in out
+    dataset = Dataset.objects.get(name="tiles")
+    assert dataset.images.exclude(footprint=None).count() == 6
+    with pytest.raises(CommandError) as caught:
+        run("tile_orthophoto", str(tiff_without_crs(tmp_path / "n.tif")), "--annotations", str(sites), "--name", "n")
+    assert "n.tif has no coordinate reference system (CRS)" in str(caught.value) and "\n" not in str(caught.value)
+    assert not Dataset.objects.filter(name="n").exists()

@@ -8,7 +8,7 @@ refused ones raise PermissionDenied and change nothing.
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from datasets.imports import dataset_import_create
+from datasets.imports import dataset_import_create, orthophoto_tiling_create
 from datasets.models import Annotation, Dataset, DatasetImage, DatasetImport
 from datasets.services import (
     annotation_create,
@@ -128,7 +128,36 @@ SERVICES = {
         lambda w, u, t: dataset_import_create(upload=_archive(t), dataset_name="zipped", user=u),
         lambda w: DatasetImport.objects.count(),
     ),
+    "orthophoto tiling into dataset": (
+        lambda w, u, t: orthophoto_tiling_create(
+            orthophotos=[_ortho(t)], annotations=_sites(), dataset=w.dataset, user=u, add_classes=True
+        ),
+        lambda w: DatasetImport.objects.count(),
+    ),
 }
+
+
+def _ortho(tmp_path):
+    import io
+
+    from tests.datasets.geo_files import write_geotiff
+
+    path = write_geotiff(tmp_path / "o.tif", srid=32633, origin=(500000.0, 5100000.0), scale=(0.5, -0.5))
+    return io.BytesIO(path.read_bytes())
+
+
+def _sites():
+    import io
+    import json
+
+    ring = [[500001.0, 5099990.0], [500010.0, 5099990.0], [500010.0, 5099999.0], [500001.0, 5099990.0]]
+    feature = {
+        "type": "Feature",
+        "properties": {"class": "waste"},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
+    crs = {"type": "name", "properties": {"name": "EPSG:32633"}}
+    return io.BytesIO(json.dumps({"type": "FeatureCollection", "crs": crs, "features": [feature]}).encode())
 
 
 def _archive(tmp_path):
@@ -161,6 +190,7 @@ ALLOWED = {
     "classes add": (False, False, False, False, True),
     "zip import into dataset": (False, False, False, False, True),
     "zip import as new dataset": (False, False, False, False, True),
+    "orthophoto tiling into dataset": (False, False, False, False, True),
 }
 PREPARE = {"run cancel": "queued", "run retry": "failed", "run resume": "failed"}
 USERS = [r for r in ROLES if r != "anonymous"]

@@ -31,6 +31,7 @@ ENDPOINTS = [
     ("dataset add classes", "post", f"/api/datasets/{D}/classes/", None, {"classes": ["rubble"]}),
     ("dataset add image", "post", f"/api/datasets/{D}/images/", None, None),
     ("dataset import zip", "post", "/api/datasets/import/", None, None),
+    ("dataset tile orthophoto", "post", "/api/datasets/tile-orthophoto/", None, None),
     ("imports list", "get", "/api/dataset-imports/", None, None),
     ("import detail", "get", f"/api/dataset-imports/{IMP}/", None, None),
     ("image detail", "get", f"/api/images/{IMG}/", None, None),
@@ -94,6 +95,7 @@ EXPECTED = {
     # Allowed roles get past the permission check to the input check: no file (400).
     "dataset add image": (401, 403, 403, 403, 403, 400),
     "dataset import zip": (401, 403, 403, 403, 403, 400),
+    "dataset tile orthophoto": (401, 403, 403, 403, 403, 400),
     "imports list": (401, 200, 200, 200, 200, 200),
     "import detail": (401, 404, 404, 404, 404, 200),  # the uploader's (an Administrator's)
     "image detail": (401, 200, 200, 200, 200, 200),

@@ -24,7 +24,7 @@ def write_geotiff(
     pixels=None,
 ) -> Path:
     """A tiled, deflated GeoTIFF: geotransform [x0, scale_x, skew_x, y0, skew_y, scale_y] (GDAL's order).
-    ``pixels(band, y0, rows, width)`` gives each block of rows (default: a gradient, never all zero)."""
+    ``pixels(band, y0, rows, width)`` gives each block of rows (default: seeded noise, never all zero)."""
     width, height = size
     raster = GDALRaster(
         {
@@ -46,8 +46,7 @@ def write_geotiff(
         for y0 in range(0, height, step):
             rows = min(step, height - y0)
             if pixels is None:
-                block = ((np.arange(width)[None, :] + np.arange(y0, y0 + rows)[:, None] + 40 * band_index) % 200) + 30
-                block = block.astype(np.uint8)
+                block = np.random.default_rng([band_index, y0]).integers(30, 230, (rows, width)).astype(np.uint8)
             else:
                 block = pixels(band_index, y0, rows, width)
             band.data(block, offset=(0, y0), size=(width, rows))

@@ -272,3 +272,54 @@ def test_a_tiling_into_an_existing_dataset_matches_classes_by_name(ortho):
     assert report.classes_added == ["tyres"] and dataset.class_names() == ["Rubble", "waste", "tyres"]
     names = set(Annotation.objects.filter(image__dataset=dataset).values_list("dataset_class__name", flat=True))
     assert names == {"Rubble", "waste", "tyres"}
+
+
+def test_the_map_draws_the_boxes_where_the_sites_are(world, ortho):
+    from datasets.selectors import boxes_on_map
+
+    report = tile_orthophotos(
+        orthophotos=[ortho],
+        annotations=sites_geojson(),
+        options=TilingOptions.checked(tile_size=512, overlap=64, background_ratio=0.0),
+        dataset_name="mapped",
+    )
+    to_wgs84 = CoordTransform(SpatialReference(32633), SpatialReference(4326))
+    _, x1, y1, x2, y2 = RECTS[0]  # whole inside the first tile
+    site = Polygon.from_bbox((x1, y1, x2, y2))
+    site.srid = 32633
+    site.transform(to_wgs84)
+    drawn = [b for b in boxes_on_map(report.dataset, limit=100) if b["class"] == "waste"]
+    first = min(drawn, key=lambda b: b["ring"][0][0])
+    # Box corners (top-left first) against the site's corners (from its north-west one).
+    want = [site.exterior_ring[i] for i in (1, 2, 3, 0)]
+    assert all(
+        max(abs(a - b) for a, b in zip(p, q, strict=True)) <= 2e-6 for p, q in zip(first["ring"][:4], want, strict=True)
+    )
+    page = world.staff_client("admin").get(f"/admin/datasets/dataset/{report.dataset.pk}/change/").content.decode()
+    assert f"{len(boxes_on_map(report.dataset, limit=10000))} boxes on the map" in page and '"ring": [[' in page
+
+
+def test_the_admin_tiles_an_upload_and_shows_the_tiling(world, ortho):
+    admin = world.staff_client("admin")
+    assert 'id="tile-orthophoto"' in admin.get("/admin/datasets/dataset/").content.decode()
+    form = {"annotations": _file(sites_geojson(), "sites.geojson"), "dataset_name": "admin tiles", "tile_size": 512}
+    form.update(overlap=64, min_box_share=0.3, background_ratio=0.2, class_property="class", orthophoto=[_file(ortho)])
+    response = admin.post("/admin/datasets/dataset/tile-orthophoto/", form)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    job = DatasetImport.objects.get(new_dataset_name="admin tiles")
+    dataset_import_execute(import_id=job.pk)
+    page = admin.get(response["Location"]).content.decode()
+    assert "Orthophoto tiling" in page and "20 windows:" in page and 'data-status="succeeded"' in page
+    refused = admin.post(
+        "/admin/datasets/dataset/tile-orthophoto/",
+        {
+            **form,
+            "dataset_name": "admin tiles 2",
+            "orthophoto": [_file(b"garbage", "x.tif")],
+            "annotations": _file(sites_geojson(), "s.geojson"),
+        },
+    )
+    assert refused.status_code == 200, refused.status_code
+    assert "x.tif is not a raster GDAL can read" in refused.content.decode(), re.findall(
+        r"errorlist.{0,300}", refused.content.decode()
+    )
