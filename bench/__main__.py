@@ -20,6 +20,7 @@ BENCHMARKS = [
     "queue_latency",
     "coco_export",
     "zip_import",
+    "ortho_tiling",
     "api_lists",
     "web_footprint",
 ]

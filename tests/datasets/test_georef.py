@@ -154,3 +154,25 @@ def test_the_api_upload_reports_what_the_file_told(world, dataset):
         .json()
     )
     assert body["location"]["coordinates"] == [10.0, 45.0]
+
+
+def test_import_coco_says_how_many_files_told_their_place(tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from dumpsite.commands import ensure_operator
+
+    ensure_operator()
+    (tmp_path / "a.jpg").write_bytes(exif_jpeg(lat=46.0, lon=14.5))
+    (tmp_path / "b.jpg").write_bytes(exif_jpeg(lat=46.1, lon=14.6, colour=(9, 9, 200)))
+    doc = {
+        "categories": [{"id": 1, "name": "w"}],
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    out = StringIO()
+    call_command(
+        "import_coco", str(tmp_path / "c.json"), str(tmp_path), "--name", "placed", stdout=out, stderr=StringIO()
+    )
+    assert "2 image(s) placed or dated by their files (EXIF GPS position: 2)" in out.getvalue()

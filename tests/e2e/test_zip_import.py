@@ -102,3 +102,44 @@ def test_tool_layouts_are_imported_by_a_worker_with_their_report_and_progress(ro
     assert midway and all(s[3] is not None and s[3] >= 0 for s in midway), seen[-5:]
     assert Dataset.objects.get(name="big").images.count() == count
     assert not any(imports_root().iterdir())  # every archive's folder removed, whatever the outcome
+
+
+def test_an_orthophoto_uploaded_through_the_api_is_tiled_by_a_worker(roles, worker, tmp_path):
+    from datasets.models import DatasetImage
+    from tests.datasets.geo_files import write_geotiff
+    from tests.datasets.test_tiling import W, pixels, sites_geojson
+
+    admin = User.objects.create_user("admin")
+    admin.groups.add(Group.objects.get(name="Administrator"))
+    client = APIClient()
+    client.force_authenticate(admin)
+    ortho = write_geotiff(
+        tmp_path / "area.tif",
+        srid=32633,
+        origin=(500_000.0, 5_100_000.0),
+        scale=(0.1, -0.1),
+        size=(W, 1500),
+        pixels=pixels,
+    )
+    sites = io.BytesIO(sites_geojson())
+    sites.name = "sites.geojson"
+    with open(ortho, "rb") as fh:
+        response = client.post(
+            "/api/datasets/tile-orthophoto/",
+            {
+                "orthophoto": [fh],
+                "annotations": sites,
+                "dataset_name": "tiled by a worker",
+                "tile_size": 512,
+                "overlap": 64,
+                "background_ratio": 1,
+            },
+            format="multipart",
+        )
+    assert response.status_code == 202, response.json()
+    report = finished(client, response.json()["id"])
+    assert report["status"] == "succeeded", report
+    assert report["stats"]["tiles"] == 20 and report["images_imported"] == 18 and report["percent"] == 100.0
+    dataset = Dataset.objects.get(name="tiled by a worker")
+    assert DatasetImage.objects.filter(dataset=dataset, footprint__isnull=False).count() == 18
+    assert set(dataset.class_names()) == {"waste", "tyres", "rubble"}

@@ -1,3 +1,4 @@
+from collections import Counter
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -60,6 +61,10 @@ class Command(BaseCommand):
                 bar.close()
         for item, reason in report.rejected:
             self.stdout.write(self.style.WARNING(f"rejected {item}: {reason}"))
+        if report.georeferenced:
+            told = Counter(what for _, found in report.georeferenced for what in found.split("; "))
+            summary = ", ".join(f"{what}: {n}" for what, n in sorted(told.items()))
+            self.stdout.write(f"{len(report.georeferenced)} image(s) placed or dated by their files ({summary})")
         added = f"; classes added: {', '.join(report.classes_added)}" if report.classes_added else ""
         self.stdout.write(
             self.style.SUCCESS(
