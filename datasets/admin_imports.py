@@ -248,7 +248,8 @@ class DatasetImportAdmin(admin.ModelAdmin):
 
     @admin.display(description="items")
     def items(self, obj):
-        return f"{obj.items_done:,} of {obj.items_total:,} images"
+        unit = "windows" if obj.kind == DatasetImport.Kind.ORTHOPHOTO else "images"
+        return f"{obj.items_done:,} of {obj.items_total:,} {unit}"
 
     @admin.display(description="tiling")
     def tiling(self, obj):

@@ -309,7 +309,8 @@ def test_the_admin_tiles_an_upload_and_shows_the_tiling(world, ortho):
     job = DatasetImport.objects.get(new_dataset_name="admin tiles")
     dataset_import_execute(import_id=job.pk)
     page = admin.get(response["Location"]).content.decode()
-    assert "Orthophoto tiling" in page and "20 windows:" in page and 'data-status="succeeded"' in page
+    assert "Orthophoto tiling" in page and "20 windows:" in page and "20 of 20 windows" in page
+    assert 'data-status="succeeded"' in page
     refused = admin.post(
         "/admin/datasets/dataset/tile-orthophoto/",
         {
