@@ -101,7 +101,10 @@ def test_tool_layouts_are_imported_by_a_worker_with_their_report_and_progress(ro
     midway = [s for s in seen if s[0] == "running" and 0 < s[1] < 100]
     assert midway and all(s[3] is not None and s[3] >= 0 for s in midway), seen[-5:]
     assert Dataset.objects.get(name="big").images.count() == count
-    assert not any(imports_root().iterdir())  # every archive's folder removed, whatever the outcome
+    from datasets.models import DatasetImport
+
+    keys = DatasetImport.objects.filter(created_by=admin).values_list("key", flat=True)
+    assert len(keys) == 5 and not any((imports_root() / key).exists() for key in keys)  # removed, whatever the outcome
 
 
 def test_an_orthophoto_uploaded_through_the_api_is_tiled_by_a_worker(roles, worker, tmp_path):
