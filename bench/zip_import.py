@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from django.conf import settings
+from django.test.utils import override_settings
 from PIL import Image
 
 from .common import SCRATCH, Figure, alternate, median
@@ -97,20 +98,27 @@ def _peak_mib(path: Path, name: str) -> float:
 
 def run() -> list[Figure]:
     big, small = build_zip(SIZE), build_zip(SMALL)
-    times: dict[str, list[float]] = {"import": [], "floor": []}
+    times: dict[str, list[float]] = {"import": [], "floor": [], "one thread": []}
     for repetition in range(REPETITIONS):
-        name = f"bench-zip-{repetition}"
+        names = {"import": f"bench-zip-{repetition}", "one thread": f"bench-zip-1t-{repetition}"}
 
-        def imported(name=name):
+        def imported(name=names["import"]):
             report = _import(big, name)
             assert report.images == SIZE, report.rejected[:3]
 
-        _drop(name)
-        once = alternate({"import": imported, "floor": lambda: _floor(big)}, 1)
-        _drop(name)  # not timed
+        def one_thread(name=names["one thread"]):
+            with override_settings(DUMPSITE_IMPORT_THREADS=1):
+                imported(name)
+
+        for name in names.values():
+            _drop(name)
+        once = alternate({"import": imported, "floor": lambda: _floor(big), "one thread": one_thread}, 1)
+        for name in names.values():
+            _drop(name)  # not timed
         for key, values in once.items():
             times[key] += values
     ratio = median(times["import"]) / median(times["floor"])
+    single = median(times["one thread"]) / median(times["floor"])
     peaks = {SMALL: _peak_mib(small, "bench-zip-mem-small"), SIZE: _peak_mib(big, "bench-zip-mem-big")}
     archive_mib = {n: p.stat().st_size / 2**20 for n, p in ((SMALL, small), (SIZE, big))}
     share = (peaks[SIZE] - peaks[SMALL]) / (archive_mib[SIZE] - archive_mib[SMALL])
@@ -121,6 +129,13 @@ def run() -> list[Figure]:
             f"{median(times['import']):.1f} s / {median(times['floor']):.1f} s = {ratio:.2f}x",
             "<= 1.5x",
             ratio <= 1.5,
+        ),
+        Figure(
+            "zip import",
+            "the same with one image thread (DUMPSITE_IMPORT_THREADS=1) / the same floor",
+            f"{median(times['one thread']):.1f} s / {median(times['floor']):.1f} s = {single:.2f}x",
+            f"informative: the default uses {settings.DUMPSITE_IMPORT_THREADS} threads; the floor one",
+            None,
         ),
         Figure(
             "zip import",

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -268,7 +270,7 @@ def import_document(
         raise ApplicationError("Import into a new dataset (a name) or an existing one, not both.", {"dataset": "one"})
     categories = _categories(doc["categories"])
     report = ImportReport()
-    with ImageImport() as batch:
+    with ImageImport() as batch, ThreadPoolExecutor(import_threads(), thread_name_prefix="import") as pool:
         classes = _target(
             dataset_name=dataset_name,
             dataset=dataset,
@@ -282,6 +284,25 @@ def import_document(
         ambiguous = _duplicate_ids(doc["images"])
         boxes_by_image = _boxes_by_image(doc["annotations"], ambiguous, report)
         pending: list[tuple[DatasetImage, list]] = []
+        line = InOrder(pool, depth=2 * import_threads())
+
+        def settle(done) -> None:
+            for (entry, label), image, refusal in done:
+                if refusal is not None:
+                    report.reject(label, refusal.message)
+                elif image.sha256 in known:
+                    batch.discard(image)
+                    report.reject(
+                        label, f"the same image is already in the dataset ({known[image.sha256] or image.sha256[:12]})"
+                    )
+                else:
+                    known[image.sha256] = image.original_name
+                    report.note_georeference(label, image)
+                    boxes = boxes_by_image.pop(_key(entry.get("id")), [])
+                    pending.append((image, _boxes(image, boxes, label, classes, report)))
+                    if len(pending) >= BATCH:
+                        flush_images(pending, report)
+
         total = len(doc["images"])
         for n, entry in enumerate(doc["images"], start=1):
             label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) else "image"
@@ -294,14 +315,18 @@ def import_document(
                     f"images; none of them is imported",
                 )
             else:
-                image = _one_image(entry, label, source, dataset, known, batch, report)
-                if image is not None:
-                    boxes = boxes_by_image.pop(_key(entry.get("id")), [])
-                    pending.append((image, _boxes(image, boxes, label, classes, report)))
-            if len(pending) >= BATCH:
-                flush_images(pending, report)
+                try:
+                    content = source.read(entry.get("file_name"))  # here: archives and folders read in order
+                except LookupError as exc:
+                    report.reject(label, str(exc.args[0]))
+                else:
+                    name = PurePosixPath(str(entry.get("file_name"))).name
+                    settle(
+                        line.submit((entry, label), batch.build, dataset=dataset, content=content, original_name=name)
+                    )
             if progress:
                 progress(n, total)
+        settle(line.drain())
         flush_images(pending, report)
         for anns in boxes_by_image.values():
             for ann in anns:
@@ -309,6 +334,37 @@ def import_document(
         if report.images == 0 and dataset_name is not None:  # no empty new dataset; an existing one may gain nothing
             raise ApplicationError("No image could be imported; nothing was saved.", {"rejected": len(report.rejected)})
     return report
+
+
+def import_threads() -> int:
+    """Threads that decode, hash and store images while the import's own thread reads files and writes rows."""
+    return max(1, settings.DUMPSITE_IMPORT_THREADS)
+
+
+class InOrder:
+    """Work handed to a few threads, its results taken back in the order it was handed in, at most ``depth``
+    pieces in flight (so memory stays flat): ``submit`` and ``drain`` yield (tag, result, refusal) where refusal
+    is the ApplicationError the work raised; any other exception propagates."""
+
+    def __init__(self, pool: ThreadPoolExecutor, depth: int):
+        self.pool, self.depth = pool, depth
+        self.queue: deque = deque()
+
+    def submit(self, tag, fn, **kwargs) -> Iterator:
+        self.queue.append((tag, self.pool.submit(fn, **kwargs)))
+        while len(self.queue) > self.depth:
+            yield self._next()
+
+    def drain(self) -> Iterator:
+        while self.queue:
+            yield self._next()
+
+    def _next(self):
+        tag, future = self.queue.popleft()
+        try:
+            return tag, future.result(), None
+        except ApplicationError as exc:
+            return tag, None, exc
 
 
 def _boxes_by_image(annotations: list, ambiguous: dict, report: ImportReport) -> dict:
@@ -329,28 +385,6 @@ def _boxes_by_image(annotations: list, ambiguous: dict, report: ImportReport) ->
             annotation_ids.add(_key(ann.get("id")))
             boxes_by_image.setdefault(_key(ann.get("image_id")), []).append(ann)
     return boxes_by_image
-
-
-def _one_image(entry, label, source, dataset, known, batch, report) -> DatasetImage | None:
-    try:
-        content = source.read(entry.get("file_name"))
-    except LookupError as exc:
-        report.reject(label, str(exc.args[0]))
-        return None
-    try:
-        image = batch.build(
-            dataset=dataset, content=content, original_name=PurePosixPath(str(entry.get("file_name"))).name
-        )
-    except ApplicationError as exc:
-        report.reject(label, exc.message)
-        return None
-    if image.sha256 in known:
-        batch.discard(image)
-        report.reject(label, f"the same image is already in the dataset ({known[image.sha256] or image.sha256[:12]})")
-        return None
-    known[image.sha256] = image.original_name
-    report.note_georeference(label, image)
-    return image
 
 
 def _boxes(image, anns, label, classes, report) -> list:

@@ -18,6 +18,7 @@ import io
 import json
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -400,7 +401,7 @@ def tile_orthophotos(
     """Cut ``orthophotos`` into tiles of a new dataset (``dataset_name``, classes in the order the annotations name
     them) or of ``dataset``, with the annotated sites as boxes; one transaction, files removed if it does not
     commit. Returns the import report (``stats``: the tiling's counts)."""
-    from .coco_import import BATCH, ImportReport, flush_images, import_classes
+    from .coco_import import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
     from .models import DatasetImage
     from .services import ImageImport, annotation_build
 
@@ -413,7 +414,7 @@ def tile_orthophotos(
     report.rejected.extend(found.rejected)
     placed = {site.label for sites in sites_per_orthophoto(orthos, found) for site in sites}
     report.rejected.extend((s.label, "outside every orthophoto") for s in found.sites if s.label not in placed)
-    with ImageImport() as batch:
+    with ImageImport() as batch, ThreadPoolExecutor(import_threads(), thread_name_prefix="tiling") as pool:
         class_names = found.class_names
         classes = dict(
             zip(
@@ -431,24 +432,37 @@ def tile_orthophotos(
         )
         known = set(DatasetImage.objects.filter(dataset=report.dataset).values_list("sha256", flat=True))
         pending: list = []
+        line = InOrder(pool, depth=2 * import_threads())
+
+        def settle(done) -> None:
+            for (tile, name), built, refusal in done:
+                if refusal is not None:
+                    report.reject(name, refusal.message)
+                elif built.sha256 in known:
+                    batch.discard(built)
+                    report.reject(name, "the same image is already in the dataset")
+                else:
+                    known.add(built.sha256)
+                    boxes = [
+                        annotation_build(image=built, dataset_class=classes[c], x=x, y=y, width=w, height=h)
+                        for c, x, y, w, h in tile.boxes
+                    ]
+                    pending.append((built, boxes))
+                    if len(pending) >= BATCH:
+                        flush_images(pending, report)
+
+        def build(image, name, footprint, centre):
+            return batch.build(
+                dataset=report.dataset, content=encode(image), original_name=name, location=centre, footprint=footprint
+            )
+
+        # Windows are read here, in order (one GDAL handle is not for several threads); encoding, the image check
+        # and storing run on the pool meanwhile.
         for ortho, tile, image in plan_tiles(orthos, found, options, stats=stats, progress=progress):
             footprint, centre = tile_footprint(ortho, tile)
             name = f"{Path(ortho.name).stem}_x{tile.x}_y{tile.y}.jpg"
-            built = batch.build(
-                dataset=report.dataset, content=encode(image), original_name=name, location=centre, footprint=footprint
-            )
-            if built.sha256 in known:
-                batch.discard(built)
-                report.reject(name, "the same image is already in the dataset")
-                continue
-            known.add(built.sha256)
-            boxes = [
-                annotation_build(image=built, dataset_class=classes[c], x=x, y=y, width=w, height=h)
-                for c, x, y, w, h in tile.boxes
-            ]
-            pending.append((built, boxes))
-            if len(pending) >= BATCH:
-                flush_images(pending, report)
+            settle(line.submit((tile, name), build, image=image, name=name, footprint=footprint, centre=centre))
+        settle(line.drain())
         flush_images(pending, report)
         if report.images == 0 and dataset_name is not None:
             raise ApplicationError(

@@ -161,6 +161,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_62
 DUMPSITE_ZIP_MAX_MEMBERS = env_int("DUMPSITE_ZIP_MAX_MEMBERS", 200_000)
 DUMPSITE_ZIP_MAX_BYTES = env_int("DUMPSITE_ZIP_MAX_BYTES", 50 * 2**30)
 DUMPSITE_ZIP_MAX_RATIO = float(env_str("DUMPSITE_ZIP_MAX_RATIO", "100"))
+# Threads that decode, hash and store images during an import or a tiling (the import's own thread reads the files
+# and writes the rows meanwhile).
+DUMPSITE_IMPORT_THREADS = env_int("DUMPSITE_IMPORT_THREADS", min(4, os.cpu_count() or 1))
 # The most bytes of orthophotos one tiling upload may bring.
 DUMPSITE_MAX_ORTHOPHOTO_BYTES = env_int("DUMPSITE_MAX_ORTHOPHOTO_BYTES", 50 * 2**30)
 # A running zip import whose worker has not reported for this long is failed (its transaction died with it).
