@@ -246,6 +246,11 @@ def dataset_import_execute(*, import_id: int) -> str:
         "created_by": job.created_by,
     }
     try:
+        if not folder.is_dir():
+            raise ApplicationError(
+                f"The upload is not in this worker's work root ({imports_root()}): the web and the workers must share "
+                "it (DUMPSITE_WORK_ROOT). Upload again."
+            )
         with ProgressReporter(import_id, settings.TRAINING_PROGRESS_INTERVAL) as reporter:
             if job.kind == DatasetImport.Kind.ORTHOPHOTO:
                 report = tile_orthophotos(

@@ -275,3 +275,12 @@ def test_the_service_refuses_before_writing_anything(world, tmp_path):
     with pytest.raises(Exception, match="already exists"):
         dataset_import_create(upload=None, dataset_name="shared", user=world.users["admin"])
     assert (set(imports_root().rglob("*")) if imports_root().exists() else set()) == before
+
+
+def test_an_upload_a_worker_cannot_see_fails_with_a_reason(world, tmp_path):
+    import shutil
+
+    job_id = upload(world.client("admin"), zip_layouts.plain(tmp_path / "p.zip"), dataset_name="lost").json()["id"]
+    shutil.rmtree(imports_root() / DatasetImport.objects.get(pk=job_id).key)  # a worker on other storage
+    job = run_import(job_id)
+    assert job.status == "failed" and "the web and the workers must share it" in job.error_message
