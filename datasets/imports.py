@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -268,6 +269,8 @@ def dataset_import_execute(*, import_id: int) -> str:
                 )
     except ApplicationError as exc:
         message = exc.message
+    except PermissionDenied as exc:  # the uploader lost the right while the import waited
+        message = str(exc) or "The uploader may no longer do this."
     except Exception:  # noqa: BLE001 - an import never stays 'running'
         reference = secrets.token_hex(4)
         logger.exception("dataset import %s crashed (reference %s)", import_id, reference)

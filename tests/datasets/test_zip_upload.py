@@ -284,3 +284,17 @@ def test_an_upload_a_worker_cannot_see_fails_with_a_reason(world, tmp_path):
     shutil.rmtree(imports_root() / DatasetImport.objects.get(pk=job_id).key)  # a worker on other storage
     job = run_import(job_id)
     assert job.status == "failed" and "the web and the workers must share it" in job.error_message
+
+
+def test_an_uploader_who_lost_the_right_meanwhile_gets_a_failed_import_saying_so(world, tmp_path):
+    from django.contrib.auth.models import Group
+
+    editor = User.objects.create_user("soon gone")
+    editor.groups.add(Group.objects.get(name="Administrator"))
+    client = world.client("anonymous")
+    client.force_authenticate(editor)
+    job_id = upload(client, zip_layouts.plain(tmp_path / "p.zip"), dataset_name="revoked").json()["id"]
+    editor.groups.clear()
+    job = run_import(job_id)
+    assert job.status == "failed" and job.error_message == "You may not create datasets."
+    assert not Dataset.objects.filter(name="revoked").exists()
