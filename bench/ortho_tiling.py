@@ -118,7 +118,7 @@ def _read_and_encode(path: Path, windows) -> None:
 
 
 PEAK_CHILD = """
-import json, os, resource, sys
+import json, os, sys
 import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dumpsite.settings")
 django.setup()
@@ -128,7 +128,9 @@ size, name = int(sys.argv[1]), sys.argv[2]
 _drop(name)
 report = _tile(Path(sys.argv[3]), name, sites(size))
 _drop(name)
-print(json.dumps({"images": report.images, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM: this process image's own peak resident set (ru_maxrss would carry the forking parent's over the exec).
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"images": report.images, "peak_kib": peak}))
 """
 
 
