@@ -24,6 +24,14 @@ from .models import Dataset, DatasetImport
 REPORT_ROWS = 500  # rejected items shown on the page (the API gives them all)
 
 
+def show_refusal(form, exc, fields: tuple[str, ...]) -> None:
+    """A service's refusal on the upload form: on the field it names (a dataset name clash on the name), else on
+    the form."""
+    extra = getattr(exc, "extra", {})
+    field = "dataset_name" if "name" in extra else next((f for f in fields if f in extra), None)
+    form.add_error(field, getattr(exc, "message", str(exc)) or "You may not do that.")
+
+
 class ImportZipForm(forms.Form):
     archive = forms.FileField(
         help_text="A COCO zip as CVAT (COCO 1.0), Label Studio (COCO) or any tool exports it: a COCO JSON file and "
@@ -63,11 +71,7 @@ def import_page(model_admin, request):
                 user=request.user,
             )
         except (ApplicationError, PermissionDenied) as exc:
-            extra = getattr(exc, "extra", {})
-            field = next((f for f in ("archive", "dataset_name", "coco_file") if f in extra), None)
-            if "name" in extra:
-                field = "dataset_name"
-            form.add_error(field, getattr(exc, "message", str(exc)) or "You may not do that.")
+            show_refusal(form, exc, ("archive", "dataset_name", "coco_file"))
         else:
             messages.success(request, f"Import #{job.pk} of {job.archive_name!r} is queued for a worker.")
             return redirect("admin:datasets_datasetimport_change", job.pk)
@@ -146,11 +150,7 @@ def tile_page(model_admin, request):
                 user=request.user,
             )
         except (ApplicationError, PermissionDenied) as exc:
-            extra = getattr(exc, "extra", {})
-            field = next((f for f in ("orthophoto", "annotations") if f in extra), None)
-            if "name" in extra:
-                field = "dataset_name"
-            form.add_error(field, getattr(exc, "message", str(exc)) or "You may not do that.")
+            show_refusal(form, exc, ("orthophoto", "annotations"))
         else:
             messages.success(request, f"Tiling #{job.pk} of {job.archive_name!r} is queued for a worker.")
             return redirect("admin:datasets_datasetimport_change", job.pk)

@@ -183,6 +183,16 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         dataset = self.get_object()
         return zip_response(export_document(dataset), f"{dataset.name}.zip")
 
+    def _upload(self, serializer_class) -> tuple[dict, Dataset | None]:
+        """An upload's fields and the existing dataset it names (if any); a user who may neither create datasets nor
+        change any is refused before the body is read further."""
+        if not may_import(self.request.user):
+            raise PermissionDenied("You may neither create datasets nor change any.")
+        data = _valid(serializer_class, self.request.data)
+        if data.get("dataset") is None:
+            return data, None
+        return data, get_visible(self.get_queryset(), data["dataset"], "dataset")
+
     @extend_schema(request=ImportRequestSerializer, responses={202: DatasetImportSerializer}, filters=False)
     @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser], filter_backends=[])
     def import_zip(self, request):
@@ -190,12 +200,7 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         (``dataset``; classes matched by name, new ones only with ``add_classes``). The archive is checked at once
         (unsafe or unreadable archives get 400 and leave nothing); a worker imports it: answers 202, follow it at
         ``/api/dataset-imports/<id>/`` (percent, ETA, and the report of every rejected item)."""
-        if not may_import(request.user):
-            raise PermissionDenied("You may neither create datasets nor change any.")
-        data = _valid(ImportRequestSerializer, request.data)
-        dataset = None
-        if data.get("dataset") is not None:
-            dataset = get_visible(self.get_queryset(), data["dataset"], "dataset")
+        data, dataset = self._upload(ImportRequestSerializer)
         upload = data["archive"]
         job = dataset_import_create(
             upload=upload,
@@ -217,12 +222,7 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         GeoJSON) to cut into tiles of a new dataset (``dataset_name``) or an existing one (``dataset``). Checked at
         once (CRS, bands, GeoJSON, overlap: 400 and nothing left); a worker tiles them: answers 202, follow it at
         ``/api/dataset-imports/<id>/`` (percent, ETA, tiles kept and skipped, rejected sites)."""
-        if not may_import(request.user):
-            raise PermissionDenied("You may neither create datasets nor change any.")
-        data = _valid(TilingRequestSerializer, request.data)
-        dataset = None
-        if data.get("dataset") is not None:
-            dataset = get_visible(self.get_queryset(), data["dataset"], "dataset")
+        data, dataset = self._upload(TilingRequestSerializer)
         options = {k: data[k] for k in TILING_FIELDS if data.get(k) is not None}
         job = orthophoto_tiling_create(
             orthophotos=data["orthophoto"],

@@ -27,7 +27,8 @@ from dumpsite.errors import ApplicationError
 from .coco_import import import_coco_zip
 from .models import Dataset, DatasetImport
 from .services import validate_dataset_name
-from .tiling import TilingOptions, open_orthophoto, read_annotations, sites_per_orthophoto, tile_orthophotos
+from .sites import read_annotations
+from .tiling import TilingOptions, open_orthophoto, sites_per_orthophoto, tile_orthophotos
 from .zips import ZipLimits, check_zip
 
 logger = logging.getLogger(__name__)

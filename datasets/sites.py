@@ -1,0 +1,114 @@
+"""The dump sites outlined on orthophotos, as operators draw them (QGIS or similar): a GeoJSON FeatureCollection of
+polygons or boxes, in any EPSG CRS, each with its class."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from django.contrib.gis.gdal import GDALException, SpatialReference
+from django.contrib.gis.geos import GEOSException, GEOSGeometry
+
+from dumpsite.errors import ApplicationError
+
+
+@dataclass
+class Site:
+    """One annotated dump site: its class and outline (in the GeoJSON's CRS), and its label for reports."""
+
+    label: str
+    class_name: str
+    geometry: GEOSGeometry
+
+
+@dataclass
+class Annotations:
+    sites: list[Site]
+    srs: SpatialReference
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        """In order of first appearance."""
+        return list(dict.fromkeys(site.class_name for site in self.sites))
+
+
+def read_annotations(content: bytes, *, class_property: str = "class") -> Annotations:
+    """The sites of a GeoJSON FeatureCollection: Polygon / MultiPolygon features (boxes are rectangles) or features
+    with a ``bbox`` and no geometry; the class from ``class_property``. The CRS is the legacy ``crs`` member's
+    (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says. Unusable features are reported,
+    a file that is not GeoJSON is refused."""
+    try:
+        doc = json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApplicationError(
+            f"The annotations are not GeoJSON (not valid JSON: {exc}).", {"annotations": "not JSON"}
+        ) from None
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(features, list):
+        raise ApplicationError(
+            'The annotations are not a GeoJSON FeatureCollection (needs "type": "FeatureCollection" and a '
+            '"features" list).',
+            {"annotations": "not a FeatureCollection"},
+        )
+    srs = _crs_of(doc)
+    found = Annotations(sites=[], srs=srs)
+    for index, feature in enumerate(doc["features"]):
+        label = f"feature {index}"
+        if not isinstance(feature, dict):
+            found.rejected.append((label, "not a GeoJSON feature"))
+            continue
+        if feature.get("id") is not None:
+            label = f"feature {index} (id {feature['id']!r})"
+        properties = feature.get("properties") or {}
+        name = properties.get(class_property) if isinstance(properties, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            found.rejected.append((label, f"no class name in its {class_property!r} property"))
+            continue
+        try:
+            geometry = _geometry(feature, srs)
+        except ValueError as exc:
+            found.rejected.append((label, str(exc)))
+            continue
+        found.sites.append(Site(label=label, class_name=name.strip(), geometry=geometry))
+    if not found.sites:
+        reasons = "; ".join(f"{item}: {why}" for item, why in found.rejected[:3])
+        raise ApplicationError(
+            f"The annotations hold no usable site{f' ({reasons})' if reasons else ''}.", {"annotations": "no site"}
+        )
+    return found
+
+
+def _crs_of(doc: dict) -> SpatialReference:
+    crs = doc.get("crs")
+    if crs is None:
+        return SpatialReference(4326)
+    name = crs.get("properties", {}).get("name") if isinstance(crs, dict) else None
+    if not isinstance(name, str):
+        raise ApplicationError("The GeoJSON 'crs' member names no CRS.", {"annotations": "crs"})
+    code = name.rsplit(":", 1)[-1] if "EPSG" in name.upper() else ""
+    if name.upper().endswith("CRS84"):
+        return SpatialReference(4326)
+    if not code.isdigit():
+        raise ApplicationError(f"The GeoJSON CRS {name!r} is not an EPSG code.", {"annotations": "crs"})
+    try:
+        return SpatialReference(int(code))
+    except (GDALException, ValueError):
+        raise ApplicationError(f"The GeoJSON CRS {name!r} is unknown.", {"annotations": "crs"}) from None
+
+
+def _geometry(feature: dict, srs: SpatialReference) -> GEOSGeometry:
+    geometry = feature.get("geometry")
+    if geometry is None and isinstance(feature.get("bbox"), list) and len(feature["bbox"]) == 4:
+        x1, y1, x2, y2 = feature["bbox"]
+        geometry = {"type": "Polygon", "coordinates": [[[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]]}
+    if not isinstance(geometry, dict) or geometry.get("type") not in ("Polygon", "MultiPolygon"):
+        raise ValueError("not a Polygon, MultiPolygon or bbox (dump sites are areas)")
+    try:
+        geom = GEOSGeometry(json.dumps(geometry))
+    except (GEOSException, ValueError, TypeError, GDALException):
+        raise ValueError("its geometry is not readable GeoJSON") from None
+    if geom.empty or not geom.valid or geom.area <= 0:
+        raise ValueError(f"its outline is not a valid area ({geom.valid_reason if not geom.empty else 'empty'})")
+    geom.srid = srs.srid or 4326
+    return geom
