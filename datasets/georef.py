@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
-from django.contrib.gis.gdal import CoordTransform, GDALException, GDALRaster, SpatialReference
-from django.contrib.gis.geos import Point, Polygon
+from django.contrib.gis.gdal import CoordTransform, GDALException, SpatialReference
+from django.contrib.gis.geos import GEOSException, Point, Polygon
 from PIL import Image
+
+from .rasters import MemoryRaster, RasterRefused
 
 logger = logging.getLogger(__name__)
 
@@ -65,22 +68,26 @@ def window_footprint(geotransform, srs: SpatialReference, x: int, y: int, width:
 
 
 def read_georeference(content: bytes, image_format: str) -> Georeference:
-    """What the file says about its place and time; never raises for a file that decoded (a damaged tag is a
-    ``problem`` in the report, not a refusal)."""
+    """What the file says about its place and time; never raises for a file that decoded (a damaged or
+    out-of-range tag is a ``problem`` in the report, not a refusal)."""
     found = Georeference()
     if image_format == "TIFF":
         _geotiff(content, found)
-    _exif(content, found)
+    try:
+        _exif(content, found)
+    except Exception as exc:  # noqa: BLE001 - a tag no check foresaw is a problem of this item, never a crash
+        logger.warning("EXIF of an image not usable", exc_info=True)
+        found.problems.append(f"EXIF not usable ({type(exc).__name__})")
     return found
 
 
 def _geotiff(content: bytes, found: Georeference) -> None:
     try:
-        raster = GDALRaster(content)
-        geotransform, srs = list(raster.geotransform), raster.srs
-        width, height = raster.width, raster.height
-    except (GDALException, ValueError, TypeError) as exc:
-        found.problems.append(f"GeoTIFF tags unreadable ({exc})")
+        with MemoryRaster(content) as raster:
+            geotransform, srs = list(raster.geotransform), raster.srs
+            width, height = raster.width, raster.height
+    except (RasterRefused, GDALException, ValueError, TypeError):
+        found.problems.append("GeoTIFF tags unreadable")
         return
     if geotransform == NO_GEOTRANSFORM:
         return
@@ -89,8 +96,11 @@ def _geotiff(content: bytes, found: Georeference) -> None:
         return
     try:
         found.footprint, found.location = window_footprint(geotransform, srs, 0, 0, width, height)
-    except (GDALException, ValueError) as exc:
-        found.problems.append(f"GeoTIFF footprint not transformable to WGS 84 ({exc})")
+        if not found.footprint.valid:
+            raise ValueError("not a valid polygon")
+    except (GDALException, GEOSException, ValueError, TypeError, OverflowError):
+        found.footprint = found.location = None
+        found.problems.append("GeoTIFF footprint not transformable to WGS 84 (a geotransform or CRS out of range)")
         return
     code = f"EPSG:{srs.srid}" if srs.srid else srs.name
     found.found.append(f"GeoTIFF footprint ({code})")
@@ -121,15 +131,18 @@ def _exif(content: bytes, found: Georeference) -> None:
         try:
             lat = _degrees(gps[GPS_LAT], gps.get(GPS_LAT_REF, "N"))
             lon = _degrees(gps[GPS_LON], gps.get(GPS_LON_REF, "E"))
-            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
                 raise ValueError(f"{lat}, {lon} is not on the globe")
             found.location = Point(lon, lat, srid=4326)
             found.found.append("EXIF GPS position")
             if GPS_ALT in gps:
                 altitude = _rational(gps[GPS_ALT])
+                if not math.isfinite(altitude) or abs(altitude) > 1e6:
+                    raise ValueError(f"altitude {altitude} m is out of range")
                 found.altitude_m = -altitude if gps.get(GPS_ALT_REF) in (1, b"\x01") else altitude
                 found.found.append("EXIF GPS altitude")
-        except (ValueError, TypeError, ZeroDivisionError) as exc:
+        except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+            found.location = found.altitude_m = None
             found.problems.append(f"EXIF GPS position unreadable ({exc})")
     _capture_time(details, gps, found)
 
@@ -152,6 +165,9 @@ def _capture_time(details, gps, found: Georeference) -> None:
             return
         except ValueError:
             found.problems.append(f"EXIF OffsetTimeOriginal {offset!r} unreadable")
+        except OverflowError:  # 0001-01-01 00:00 at +01:00 is before the first instant a datetime holds
+            found.problems.append(f"EXIF DateTimeOriginal {text!r} at {offset!r} is out of range")
+            local = None
     gps_time = _gps_time(gps)
     if gps_time is not None:
         found.captured_at = gps_time
@@ -168,5 +184,5 @@ def _gps_time(gps) -> datetime | None:
         day = datetime.strptime(str(gps[GPS_DATE]).strip("\x00 "), "%Y:%m:%d")
         hours, minutes, seconds = (_rational(v) for v in gps[GPS_TIME])
         return day.replace(tzinfo=UTC) + timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    except (ValueError, TypeError, ZeroDivisionError):
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError):
         return None

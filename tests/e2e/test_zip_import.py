@@ -146,3 +146,32 @@ def test_an_orthophoto_uploaded_through_the_api_is_tiled_by_a_worker(roles, work
     dataset = Dataset.objects.get(name="tiled by a worker")
     assert DatasetImage.objects.filter(dataset=dataset, footprint__isnull=False).count() == 18
     assert set(dataset.class_names()) == {"waste", "tyres", "rubble"}
+
+
+def test_a_hostile_exif_date_in_a_zip_is_a_reported_problem_and_the_worker_imports_the_rest(roles, worker, tmp_path):
+    """The worker is the one reading the images of a zip: an EXIF capture time out of range (0001-01-01 00:00 at
+    +01:00) is a problem of that image in the report, and the import succeeds."""
+    from tests.datasets.geo_files import exif_jpeg
+    from tests.security.test_hostile_metadata import OUT_OF_RANGE, hostile_jpeg
+
+    admin = User.objects.create_user("admin")
+    admin.groups.add(Group.objects.get(name="Administrator"))
+    client = APIClient()
+    client.force_authenticate(admin)
+    doc = {
+        "categories": [{"id": 1, "name": "waste"}],
+        "images": [{"id": 1, "file_name": "images/old.jpg"}, {"id": 2, "file_name": "images/new.jpg"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]}],
+    }
+    archive = tmp_path / "exif.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("annotations.json", json.dumps(doc))
+        out.writestr("images/old.jpg", hostile_jpeg())
+        out.writestr("images/new.jpg", exif_jpeg(lat=46.0, lon=14.5, colour=(200, 1, 1)))
+    response = upload(client, archive, dataset_name="exif zip")
+    assert response.status_code == 202, response.json()
+    report = finished(client, response.json()["id"])
+    assert report["status"] == "succeeded", report
+    assert report["images_imported"] == 2 and report["annotations_imported"] == 1
+    told = {entry["item"]: entry["found"] for entry in report["georeferenced"]}
+    assert told == {"image 1 ('images/old.jpg')": OUT_OF_RANGE, "image 2 ('images/new.jpg')": "EXIF GPS position"}

@@ -1,0 +1,169 @@
+"""GDAL as the platform allows it: what a user's raster may make GDAL do, set once per process and again at every
+open of a user's file.
+
+GDAL opens whatever a file names: a VRT reads any local file (``VRTRawRasterBand`` over ``/proc/self/environ``) or
+URL (``/vsicurl/``), WMS/WMTS XML files fetch URLs, a GeoTIFF's ``.aux.xml`` side file can replace its
+georeferencing, and a dozen other drivers (netCDF, HDF5, ...) parse containers of their own. So:
+
+- **Drivers**: every raster and vector driver but GTiff (the orthophotos' format) and MEM (in-memory rasters the
+  platform makes itself, never a user's) is deregistered once per process (``configure``), and every user file is
+  opened with ``GDALOpenEx`` naming GTiff as the one allowed driver (``open_raster``): a VRT, a WMS XML or an HDF5
+  file is "not a GeoTIFF", whatever its name.
+- **No side files**: the sibling list GDAL is given holds the file alone, and PAM (``.aux.xml``) and the world-file
+  georeference sources are off, so no ``.ovr``, ``.msk``, ``.aux.xml``, ``.tfw`` or ``.tab`` beside the file is
+  read; directories are never listed on open.
+- **No network**: ``/vsicurl/`` and its kin accept no file name (an extension no name has), with short time-outs
+  and no retries; the paths the platform opens are its own files (``/vsi`` prefixes are refused).
+- **Bounded**: GDAL's block cache is capped (``GDAL_CACHEMAX``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from django.contrib.gis.gdal import GDALException, GDALRaster
+from django.contrib.gis.gdal.driver import Driver
+from django.contrib.gis.gdal.libgdal import lgdal
+
+ALLOWED_DRIVERS = ("GTiff",)  # what a user's file may be read as
+KEPT_DRIVERS = ("GTiff", "MEM")  # MEM: rasters the platform builds in memory itself (tests, benchmarks)
+CACHE_MB = 128
+CONFIG = {
+    # No side files: PAM (.aux.xml), world files and .tab files never read; no directory listing on open.
+    "GDAL_PAM_ENABLED": "NO",
+    "GDAL_GEOREF_SOURCES": "INTERNAL",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # No network: /vsicurl/, /vsis3/ and their kin accept no file name, and give up at once.
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".dumpsite-no-network",
+    "GDAL_HTTP_TIMEOUT": "1",
+    "GDAL_HTTP_CONNECTTIMEOUT": "1",
+    "GDAL_HTTP_MAX_RETRY": "0",
+    # Bounded memory for windowed reads.
+    "GDAL_CACHEMAX": str(CACHE_MB),
+}
+GDAL_OF_RASTER, GDAL_OF_VERBOSE_ERROR = 0x02, 0x40
+
+_lock = threading.Lock()
+_configured = False
+
+
+class RasterRefused(Exception):
+    """The file is not a raster the platform reads; the message is for users (no GDAL text, no server path)."""
+
+
+def _strings(items) -> ctypes.Array:
+    array = (ctypes.c_char_p * (len(items) + 1))()
+    array[:-1] = [item.encode() for item in items]
+    return array
+
+
+_c: dict = {}  # GDAL functions of this module's own (lgdal["name"] is a new object; GeoDjango's are left as they are)
+
+
+def _bind() -> None:
+    signatures = {
+        "GDALOpenEx": (
+            ctypes.c_void_p,
+            [ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
+        ),
+        "VSIFileFromMemBuffer": (ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]),
+        "VSIFCloseL": (ctypes.c_int, [ctypes.c_void_p]),
+        "VSIUnlink": (ctypes.c_int, [ctypes.c_char_p]),
+        "GDALGetDriverCount": (ctypes.c_int, []),
+        "GDALGetDriver": (ctypes.c_void_p, [ctypes.c_int]),
+        "GDALGetDriverShortName": (ctypes.c_char_p, [ctypes.c_void_p]),
+        "GDALDeregisterDriver": (None, [ctypes.c_void_p]),
+        "CPLSetConfigOption": (None, [ctypes.c_char_p, ctypes.c_char_p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        function = lgdal[name]
+        function.restype, function.argtypes = restype, argtypes
+        _c[name] = function
+
+
+def registered_drivers() -> list[str]:
+    configure()
+    return [_c["GDALGetDriverShortName"](_c["GDALGetDriver"](i)).decode() for i in range(_c["GDALGetDriverCount"]())]
+
+
+def configure() -> None:
+    """Set GDAL's options and keep only the allowed drivers, once per process (idempotent, thread-safe). Called
+    when Django starts (``DatasetsConfig.ready``) and again before every open of a user's file."""
+    global _configured
+    if _configured:
+        return
+    with _lock:
+        if _configured:
+            return
+        _bind()
+        for key, value in CONFIG.items():
+            _c["CPLSetConfigOption"](key.encode(), value.encode())
+        Driver.ensure_registered()
+        for index in reversed(range(_c["GDALGetDriverCount"]())):
+            driver = _c["GDALGetDriver"](index)
+            if _c["GDALGetDriverShortName"](driver).decode() not in KEPT_DRIVERS:
+                _c["GDALDeregisterDriver"](driver)
+        _configured = True
+
+
+def _open(name: str, sibling: str) -> GDALRaster:
+    pointer = _c["GDALOpenEx"](
+        name.encode(),
+        GDAL_OF_RASTER,
+        ctypes.cast(_strings(ALLOWED_DRIVERS), ctypes.c_void_p),
+        None,
+        ctypes.cast(_strings([sibling]), ctypes.c_void_p),
+    )
+    if not pointer:
+        raise RasterRefused("not a GeoTIFF the platform can read")
+    return GDALRaster(ctypes.c_void_p(pointer))
+
+
+def open_raster(path: Path | str) -> GDALRaster:
+    """A user's raster file at ``path``, opened read-only as a GeoTIFF and nothing else, with no side file and no
+    network (see the module's docstring). RasterRefused says why not, in words for users."""
+    configure()
+    text = os.fspath(path)
+    if text.startswith("/vsi") or not Path(text).is_file():
+        raise RasterRefused("not a regular file")
+    resolved = str(Path(text).resolve())
+    return _open(resolved, Path(resolved).name)
+
+
+class MemoryRaster:
+    """A user's raster held in memory (bytes of an upload), opened like ``open_raster``; a context manager that
+    frees GDAL's in-memory file on exit."""
+
+    def __init__(self, content: bytes):
+        configure()
+        self._buffer = ctypes.create_string_buffer(bytes(content), len(content))
+        self._name = f"/vsimem/dumpsite-{uuid.uuid4().hex}.tif"
+        handle = _c["VSIFileFromMemBuffer"](
+            self._name.encode(), ctypes.cast(self._buffer, ctypes.c_void_p), len(content), 0
+        )
+        if not handle:
+            raise RasterRefused("not readable")
+        _c["VSIFCloseL"](handle)
+        self.raster: GDALRaster | None = None
+
+    def __enter__(self) -> GDALRaster:
+        try:
+            self.raster = _open(self._name, self._name.rsplit("/", 1)[-1])
+        except BaseException:
+            _c["VSIUnlink"](self._name.encode())
+            raise
+        return self.raster
+
+    def __exit__(self, *exc) -> None:
+        raster, self.raster = self.raster, None
+        if raster is not None:
+            raster.__del__()  # GDALClose (and GeoDjango unlinks the /vsimem/ file) before the buffer goes
+            raster._ptr = None
+        _c["VSIUnlink"](self._name.encode())
+
+
+__all__ = ["ALLOWED_DRIVERS", "GDALException", "MemoryRaster", "RasterRefused", "configure", "open_raster"]
