@@ -151,7 +151,7 @@ def run() -> list[Figure]:
 
     big, small = build_orthophoto(SIZE), build_orthophoto(SMALL)
     annotations = sites(SIZE)
-    found = windows(SIZE, SIZE, TILE, 0)
+    found = list(windows(SIZE, SIZE, TILE, 0))
     times: dict[str, list[float]] = {"tiling": [], "floor": [], "core": []}
     for repetition in range(REPETITIONS):
         name = f"bench-tiles-{repetition}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,19 +23,21 @@ from dumpsite.errors import ApplicationError
 from .import_batch import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
 from .models import Dataset, DatasetImage
 from .services import ImageImport, annotation_build
-from .zips import ZipContents
+from .zips import ZipContents, check_coco_size
 
 
 def _load_coco(json_path: Path) -> dict:
     try:
         with open(json_path, "rb") as fh:
-            return parse_coco(fh, str(json_path))
+            return parse_coco(fh, str(json_path), size=os.fstat(fh.fileno()).st_size)
     except FileNotFoundError as exc:
         raise ApplicationError(f"COCO file not found: {json_path}.") from exc
 
 
-def parse_coco(stream, label: str) -> dict:
-    """The COCO document in ``stream`` (bytes), checked to be a detection file; ``label`` names it in errors."""
+def parse_coco(stream, label: str, *, size: int) -> dict:
+    """The COCO document in ``stream`` (bytes, ``size`` of them: a zip member's declared size is all zipfile
+    reads), checked to be a detection file of at most the size limit; ``label`` names it in errors."""
+    check_coco_size(size, label)
     try:
         doc = json.load(io.TextIOWrapper(stream, encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -149,7 +152,7 @@ def import_coco_zip(*, archive_path: Path, contents: ZipContents, **target) -> I
     ``target`` as for :func:`import_coco`."""
     with zipfile.ZipFile(archive_path) as archive:
         with archive.open(contents.coco_file) as stream:
-            doc = parse_coco(stream, contents.coco_file)
+            doc = parse_coco(stream, contents.coco_file, size=archive.getinfo(contents.coco_file).file_size)
         return import_document(doc, ZipImages(archive, contents), **target)
 
 

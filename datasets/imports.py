@@ -27,8 +27,8 @@ from dumpsite.errors import ApplicationError
 from .coco_import import import_coco_zip
 from .models import Dataset, DatasetImport
 from .services import validate_dataset_name
-from .sites import read_annotations
-from .tiling import TilingOptions, open_orthophoto, sites_per_orthophoto, tile_orthophotos
+from .sites import read_annotations, read_sites_file
+from .tiling import TilingOptions, check_window_count, open_orthophoto, sites_per_orthophoto, tile_orthophotos
 from .zips import ZipLimits, check_zip
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,9 @@ def orthophoto_tiling_create(
             files.append(stored)
             names.append(_display_name(getattr(upload, "name", "")) or stored)
         _store(annotations, folder / SITES)
-        found = read_annotations((folder / SITES).read_bytes(), class_property=checked.class_property)
+        found = read_annotations(read_sites_file(folder / SITES), class_property=checked.class_property)
         orthos = [open_orthophoto(folder / f, name) for f, name in zip(files, names, strict=True)]
+        check_window_count(orthos, checked)
         sites_per_orthophoto(orthos, found)
         return _queue(
             key=key,
@@ -248,17 +249,22 @@ def dataset_import_execute(*, import_id: int) -> str:
         "created_by": job.created_by,
     }
     try:
-        if not folder.is_dir():
+        if job.created_by_id is None:
             raise ApplicationError(
-                f"The upload is not in this worker's work root ({imports_root()}): the web and the workers must share "
-                "it (DUMPSITE_WORK_ROOT). Upload again."
+                "The account that uploaded this was deleted before the import ran; nothing was imported."
+            )
+        if not folder.is_dir():
+            logger.error("import %s: %s is not in this worker's work root", import_id, folder)
+            raise ApplicationError(
+                "The upload is not in this worker's work root: the web and the workers must share it "
+                "(DUMPSITE_WORK_ROOT; the worker's log names the folder). Upload again."
             )
         with ProgressReporter(import_id, settings.TRAINING_PROGRESS_INTERVAL) as reporter:
             if job.kind == DatasetImport.Kind.ORTHOPHOTO:
                 report = tile_orthophotos(
                     orthophotos=[folder / name for name in job.parameters["files"]],
                     names=job.parameters.get("names"),
-                    annotations=(folder / SITES).read_bytes(),
+                    annotations=read_sites_file(folder / SITES),
                     options=TilingOptions.checked(**job.parameters["options"]),
                     progress=reporter.update,
                     **target,

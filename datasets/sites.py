@@ -4,12 +4,15 @@ polygons or boxes, in any EPSG CRS, each with its class."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from django.contrib.gis.gdal import GDALException, SpatialReference
 from django.contrib.gis.geos import GEOSException, GEOSGeometry
 
 from dumpsite.errors import ApplicationError
+
+_NUMBER_ARRAY = re.compile(rb"\[\s*[-+0-9.]")
 
 
 @dataclass
@@ -33,11 +36,59 @@ class Annotations:
         return list(dict.fromkeys(site.class_name for site in self.sites))
 
 
-def read_annotations(content: bytes, *, class_property: str = "class") -> Annotations:
+@dataclass(frozen=True)
+class SiteLimits:
+    """What one annotations file may hold (settings ``DUMPSITE_GEOJSON_MAX_*``)."""
+
+    max_bytes: int
+    max_features: int
+    max_site_vertices: int
+    max_vertices: int
+
+    @classmethod
+    def from_settings(cls) -> SiteLimits:
+        from django.conf import settings
+
+        return cls(
+            settings.DUMPSITE_GEOJSON_MAX_BYTES,
+            settings.DUMPSITE_GEOJSON_MAX_FEATURES,
+            settings.DUMPSITE_GEOJSON_MAX_SITE_VERTICES,
+            settings.DUMPSITE_GEOJSON_MAX_VERTICES,
+        )
+
+
+def read_sites_file(path) -> bytes:
+    """The bytes of an annotations file, refused past ``DUMPSITE_GEOJSON_MAX_BYTES`` before it is read."""
+    from pathlib import Path
+
+    limits = SiteLimits.from_settings()
+    size = Path(path).stat().st_size
+    if size > limits.max_bytes:
+        raise _over("a size of (bytes)", size, limits.max_bytes, "DUMPSITE_GEOJSON_MAX_BYTES")
+    return Path(path).read_bytes()
+
+
+def _over(what: str, value: int, limit: int, setting: str) -> ApplicationError:
+    return ApplicationError(
+        f"The annotations have {what} {value:,}; the limit is {limit:,} ({setting}).",
+        {"annotations": f"over {setting}", "limit": setting},
+    )
+
+
+def read_annotations(content: bytes, *, class_property: str = "class", limits: SiteLimits | None = None) -> Annotations:
     """The sites of a GeoJSON FeatureCollection: Polygon / MultiPolygon features (boxes are rectangles) or features
     with a ``bbox`` and no geometry; the class from ``class_property``. The CRS is the legacy ``crs`` member's
-    (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says. Unusable features are reported,
-    a file that is not GeoJSON is refused."""
+    (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says; a geometry's own ``crs``
+    member is ignored (GDAL would resolve it, URLs included). Unusable features are reported, a file that is not
+    GeoJSON is refused, and so is one past the limits (bytes, features, vertices of a site and of all sites), before
+    any geometry is built."""
+    limits = limits or SiteLimits.from_settings()
+    if len(content) > limits.max_bytes:
+        raise _over("a size of (bytes)", len(content), limits.max_bytes, "DUMPSITE_GEOJSON_MAX_BYTES")
+    # Every position is an array that starts with a number: past the vertex limit (plus a bbox per feature) the
+    # file is refused before it is parsed (parsing a million-vertex polygon alone takes about a second here).
+    if len(_NUMBER_ARRAY.findall(content)) > limits.max_vertices + limits.max_features:
+        raise _over("vertices: more than", limits.max_vertices, limits.max_vertices, "DUMPSITE_GEOJSON_MAX_VERTICES")
     try:
         doc = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -51,8 +102,11 @@ def read_annotations(content: bytes, *, class_property: str = "class") -> Annota
             '"features" list).',
             {"annotations": "not a FeatureCollection"},
         )
+    if len(features) > limits.max_features:
+        raise _over("features:", len(features), limits.max_features, "DUMPSITE_GEOJSON_MAX_FEATURES")
     srs = _crs_of(doc)
     found = Annotations(sites=[], srs=srs)
+    vertices = 0
     for index, feature in enumerate(doc["features"]):
         label = f"feature {index}"
         if not isinstance(feature, dict):
@@ -65,6 +119,19 @@ def read_annotations(content: bytes, *, class_property: str = "class") -> Annota
         if not isinstance(name, str) or not name.strip():
             found.rejected.append((label, f"no class name in its {class_property!r} property"))
             continue
+        count = _vertices(feature.get("geometry"), limits.max_site_vertices + 1)
+        if count > limits.max_site_vertices:
+            raise _over(
+                f"{label} with vertices: more than",
+                limits.max_site_vertices,
+                limits.max_site_vertices,
+                "DUMPSITE_GEOJSON_MAX_SITE_VERTICES",
+            )
+        vertices += count
+        if vertices > limits.max_vertices:
+            raise _over(
+                "vertices: more than", limits.max_vertices, limits.max_vertices, "DUMPSITE_GEOJSON_MAX_VERTICES"
+            )
         try:
             geometry = _geometry(feature, srs)
         except ValueError as exc:
@@ -105,10 +172,27 @@ def _geometry(feature: dict, srs: SpatialReference) -> GEOSGeometry:
     if not isinstance(geometry, dict) or geometry.get("type") not in ("Polygon", "MultiPolygon"):
         raise ValueError("not a Polygon, MultiPolygon or bbox (dump sites are areas)")
     try:
-        geom = GEOSGeometry(json.dumps(geometry))
+        # Only the type and the coordinates reach GDAL's reader: a "crs" member inside a geometry would be resolved
+        # by GDAL (a URL fetched, a file read); the collection's CRS is the one used.
+        geom = GEOSGeometry(json.dumps({"type": geometry["type"], "coordinates": geometry.get("coordinates")}))
     except (GEOSException, ValueError, TypeError, GDALException):
         raise ValueError("its geometry is not readable GeoJSON") from None
     if geom.empty or not geom.valid or geom.area <= 0:
         raise ValueError(f"its outline is not a valid area ({geom.valid_reason if not geom.empty else 'empty'})")
     geom.srid = srs.srid or 4326
     return geom
+
+
+def _vertices(geometry, stop: int) -> int:
+    """Positions in a GeoJSON geometry's coordinates (counted up to ``stop``, without building anything)."""
+    if not isinstance(geometry, dict):
+        return 0
+    count, stack = 0, [geometry.get("coordinates")]
+    while stack and count < stop:
+        item = stack.pop()
+        if isinstance(item, list):
+            if item and isinstance(item[0], (int, float)):
+                count += 1
+            else:
+                stack.extend(item)
+    return count

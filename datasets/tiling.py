@@ -22,20 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.contrib.gis.gdal import CoordTransform, GDALException, GDALRaster, SpatialReference
-from django.contrib.gis.gdal.libgdal import lgdal
 from django.contrib.gis.geos import GEOSException, Polygon
 from PIL import Image
 
 from dumpsite.errors import ApplicationError
 
-from .georef import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map, window_footprint
+from .georef import NO_GEOTRANSFORM, pixel_to_map, window_footprint
+from .grid import PlacedSites, Tile, tile_boxes, window_count, windows
 from .import_batch import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
 from .models import DatasetImage
+from .rasters import RasterRefused, open_raster
 from .services import ImageImport, annotation_build
 from .sites import Annotations, Site, read_annotations
 
-GDAL_CACHE_MB = 128
 MAX_TILE = 4096
 
 
@@ -93,16 +94,27 @@ class Orthophoto:
 
 
 def open_orthophoto(path: Path, label: str | None = None) -> Orthophoto:
-    """Open an orthophoto for windowed reading (nothing of its pixels is read), checked: a readable raster, with a
-    geotransform and a CRS, of 8-bit bands (1, 3 or 4)."""
+    """Open an orthophoto for windowed reading (nothing of its pixels is read), as a GeoTIFF and nothing else, with
+    no side file and no network (``rasters.open_raster``), checked: a geotransform and a CRS, 8-bit bands (1, 3 or
+    4), at most ``DUMPSITE_ORTHOPHOTO_MAX_PIXELS`` pixels. Refusals name the operator's file, never a server path
+    or GDAL's own text."""
     label = label or Path(path).name
-    lgdal.CPLSetConfigOption(b"GDAL_CACHEMAX", str(GDAL_CACHE_MB).encode())
     try:
-        raster = GDALRaster(str(path))
+        raster = open_raster(path)
         geotransform, srs = list(raster.geotransform), raster.srs
         bands = [band.datatype(as_string=True) for band in raster.bands]
-    except (GDALException, ValueError, TypeError) as exc:
-        raise ApplicationError(f"{label} is not a raster GDAL can read ({exc}).", {"orthophoto": label}) from None
+        width, height = raster.width, raster.height
+    except RasterRefused as exc:
+        raise ApplicationError(f"{label}: {exc} (a GeoTIFF is needed).", {"orthophoto": label}) from None
+    except (GDALException, ValueError, TypeError):
+        raise ApplicationError(f"{label}: its GeoTIFF tags are unreadable.", {"orthophoto": label}) from None
+    limit = settings.DUMPSITE_ORTHOPHOTO_MAX_PIXELS
+    if width * height > limit:
+        raise ApplicationError(
+            f"{label} is {width:,} x {height:,} = {width * height:,} pixels; the limit is {limit:,} "
+            "(DUMPSITE_ORTHOPHOTO_MAX_PIXELS).",
+            {"orthophoto": label, "limit": "DUMPSITE_ORTHOPHOTO_MAX_PIXELS"},
+        )
     if geotransform == NO_GEOTRANSFORM:
         raise ApplicationError(f"{label} has no geotransform: it is not georeferenced.", {"orthophoto": label})
     if srs is None:
@@ -110,38 +122,28 @@ def open_orthophoto(path: Path, label: str | None = None) -> Orthophoto:
             f"{label} has no coordinate reference system (CRS); assign one (gdal_edit.py -a_srs EPSG:...).",
             {"orthophoto": label},
         )
+    if abs(geotransform[1] * geotransform[5] - geotransform[2] * geotransform[4]) < 1e-300:
+        raise ApplicationError(f"{label} has a degenerate geotransform (no pixel area).", {"orthophoto": label})
     if len(bands) not in (1, 3, 4) or any(b != "GDT_Byte" for b in bands):
         raise ApplicationError(
             f"{label} has {len(bands)} band(s) of {', '.join(sorted(set(bands)))}; 8-bit grey, RGB or RGBA is "
             "needed (gdal_translate -ot Byte -scale).",
             {"orthophoto": label},
         )
-    return Orthophoto(Path(path), label, raster, geotransform, srs, raster.width, raster.height)
+    return Orthophoto(Path(path), label, raster, geotransform, srs, width, height)
 
 
-def windows(width: int, height: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """Tile windows (x, y, w, h): a step of size - overlap, the last row and column aligned to the edge."""
-
-    def starts(extent: int) -> list[int]:
-        if extent <= size:
-            return [0]
-        found = list(range(0, extent - size + 1, size - overlap))
-        if found[-1] != extent - size:
-            found.append(extent - size)
-        return found
-
-    w, h = min(size, width), min(size, height)
-    return [(x, y, w, h) for y in starts(height) for x in starts(width)]
-
-
-@dataclass
-class Tile:
-    x: int
-    y: int
-    width: int
-    height: int
-    boxes: list[tuple[str, float, float, float, float]]  # class, x, y, w, h in tile pixels
-    cut_dropped: int = 0
+def check_window_count(orthos: list[Orthophoto], options: TilingOptions) -> int:
+    """How many windows the tiling looks at (counted, not made); refused past ``DUMPSITE_TILING_MAX_WINDOWS``."""
+    total = sum(window_count(o.width, o.height, options.tile_size, options.overlap) for o in orthos)
+    limit = settings.DUMPSITE_TILING_MAX_WINDOWS
+    if total > limit:
+        raise ApplicationError(
+            f"The orthophotos make {total:,} tiles of {options.tile_size} px with an overlap of {options.overlap}; "
+            f"the limit is {limit:,} (DUMPSITE_TILING_MAX_WINDOWS). Use larger tiles or a smaller overlap.",
+            {"tiles": total, "limit": "DUMPSITE_TILING_MAX_WINDOWS"},
+        )
+    return total
 
 
 def sites_in(ortho: Orthophoto, annotations: Annotations) -> list[Site]:
@@ -173,42 +175,17 @@ def sites_per_orthophoto(orthos: list[Orthophoto], annotations: Annotations) -> 
     return found
 
 
-def tile_boxes(ortho: Orthophoto, sites: list[Site], window, min_share: float) -> Tile:
-    """The sites' boxes in the window's pixels: each site clipped to the tile (in map coordinates), kept when at
-    least ``min_share`` of its area is inside."""
-    x, y, w, h = window
-    corners = [pixel_to_map(ortho.geotransform, px, py) for px, py in ((x, y), (x + w, y), (x + w, y + h), (x, y + h))]
-    cell = Polygon([*corners, corners[0]], srid=ortho.srs.srid or 0)
-    tile = Tile(x, y, w, h, boxes=[])
-    for site in sites:
-        if not site.geometry.intersects(cell):
-            continue
-        piece = site.geometry.intersection(cell)
-        if piece.empty or piece.area <= 0:
-            continue
-        if piece.area / site.geometry.area < min_share - 1e-9:
-            tile.cut_dropped += 1
-            continue
-        pixels = [map_to_pixel(ortho.geotransform, mx, my) for mx, my in _points(piece)]
-        x1 = max(0.0, min(p[0] for p in pixels) - x)
-        y1 = max(0.0, min(p[1] for p in pixels) - y)
-        x2 = min(float(w), max(p[0] for p in pixels) - x)
-        y2 = min(float(h), max(p[1] for p in pixels) - y)
-        if x2 - x1 >= 1 and y2 - y1 >= 1:
-            tile.boxes.append((site.class_name, x1, y1, x2 - x1, y2 - y1))
-    return tile
-
-
-def _points(geometry) -> list[tuple[float, float]]:
-    if geometry.geom_type == "Polygon":
-        return list(geometry.exterior_ring.coords)
-    return [point for part in geometry for point in _points(part)]
-
-
 def read_window(ortho: Orthophoto, window) -> Image.Image | None:
     """The window's pixels as an image (grey or RGB), or None when it holds nodata only."""
     x, y, w, h = window
-    bands = [np.asarray(band.data(offset=(x, y), size=(w, h))).reshape(h, w) for band in ortho.raster.bands]
+    try:
+        bands = [np.asarray(band.data(offset=(x, y), size=(w, h))).reshape(h, w) for band in ortho.raster.bands]
+    except (GDALException, ValueError):
+        raise ApplicationError(
+            f"{ortho.name}: the pixels at x={x}, y={y} are unreadable (a damaged or truncated GeoTIFF); nothing was "
+            "saved.",
+            {"orthophoto": ortho.name},
+        ) from None
     if len(bands) == 4:
         if not bands[3].any():
             return None
@@ -256,14 +233,14 @@ def plan_tiles(
     """Yield (ortho, tile, image) for every tile to keep, in order; ``stats`` counts the rest."""
     per_ortho = zip(orthos, sites_per_orthophoto(orthos, annotations), strict=True)
     size, overlap = options.tile_size, options.overlap
-    plans = [(i, o, s, windows(o.width, o.height, size, overlap)) for i, (o, s) in enumerate(per_ortho)]
-    total = sum(len(w) for *_, w in plans)
+    total = check_window_count(orthos, options)
     done = 0
-    for index, ortho, sites, found in plans:
-        for window in found:
+    for index, (ortho, sites) in enumerate(per_ortho):
+        placed = PlacedSites.build(ortho.geotransform, sites, cell=size)
+        for window in windows(ortho.width, ortho.height, size, overlap):
             done += 1
             stats.tiles += 1
-            tile = tile_boxes(ortho, sites, window, options.min_box_share)
+            tile = tile_boxes(ortho.geotransform, ortho.srs.srid or 0, placed, window, options.min_box_share)
             stats.boxes_cut_dropped += tile.cut_dropped
             if not tile.boxes and tile.cut_dropped:
                 stats.cut_only_skipped += 1

@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from django.conf import settings
+
 from dumpsite.errors import ApplicationError
 
 # The COCO files annotation tools export, by layout, relative to the archive's root (or its one top folder).
@@ -40,8 +42,6 @@ class ZipLimits:
 
     @classmethod
     def from_settings(cls) -> ZipLimits:
-        from django.conf import settings
-
         return cls(settings.DUMPSITE_ZIP_MAX_MEMBERS, settings.DUMPSITE_ZIP_MAX_BYTES, settings.DUMPSITE_ZIP_MAX_RATIO)
 
 
@@ -82,9 +82,14 @@ def check_zip(path: Path, limits: ZipLimits, *, coco_file: str | None = None) ->
     path = Path(path)
     if path.stat().st_size == 0:
         raise _refuse("The file is empty (0 bytes), not a zip archive.")
+    declared = declared_members(path)
+    if declared is None:
+        raise _refuse("The file is not a zip archive (no end of central directory).")
+    if declared > limits.max_members:
+        raise _refuse(f"The archive has {declared:,} members; at most {limits.max_members:,} are accepted.")
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise _refuse(f"The file is not a zip archive ({exc}).") from exc
     with archive:
         infos = [i for i in archive.infolist() if not i.filename.startswith(_IGNORED)]
@@ -113,7 +118,26 @@ def check_zip(path: Path, limits: ZipLimits, *, coco_file: str | None = None) ->
         )
     names = tuple(i.filename for i in files)
     found, layout, root = find_coco_file(names, chosen=coco_file)
+    check_coco_size(next(i.file_size for i in files if i.filename == found), found)
     return ZipContents(files=names, total_bytes=total, coco_file=found, layout=layout, root=root)
+
+
+def check_coco_size(size: int, label: str) -> None:
+    """A COCO file is parsed whole: past ``DUMPSITE_COCO_MAX_JSON_BYTES`` it is refused, before a byte is parsed."""
+    limit = settings.DUMPSITE_COCO_MAX_JSON_BYTES
+    if size > limit:
+        raise ApplicationError(
+            f"{label} is {size:,} bytes; a COCO file may have at most {limit:,} (DUMPSITE_COCO_MAX_JSON_BYTES).",
+            {"coco_file": "too large", "limit": "DUMPSITE_COCO_MAX_JSON_BYTES"},
+        )
+
+
+def declared_members(path: Path) -> int | None:
+    """The member count the archive's end record declares (zip64 too), read before its central directory is: a
+    zip declaring millions of members is refused without building a list of them. None: no end record."""
+    with open(path, "rb") as fh:
+        record = zipfile._EndRecData(fh)  # the stdlib's own reader of the end record (ZipFile uses it the same way)
+    return None if record is None else int(record[zipfile._ECD_ENTRIES_TOTAL])
 
 
 def find_coco_file(names: tuple[str, ...] | list[str], *, chosen: str | None = None) -> tuple[str, str, str]:

@@ -11,7 +11,9 @@ import os
 from contextlib import contextmanager
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.contrib.gis.gdal import GDALException
+from django.contrib.gis.geos import GEOSException
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.core.management.base import CommandError
 from django.db.models import Q
 
@@ -36,6 +38,16 @@ def cli_call():
             yield
     except (ApplicationError, PermissionDenied, NotVisible) as exc:
         raise CommandError(" ".join(str(exc).split()) or "Permission denied.") from exc
+    except SuspiciousOperation as exc:
+        raise CommandError(f"Refused: {' '.join(str(exc).split())}") from exc
+    except (GDALException, GEOSException) as exc:
+        raise CommandError(f"The geodata could not be read ({type(exc).__name__}): {_first_line(exc)}") from exc
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or 'A file'}: {exc.strerror or _first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
 def administrators():

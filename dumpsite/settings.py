@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dumpsite.body_limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,6 +157,11 @@ DUMPSITE_MAP_TILES_URL = env_str("DUMPSITE_MAP_TILES_URL", "")
 
 # Largest request body read into memory (JSON bodies, form fields), in bytes; larger ones are refused with 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+# Request bodies are refused (413) by their declared length before they are read: the sign-in doors take this
+# many bytes, each upload endpoint what its files may weigh (the DUMPSITE_*_MAX_BYTES of those files, plus 1 MiB
+# of form fields), every other request DUMPSITE_MAX_REQUEST_BYTES.
+DUMPSITE_SIGN_IN_MAX_BYTES = env_int("DUMPSITE_SIGN_IN_MAX_BYTES", 16 * 1024)
+DUMPSITE_MAX_REQUEST_BYTES = env_int("DUMPSITE_MAX_REQUEST_BYTES", 4 * 2**20)
 # Zip archives of annotated images (COCO upload): most members, most uncompressed bytes, and the highest
 # compression ratio accepted (JPEG and PNG barely compress; COCO JSON reaches 10-30x; a bomb reaches thousands).
 DUMPSITE_ZIP_MAX_MEMBERS = env_int("DUMPSITE_ZIP_MAX_MEMBERS", 200_000)
@@ -166,6 +172,17 @@ DUMPSITE_ZIP_MAX_RATIO = float(env_str("DUMPSITE_ZIP_MAX_RATIO", "100"))
 DUMPSITE_IMPORT_THREADS = env_int("DUMPSITE_IMPORT_THREADS", min(4, os.cpu_count() or 1))
 # The most bytes of orthophotos one tiling upload may bring.
 DUMPSITE_MAX_ORTHOPHOTO_BYTES = env_int("DUMPSITE_MAX_ORTHOPHOTO_BYTES", 50 * 2**30)
+# Bounds of one orthophoto tiling (each refusal names its limit and value): pixels of one orthophoto (the default
+# holds 100,000 x 100,000 px, 10 km x 10 km at 10 cm), tile windows of the whole upload, and the annotated sites'
+# GeoJSON: bytes, features, vertices of one site and of all sites together.
+DUMPSITE_ORTHOPHOTO_MAX_PIXELS = env_int("DUMPSITE_ORTHOPHOTO_MAX_PIXELS", 10_000_000_000)
+DUMPSITE_TILING_MAX_WINDOWS = env_int("DUMPSITE_TILING_MAX_WINDOWS", 1_000_000)
+DUMPSITE_GEOJSON_MAX_BYTES = env_int("DUMPSITE_GEOJSON_MAX_BYTES", 50 * 2**20)
+DUMPSITE_GEOJSON_MAX_FEATURES = env_int("DUMPSITE_GEOJSON_MAX_FEATURES", 100_000)
+DUMPSITE_GEOJSON_MAX_SITE_VERTICES = env_int("DUMPSITE_GEOJSON_MAX_SITE_VERTICES", 10_000)
+DUMPSITE_GEOJSON_MAX_VERTICES = env_int("DUMPSITE_GEOJSON_MAX_VERTICES", 500_000)
+# The COCO JSON file of an import (inside a zip or in a folder): it is parsed whole, so its size is capped.
+DUMPSITE_COCO_MAX_JSON_BYTES = env_int("DUMPSITE_COCO_MAX_JSON_BYTES", 512 * 2**20)
 # A running zip import whose worker has not reported for this long is failed (its transaction died with it).
 DUMPSITE_IMPORT_STALE_SECONDS = env_int("DUMPSITE_IMPORT_STALE_SECONDS", 60)
 # Largest accepted image file, in bytes.
@@ -188,6 +205,15 @@ DUMPSITE_LOGIN_RATE = env_str("DUMPSITE_LOGIN_RATE", "10/minute")
 TRAINING_MAX_QUEUED_PER_USER = env_int("DUMPSITE_MAX_QUEUED_PER_USER", 10)
 # Largest checkpoint file accepted for registration (upload, API or command line).
 DUMPSITE_MAX_CHECKPOINT_BYTES = env_int("DUMPSITE_MAX_CHECKPOINT_BYTES", 2 * 2**30)
+# Days a predict check (its uploaded image, preview and record) is kept after it was made; the scheduled clean-up
+# removes older ones.
+DUMPSITE_PREDICTION_RETENTION_DAYS = env_int("DUMPSITE_PREDICTION_RETENTION_DAYS", 7)
+# Bytes each cache of rendered pictures (thumbnails; evaluation gallery pictures) may hold; the scheduled clean-up
+# removes the oldest pictures past it (they are drawn again when next viewed).
+DUMPSITE_PICTURE_CACHE_MAX_BYTES = env_int("DUMPSITE_PICTURE_CACHE_MAX_BYTES", 2 * 2**30)
+# Seconds the checkpoint inspection (a child process, on registration) may take: below the web's own request
+# time-out (WEB_TIMEOUT, 120 s), so a stuck inspection ends with a clear refusal rather than a killed worker.
+DUMPSITE_INSPECT_TIMEOUT = env_int("DUMPSITE_INSPECT_TIMEOUT", 90)
 # Seconds a predict check (one model on uploaded images, in a worker or `manage.py predict`) may take.
 DUMPSITE_PREDICT_TIMEOUT = env_int("DUMPSITE_PREDICT_TIMEOUT", 600)
 # This host's identity among the hosts sharing the database: a reaper only ever signals processes of runs recorded on

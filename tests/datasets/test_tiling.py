@@ -81,7 +81,7 @@ def test_tiles_boxes_match_the_sites_clipped_to_each_tile_within_a_pixel(ortho):
     report = tile_orthophotos(orthophotos=[ortho], annotations=sites_geojson(), options=options, dataset_name="tiled")
     dataset = report.dataset
     assert dataset.class_names() == ["waste", "tyres", "rubble"]  # in the order the file names them
-    assert len(windows(W, H, 512, 64)) == 20 == report.stats["tiles"]
+    assert len(list(windows(W, H, 512, 64))) == 20 == report.stats["tiles"]
     assert report.stats["nodata_skipped"] == 1  # the window at (1488, 988) is all zero
     # The window at (896, 988) holds only the triangle's last rows (under the share): skipped, not background.
     assert (report.stats["cut_only_skipped"], report.stats["boxes_cut_dropped"]) == (1, 1)
@@ -163,7 +163,7 @@ def test_the_spatial_split_places_every_tile_by_its_footprint(ortho):
 BAD = {
     "geotiff without crs": ("no coordinate reference system (CRS)", "orthophoto"),
     "annotations elsewhere": ("No annotated site overlaps the orthophoto", "annotations"),
-    "corrupt geotiff": ("is not a raster GDAL can read", "orthophoto"),
+    "corrupt geotiff": ("not a GeoTIFF the platform can read", "orthophoto"),
     "not json": ("not GeoJSON (not valid JSON", "annotations"),
     "not geojson": ("not a GeoJSON FeatureCollection", "annotations"),
     "no usable site": ("hold no usable site (feature 0: not a Polygon", "annotations"),
@@ -321,6 +321,6 @@ def test_the_admin_tiles_an_upload_and_shows_the_tiling(world, ortho):
         },
     )
     assert refused.status_code == 200, refused.status_code
-    assert "x.tif is not a raster GDAL can read" in refused.content.decode(), re.findall(
+    assert "x.tif: not a GeoTIFF the platform can read" in refused.content.decode(), re.findall(
         r"errorlist.{0,300}", refused.content.decode()
     )

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from access.rules import visible
 from datasets.models import Dataset
+from datasets.sites import read_sites_file
 from datasets.tiling import TilingOptions, tile_orthophotos
 from dumpsite.commands import USER_HELP, cli_call, cli_user
 
@@ -61,7 +62,7 @@ class Command(BaseCommand):
             try:
                 report = tile_orthophotos(
                     orthophotos=orthophotos,
-                    annotations=annotations.read_bytes(),
+                    annotations=read_sites_file(annotations),
                     options=checked,
                     dataset_name=name,
                     dataset=dataset,
