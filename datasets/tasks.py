@@ -8,3 +8,14 @@ from .imports import dataset_import_execute
 def execute_import(import_id: int) -> str:
     with audit_interface("worker"):
         return dataset_import_execute(import_id=import_id)
+
+
+def clean_up() -> dict:
+    """Scheduled (hourly): the thumbnails' cache kept under its budget."""
+    from django.conf import settings
+
+    from dumpsite.file_cache import prune
+
+    from .views import thumbnail_root
+
+    return {"thumbnails": prune(thumbnail_root(), settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}

@@ -8,8 +8,6 @@ decoded here.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +17,7 @@ from django.views.decorators.http import require_GET
 from PIL import Image, ImageDraw
 
 from access.rules import visible
+from dumpsite.file_cache import whole_jpeg, write_atomically
 
 from .models import Dataset, DatasetImage
 
@@ -26,9 +25,12 @@ THUMB = 160
 COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
 
 
+def thumbnail_root() -> Path:
+    return Path(settings.DUMPSITE_THUMBNAIL_ROOT or Path(settings.MEDIA_ROOT) / "thumbnails")
+
+
 def thumbnail_path(image: DatasetImage) -> Path:
-    root = Path(settings.DUMPSITE_THUMBNAIL_ROOT or Path(settings.MEDIA_ROOT) / "thumbnails")
-    return root / image.sha256[:2] / f"{image.sha256}-{THUMB}.jpg"
+    return thumbnail_root() / image.sha256[:2] / f"{image.sha256}-{THUMB}.jpg"
 
 
 def base_thumbnail(image: DatasetImage) -> Image.Image:
@@ -36,24 +38,17 @@ def base_thumbnail(image: DatasetImage) -> Image.Image:
     if image.width * image.height > settings.DUMPSITE_MAX_IMAGE_PIXELS:
         raise Http404("The image is over the pixel limit.")
     path = thumbnail_path(image)
-    try:
-        with Image.open(path) as cached:
-            return cached.convert("RGB")
-    except (FileNotFoundError, OSError):
-        pass
+    if whole_jpeg(path):
+        try:
+            with Image.open(path) as cached:
+                return cached.convert("RGB")
+        except OSError:
+            pass
     with image.image.open("rb") as fh, Image.open(fh) as img:
         img.draft("RGB", (THUMB * 2, THUMB * 2))  # JPEG: decode at a fraction of the size
         img.thumbnail((THUMB, THUMB))  # other formats: reduce while resampling, no full-size copy kept
         small = img.convert("RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            small.save(out, format="JPEG", quality=85)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda out: small.save(out, format="JPEG", quality=85))
     return small
 
 

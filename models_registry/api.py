@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 
 import django_filters
 from django.conf import settings
@@ -341,16 +340,13 @@ class TrainedModelViewSet(
             response["X-Checksum-SHA256"] = digest
             return response
         if artifact == "bundle":
-            # Spooled: small bundles stay in memory, a large checkpoint goes to a temporary file, never to RAM.
-            handle = tempfile.SpooledTemporaryFile(max_size=8 * 2**20)  # noqa: SIM115 - closed by the response
-            try:
-                cards.write_bundle(model, request.user, handle)
-            except BaseException:
-                handle.close()
-                raise
-            handle.seek(0)
+            # Built once per model (and view of its lineage) and stored: a download reads the stored file.
+            path = cards.bundle_file(model, request.user)
             return FileResponse(
-                handle, as_attachment=True, filename=f"model-{model.pk}-bundle.zip", content_type="application/zip"
+                open(path, "rb"),  # noqa: SIM115 - closed by the response
+                as_attachment=True,
+                filename=f"model-{model.pk}-bundle.zip",
+                content_type="application/zip",
             )
         if artifact == "config":
             data, name = cards.python_config(model).encode("utf-8"), f"model-{model.pk}-config.py"

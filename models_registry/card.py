@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from dumpsite.errors import ApplicationError
+from dumpsite.file_cache import write_atomically
 from training.engine.config import dumps_config_py, restore_tuples
 
 from .models import METRIC_FIELDS, TrainedModel
@@ -192,8 +193,10 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def write_bundle(model: TrainedModel, user, target) -> dict:
-    """Write the bundle zip to ``target`` (a binary file object); return its card.
+def bundle_file(model: TrainedModel, user) -> Path:
+    """The bundle zip of the model as ``user`` may see it, built once and stored beside the model's artifacts
+    (``bundles/<digest>.zip``, the digest of everything but the checkpoint, whose sha256 the card holds): later
+    downloads serve the stored file, and two first downloads each write their own temporary file.
 
     ``model-<id>/``: ``checkpoint.pth``, ``config.py`` (stock MMDetection), ``config.json`` (the stored one),
     ``model_card.json``, ``model_card.md`` and ``SHA256SUMS`` (every file of the bundle)."""
@@ -214,18 +217,26 @@ def write_bundle(model: TrainedModel, user, target) -> dict:
     sums = {**{k: v["sha256"] for k, v in files.items()}, "model_card.json": _sha256(card_json)}
     sums["model_card.md"] = _sha256(card_md)
     root = f"model-{model.pk}"
-    with zipfile.ZipFile(target, "w") as zf:
-        # The checkpoint is stored, not deflated: weights do not compress, and the copy stays fast.
-        zf.write(checkpoint_path, f"{root}/checkpoint.pth", compress_type=zipfile.ZIP_STORED)
-        for name, data in (
-            ("config.py", config_py),
-            ("config.json", config_json),
-            ("model_card.json", card_json),
-            ("model_card.md", card_md),
-            ("SHA256SUMS", "".join(f"{h}  {n}\n" for n, h in sums.items()).encode()),
-        ):
-            zf.writestr(f"{root}/{name}", data, compress_type=zipfile.ZIP_DEFLATED)
-    return card
+    small = {
+        "config.py": config_py,
+        "config.json": config_json,
+        "model_card.json": card_json,
+        "model_card.md": card_md,
+        "SHA256SUMS": "".join(f"{h}  {n}\n" for n, h in sums.items()).encode(),
+    }
+    digest = _sha256(json.dumps(sums, sort_keys=True).encode())[:24]
+    target = checkpoint_path.parent / "bundles" / f"{digest}.zip"
+    if target.is_file():
+        return target
+
+    def write(out) -> None:
+        with zipfile.ZipFile(out, "w") as zf:
+            # The checkpoint is stored, not deflated: weights do not compress, and the copy stays fast.
+            zf.write(checkpoint_path, f"{root}/checkpoint.pth", compress_type=zipfile.ZIP_STORED)
+            for name, data in small.items():
+                zf.writestr(f"{root}/{name}", data, compress_type=zipfile.ZIP_DEFLATED)
+
+    return write_atomically(target, write)
 
 
 def card_for_display(model: TrainedModel, user) -> tuple[dict, str]:

@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 
 from access.rules import can, visible
 from datasets.models import Dataset, DatasetImage
+from dumpsite.file_cache import whole_jpeg, write_atomically
 
 from .models import Evaluation, EvaluationImage, TrainedModel
 from .selectors import models_visible_to
@@ -82,12 +83,16 @@ def evaluation_store_file(*, path: str | Path, gt_file: str | Path, **kwargs) ->
 
 def evaluations_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
     """Evaluations of models the user sees, with the statistics permission, on datasets the user sees (an
-    evaluation's gallery shows the dataset's images)."""
+    evaluation's gallery shows the dataset's images). An evaluation whose dataset was deleted keeps its figures,
+    seen only by those who may see every dataset: nobody can tell any more who could see that one."""
     queryset = Evaluation.objects.all() if queryset is None else queryset
     if not can(user, "models_registry.view_trainedmodel_statistics"):
         return queryset.none()
     datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
-    return queryset.filter(model__in=models_visible_to(user)).filter(Q(dataset__isnull=True) | Q(dataset__in=datasets))
+    on_dataset = Q(dataset__in=datasets)
+    if can(user, "datasets.view_dataset"):
+        on_dataset |= Q(dataset__isnull=True)
+    return queryset.filter(model__in=models_visible_to(user)).filter(on_dataset)
 
 
 def validation_of(model: TrainedModel) -> Evaluation | None:
@@ -123,7 +128,7 @@ def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 
     from PIL import Image, ImageDraw
 
     target = gallery_render_path(row)
-    if target.is_file():
+    if whole_jpeg(target):
         return target
     source = Path(settings.MEDIA_ROOT) / row.file_name
     with Image.open(source) as img:
@@ -141,8 +146,4 @@ def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 
         draw.rectangle(box, outline=colour, width=1)
         name = classes[cls] if cls < len(classes) else str(cls)
         draw.text((box[0] + 2, max(0, box[1] - 11)), f"{name[:16]} {score:.2f}", fill=colour)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    img.save(tmp, "JPEG", quality=82)
-    tmp.replace(target)
-    return target
+    return write_atomically(target, lambda out: img.save(out, "JPEG", quality=82))

@@ -9,6 +9,7 @@ import logging
 import secrets
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.utils import timezone
 from access.rules import require
 from datasets.images import clean_original_name, decode_image
 from dumpsite.errors import ApplicationError
+from dumpsite.quotas import queue_share_check
 from dumpsite.redact import redact_paths
 
 from .card import stored_config
@@ -115,6 +117,7 @@ def prediction_create(
     decoded = decode_image(content)
     key = secrets.token_hex(8)
     with transaction.atomic():
+        queue_share_check(user)
         prediction = Prediction(
             model=model,
             key=key,
@@ -180,6 +183,20 @@ def prediction_execute(*, prediction_id: int) -> str:
         status=Status.FAILED, error_message=message[:2000], finished_at=timezone.now()
     )
     return Status.FAILED
+
+
+def predictions_expire(now=None) -> dict:
+    """Remove the predict checks older than ``DUMPSITE_PREDICTION_RETENTION_DAYS`` (finished ones, and queued ones
+    no worker ever took), with their uploaded image and preview. Returns how many were removed."""
+    now = now or timezone.now()
+    limit = now - timedelta(days=settings.DUMPSITE_PREDICTION_RETENTION_DAYS)
+    old = Prediction.objects.filter(created_at__lt=limit).exclude(status=Status.RUNNING)
+    removed = 0
+    for pk, key in old.values_list("pk", "key").iterator():
+        if Prediction.objects.filter(pk=pk, created_at__lt=limit).exclude(status=Status.RUNNING).delete()[0]:
+            _remove_files(key)
+            removed += 1
+    return {"removed": removed}
 
 
 def predictions_visible_to(user, queryset=None):

@@ -205,7 +205,12 @@ def trained_model_register_file(
         reason = "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
         raise ApplicationError(f"Refused the checkpoint: {reason}", {"checkpoint": reason})
     try:
-        report = inspect_checkpoint(str(Path(checkpoint).resolve()), architecture)
+        report = inspect_checkpoint(
+            str(Path(checkpoint).resolve()),
+            architecture,
+            timeout=settings.DUMPSITE_INSPECT_TIMEOUT,
+            extra_env=tuple(settings.TRAINING_CHILD_ENV),
+        )
     except ValueError as exc:
         raise ApplicationError(f"Refused the checkpoint: {exc}", {"checkpoint": str(exc)}) from None
     names = classes or report.get("classes")

@@ -8,3 +8,19 @@ from .predictions import prediction_execute
 def execute_prediction(prediction_id: int) -> str:
     with audit_interface("worker"):
         return prediction_execute(prediction_id=prediction_id)
+
+
+def clean_up() -> dict:
+    """Scheduled (hourly): predict checks past their retention, and the gallery pictures' cache over its budget."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from dumpsite.file_cache import prune
+
+    from .predictions import predictions_expire
+
+    with audit_interface("worker"):
+        expired = predictions_expire()
+    gallery = prune(Path(settings.MEDIA_ROOT) / "cache" / "gallery", settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)
+    return {"predictions": expired, "gallery": gallery}

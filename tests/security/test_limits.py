@@ -132,7 +132,7 @@ def test_one_user_cannot_fill_the_queue(world, settings):
     ]
     assert codes == [201, 201, 400]
     refused = client.post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json").json()
-    assert "already have 2 queued runs (the limit is 2)" in refused["message"]
+    assert "already have 2 queued jobs (2 runs; the limit is 2)" in refused["message"]
     assert (
         world.client("owner").post("/api/training-runs/", {"dataset": world.dataset.pk}, format="json").status_code
         == 201

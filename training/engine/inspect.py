@@ -23,15 +23,25 @@ _HEADS = {
 _HEADS["faster_rcnn_r50_fpn_small"] = _HEADS["faster_rcnn_r50_fpn"]
 
 
-def inspect_checkpoint(path: str, architecture: str, timeout: float = 300) -> dict:
-    """Run the inspection in a child process; return its report or raise ValueError with the reason."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "training.engine.inspect", str(path), architecture],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def inspect_checkpoint(path: str, architecture: str, timeout: float = 90, extra_env: tuple[str, ...] = ()) -> dict:
+    """Run the inspection in a child process; return its report or raise ValueError with the reason.
+
+    The child gets the training child's minimal environment (``supervisor.child_environment``: no secret of the
+    web process, no GPU) and ``timeout`` seconds, which the caller keeps below the web's own request time-out."""
+    from .supervisor import child_environment
+
+    env = {**child_environment(extra_env), "CUDA_VISIBLE_DEVICES": ""}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "training.engine.inspect", str(path), architecture],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"the inspection took longer than {timeout:g} s (DUMPSITE_INSPECT_TIMEOUT)") from None
     try:
         report = json.loads(proc.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):

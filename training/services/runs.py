@@ -9,7 +9,6 @@ import shutil
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -21,6 +20,7 @@ from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
 from datasets.splits import split_preview
 from dumpsite.errors import ApplicationError
+from dumpsite.quotas import queue_share_check
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
 
@@ -140,18 +140,9 @@ def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | 
 
 
 def _check_queue_share(user) -> None:
-    """One user may not fill the queue: at most TRAINING_MAX_QUEUED_PER_USER of their runs wait at once."""
-    limit = settings.TRAINING_MAX_QUEUED_PER_USER
-    if user is None or not limit:
-        return
-    # The user's row is locked for the rest of the transaction: two requests of one user cannot both pass.
-    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-    queued = TrainingRun.objects.filter(created_by=user, status=Status.QUEUED).count()
-    if queued >= limit:
-        raise ApplicationError(
-            f"You already have {queued} queued runs (the limit is {limit}); wait for them to start or cancel some.",
-            {"queued_runs": queued},
-        )
+    """One user may not fill the queue: at most TRAINING_MAX_QUEUED_PER_USER of their jobs (runs, evaluations,
+    predict checks) wait at once (``dumpsite.quotas``)."""
+    queue_share_check(user)
 
 
 def training_run_preview(

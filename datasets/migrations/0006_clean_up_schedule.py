@@ -1,0 +1,18 @@
+from django.db import migrations
+
+
+def create_schedule(apps, schema_editor):
+    Schedule = apps.get_model("django_q", "Schedule")
+    Schedule.objects.update_or_create(
+        name="clean up dataset caches",
+        defaults={"func": "datasets.tasks.clean_up", "schedule_type": "H", "repeats": -1},
+    )
+
+
+def remove_schedule(apps, schema_editor):
+    apps.get_model("django_q", "Schedule").objects.filter(name="clean up dataset caches").delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [("datasets", "0005_georeferenced_imagery"), ("django_q", "0018_task_success_index")]
+    operations = [migrations.RunPython(create_schedule, remove_schedule)]
