@@ -1,5 +1,6 @@
-"""The tile grid of an orthophoto, generated lazily and counted without being built, and an index of the annotated
-sites by grid cell, so that a window is only ever tested against the few sites near it (with prepared geometries).
+"""The tile grid of an orthophoto and the sites placed on it: windows generated lazily and counted without being
+built; the annotated sites indexed by grid cell, so that a window is only ever tested against the few sites near it
+(with prepared geometries); and each window's boxes, the sites clipped to it.
 
 A 2,000,000 px orthophoto with 64 px tiles and an overlap of 32 has about 3.9e9 windows: the count is arithmetic,
 checked against ``DUMPSITE_TILING_MAX_WINDOWS`` before one window is made, and the windows come one at a time.

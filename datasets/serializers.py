@@ -114,7 +114,9 @@ class GeoJSONInputField(serializers.Field):
         if "crs" in data:
             raise serializers.ValidationError("Give coordinates in WGS 84 (longitude, latitude), without 'crs'.")
         try:
-            geom = GEOSGeometry(json.dumps(data), srid=4326)
+            # Only the type and coordinates reach GDAL's reader (any other member, a "CRS" spelled otherwise too,
+            # is left out).
+            geom = GEOSGeometry(json.dumps({"type": data["type"], "coordinates": data.get("coordinates")}), srid=4326)
         except (GEOSException, ValueError, TypeError):
             raise serializers.ValidationError(f"Not a readable GeoJSON {self.geom_type}.") from None
         if geom.empty:

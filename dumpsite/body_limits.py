@@ -19,7 +19,7 @@ from .auth import LOGIN_PATHS
 FORM_FIELDS_BYTES = 1024 * 1024  # room for an upload form's other fields and multipart boundaries
 # URL name -> the settings whose sum an upload to it may bring.
 UPLOADS = {
-    "dataset-import": ("DUMPSITE_ZIP_MAX_BYTES",),
+    "dataset-import-zip": ("DUMPSITE_ZIP_MAX_BYTES",),
     "admin:datasets_dataset_import": ("DUMPSITE_ZIP_MAX_BYTES",),
     "dataset-tile-orthophoto": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES", "DUMPSITE_GEOJSON_MAX_BYTES"),
     "admin:datasets_dataset_tile": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES", "DUMPSITE_GEOJSON_MAX_BYTES"),

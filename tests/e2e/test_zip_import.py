@@ -89,7 +89,9 @@ def test_tool_layouts_are_imported_by_a_worker_with_their_report_and_progress(ro
             doc["images"].append({"id": i + 1, "file_name": f"images/{i}.jpg"})
             doc["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 20, 20]})
         archive.writestr("annotations.json", json.dumps(doc))
-    job_id = upload(client, big, dataset_name="big").json()["id"]
+    accepted = upload(client, big, dataset_name="big")
+    assert accepted.status_code == 202, accepted.content
+    job_id = accepted.json()["id"]
     seen = []
     while True:
         body = client.get(f"/api/dataset-imports/{job_id}/").json()

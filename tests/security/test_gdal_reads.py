@@ -20,7 +20,6 @@ from django.contrib.auth.models import Group, User
 from django.contrib.gis.gdal.libgdal import lgdal
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.test import APIClient
 
 from datasets.imports import SITES, dataset_import_execute, imports_root
 from datasets.models import Dataset, DatasetImage, DatasetImport
@@ -130,65 +129,65 @@ def secret(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def admin_client(roles):
-    admin = User.objects.create_user("gdal-admin")
-    admin.groups.add(Group.objects.get(name="Administrator"))
-    client = APIClient()
-    client.force_authenticate(admin)
-    return client
-
-
 def upload(client, ortho: Path, name: str = "ortho.tif"):
     sites = io.BytesIO(sites_geojson())
     sites.name = "sites.geojson"
     data = io.BytesIO(ortho.read_bytes())
     data.name = name
-    return client.post(
+    before = upload_folders()
+    response = client.post(
         "/api/datasets/tile-orthophoto/",
         {"orthophoto": [data], "annotations": sites, "dataset_name": "attacked"},
         format="multipart",
     )
+    response.folders_before = before
+    return response
 
 
-def assert_nothing_left():
+def upload_folders() -> set:
+    return set(imports_root().glob("*")) if imports_root().exists() else set()
+
+
+def assert_nothing_left(response):
+    """No import, no dataset, and no new upload folder (other tests may leave theirs in the session's tree)."""
     assert not DatasetImport.objects.exists()
     assert not Dataset.objects.filter(name="attacked").exists()
-    assert not any(imports_root().glob("*")) if imports_root().exists() else True
+    assert upload_folders() == response.folders_before
 
 
 def test_only_gtiff_and_mem_are_registered_in_a_django_process():
     assert sorted(registered_drivers()) == ["GTiff", "MEM"]
 
 
-def test_a_vrt_over_a_local_file_is_refused_at_upload_and_no_byte_reaches_a_tile(tmp_path, secret, admin_client):
+def test_a_vrt_over_a_local_file_is_refused_at_upload_and_no_byte_reaches_a_tile(tmp_path, secret, admin_api):
     vrt = file_read_vrt(tmp_path / "evil.tif", secret)
     # The attack is real: GDAL as GeoDjango leaves it reads the file as pixels.
-    assert unguarded_read(vrt)["row"].encode("latin-1") == SECRET[:64]
+    row = unguarded_read(vrt)["row"]
+    assert row.encode("latin-1") == SECRET[:64], row
 
-    response = upload(admin_client, vrt)
+    response = upload(admin_api, vrt)
     assert response.status_code == 400, response.content
     body = response.json()
     assert "not a GeoTIFF" in body["message"] and "ortho.tif" in body["message"]
     assert str(tmp_path) not in json.dumps(body) and "/imports/" not in json.dumps(body)
-    assert_nothing_left()
+    assert_nothing_left(response)
     assert not DatasetImage.objects.exists()
 
 
-def test_vrt_and_wms_files_naming_urls_send_no_request(tmp_path, listener, admin_client):
+def test_vrt_and_wms_files_naming_urls_send_no_request(tmp_path, listener, admin_api):
     vrt = url_vrt(tmp_path / "probe.tif", listener.port)
     unguarded_read(vrt)
     assert any("/ssrf-probe" in line for line in listener.requests), listener.requests  # the attack is real
     listener.requests.clear()
 
     for attack in (vrt, wms_file(tmp_path / "wms.tif", listener.port)):
-        response = upload(admin_client, attack)
+        response = upload(admin_api, attack)
         assert response.status_code == 400, response.content
         assert "not a GeoTIFF" in response.json()["message"]
         with pytest.raises(ApplicationError, match="not a GeoTIFF"):
             open_orthophoto(attack)
     assert listener.requests == []
-    assert_nothing_left()
+    assert_nothing_left(response)
 
 
 def test_the_worker_refuses_a_vrt_in_its_upload_folder(tmp_path, secret, listener, roles):
@@ -255,3 +254,48 @@ def test_a_geometry_naming_an_external_crs_fetches_nothing(tmp_path, listener):
     found = read_annotations(json.dumps(doc).encode())
     assert len(found.sites) == 4 and found.srs.srid == 32633
     assert listener.requests == []
+
+
+def test_a_damaged_geotiff_ends_the_command_with_one_line(tmp_path, roles):
+    """Open may pass and a window's read fail (a truncated file): either way one line, naming the operator's file."""
+    User.objects.create_superuser("cli-admin")
+    ortho = write_geotiff(
+        tmp_path / "cut.tif", srid=32633, origin=(500_000.0, 5_100_000.0), scale=(0.1, -0.1), size=(2000, 1500)
+    )
+    data = ortho.read_bytes()
+    sites = tmp_path / "sites.geojson"
+    sites.write_bytes(sites_geojson())
+    for keep, name in ((len(data) // 2, "half.tif"), (len(data) * 4 // 5, "tail.tif")):
+        damaged = tmp_path / name
+        damaged.write_bytes(data[:keep])
+        with pytest.raises(CommandError) as refused:
+            call_command(
+                "tile_orthophoto",
+                str(damaged),
+                "--annotations",
+                str(sites),
+                "--name",
+                "damaged",
+                "--tile-size",
+                "512",
+                "--background-ratio",
+                "1",
+            )
+        message = str(refused.value)
+        assert message.startswith(f"{name}: ") and "\n" not in message and str(tmp_path) not in message, message
+    assert not Dataset.objects.filter(name="damaged").exists()
+
+
+def test_a_location_naming_a_crs_in_any_spelling_reaches_gdal_without_it(make_dataset, admin_api, listener):
+    from tests.conftest import jpeg_bytes
+
+    dataset = make_dataset(name="placed", images=0)
+    upload = io.BytesIO(jpeg_bytes(colour=(7, 7, 7)))
+    upload.name = "tile.jpg"
+    link = {"type": "link", "properties": {"href": f"http://127.0.0.1:{listener.port}/crs", "type": "proj4"}}
+    point = json.dumps({"type": "Point", "coordinates": [14.5, 46.0], "CRS": link})
+    response = admin_api.post(
+        f"/api/datasets/{dataset.pk}/images/", {"image": upload, "location": point}, format="multipart"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["location"]["coordinates"] == [14.5, 46.0] and listener.requests == []

@@ -56,6 +56,18 @@ def test_each_upload_endpoint_has_its_own_limit(settings, roles):
     )
     assert body_limit("/admin/datasets/dataset/import/")[1] == "DUMPSITE_ZIP_MAX_BYTES"
     assert body_limit("/api/datasets/")[0] == settings.DUMPSITE_MAX_REQUEST_BYTES
+    uploads = {  # every endpoint that takes a file, and the setting that bounds it
+        "/api/datasets/import/": "DUMPSITE_ZIP_MAX_BYTES",
+        "/admin/datasets/dataset/import/": "DUMPSITE_ZIP_MAX_BYTES",
+        "/api/datasets/tile-orthophoto/": "DUMPSITE_MAX_ORTHOPHOTO_BYTES + DUMPSITE_GEOJSON_MAX_BYTES",
+        "/admin/datasets/dataset/tile-orthophoto/": "DUMPSITE_MAX_ORTHOPHOTO_BYTES + DUMPSITE_GEOJSON_MAX_BYTES",
+        "/api/datasets/3/images/": "DUMPSITE_MAX_IMAGE_BYTES",
+        "/api/trained-models/register/": "DUMPSITE_MAX_CHECKPOINT_BYTES",
+        "/admin/models_registry/trainedmodel/register/": "DUMPSITE_MAX_CHECKPOINT_BYTES",
+        "/api/trained-models/3/predict/": "DUMPSITE_MAX_IMAGE_BYTES",
+        "/admin/models_registry/trainedmodel/3/predict/": "DUMPSITE_MAX_IMAGE_BYTES",
+    }
+    assert {path: body_limit(path)[1] for path in uploads} == uploads
 
     admin = User.objects.create_user("limits-admin")
     admin.groups.add(Group.objects.get(name="Administrator"))
@@ -88,3 +100,48 @@ def test_the_sign_in_throttle_counts_the_address_before_it_reads_the_body(settin
         assert response.status_code == 400
     response, stream = post(client, "/api/auth/token/", 9_000)
     assert response.status_code == 429 and stream.read_bytes == 0
+
+
+def test_a_live_gunicorn_answers_413_after_the_headers_and_closes(tmp_path):
+    """Through the server the container runs: the answer comes after the headers and 1 KiB of the body; the rest
+    is never awaited (the sync worker closes the connection instead of draining 300 MB)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "dumpsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=root,
+        env={**os.environ, "DJANGO_ALLOWED_HOSTS": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "gunicorn did not start"
+                time.sleep(0.2)
+        with client:
+            client.sendall(
+                b"POST /api/auth/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 300000392\r\n\r\n" + b"{" * 1024
+            )
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"DUMPSITE_SIGN_IN_MAX_BYTES" in answer
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

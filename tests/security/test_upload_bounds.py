@@ -12,18 +12,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.contrib.gis.gdal import GDALRaster
-from rest_framework.test import APIClient
 
 from datasets import zips
 from datasets.grid import SiteIndex, window_count, windows
-from datasets.imports import imports_root
 from datasets.models import Dataset, DatasetImport
 from datasets.sites import read_annotations
 from dumpsite.errors import ApplicationError
 from tests.datasets.test_tiling import sites_geojson
 from tests.datasets.zip_layouts import LAYOUTS
+from tests.security.test_gdal_reads import upload_folders
 
 pytestmark = pytest.mark.django_db
 
@@ -53,26 +51,19 @@ def sparse_geotiff(path: Path, size: int) -> Path:
     return path
 
 
-@pytest.fixture
-def client(roles):
-    admin = User.objects.create_user("bounds-admin")
-    admin.groups.add(Group.objects.get(name="Administrator"))
-    api = APIClient()
-    api.force_authenticate(admin)
-    return api
-
-
-def tile(client, ortho: Path, sites: bytes, **options):
+def tile(admin_api, ortho: Path, sites: bytes, **options):
     annotations = io.BytesIO(sites)
     annotations.name = "sites.geojson"
     data = io.BytesIO(ortho.read_bytes())
     data.name = "huge.tif"
+    before = upload_folders()
     started = time.monotonic()
-    response = client.post(
+    response = admin_api.post(
         "/api/datasets/tile-orthophoto/",
         {"orthophoto": [data], "annotations": annotations, "dataset_name": "bounded", **options},
         format="multipart",
     )
+    response.folders_before = before  # other tests may leave their uploads in the session's tree
     return response, time.monotonic() - started
 
 
@@ -83,27 +74,39 @@ def assert_refused_cleanly(response, elapsed: float, *needles: str):
         assert needle in message, message
     assert elapsed < 1.0, f"refused after {elapsed:.2f} s"
     assert not DatasetImport.objects.exists() and not Dataset.objects.filter(name="bounded").exists()
-    assert not list(imports_root().glob("*/*")) if imports_root().exists() else True
+    assert upload_folders() == response.folders_before
 
 
-def test_an_orthophoto_of_2_000_000_px_per_side_is_refused_at_upload(client, tmp_path):
+def test_an_orthophoto_of_2_000_000_px_per_side_is_refused_at_upload(admin_api, tmp_path):
     ortho = sparse_geotiff(tmp_path / "huge.tif", 2_000_000)
     assert ortho.stat().st_size < 4 * 2**20
-    response, elapsed = tile(client, ortho, sites_geojson(), tile_size=64, overlap=32)
+    response, elapsed = tile(admin_api, ortho, sites_geojson(), tile_size=64, overlap=32)
     assert_refused_cleanly(
         response, elapsed, "2,000,000 x 2,000,000", "the limit is 10,000,000,000", "DUMPSITE_ORTHOPHOTO_MAX_PIXELS"
     )
 
 
-def test_a_tiling_of_millions_of_windows_is_refused_before_one_is_made(client, tmp_path):
+def test_the_200_byte_vrt_declaring_2_000_000_px_per_side_is_refused_at_upload(admin_api, tmp_path):
+    vrt = tmp_path / "huge.tif"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="2000000" rasterYSize="2000000"><SRS>EPSG:32633</SRS>'
+        "<GeoTransform>500000, 0.1, 0, 5100000, 0, -0.1</GeoTransform>"
+        '<VRTRasterBand dataType="Byte" band="1"/></VRTDataset>'
+    )
+    assert vrt.stat().st_size < 300
+    response, elapsed = tile(admin_api, vrt, sites_geojson(), tile_size=64, overlap=32)
+    assert_refused_cleanly(response, elapsed, "huge.tif: not a GeoTIFF")
+
+
+def test_a_tiling_of_millions_of_windows_is_refused_before_one_is_made(admin_api, tmp_path):
     ortho = sparse_geotiff(tmp_path / "wide.tif", 40_000)  # 1.6e9 px: under the pixel limit
-    response, elapsed = tile(client, ortho, sites_geojson(), tile_size=64, overlap=32)
+    response, elapsed = tile(admin_api, ortho, sites_geojson(), tile_size=64, overlap=32)
     assert_refused_cleanly(
         response, elapsed, "1,560,001 tiles", "the limit is 1,000,000", "DUMPSITE_TILING_MAX_WINDOWS"
     )
 
 
-def test_a_million_vertex_polygon_is_refused_at_upload(client, tmp_path):
+def test_a_million_vertex_polygon_is_refused_at_upload(admin_api, tmp_path):
     from tests.datasets.geo_files import write_geotiff
 
     ortho = write_geotiff(tmp_path / "small.tif", srid=32633, origin=(500_000.0, 5_100_000.0), scale=(0.1, -0.1))
@@ -112,7 +115,7 @@ def test_a_million_vertex_polygon_is_refused_at_upload(client, tmp_path):
     doc["features"].append(
         {"type": "Feature", "properties": {"class": "waste"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
     )
-    response, elapsed = tile(client, ortho, json.dumps(doc, separators=(",", ":")).encode())
+    response, elapsed = tile(admin_api, ortho, json.dumps(doc, separators=(",", ":")).encode())
     assert_refused_cleanly(response, elapsed, "more than 500,000", "DUMPSITE_GEOJSON_MAX_VERTICES")
     # Under the file's limit, a polygon is refused for its own: a site has at most 10,000 vertices.
     doc["features"][-1]["geometry"]["coordinates"] = [ring[:20_000] + [ring[0]]]
@@ -181,13 +184,15 @@ def test_a_zip_declaring_too_many_members_is_refused_before_its_directory_is_rea
         zips.check_zip(archive, zips.ZipLimits.from_settings())
 
 
-def test_a_coco_file_past_its_cap_is_refused_at_upload(client, tmp_path, settings):
+def test_a_coco_file_past_its_cap_is_refused_at_upload(admin_api, tmp_path, settings):
     archive = LAYOUTS["plain COCO"](tmp_path / "plain.zip")
     with zipfile.ZipFile(archive) as zf:
         size = zf.getinfo("annotations.json").file_size
     settings.DUMPSITE_COCO_MAX_JSON_BYTES = size - 1
     with open(archive, "rb") as fh:
-        response = client.post("/api/datasets/import/", {"archive": fh, "dataset_name": "bounded"}, format="multipart")
+        response = admin_api.post(
+            "/api/datasets/import/", {"archive": fh, "dataset_name": "bounded"}, format="multipart"
+        )
     assert response.status_code == 400, response.content
     assert f"annotations.json is {size:,} bytes" in response.json()["message"]
     assert "DUMPSITE_COCO_MAX_JSON_BYTES" in response.json()["message"]
