@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.contrib.gis.gdal import GDALException, SpatialReference
 from django.contrib.gis.geos import GEOSException, GEOSGeometry
@@ -59,8 +60,6 @@ class SiteLimits:
 
 def read_sites_file(path) -> bytes:
     """The bytes of an annotations file, refused past ``DUMPSITE_GEOJSON_MAX_BYTES`` before it is read."""
-    from pathlib import Path
-
     limits = SiteLimits.from_settings()
     size = Path(path).stat().st_size
     if size > limits.max_bytes:

@@ -14,6 +14,7 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
+from .api import error_body
 from .auth import LOGIN_PATHS
 
 FORM_FIELDS_BYTES = 1024 * 1024  # room for an upload form's other fields and multipart boundaries
@@ -74,6 +75,6 @@ class RequestBodyLimitMiddleware:
 def _refusal(request, status: int, message: str):
     if request.path_info.startswith("/api/"):
         code = "too_large" if status == 413 else "bad_request"
-        return JsonResponse({"code": code, "message": message, "errors": {}}, status=status)
+        return JsonResponse(error_body(code, message), status=status)
     page = f"<!doctype html><title>Refused</title><h1>Refused</h1><p>{escape(message)}</p><p><a href=''>Back</a></p>"
     return HttpResponse(page, status=status, content_type="text/html; charset=utf-8")

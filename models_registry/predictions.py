@@ -187,16 +187,17 @@ def prediction_execute(*, prediction_id: int) -> str:
 
 def predictions_expire(now=None) -> dict:
     """Remove the predict checks older than ``DUMPSITE_PREDICTION_RETENTION_DAYS`` (finished ones, and queued ones
-    no worker ever took), with their uploaded image and preview. Returns how many were removed."""
+    no worker ever took), with their uploaded image and preview. Rows a worker holds are skipped. Returns how many
+    were removed."""
     now = now or timezone.now()
     limit = now - timedelta(days=settings.DUMPSITE_PREDICTION_RETENTION_DAYS)
-    old = Prediction.objects.filter(created_at__lt=limit).exclude(status=Status.RUNNING)
-    removed = 0
-    for pk, key in old.values_list("pk", "key").iterator():
-        if Prediction.objects.filter(pk=pk, created_at__lt=limit).exclude(status=Status.RUNNING).delete()[0]:
-            _remove_files(key)
-            removed += 1
-    return {"removed": removed}
+    with transaction.atomic():
+        old = Prediction.objects.filter(created_at__lt=limit).exclude(status=Status.RUNNING)
+        expired = dict(old.select_for_update(skip_locked=True).values_list("pk", "key"))
+        Prediction.objects.filter(pk__in=expired).delete()
+    for key in expired.values():
+        _remove_files(key)
+    return {"removed": len(expired)}
 
 
 def predictions_visible_to(user, queryset=None):

@@ -12,6 +12,7 @@ from access.rules import grant, require, visible
 from audit.services import audit_record
 from datasets.models import Dataset
 from dumpsite.errors import ApplicationError
+from dumpsite.quotas import queue_share_check
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
 
@@ -86,7 +87,7 @@ def evaluation_run_create(
     """Queue an evaluation of ``model``. The user must be allowed to start runs, see the model and see the
     dataset (and for ``priority`` "high", to prioritize runs); the model and the dataset must share at least one
     class (matched by name)."""
-    from .runs import _check_queue_share, priority_checked, training_run_enqueue
+    from .runs import priority_checked, training_run_enqueue
 
     if created_by is not None:
         require(created_by, "training.add_trainingrun", message="You may not start runs.")
@@ -121,7 +122,7 @@ def evaluation_run_create(
         )
     params = {"evaluate": split, **evaluation_parameters(model.architecture, parameters)}
     priority = priority_checked(created_by, priority)
-    _check_queue_share(created_by)
+    queue_share_check(created_by)
     run = TrainingRun.objects.create(
         kind=TrainingRun.Kind.EVALUATE,
         name=((name or "").strip() or f"Evaluate {model.name} on {dataset.name} ({split})")[:200],

@@ -139,12 +139,6 @@ def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | 
         raise ApplicationError("No such base model.", {"base_model": "no such model"})
 
 
-def _check_queue_share(user) -> None:
-    """One user may not fill the queue: at most TRAINING_MAX_QUEUED_PER_USER of their jobs (runs, evaluations,
-    predict checks) wait at once (``dumpsite.quotas``)."""
-    queue_share_check(user)
-
-
 def training_run_preview(
     *, dataset: Dataset, architecture: str | None, base_model: TrainedModel | None, parameters: dict | None, user
 ) -> RunPlan:
@@ -176,7 +170,7 @@ def training_run_create(
     queued runs; the creator gets the run's object permissions."""
     _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
     priority = priority_checked(created_by, priority)
-    _check_queue_share(created_by)
+    queue_share_check(created_by)  # runs, evaluations and predict checks share it
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
     plan = training_run_plan(dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters)
