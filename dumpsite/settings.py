@@ -29,7 +29,7 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::
 # Origins trusted for CSRF behind HTTPS, e.g. "https://train.example.org" (comma separated).
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
-# HTTPS in production (README "Security model"): behind a TLS-terminating proxy that sets X-Forwarded-Proto,
+# HTTPS in production (docs/security.md): behind a TLS-terminating proxy that sets X-Forwarded-Proto,
 # set DJANGO_SECURE_PROXY_SSL=1; DJANGO_HTTPS=1 makes cookies secure-only, redirects plain HTTP and sends HSTS
 # for DJANGO_HSTS_SECONDS (default one year once HTTPS is on).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_SECURE_PROXY_SSL", False) else None
