@@ -43,7 +43,7 @@ ROLES: dict[str, list[str]] = {
         "training.schedule_trainingrun",
         "training.view_trainingrun_statistics",
         "training.prioritize_trainingrun",
-        "training.view_worker",
+        "workers.view_worker",
         "models_registry.publish_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
         "models_registry.view_published_trainedmodel",
@@ -72,10 +72,13 @@ CREATOR_PERMS = {
 
 def sync_roles(apps=None) -> None:
     """Create the groups and set their permissions exactly as ROLES says (idempotent)."""
+    historical = apps is not None  # called from a migration: the models of the state at that point
     if apps is None:
+        # Django's app loading: migrations call this with their own app registry
         from django.apps import apps as global_apps
 
         apps = global_apps
+    # Django's app loading: migrations call this with their own app registry
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
@@ -94,5 +97,10 @@ def sync_roles(apps=None) -> None:
         wanted = []
         for perm in perms:
             app_label, codename = perm.split(".")
-            wanted.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            found = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if found is None and historical:
+                continue  # a model of a later migration (or one that moved app since): a later sync grants it
+            if found is None:
+                raise LookupError(f"Role {name!r} names permission {perm!r}, which does not exist.")
+            wanted.append(found)
         group.permissions.set(wanted)

@@ -7,10 +7,17 @@ both. ``visible`` filters a queryset in the database (a constant number of queri
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from guardian.shortcuts import assign_perm, get_objects_for_user
 from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+
+# Who acts: a user, or None (the platform itself: migrations, the worker's own transitions). Services take it as
+# ``user`` or ``created_by``; an anonymous request never reaches a write (the API and the admin refuse it first).
+Actor: TypeAlias = User | None
 
 
 def is_direct_fk(perm_model) -> bool:
@@ -28,7 +35,7 @@ def require(user, perm: str, obj=None, message: str = "You may not do that.") ->
     """The check every service that changes something makes on its acting user: ``perm`` globally or on ``obj``.
 
     ``user=None`` is the platform itself (the worker finishing a run, set-up code); every interface passes a
-    real user: the request's, or the command line's ``--user`` (``dumpsite.commands.cli_user``).
+    real user: the request's, or the command line's ``--user`` (``core.commands.cli_user``).
     """
     if user is not None and not can(user, perm, obj):
         raise PermissionDenied(message)
@@ -62,7 +69,9 @@ def visible(user, perm: str, queryset: QuerySet) -> QuerySet:
     """
     if not user or not user.is_authenticated or not user.is_active:
         return queryset.none()
-    model = queryset.model
+    model: Any = queryset.model
+    user_model: Any
+    group_model: Any
     user_model, group_model = get_user_obj_perms_model(model), get_group_obj_perms_model(model)
     if not (is_direct_fk(user_model) and is_direct_fk(group_model)):
         return get_objects_for_user(user, perm, klass=queryset, accept_global_perms=True, with_superuser=True)
@@ -88,3 +97,15 @@ def grant(user, perms: list[str], obj) -> None:
         return
     for perm in perms:
         assign_perm(perm, user, obj)
+
+
+def own_or_all(user: Actor | AnonymousUser, perm: str, queryset: QuerySet) -> QuerySet:
+    """Records a user made themselves (``created_by``), or all of them for a user holding ``perm`` globally (and
+    for the platform itself, ``user`` None): imports, predict checks."""
+    if user is None:
+        return queryset
+    if not user.is_authenticated:
+        return queryset.none()
+    if can(user, perm):
+        return queryset
+    return queryset.filter(created_by=user)

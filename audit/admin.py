@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from dumpsite.admin_access import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 from .models import AuditEvent
 

@@ -110,7 +110,7 @@ def run() -> list[Figure]:
     for name, url in endpoints.items():
         for client in (trainer, root):  # warm up both
             client.get(url)
-        times = {"trainer": [], "root": []}
+        times: dict[str, list[float]] = {"trainer": [], "root": []}
         for _ in range(REQUESTS):  # alternate: the trainer (object permissions) and a superuser (no filter)
             for who, client in (("trainer", trainer), ("root", root)):
                 start = time.perf_counter()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from dumpsite.qcluster import start_cluster, stop_cluster
+from workers.cluster import start_cluster, stop_cluster
 
 
 @dataclass
@@ -82,6 +82,7 @@ class Cluster:
     def wait_idle(self, settle: float = 3.0) -> None:
         """Give the cluster time to start (or finish a task) and fall back to polling an empty queue."""
         time.sleep(settle)
+        assert self.proc is not None, "start the worker first"
         if self.proc.poll() is not None:
             raise RuntimeError(f"the worker exited with {self.proc.returncode}; see {self.log}")
 

@@ -62,8 +62,8 @@ def _baseline_files(model, dataset, out: Path) -> Path:
     from mmengine.config import Config
 
     from datasets.coco_export import build_coco, merge_documents, remap_classes
-    from training.engine.config import dumps_config_py, restore_tuples
-    from training.engine.evaluate import test_dataset_overrides
+    from engine.config import dumps_config_py, restore_tuples
+    from engine.evaluate import test_dataset_overrides
 
     train, val = build_coco(dataset, val_fraction=0.2, seed=0)
     doc, _ = remap_classes(merge_documents(train, val), list(model.class_names))
@@ -98,6 +98,7 @@ def _platform_run(client: Client, model, dataset) -> tuple[float, object]:
     run = TrainingRun.objects.get(pk=run_id)
     if run.status != "succeeded":
         raise RuntimeError(f"bench evaluation {run_id} ended {run.status}: {run.error_message}")
+    assert run.finished_at is not None
     return run.finished_at.timestamp() - start, run
 
 

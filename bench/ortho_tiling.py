@@ -52,7 +52,7 @@ def build_orthophoto(size: int) -> Path:
         block = block + rng.integers(0, 24, block.shape, dtype=np.uint8)
         for band in range(3):
             raster.bands[band].data(np.ascontiguousarray(block[:, :, band]), offset=(0, y0), size=(size, rows))
-    raster = None  # noqa: F841 - flushed and closed
+    del raster  # flushed and closed
     partial.rename(path)
     return path
 
@@ -114,7 +114,9 @@ def _read_and_encode(path: Path, windows) -> None:
 
     ortho = open_orthophoto(path)
     for window in windows:
-        encode(read_window(ortho, window))
+        tile = read_window(ortho, window)
+        assert tile is not None
+        encode(tile)
 
 
 PEAK_CHILD = """

@@ -10,7 +10,7 @@ import psutil
 from django.contrib.auth.models import User
 from django.test import Client
 
-from dumpsite.qcluster import wait_for
+from workers.cluster import wait_for
 
 from .common import SCRATCH, Cluster, Figure, boottime, percentile, process_start_boottime
 from .training import trainer_session

@@ -30,6 +30,7 @@ def _train(dataset, processes: int) -> tuple[float, float, float]:
     if run.status != "succeeded":
         raise RuntimeError(f"run {run.pk} {run.status}: {run.error_message}")
     model = TrainedModel.objects.get(source_run=run)
+    assert run.finished_at is not None and model.bbox_mAP_50 is not None
     wall = (run.finished_at - run.created_at).total_seconds()
     return wall, run.timings.get("training", 0.0), model.bbox_mAP_50
 

@@ -85,6 +85,7 @@ def _platform_run(client: Client, dataset_id: int):
     run = TrainingRun.objects.select_related("trained_model").get(pk=run_id)
     if run.status != "succeeded":
         raise RuntimeError(f"bench run {run_id} ended {run.status}: {run.error_message}")
+    assert run.finished_at is not None
     wall = run.finished_at.timestamp() - start
     for _ in range(100):  # the worker stores the phase timings just after registering
         if run.timings.get("registration") is not None:
@@ -99,7 +100,7 @@ def _baseline_config(run, out: Path) -> Path:
     back at the run's exported COCO files and the image root (a registered config names no server paths)."""
     from django.conf import settings
 
-    from training.engine.config import dumps_config_py
+    from engine.config import dumps_config_py
 
     cfg = json.loads(Path(run.trained_model.config.path).read_text(encoding="utf-8"))
     data = run.work_dir / "data"
@@ -118,7 +119,7 @@ def _baseline_run(config: Path, work: Path) -> float:
 
 def _child_job(run, work: Path, *, progress_events: bool) -> Path:
     """The run's own job file, pointed at a scratch directory."""
-    from training.engine.job import TrainingJob
+    from engine.job import TrainingJob
 
     job = TrainingJob.read(run.work_dir / "job.json")
     shutil.rmtree(work, ignore_errors=True)
@@ -140,7 +141,7 @@ def _child_supervised(run, work: Path, progress_run_id: int) -> float:
     """As the worker runs it: supervisor, progress hook, a progress write to the database each second."""
     from django.conf import settings
 
-    from training.engine.supervisor import run_child
+    from engine.supervisor import run_child
     from training.services import training_run_progress
 
     job_file = _child_job(run, work, progress_events=True)
@@ -157,12 +158,12 @@ def _child_supervised(run, work: Path, progress_run_id: int) -> float:
 
 
 def _child_alone(run, work: Path) -> float:
-    from training.engine.events import read_events
+    from engine.events import read_events
 
     job_file = _child_job(run, work, progress_events=False)
     with open(work / "train.log", "wb") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "training.engine.child", str(job_file)],
+            [sys.executable, "-m", "engine.child", str(job_file)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

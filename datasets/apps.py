@@ -7,6 +7,7 @@ class DatasetsConfig(AppConfig):
     verbose_name = "Datasets"
 
     def ready(self):
+        # Django's app loading: models and their users import once the app registry is ready
         from django.conf import settings
         from PIL import Image
 

@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .models import Annotation, Dataset, DatasetImage
 from .splits import DEFAULT_CELL_M, split_dataset
@@ -35,6 +35,10 @@ class CocoExport:
     train_annotations: int
     val_annotations: int
     split: dict
+    # What was written, kept so that the worker reads neither file back: what went to each side, and the
+    # validation document (the ground truth its evaluation is stored with).
+    manifest: dict = field(default_factory=dict, repr=False)
+    validation: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -191,6 +195,8 @@ def export_coco(
         train_annotations=len(train["annotations"]),
         val_annotations=len(val["annotations"]),
         split=train["info"]["split"],
+        manifest=manifest_of(train, val),
+        validation=val,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .import_batch import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
 from .models import Dataset, DatasetImage
@@ -73,7 +73,8 @@ def _duplicate_ids(entries: list) -> dict:
 def _categories(entries: list) -> list[dict]:
     """The categories in id order. Each needs an integer id of its own: with two categories of one id, every box
     of that id would land in an arbitrary one of them, so such a file is refused whole."""
-    categories, seen = [], {}
+    categories: list[dict] = []
+    seen: dict[int, object] = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ApplicationError(f"categories[{index}] is not an object.", {f"categories[{index}]": "not an object"})
@@ -197,57 +198,74 @@ def import_document(
         known = dict(DatasetImage.objects.filter(dataset=dataset).values_list("sha256", "original_name"))
         ambiguous = _duplicate_ids(doc["images"])
         boxes_by_image = _boxes_by_image(doc["annotations"], ambiguous, report)
-        pending: list[tuple[DatasetImage, list]] = []
+        settle = _Settle(batch, known=known, boxes_by_image=boxes_by_image, classes=classes, report=report)
         line = InOrder(pool, depth=2 * import_threads())
-
-        def settle(done) -> None:
-            for (entry, label), image, refusal in done:
-                if refusal is not None:
-                    report.reject(label, refusal.message)
-                elif image.sha256 in known:
-                    batch.discard(image)
-                    report.reject(
-                        label, f"the same image is already in the dataset ({known[image.sha256] or image.sha256[:12]})"
-                    )
-                else:
-                    known[image.sha256] = image.original_name
-                    report.note_georeference(label, image)
-                    boxes = boxes_by_image.pop(_key(entry.get("id")), [])
-                    pending.append((image, _boxes(image, boxes, label, classes, report)))
-                    if len(pending) >= BATCH:
-                        flush_images(pending, report)
 
         total = len(doc["images"])
         for n, entry in enumerate(doc["images"], start=1):
-            label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) else "image"
-            if not isinstance(entry, dict):
-                report.reject(label, "not an object")
-            elif _key(entry.get("id")) in ambiguous:
-                report.reject(
-                    label,
-                    f"image id {entry.get('id')!r} is used by {ambiguous[_key(entry.get('id'))]} "
-                    f"images; none of them is imported",
-                )
-            else:
-                try:
-                    content = source.read(entry.get("file_name"))  # here: archives and folders read in order
-                except LookupError as exc:
-                    report.reject(label, str(exc.args[0]))
-                else:
-                    name = PurePosixPath(str(entry.get("file_name"))).name
-                    settle(
-                        line.submit((entry, label), batch.build, dataset=dataset, content=content, original_name=name)
-                    )
+            read = _entry_content(entry, ambiguous, source, report)
+            if read is not None:
+                label, content = read
+                name = PurePosixPath(str(entry.get("file_name"))).name
+                settle(line.submit((entry, label), batch.build, dataset=dataset, content=content, original_name=name))
             if progress:
                 progress(n, total)
         settle(line.drain())
-        flush_images(pending, report)
+        flush_images(settle.pending, report)
         for anns in boxes_by_image.values():
             for ann in anns:
                 report.reject(f"annotation {ann.get('id')!r}", f"image_id {ann.get('image_id')!r} was not imported")
         if report.images == 0 and dataset_name is not None:  # no empty new dataset; an existing one may gain nothing
             raise ApplicationError("No image could be imported; nothing was saved.", {"rejected": len(report.rejected)})
     return report
+
+
+def _entry_content(entry, ambiguous: dict, source, report: ImportReport) -> tuple[str, bytes] | None:
+    """An image entry's label and file content, or None when it is refused (the reason is in the report)."""
+    label = f"image {entry.get('id')!r} ({entry.get('file_name')!r})" if isinstance(entry, dict) else "image"
+    if not isinstance(entry, dict):
+        report.reject(label, "not an object")
+        return None
+    if _key(entry.get("id")) in ambiguous:
+        report.reject(
+            label,
+            f"image id {entry.get('id')!r} is used by {ambiguous[_key(entry.get('id'))]} images; "
+            "none of them is imported",
+        )
+        return None
+    try:
+        return label, source.read(entry.get("file_name"))  # here: archives and folders read in order
+    except LookupError as exc:
+        report.reject(label, str(exc.args[0]))
+        return None
+
+
+class _Settle:
+    """What becomes of each decoded image, in document order: refused, a duplicate of one already there, or kept
+    with its boxes (written in batches)."""
+
+    def __init__(self, batch: ImageImport, *, known: dict, boxes_by_image: dict, classes: dict, report: ImportReport):
+        self.batch, self.known, self.boxes_by_image = batch, known, boxes_by_image
+        self.classes, self.report = classes, report
+        self.pending: list[tuple[DatasetImage, list]] = []
+
+    def __call__(self, done) -> None:
+        report, known = self.report, self.known
+        for (entry, label), image, refusal in done:
+            if refusal is not None:
+                report.reject(label, refusal.message)
+            elif image.sha256 in known:
+                self.batch.discard(image)
+                report.reject(
+                    label, f"the same image is already in the dataset ({known[image.sha256] or image.sha256[:12]})"
+                )
+            else:
+                known[image.sha256] = image.original_name
+                report.note_georeference(label, image)
+                boxes = self.boxes_by_image.pop(_key(entry.get("id")), [])
+                self.pending.append((image, _boxes(image, boxes, label, self.classes, report)))
+                if len(self.pending) >= BATCH:
+                    flush_images(self.pending, report)
 
 
 def _boxes_by_image(annotations: list, ambiguous: dict, report: ImportReport) -> dict:

@@ -4,13 +4,16 @@ memory). The same importer reads it back (``zips.py`` finds the plain layout).""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.http import StreamingHttpResponse
 
 from .coco_export import build_coco, merge_documents
 from .models import Dataset
@@ -38,13 +41,17 @@ def export_document(dataset: Dataset, *, image_ids: Iterable[int] | None = None)
     return doc
 
 
-class _Pipe:
+class _Pipe(io.RawIOBase):
     """A write-only stream whose bytes are taken out as they come (zipfile writes to it; the response reads)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
+        super().__init__()
         self.chunks: list[bytes] = []
 
-    def write(self, data) -> int:
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
         self.chunks.append(bytes(data))
         return len(data)
 
@@ -58,7 +65,6 @@ class _Pipe:
 
 def zip_response(doc: dict, filename: str):
     """A streamed HTTP download of the archive (web processes and the API)."""
-    from django.http import StreamingHttpResponse
 
     response = StreamingHttpResponse(stream_coco_zip(doc), content_type="application/zip")
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename)[:150] or "dataset.zip"

@@ -37,11 +37,13 @@ class Tile:
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     coarse = rng.uniform(0, 1, (size // 32 + 2, size // 32 + 2, 1))
-    low = np.array(Image.fromarray((coarse[..., 0] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC))
+    low = np.array(
+        Image.fromarray((coarse[..., 0] * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    )
     low = low[..., None].astype(np.float32) / 255.0
     grass = np.array([70, 105, 50], np.float32)
     soil = np.array([125, 105, 75], np.float32)
-    img = grass * (1 - low) + soil * low
+    img: np.ndarray = grass * (1 - low) + soil * low
     img += rng.normal(0, 9, (size, size, 3))
     return img
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 
 from access.rules import require
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .models import Dataset, DatasetClass, DatasetImage
 from .services import annotations_bulk_create, dataset_classes_add, dataset_create

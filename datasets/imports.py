@@ -15,6 +15,7 @@ import shutil
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -22,7 +23,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from access.rules import can, require, visible
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .coco_import import import_coco_zip
 from .models import Dataset, DatasetImport
@@ -186,6 +187,7 @@ def orthophoto_tiling_create(
 
 
 def _enqueue(import_id: int) -> None:
+    # django-q2 sets up its cluster configuration on import: only where it is used
     from django_q.tasks import async_task
 
     async_task(TASK, import_id, task_name=f"dataset-import-{import_id}", group="imports")
@@ -242,7 +244,7 @@ def dataset_import_execute(*, import_id: int) -> str:
         return DatasetImport.objects.filter(pk=import_id).values_list("status", flat=True).first() or "missing"
     job = DatasetImport.objects.select_related("dataset", "created_by").get(pk=import_id)
     folder = imports_root() / job.key
-    target = {
+    target: dict[str, Any] = {
         "dataset_name": None if job.dataset_id else job.new_dataset_name,
         "dataset": job.dataset,
         "add_classes": job.add_classes,
@@ -329,15 +331,3 @@ def dataset_imports_fail_stale(now=None) -> int:
 def may_import(user) -> bool:
     """Whether ``user`` may upload at all: create datasets, or change at least one."""
     return can(user, "datasets.add_dataset") or visible(user, "datasets.change_dataset", Dataset.objects.all()).exists()
-
-
-def imports_visible_to(user, queryset=None):
-    """A user's own imports; every import for users who may change every dataset."""
-    queryset = DatasetImport.objects.select_related("dataset", "created_by") if queryset is None else queryset
-    if user is None:
-        return queryset
-    if not user.is_authenticated:
-        return queryset.none()
-    if can(user, "datasets.change_dataset"):
-        return queryset
-    return queryset.filter(created_by=user)

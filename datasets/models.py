@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.gis.db import models
 from django.db.models import Q
@@ -54,6 +56,9 @@ class DatasetClass(models.Model):
 
 
 class DatasetImage(models.Model):
+    # What its file said of its place and time (``georef.read_georeference``), set when it is built; not stored.
+    georeference: Any = None
+
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
     image = models.FileField(upload_to=dataset_image_upload_to, max_length=500)
     original_name = models.CharField(max_length=255, blank=True)
@@ -199,7 +204,7 @@ class DatasetImport(models.Model):
 
     @property
     def target_name(self) -> str:
-        return self.dataset.name if self.dataset_id else self.new_dataset_name
+        return self.dataset.name if self.dataset is not None else self.new_dataset_name
 
     @property
     def is_finished(self) -> bool:

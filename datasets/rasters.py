@@ -81,7 +81,8 @@ def _bind() -> None:
     }
     for name, (restype, argtypes) in signatures.items():
         function = lgdal[name]
-        function.restype, function.argtypes = restype, argtypes
+        function.restype = restype
+        function.argtypes = argtypes  # type: ignore[assignment]  # ctypes' own types, given as data above
         _c[name] = function
 
 
@@ -162,7 +163,7 @@ class MemoryRaster:
         raster, self.raster = self.raster, None
         if raster is not None:
             raster.__del__()  # GDALClose (and GeoDjango unlinks the /vsimem/ file) before the buffer goes
-            raster._ptr = None
+            raster._ptr = None  # type: ignore[attr-defined]  # GeoDjango's handle: closed above, never again
         _c["VSIUnlink"](self._name.encode())
 
 

@@ -1,4 +1,5 @@
-"""Reads of datasets that carry rules: is this dataset fit to train on?"""
+"""Reads of datasets that carry rules: what a user may see (datasets, imports), the dataset a command names, and
+whether a dataset is fit to train on."""
 
 from __future__ import annotations
 
@@ -7,9 +8,32 @@ import re
 from django.db.models import Count, F, Q
 from django.db.models.functions import Coalesce
 
-from dumpsite.errors import ApplicationError
+from access.rules import own_or_all, visible
+from core.errors import ApplicationError
 
-from .models import Annotation, Dataset, DatasetImage
+from .models import Annotation, Dataset, DatasetImage, DatasetImport
+
+
+def datasets_visible_to(user, perm: str = "datasets.view_dataset"):
+    """The datasets ``user`` holds ``perm`` on (globally or per object)."""
+    return visible(user, perm, Dataset.objects.all())
+
+
+def dataset_by_ref(user, ref: str, perm: str = "datasets.view_dataset") -> Dataset:
+    """The dataset a command names by id or by name, among those ``user`` holds ``perm`` on; one answer for a
+    dataset that does not exist and one the user may not see."""
+    datasets = datasets_visible_to(user, perm)
+    ref = str(ref).strip()
+    dataset = (datasets.filter(pk=int(ref)) if ref.isascii() and ref.isdigit() else datasets.filter(name=ref)).first()
+    if dataset is None:
+        raise ApplicationError(f"No dataset {ref!r}.", {"dataset": "no such dataset"})
+    return dataset
+
+
+def imports_visible_to(user, queryset=None):
+    """A user's own imports; every import for users who may change every dataset."""
+    queryset = DatasetImport.objects.select_related("dataset", "created_by") if queryset is None else queryset
+    return own_or_all(user, "datasets.change_dataset", queryset)
 
 
 def datasets_with_stats(queryset):
@@ -98,7 +122,7 @@ def boxes_on_map(dataset: Dataset, *, limit: int) -> list[dict]:
     )
     found = []
     for box in rows:
-        ring = box.image.footprint.exterior_ring.coords
+        ring = box.image.footprint.exterior_ring.coords  # type: ignore[union-attr]  # footprinted only (above)
         if len(ring) != 5:
             continue  # not a four-cornered footprint: the box has no place on the map
         corners = [(box.x, box.y), (box.x + box.width, box.y), (box.x + box.width, box.y + box.height)]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import datetime
+from typing import Any
 
 from django.contrib.gis.geos import Point, Polygon
 from django.core.files.base import ContentFile
 from django.db import transaction
 
 from access.roles import CREATOR_PERMS
-from access.rules import grant, require
-from dumpsite.errors import ApplicationError
+from access.rules import Actor, grant, require
+from core.errors import ApplicationError
 
 from .georef import read_georeference
 from .images import clean_original_name, decode_image
@@ -32,7 +33,7 @@ class ImageImport:
             image = batch.add(dataset=dataset, content=..., original_name=...)
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.stored: list[str] = []
         self._atomic = transaction.atomic()
 
@@ -40,7 +41,7 @@ class ImageImport:
         self._atomic.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         try:
             self._atomic.__exit__(exc_type, exc, tb)  # commits, or rolls back the rows
         except BaseException:
@@ -48,15 +49,14 @@ class ImageImport:
             raise
         if exc_type is not None:
             self._remove_files()
-        return False
 
-    def add(self, **kwargs) -> DatasetImage:
+    def add(self, **kwargs: Any) -> DatasetImage:
         """``dataset_image_create(**kwargs)``, its file removed again if the import does not commit."""
         image = dataset_image_create(**kwargs)
         self.stored.append(image.image.name)
         return image
 
-    def build(self, **kwargs) -> DatasetImage:
+    def build(self, **kwargs: Any) -> DatasetImage:
         """``dataset_image_build(**kwargs)``: checked and stored, its row left to the caller's ``bulk_create``;
         the file is removed again if the import does not commit."""
         image = dataset_image_build(**kwargs)
@@ -74,7 +74,7 @@ class ImageImport:
             storage.delete(name)
 
 
-def validate_class_names(names) -> list[str]:
+def validate_class_names(names: object) -> list[str]:
     """Class names are free text (quotes, newlines, unicode are fine) but not empty, not too long, not repeated."""
     if not isinstance(names, (list, tuple)) or not names:
         raise ApplicationError("A dataset needs at least one class.", {"classes": "empty"})
@@ -97,7 +97,7 @@ def validate_class_names(names) -> list[str]:
     return list(names)
 
 
-def validate_dataset_name(name, *, dataset: Dataset | None = None) -> str:
+def validate_dataset_name(name: object, *, dataset: Dataset | None = None) -> str:
     """A dataset's name: not empty, at most 200 characters, not another dataset's."""
     if not isinstance(name, str) or not name.strip():
         raise ApplicationError("A dataset needs a name.", {"name": "empty"})
@@ -114,7 +114,7 @@ def validate_dataset_name(name, *, dataset: Dataset | None = None) -> str:
 
 
 @transaction.atomic
-def dataset_create(*, name: str, class_names, description: str = "", created_by=None) -> Dataset:
+def dataset_create(*, name: str, class_names: list[str], description: str = "", created_by: Actor = None) -> Dataset:
     require(created_by, "datasets.add_dataset", message="You may not create datasets.")
     validate_dataset_name(name)
     names = validate_class_names(class_names)
@@ -179,7 +179,7 @@ def dataset_image_build(
     return image
 
 
-def dataset_image_create(*, dataset: Dataset, content: bytes, user=None, **fields) -> DatasetImage:
+def dataset_image_create(*, dataset: Dataset, content: bytes, user: Actor = None, **fields: Any) -> DatasetImage:
     """Add one image (``dataset_image_build``'s fields) to a dataset; ``user`` needs its change permission."""
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
     sha256 = hashlib.sha256(content).hexdigest() if content else ""
@@ -195,7 +195,7 @@ def dataset_image_create(*, dataset: Dataset, content: bytes, user=None, **field
     return image
 
 
-def validate_box(*, image: DatasetImage, x, y, width, height) -> tuple[float, float, float, float]:
+def validate_box(*, image: DatasetImage, x: Any, y: Any, width: Any, height: Any) -> tuple[float, float, float, float]:
     values = {"x": x, "y": y, "width": width, "height": height}
     errors = {}
     for key, value in values.items():
@@ -213,7 +213,7 @@ def validate_box(*, image: DatasetImage, x, y, width, height) -> tuple[float, fl
     return float(x), float(y), float(width), float(height)
 
 
-def validate_polygon(*, image: DatasetImage, polygon) -> list[list[float]] | None:
+def validate_polygon(*, image: DatasetImage, polygon: Any) -> list[list[float]] | None:
     if polygon is None:
         return None
     if not isinstance(polygon, (list, tuple)) or len(polygon) < 3:
@@ -234,7 +234,15 @@ def validate_polygon(*, image: DatasetImage, polygon) -> list[list[float]] | Non
 
 
 def annotation_build(
-    *, image: DatasetImage, dataset_class: DatasetClass, x, y, width, height, polygon=None, enabled: bool = True
+    *,
+    image: DatasetImage,
+    dataset_class: DatasetClass,
+    x: Any,
+    y: Any,
+    width: Any,
+    height: Any,
+    polygon: Any = None,
+    enabled: bool = True,
 ) -> Annotation:
     """Validate and build (not save) one annotation; used by single and bulk creation alike."""
     if dataset_class.dataset_id != image.dataset_id:
@@ -252,7 +260,7 @@ def annotation_build(
     )
 
 
-def annotation_create(*, user=None, **kwargs) -> Annotation:
+def annotation_create(*, user: Actor = None, **kwargs: Any) -> Annotation:
     """One box (``annotation_build``'s fields); ``user`` needs the change permission on the image's dataset."""
     dataset = kwargs["image"].dataset
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
@@ -262,7 +270,7 @@ def annotation_create(*, user=None, **kwargs) -> Annotation:
 
 
 @transaction.atomic
-def annotation_delete(*, annotation: Annotation, user=None) -> None:
+def annotation_delete(*, annotation: Annotation, user: Actor = None) -> None:
     """Remove a box for good (disabling keeps it out of training and exports, and can be undone)."""
     dataset = annotation.image.dataset
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
@@ -270,7 +278,7 @@ def annotation_delete(*, annotation: Annotation, user=None) -> None:
 
 
 @transaction.atomic
-def dataset_classes_add(*, dataset: Dataset, names, user=None) -> list[DatasetClass]:
+def dataset_classes_add(*, dataset: Dataset, names: object, user: Actor = None) -> list[DatasetClass]:
     """Append classes after the dataset's last one (existing category ids never move); names follow the rules of
     :func:`validate_class_names`, also against the classes the dataset has."""
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
@@ -288,13 +296,13 @@ def dataset_classes_add(*, dataset: Dataset, names, user=None) -> list[DatasetCl
 def annotation_update(
     *,
     annotation: Annotation,
-    user=None,
+    user: Actor = None,
     dataset_class: DatasetClass | None = None,
-    x=None,
-    y=None,
-    width=None,
-    height=None,
-    polygon=...,
+    x: Any = None,
+    y: Any = None,
+    width: Any = None,
+    height: Any = None,
+    polygon: Any = ...,
     enabled: bool | None = None,
 ) -> Annotation:
     """Change a box's class, geometry or enabled flag. It stays on its image; the class must be one of its
@@ -327,14 +335,20 @@ def annotation_update(
 
 @transaction.atomic
 def dataset_image_update(
-    *, image: DatasetImage, user=None, enabled: bool | None = None, location=..., footprint=..., captured_at=...
+    *,
+    image: DatasetImage,
+    user: Actor = None,
+    enabled: bool | None = None,
+    location: Any = ...,
+    footprint: Any = ...,
+    captured_at: Any = ...,
 ) -> DatasetImage:
     """Include an image in training and exports or leave it out, or correct its place and time (``...`` leaves a
     field as it is, None clears it); ``user`` needs the dataset's change permission."""
     require(
         user, "datasets.change_dataset", image.dataset, message=f"You may not change dataset {image.dataset.name!r}."
     )
-    changes = {}
+    changes: dict[str, Any] = {}
     if enabled is not None:
         changes["enabled"] = bool(enabled)
     check_place(location=None if location is ... else location, footprint=None if footprint is ... else footprint)
@@ -352,7 +366,9 @@ def dataset_image_update(
 
 
 @transaction.atomic
-def dataset_update(*, dataset: Dataset, user=None, name: str | None = None, description: str | None = None) -> Dataset:
+def dataset_update(
+    *, dataset: Dataset, user: Actor = None, name: str | None = None, description: str | None = None
+) -> Dataset:
     require(user, "datasets.change_dataset", dataset, message=f"You may not change dataset {dataset.name!r}.")
     if name is not None:
         dataset.name = validate_dataset_name(name, dataset=dataset)

@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.gis.gdal import GDALException, SpatialReference
 from django.contrib.gis.geos import GEOSException, GEOSGeometry
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 _NUMBER_ARRAY = re.compile(rb"\[\s*[-+0-9.]")
 
@@ -48,7 +49,6 @@ class SiteLimits:
 
     @classmethod
     def from_settings(cls) -> SiteLimits:
-        from django.conf import settings
 
         return cls(
             settings.DUMPSITE_GEOJSON_MAX_BYTES,
@@ -74,14 +74,8 @@ def _over(what: str, value: int, limit: int, setting: str) -> ApplicationError:
     )
 
 
-def read_annotations(content: bytes, *, class_property: str = "class", limits: SiteLimits | None = None) -> Annotations:
-    """The sites of a GeoJSON FeatureCollection: Polygon / MultiPolygon features (boxes are rectangles) or features
-    with a ``bbox`` and no geometry; the class from ``class_property``. The CRS is the legacy ``crs`` member's
-    (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says; a geometry's own ``crs``
-    member is ignored (GDAL would resolve it, URLs included). Unusable features are reported, a file that is not
-    GeoJSON is refused, and so is one past the limits (bytes, features, vertices of a site and of all sites), before
-    any geometry is built."""
-    limits = limits or SiteLimits.from_settings()
+def _feature_collection(content: bytes, limits: SiteLimits) -> dict:
+    """The parsed FeatureCollection, refused when it is past the byte, vertex or feature limits or not one."""
     if len(content) > limits.max_bytes:
         raise _over("a size of (bytes)", len(content), limits.max_bytes, "DUMPSITE_GEOJSON_MAX_BYTES")
     # Every position is an array that starts with a number: past the vertex limit (plus a bbox per feature) the
@@ -103,6 +97,18 @@ def read_annotations(content: bytes, *, class_property: str = "class", limits: S
         )
     if len(features) > limits.max_features:
         raise _over("features:", len(features), limits.max_features, "DUMPSITE_GEOJSON_MAX_FEATURES")
+    return doc
+
+
+def read_annotations(content: bytes, *, class_property: str = "class", limits: SiteLimits | None = None) -> Annotations:
+    """The sites of a GeoJSON FeatureCollection: Polygon / MultiPolygon features (boxes are rectangles) or features
+    with a ``bbox`` and no geometry; the class from ``class_property``. The CRS is the legacy ``crs`` member's
+    (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says; a geometry's own ``crs``
+    member is ignored (GDAL would resolve it, URLs included). Unusable features are reported, a file that is not
+    GeoJSON is refused, and so is one past the limits (bytes, features, vertices of a site and of all sites), before
+    any geometry is built."""
+    limits = limits or SiteLimits.from_settings()
+    doc = _feature_collection(content, limits)
     srs = _crs_of(doc)
     found = Annotations(sites=[], srs=srs)
     vertices = 0

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
-from .models import Dataset, DatasetImage
+from .models import Annotation, Dataset, DatasetImage
 
 STRATEGIES = ("random", "spatial", "time")
 DEFAULT_CELL_M = 250.0
@@ -145,11 +145,13 @@ def _spatial(images: list[int], with_boxes: set[int], *, val_fraction: float, se
 
 
 def _by_time(dataset: Dataset, images: list[int], with_boxes: set[int], *, val_fraction: float, seed: int):
-    dated = list(
-        DatasetImage.objects.filter(dataset=dataset, enabled=True, captured_at__isnull=False)
+    dated = [
+        (pk, captured)
+        for pk, captured in DatasetImage.objects.filter(dataset=dataset, enabled=True, captured_at__isnull=False)
         .order_by("captured_at", "id")
         .values_list("id", "captured_at")
-    )
+        if captured is not None
+    ]
     n_val = min(max(round(len(dated) * val_fraction), 1), len(dated) - 1) if len(dated) >= 2 else 0
     train = {i for i, _ in dated[: len(dated) - n_val]}
     val = {i for i, _ in dated[len(dated) - n_val :]}
@@ -201,7 +203,6 @@ def split_dataset(
 def split_preview(dataset: Dataset, *, strategy: str, val_fraction: float, seed: int, cell_size_m: float) -> dict:
     """The split a run would make now (ids only; no export): its summary, or ApplicationError when it cannot be
     made (one spatial cell). Runs are checked with it before they are queued."""
-    from .models import Annotation
 
     images = list(DatasetImage.objects.filter(dataset=dataset, enabled=True).values_list("id", flat=True))
     with_boxes = set(

@@ -1,8 +1,12 @@
 """django-q2 entry points of datasets. Thin: they take ids and call one service."""
 
-from audit.services import audit_interface
+from django.conf import settings
+
+from core.file_cache import prune
+from core.interface import audit_interface
 
 from .imports import dataset_import_execute
+from .views import thumbnail_root
 
 
 def execute_import(import_id: int) -> str:
@@ -12,10 +16,5 @@ def execute_import(import_id: int) -> str:
 
 def clean_up() -> dict:
     """Scheduled (hourly): the thumbnails' cache kept under its budget."""
-    from django.conf import settings
-
-    from dumpsite.file_cache import prune
-
-    from .views import thumbnail_root
 
     return {"thumbnails": prune(thumbnail_root(), settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}

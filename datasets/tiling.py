@@ -27,7 +27,7 @@ from django.contrib.gis.gdal import CoordTransform, GDALException, GDALRaster, S
 from django.contrib.gis.geos import GEOSException, Polygon
 from PIL import Image
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .georef import NO_GEOTRANSFORM, pixel_to_map, window_footprint
 from .grid import PlacedSites, Tile, tile_boxes, window_count, windows

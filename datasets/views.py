@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 from PIL import Image, ImageDraw
 
 from access.rules import visible
-from dumpsite.file_cache import whole_jpeg, write_atomically
+from core.file_cache import whole_jpeg, write_atomically
 
 from .models import Dataset, DatasetImage
 

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 
 # The COCO files annotation tools export, by layout, relative to the archive's root (or its one top folder).
 LAYOUTS = {
@@ -136,8 +136,9 @@ def declared_members(path: Path) -> int | None:
     """The member count the archive's end record declares (zip64 too), read before its central directory is: a
     zip declaring millions of members is refused without building a list of them. None: no end record."""
     with open(path, "rb") as fh:
-        record = zipfile._EndRecData(fh)  # the stdlib's own reader of the end record (ZipFile uses it the same way)
-    return None if record is None else int(record[zipfile._ECD_ENTRIES_TOTAL])
+        # The stdlib's own reader of the end record (ZipFile uses it the same way); private, so untyped.
+        record = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+    return None if record is None else int(record[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
 
 
 def find_coco_file(names: tuple[str, ...] | list[str], *, chosen: str | None = None) -> tuple[str, str, str]:

@@ -14,8 +14,8 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
-from .api import error_body
-from .auth import LOGIN_PATHS
+from access.auth import LOGIN_PATHS
+from core.api import error_body
 
 FORM_FIELDS_BYTES = 1024 * 1024  # room for an upload form's other fields and multipart boundaries
 # URL name -> the settings whose sum an upload to it may bring.

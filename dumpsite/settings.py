@@ -66,7 +66,9 @@ INSTALLED_APPS = [
     "access",
     "datasets",
     "models_registry",
+    "workers",
     "training",
+    "scheduler",
     "audit",
 ]
 
@@ -79,7 +81,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "dumpsite.auth.LoginThrottleMiddleware",
+    "access.auth.LoginThrottleMiddleware",
     "audit.services.AuditInterfaceMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -235,7 +237,7 @@ TRAINING_WORKER_FORGET = env_int("DUMPSITE_WORKER_FORGET", 7 * 24 * 3600)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Names of environment variables the training child may inherit on top of the basics (PATH, locale, thread
-# counts, CUDA device selection: training/engine/supervisor.py); e.g. "HTTPS_PROXY,MY_LICENSE_FILE". The child
+# counts, CUDA device selection: engine/supervisor.py); e.g. "HTTPS_PROXY,MY_LICENSE_FILE". The child
 # never sees the rest of the worker's environment (database password, secret key).
 TRAINING_CHILD_ENV = env_list("DUMPSITE_CHILD_ENV", [])
 
@@ -268,18 +270,18 @@ REST_FRAMEWORK = {
     # Browser sessions (with CSRF) and tokens for scripts (`manage.py drf_create_token <user>`).
     # Token first: an anonymous request then gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "dumpsite.auth.ExpiringTokenAuthentication",
+        "access.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "dumpsite.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "dumpsite.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -1,15 +1,14 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from access.views import ObtainTokenView
 from datasets.api import AnnotationViewSet, DatasetImageViewSet, DatasetImportViewSet, DatasetViewSet
 from datasets.views import image_thumbnail
-from dumpsite.auth_views import ObtainTokenView
-from models_registry.api import TrainedModelViewSet
-from models_registry.api_evaluations import EvaluationViewSet
-from models_registry.api_predictions import PredictionViewSet
+from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
 from training.api import TrainingRunViewSet
 
 router = DefaultRouter()
@@ -22,7 +21,17 @@ router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
 router.register("predictions", PredictionViewSet, basename="prediction")
 router.register("evaluations", EvaluationViewSet, basename="evaluation")
 
+# Admin pages of models that moved app (the table stayed): old links and bookmarks lead to the new place.
+MOVED_ADMIN = {"training/worker": "workers/worker"}
+
 urlpatterns = [
+    *(
+        re_path(
+            rf"^admin/{old}/(?P<rest>.*)$",
+            RedirectView.as_view(url=f"/admin/{new}/%(rest)s", query_string=True, permanent=True),
+        )
+        for old, new in MOVED_ADMIN.items()
+    ),
     path("admin/", admin.site.urls),
     path("datasets/images/<int:pk>/thumbnail.jpg", image_thumbnail, name="dataset-image-thumbnail"),
     path("api/", include(router.urls)),

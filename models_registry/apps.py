@@ -7,8 +7,10 @@ class ModelsRegistryConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self):
-        from dumpsite.quotas import register_queued_counter
+        # Django's app loading: models and their users import once the app registry is ready
+        from core.quotas import register_queued_counter
 
+        # Django's app loading: models and their users import once the app registry is ready
         from .models import Prediction
 
         register_queued_counter(

@@ -1,7 +1,7 @@
 """What a model is, written for the people who take it to production: the model card (JSON and Markdown), the
 Python config stock MMDetection reads, and the bundle (one zip with all of them and the checkpoint).
 
-No torch: the config is converted as data (``training.engine.config.dumps_config_py``), the checkpoint is copied.
+No torch: the config is converted as data (``engine.config.dumps_config_py``), the checkpoint is copied.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import json
 import zipfile
 from pathlib import Path
 
-from dumpsite.errors import ApplicationError
-from dumpsite.file_cache import write_atomically
-from training.engine.config import dumps_config_py, restore_tuples
+from core.errors import ApplicationError
+from core.file_cache import write_atomically
+from engine.config import dumps_config_py, restore_tuples
 
 from .models import METRIC_FIELDS, TrainedModel
 from .selectors import model_lineage, visible_related_ids

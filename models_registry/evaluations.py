@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
-from access.rules import can, visible
+from core.file_cache import whole_jpeg, write_atomically
 from datasets.models import Dataset, DatasetImage
-from dumpsite.file_cache import whole_jpeg, write_atomically
 
 from .models import Evaluation, EvaluationImage, TrainedModel
-from .selectors import models_visible_to
 
 BATCH = 1000
 GALLERY_ORDERS = {"worst": ("-errors", "id"), "best": ("errors", "id"), "id": ("id",)}
@@ -73,28 +70,6 @@ def evaluation_store(
     return evaluation
 
 
-def evaluation_store_file(*, path: str | Path, gt_file: str | Path, **kwargs) -> Evaluation:
-    with open(path, encoding="utf-8") as fh:
-        result = json.load(fh)
-    with open(gt_file, encoding="utf-8") as fh:
-        gt_doc = json.load(fh)
-    return evaluation_store(result=result, gt_doc=gt_doc, **kwargs)
-
-
-def evaluations_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
-    """Evaluations of models the user sees, with the statistics permission, on datasets the user sees (an
-    evaluation's gallery shows the dataset's images). An evaluation whose dataset was deleted keeps its figures,
-    seen only by those who may see every dataset: nobody can tell any more who could see that one."""
-    queryset = Evaluation.objects.all() if queryset is None else queryset
-    if not can(user, "models_registry.view_trainedmodel_statistics"):
-        return queryset.none()
-    datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
-    on_dataset = Q(dataset__in=datasets)
-    if can(user, "datasets.view_dataset"):
-        on_dataset |= Q(dataset__isnull=True)
-    return queryset.filter(model__in=models_visible_to(user)).filter(on_dataset)
-
-
 def validation_of(model: TrainedModel) -> Evaluation | None:
     """The model's results on its own validation split (from its training run), the newest if several."""
     return model.evaluations.filter(kind=Evaluation.Kind.VALIDATION).order_by("-created_at", "-id").first()
@@ -125,15 +100,16 @@ COLOURS = {
 
 def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 480) -> Path:
     """Draw the image with its boxes and detections (once; later calls return the cached file)."""
+    # Pillow loads only where a picture is drawn
     from PIL import Image, ImageDraw
 
     target = gallery_render_path(row)
     if whole_jpeg(target):
         return target
     source = Path(settings.MEDIA_ROOT) / row.file_name
-    with Image.open(source) as img:
-        img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size
-        img = img.convert("RGB")
+    with Image.open(source) as opened:
+        opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size
+        img = opened.convert("RGB")
         scale = min(1.0, max_side / max(row.width, row.height))
         img = img.resize((max(1, round(row.width * scale)), max(1, round(row.height * scale))))
     draw = ImageDraw.Draw(img)

@@ -8,7 +8,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
-from training.engine.config import METRIC_KEYS
+from engine.config import METRIC_KEYS
 
 # The metric names are the engine's (a Django-free library both apps use); the model has one field per name.
 METRIC_FIELDS = METRIC_KEYS

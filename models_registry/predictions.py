@@ -1,6 +1,6 @@
 """The predict check of a model: run it on images and see the boxes. Queued from the API and the admin (a worker
 runs it), or run at once by ``manage.py predict``; the detection itself always runs in a child process
-(``training.engine.predict``), never in a Django process.
+(``engine.predict``), never in a Django process.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from access.rules import require
+from core.errors import ApplicationError
+from core.quotas import queue_share_check
+from core.redact import redact_paths
 from datasets.images import clean_original_name, decode_image
-from dumpsite.errors import ApplicationError
-from dumpsite.quotas import queue_share_check
-from dumpsite.redact import redact_paths
+from engine.predict import PredictionError, run_prediction
+from engine.supervisor import child_environment
 
 from .card import stored_config
 from .models import Prediction, TrainedModel
@@ -61,7 +63,6 @@ def _job(model: TrainedModel, images: list[dict], out: Path, threshold: float) -
 
 
 def _environment() -> dict:
-    from training.engine.supervisor import child_environment
 
     return child_environment(tuple(settings.TRAINING_CHILD_ENV))
 
@@ -71,7 +72,6 @@ def predict_files(
 ) -> dict:
     """Run ``model`` on image files now (the command line's batch path) and return the result. Every file is
     checked to be an image before the model is loaded."""
-    from training.engine.predict import PredictionError, run_prediction
 
     _check_model(model, user)
     threshold = _check_threshold(score_threshold)
@@ -136,6 +136,7 @@ def prediction_create(
 
 
 def _enqueue(prediction_id: int) -> None:
+    # django-q2 sets up its cluster configuration on import: only where it is used
     from django_q.tasks import async_task
 
     async_task(TASK, prediction_id, task_name=f"prediction-{prediction_id}", group="predictions")
@@ -147,7 +148,6 @@ def _remove_files(key: str) -> None:
 
 def prediction_execute(*, prediction_id: int) -> str:
     """The worker's part: queued -> running (one winner), run the child, store the boxes and the preview."""
-    from training.engine.predict import PredictionError, run_prediction
 
     claimed = Prediction.objects.filter(pk=prediction_id, status=Status.QUEUED).update(
         status=Status.RUNNING, started_at=timezone.now()
@@ -198,17 +198,3 @@ def predictions_expire(now=None) -> dict:
     for key in expired.values():
         _remove_files(key)
     return {"removed": len(expired)}
-
-
-def predictions_visible_to(user, queryset=None):
-    """A user's own predictions; all of them for users who may view every model."""
-    from access.rules import can
-
-    queryset = Prediction.objects.select_related("model") if queryset is None else queryset
-    if user is None:  # the platform itself
-        return queryset
-    if not user.is_authenticated:
-        return queryset.none()
-    if can(user, "models_registry.view_trainedmodel"):
-        return queryset
-    return queryset.filter(created_by=user)

@@ -1,13 +1,14 @@
-"""Which trained models a user may see, and their lineage."""
+"""What a user may see in the registry (models, their evaluations, predict checks), and a model's lineage."""
 
 from __future__ import annotations
 
 from django.apps import apps
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from access.rules import can, visible
+from access.rules import can, own_or_all, visible
+from datasets.models import Dataset
 
-from .models import TrainedModel
+from .models import Evaluation, Prediction, TrainedModel
 
 
 def models_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
@@ -57,7 +58,8 @@ def visible_related_ids(user, models) -> dict[str, set[int]]:
 def model_lineage(model: TrainedModel, user) -> dict:
     """Ancestors (nearest first) and the tree of descendants, limited to the models the user may see."""
     seen = models_visible_to(user)
-    ancestors, current = [], model
+    ancestors: list[TrainedModel] = []
+    current = model
     while current.base_model_id is not None and len(ancestors) < 100:
         current = TrainedModel.objects.select_related("base_model").get(pk=current.base_model_id)
         ancestors.append(current)
@@ -76,7 +78,7 @@ def model_lineage(model: TrainedModel, user) -> dict:
                 "children": [],
             }
         frontier = [child.pk for child in children]
-    roots = []
+    roots: list[dict] = []
     for node in nodes.values():
         parent = nodes.get(node["base_model"])
         (parent["children"] if parent else roots).append(node)
@@ -89,3 +91,23 @@ def model_lineage(model: TrainedModel, user) -> dict:
         ],
         "descendants": roots,
     }
+
+
+def evaluations_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Evaluations of models the user sees, with the statistics permission, on datasets the user sees (an
+    evaluation's gallery shows the dataset's images). An evaluation whose dataset was deleted keeps its figures,
+    seen only by those who may see every dataset: nobody can tell any more who could see that one."""
+    queryset = Evaluation.objects.all() if queryset is None else queryset
+    if not can(user, "models_registry.view_trainedmodel_statistics"):
+        return queryset.none()
+    datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
+    on_dataset = Q(dataset__in=datasets)
+    if can(user, "datasets.view_dataset"):
+        on_dataset |= Q(dataset__isnull=True)
+    return queryset.filter(model__in=models_visible_to(user)).filter(on_dataset)
+
+
+def predictions_visible_to(user, queryset=None):
+    """A user's own predictions; all of them for users who may view every model."""
+    queryset = Prediction.objects.select_related("model") if queryset is None else queryset
+    return own_or_all(user, "models_registry.view_trainedmodel", queryset)

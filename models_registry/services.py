@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import secrets
 import shutil
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from access.roles import CREATOR_PERMS
-from access.rules import grant, require
+from access.rules import Actor, grant, require
 from audit.services import audit_record
+from core.errors import ApplicationError
 from datasets.services import validate_class_names
-from dumpsite.errors import ApplicationError
-from training.engine.config import dumps_config_json, set_classes
+from engine.config import dumps_config_json, set_classes
+from engine.inspect import inspect_checkpoint
+from engine.presets import PRESETS
 
 from .models import METRIC_FIELDS, TrainedModel
 
@@ -27,27 +32,51 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def place_file(source: Path, target: Path, *, move: bool) -> str:
+    """Put ``source`` at ``target`` and return its sha256, reading it once: a file of a run's scratch space
+    (``move``) is renamed into place when both are on one file system; otherwise it is copied, hashed on the way."""
+    if move:
+        try:
+            os.replace(source, target)
+            return sha256_file(target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
+
+
 def _store_artifacts(
-    *, checkpoint: Path, config: Path, config_name: str = "config.json", extra_files: dict | None = None
+    *,
+    checkpoint: Path,
+    config: Path,
+    config_name: str = "config.json",
+    extra_files: dict | None = None,
+    move: bool = False,
 ) -> tuple[str, dict]:
-    """Copy the files under MEDIA_ROOT/models/<new key>/ and return the key and the stored names + hashes."""
+    """Place the files under MEDIA_ROOT/models/<new key>/ (moved when ``move``: see ``place_file``) and return the
+    key and the stored names + hashes."""
     key = secrets.token_hex(8)
     rel = Path("models") / key
     dest = Path(settings.MEDIA_ROOT) / rel
     dest.mkdir(parents=True, exist_ok=False)
     try:
-        shutil.copyfile(checkpoint, dest / "model.pth")
-        shutil.copyfile(config, dest / config_name)
+        checkpoint_sha256 = place_file(Path(checkpoint), dest / "model.pth", move=move)
+        config_sha256 = place_file(Path(config), dest / config_name, move=move)
         for name, source in (extra_files or {}).items():
-            shutil.copyfile(source, dest / name)
+            place_file(Path(source), dest / name, move=move)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return key, {
         "checkpoint": str(rel / "model.pth"),
-        "checkpoint_sha256": sha256_file(dest / "model.pth"),
+        "checkpoint_sha256": checkpoint_sha256,
         "config": str(rel / config_name),
-        "config_sha256": sha256_file(dest / config_name),
+        "config_sha256": config_sha256,
     }
 
 
@@ -62,10 +91,16 @@ def trained_model_delete_artifacts(model: TrainedModel) -> None:
 
 
 def _create_with_artifacts(
-    *, checkpoint: Path, config: Path, config_name: str = "config.json", extra_files: dict | None = None, **fields
+    *,
+    checkpoint: Path,
+    config: Path,
+    config_name: str = "config.json",
+    extra_files: dict | None = None,
+    move: bool = False,
+    **fields: Any,
 ) -> TrainedModel:
     key, files = _store_artifacts(
-        checkpoint=checkpoint, config=config, config_name=config_name, extra_files=extra_files
+        checkpoint=checkpoint, config=config, config_name=config_name, extra_files=extra_files, move=move
     )
     try:
         with transaction.atomic():
@@ -84,16 +119,17 @@ def _create_with_artifacts(
         raise
 
 
-def trained_model_register_from_run(*, run, result: dict, history: list[dict], best: dict | None) -> TrainedModel:
+def trained_model_register_from_run(*, run: Any, result: dict, history: list[dict], best: dict | None) -> TrainedModel:
     """Register what a successful run produced: the slim best checkpoint, its config, class map and metrics.
 
     The caller (training) decides which epoch is registered and passes its entry of ``history`` as ``best``."""
     if best is None:
         raise ApplicationError("The run produced no validation metrics; nothing to register.")
-    metrics = {field: best.get(field) for field in METRIC_FIELDS}
+    metrics: dict[str, Any] = {field: best.get(field) for field in METRIC_FIELDS}
     return _create_with_artifacts(
         checkpoint=Path(result["model_file"]),
         config=Path(result["config_file"]),
+        move=True,  # the run's output folder goes with its scratch space: its files are moved, not copied
         name=run.name,
         origin=TrainedModel.Origin.TRAINED,
         source_run=run,
@@ -120,14 +156,13 @@ def trained_model_register_base(
     inspection: dict,
     config: Path | None = None,
     description: str = "",
-    created_by=None,
+    created_by: Actor = None,
 ) -> TrainedModel:
     """Register an existing checkpoint as a model without a run (the start of a lineage).
 
-    ``inspection`` is what ``training.engine.inspect`` reported after loading the file weights-only in a child
+    ``inspection`` is what ``engine.inspect`` reported after loading the file weights-only in a child
     process; the caller runs that (the Django process never unpickles a checkpoint).
     """
-    from training.engine.presets import PRESETS
 
     require(created_by, "models_registry.add_trainedmodel", message="You may not register models.")
     if architecture not in PRESETS:
@@ -176,15 +211,13 @@ def trained_model_register_file(
     classes: list[str] | None = None,
     description: str = "",
     config: Path | None = None,
-    created_by=None,
+    created_by: Actor = None,
 ) -> tuple[TrainedModel, dict]:
     """Inspect a checkpoint file (weights-only, in a child process) and register it as a base model.
 
     Class names: ``classes`` when given, else the ones stored in the file (MMDetection 3's ``dataset_meta`` or the
     2.x model zoo's ``CLASSES``), else COCO's for an 80-class head. Returns the model and the inspection report.
     """
-    from training.engine.inspect import inspect_checkpoint
-    from training.engine.presets import PRESETS
 
     require(created_by, "models_registry.add_trainedmodel", message="You may not register models.")
     if architecture not in PRESETS:
@@ -234,7 +267,7 @@ def trained_model_register_file(
 
 
 @transaction.atomic
-def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
+def trained_model_publish(*, model: TrainedModel, user: Actor = None) -> TrainedModel:
     require(user, "models_registry.publish_trainedmodel", model, message=f"You may not publish model #{model.pk}.")
     model = TrainedModel.objects.select_for_update().get(pk=model.pk)
     # A trained model is registered only when its run succeeds; its run may have been deleted since.
@@ -250,7 +283,7 @@ def trained_model_publish(*, model: TrainedModel, user=None) -> TrainedModel:
 
 
 @transaction.atomic
-def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
+def trained_model_unpublish(*, model: TrainedModel, user: Actor = None) -> TrainedModel:
     require(user, "models_registry.publish_trainedmodel", model, message=f"You may not unpublish model #{model.pk}.")
     model = TrainedModel.objects.select_for_update().get(pk=model.pk)
     if model.is_published:
@@ -262,7 +295,7 @@ def trained_model_unpublish(*, model: TrainedModel, user=None) -> TrainedModel:
 
 @transaction.atomic
 def trained_model_update(
-    *, model: TrainedModel, name: str | None = None, description: str | None = None, user=None
+    *, model: TrainedModel, name: str | None = None, description: str | None = None, user: Actor = None
 ) -> TrainedModel:
     require(user, "models_registry.change_trainedmodel", model, message=f"You may not change model #{model.pk}.")
     fields = []
@@ -283,7 +316,7 @@ def trained_model_update(
     return model
 
 
-def trained_model_delete(*, model: TrainedModel, user=None) -> None:
+def trained_model_delete(*, model: TrainedModel, user: Actor = None) -> None:
     """Delete a model and, once the deletion is committed, its files. Published models and models others build
     on are kept: unpublish first; a lineage is never cut."""
     require(user, "models_registry.delete_trainedmodel", model, message=f"You may not delete model #{model.pk}.")

@@ -1,8 +1,13 @@
 """django-q2 entry points of the registry. Thin: they take ids and call one service."""
 
-from audit.services import audit_interface
+from pathlib import Path
 
-from .predictions import prediction_execute
+from django.conf import settings
+
+from core.file_cache import prune
+from core.interface import audit_interface
+
+from .predictions import prediction_execute, predictions_expire
 
 
 def execute_prediction(prediction_id: int) -> str:
@@ -12,13 +17,6 @@ def execute_prediction(prediction_id: int) -> str:
 
 def clean_up() -> dict:
     """Scheduled (hourly): predict checks past their retention, and the gallery pictures' cache over its budget."""
-    from pathlib import Path
-
-    from django.conf import settings
-
-    from dumpsite.file_cache import prune
-
-    from .predictions import predictions_expire
 
     with audit_interface("worker"):
         expired = predictions_expire()

@@ -148,7 +148,7 @@ run_in "$WORKER" health || { tail -30 "$SCRATCH/worker.log"; fail "the worker is
 echo "worker health check: healthy"
 
 step "A demo dataset, trained for 1 epoch by the containerised worker (entrypoint: manage ...)"
-run_in "$WEB" manage shell -v 0 -c "from dumpsite.commands import ensure_operator; ensure_operator()"
+run_in "$WEB" manage shell -v 0 -c "from core.commands import ensure_operator; ensure_operator()"
 run_in "$WEB" manage make_demo_dataset --name demo --images 40 --seed 1 2>"$SCRATCH/demo.err" \
   || { cat "$SCRATCH/demo.err"; fail "the demo dataset was not made"; }
 run_in "$WEB" manage train --dataset demo --name "container check" --epochs 1 --wait >"$SCRATCH/train.out" 2>&1 \

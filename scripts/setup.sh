@@ -94,7 +94,7 @@ step "Migrating"
 "$PY" manage.py createcachetable
 # Commands act as a named user and obey the same permissions as the API; on a fresh installation the only
 # administrator is 'operator' (no password: `manage.py changepassword operator` to sign in with it).
-"$PY" manage.py shell -v 0 -c "from dumpsite.commands import ensure_operator as e; n = e(); n and print(f'Created administrator {n!r} (no password yet).')"
+"$PY" manage.py shell -v 0 -c "from core.commands import ensure_operator as e; n = e(); n and print(f'Created administrator {n!r} (no password yet).')"
 
 [ "$SETUP_ONLY" = 1 ] && { step "Set-up done"; exit 0; }
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.test.utils import override_settings
 from PIL import Image
 
-from dumpsite.qcluster import start_cluster, stop_cluster, wait_for
+from workers.cluster import start_cluster, stop_cluster, wait_for
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,4 @@
-from dumpsite.charts import Series, _ticks, line_chart
+from core.charts import Series, _ticks, line_chart
 
 
 def test_chart_draws_one_polyline_per_series_and_escapes_labels():

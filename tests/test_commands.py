@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def operator(db):
     """The one administrator commands act as when no --user is given (scripts/setup.sh makes 'operator')."""
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     ensure_operator()
 

@@ -62,7 +62,7 @@ def make_user(name: str, group: str | None) -> User:
 
 
 def inspection(parameter_count: int | None = None) -> dict:
-    """What ``training.engine.inspect`` reports, for tests about the registry's rules (not about the file): a
+    """What ``engine.inspect`` reports, for tests about the registry's rules (not about the file): a
     minimal runnable config stands in for the preset's."""
     return {"parameter_count": parameter_count, "config": {"model": {"type": "RetinaNet"}}}
 
@@ -127,9 +127,9 @@ def make_evaluation(model: TrainedModel, run: TrainingRun, dataset):
     """What a training run leaves: its manifest, and the analysis of (made-up) detections on its validation
     split stored as the model's validation evaluation."""
     from datasets.coco_export import build_coco, manifest_of
+    from engine.analysis import analyse
     from models_registry.evaluations import evaluation_store
     from models_registry.models import Evaluation
-    from training.engine.analysis import analyse
     from training.models import TrainingManifest
 
     train, val = build_coco(dataset, val_fraction=0.34, seed=0)

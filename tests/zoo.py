@@ -14,7 +14,7 @@ def build_model(architecture: str, num_classes: int, seed: int = 0):
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
 
-    from training.engine.inspect import preset_config
+    from engine.inspect import preset_config
 
     register_all_modules(init_default_scope=True)
     torch.manual_seed(seed)

@@ -7,8 +7,10 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self):
-        from dumpsite.quotas import register_queued_counter
+        # Django's app loading: models and their users import once the app registry is ready
+        from core.quotas import register_queued_counter
 
+        # Django's app loading: models and their users import once the app registry is ready
         from .models import TrainingRun
 
         register_queued_counter(

@@ -7,33 +7,10 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
-from .engine.presets import DEFAULT_PRESET, preset_choices
-
-
-class Worker(models.Model):
-    """A worker cluster (``manage.py worker``): where it runs, what it declared it has, and its last heartbeat."""
-
-    name = models.CharField(max_length=300, unique=True, help_text="host:pid of the cluster's main process.")
-    host = models.CharField(max_length=255, db_index=True, help_text="The host identity (DUMPSITE_HOST_ID).")
-    pid = models.IntegerField()
-    gpus = ArrayField(models.CharField(max_length=32), default=list, blank=True, help_text="GPU ids it declared.")
-    cpu_slots = models.PositiveIntegerField(default=1, help_text="Training processes it runs at once on its CPUs.")
-    processes = models.PositiveIntegerField(default=1, help_text="Runs it executes at once (django-q2 workers).")
-    started_at = models.DateTimeField(auto_now_add=True)
-    heartbeat_at = models.DateTimeField(db_index=True)
-    stopped_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["host", "name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def describe_resources(self) -> str:
-        gpus = f"GPUs {','.join(self.gpus)}" if self.gpus else "no GPU"
-        return f"{gpus}; {self.cpu_slots} CPU slot{'s' if self.cpu_slots != 1 else ''}"
+from engine.presets import DEFAULT_PRESET, preset_choices
 
 
 class TrainingRun(models.Model):
@@ -113,7 +90,7 @@ class TrainingRun(models.Model):
         null=True, blank=True, help_text="Start time (Unix seconds) of that worker process: its pid's identity."
     )
     worker = models.ForeignKey(
-        Worker,
+        "workers.Worker",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -212,7 +189,6 @@ class TrainingRun(models.Model):
     def duration_seconds(self) -> float | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
 
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dumpsite.errors import ApplicationError
-from dumpsite.redact import redact_paths
+from core.errors import ApplicationError
+from core.redact import redact_paths
+from engine.config import checkpoint_epoch
+from engine.events import metrics_history, read_events
+from engine.supervisor import tail_text
 
-from .engine.config import checkpoint_epoch
-from .engine.events import metrics_history, read_events
-from .engine.supervisor import tail_text
 from .models import TrainingManifest, TrainingRun
 
 MAX_CURVE_POINTS = 500

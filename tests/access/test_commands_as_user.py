@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from dumpsite.commands import ensure_operator
+from core.commands import ensure_operator
 from models_registry.models import TrainedModel
 from tests.world import make_user
 from training.models import TrainingRun

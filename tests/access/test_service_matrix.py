@@ -8,6 +8,7 @@ refused ones raise PermissionDenied and change nothing.
 import pytest
 from django.core.exceptions import PermissionDenied
 
+from core.errors import ApplicationError
 from datasets.imports import dataset_import_create, orthophoto_tiling_create
 from datasets.models import Annotation, Dataset, DatasetImage, DatasetImport
 from datasets.services import (
@@ -20,13 +21,17 @@ from datasets.services import (
     dataset_image_update,
     dataset_update,
 )
-from dumpsite.errors import ApplicationError
 from models_registry import services as registry
 from models_registry.models import TrainedModel
 from tests.conftest import jpeg_bytes
 from tests.world import ROLES, inspection
 from training import services as training
 from training.models import TrainingRun
+
+
+def first_box() -> int:
+    """The first box of the world (its one dataset's)."""
+    return Annotation.objects.order_by("pk").values_list("pk", flat=True)[0]
 
 
 def set_run(world, status):
@@ -99,8 +104,8 @@ SERVICES = {
         lambda w: DatasetImage.objects.filter(enabled=False).count(),
     ),
     "annotation update": (
-        lambda w, u, t: annotation_update(annotation=Annotation.objects.first(), x=2, user=u),
-        lambda w: Annotation.objects.first().x,
+        lambda w, u, t: annotation_update(annotation=Annotation.objects.get(pk=first_box()), x=2, user=u),
+        lambda w: Annotation.objects.get(pk=first_box()).x,
     ),
     "annotation create": (
         lambda w, u, t: annotation_create(
@@ -109,7 +114,7 @@ SERVICES = {
         lambda w: Annotation.objects.count(),
     ),
     "annotation delete": (
-        lambda w, u, t: annotation_delete(annotation=Annotation.objects.first(), user=u),
+        lambda w, u, t: annotation_delete(annotation=Annotation.objects.get(pk=first_box()), user=u),
         lambda w: Annotation.objects.count(),
     ),
     "image create": (

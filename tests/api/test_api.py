@@ -144,7 +144,7 @@ def test_deleting_a_model_removes_its_files_after_the_commit(world, settings, dj
 
 
 def test_unexpected_errors_are_a_bare_500(world, monkeypatch):
-    from models_registry import api
+    from models_registry.api import trained_models as api
 
     def boom(*args, **kwargs):
         raise RuntimeError("secret /var/lib/internal/path")

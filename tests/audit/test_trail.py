@@ -7,9 +7,9 @@ from django.core.management import call_command
 from django.test import Client
 
 from audit.models import AuditEvent
-from audit.services import audit_interface
+from core.interface import audit_interface
+from scheduler.reaper import training_runs_reap_stale
 from training.models import TrainingRun
-from training.reaper import training_runs_reap_stale
 from training.services import training_run_claim, training_run_create, training_run_fail
 
 pytestmark = pytest.mark.django_db

@@ -50,7 +50,7 @@ def write_geotiff(
             else:
                 block = pixels(band_index, y0, rows, width)
             band.data(block, offset=(0, y0), size=(width, rows))
-    raster = None  # noqa: F841 - flushed and closed
+    del raster  # flushed and closed
     return path
 
 
@@ -77,8 +77,9 @@ def exif_jpeg(
 ) -> bytes:
     """A JPEG whose EXIF holds a GPS position (degrees, minutes, seconds), altitude and capture time."""
     exif = Image.Exif()
-    gps = {}
+    gps: dict[int, object] = {}
     if lat is not None:
+        assert lon is not None, "a position needs both"
         gps.update({1: "N" if lat >= 0 else "S", 2: _dms(abs(lat)), 3: "E" if lon >= 0 else "W", 4: _dms(abs(lon))})
     if altitude is not None:
         gps.update({5: 0 if altitude >= 0 else 1, 6: abs(altitude)})

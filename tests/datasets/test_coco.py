@@ -2,12 +2,12 @@ import json
 
 import pytest
 
+from core.errors import ApplicationError
 from datasets.coco_export import build_coco, export_coco
 from datasets.coco_import import import_coco
 from datasets.models import Annotation, Dataset, DatasetImage
 from datasets.services import annotation_create, dataset_create, dataset_image_create
 from datasets.splits import split_ids
-from dumpsite.errors import ApplicationError
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db

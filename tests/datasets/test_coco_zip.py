@@ -99,7 +99,7 @@ def test_a_runs_recorded_split_exports_exactly_that_side(world):
 
 
 def test_the_command_writes_the_archive_or_nothing(tmp_path):
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     ensure_operator()
     demo_dataset_create(name="cli export", images=6, seed=22)

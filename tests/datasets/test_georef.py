@@ -161,7 +161,7 @@ def test_import_coco_says_how_many_files_told_their_place(tmp_path):
 
     from django.core.management import call_command
 
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     ensure_operator()
     (tmp_path / "a.jpg").write_bytes(exif_jpeg(lat=46.0, lon=14.5))

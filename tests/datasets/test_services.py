@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.gis.geos import Point
 
+from core.errors import ApplicationError
 from datasets.models import Annotation, Dataset, DatasetImage
 from datasets.selectors import dataset_assert_trainable
 from datasets.services import (
@@ -10,7 +11,6 @@ from datasets.services import (
     dataset_image_create,
     validate_class_names,
 )
-from dumpsite.errors import ApplicationError
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db

@@ -9,10 +9,10 @@ import pytest
 from django.contrib.gis.geos import Point, Polygon
 from django.db import connection
 
+from core.errors import ApplicationError
 from datasets.coco_export import build_coco, content_hash, manifest_of
 from datasets.services import annotation_create, dataset_create, dataset_image_create
 from datasets.splits import grid_cells
-from dumpsite.errors import ApplicationError
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db

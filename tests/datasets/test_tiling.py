@@ -14,11 +14,11 @@ import pytest
 from django.contrib.gis.gdal import CoordTransform, SpatialReference
 from django.contrib.gis.geos import Point, Polygon
 
+from core.errors import ApplicationError
 from datasets.imports import dataset_import_execute, imports_root
 from datasets.models import Annotation, Dataset, DatasetImage, DatasetImport
 from datasets.splits import grid_cells, split_dataset
 from datasets.tiling import TilingOptions, tile_orthophotos, windows
-from dumpsite.errors import ApplicationError
 from tests.datasets.geo_files import tiff_without_crs, write_geotiff
 
 pytestmark = pytest.mark.django_db
@@ -72,7 +72,9 @@ def _rect(x1, y1, x2, y2):
 
 
 def window_of(image: DatasetImage) -> tuple[int, int]:
-    x, y = re.search(r"_x(\d+)_y(\d+)\.jpg$", image.original_name).groups()
+    found = re.search(r"_x(\d+)_y(\d+)\.jpg$", image.original_name)
+    assert found is not None, image.original_name
+    x, y = found.groups()
     return int(x), int(y)
 
 

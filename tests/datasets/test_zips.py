@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ApplicationError
 from datasets.coco_import import ZipImages
 from datasets.zips import ZipLimits, check_zip, find_coco_file
-from dumpsite.errors import ApplicationError
 
 LIMITS = ZipLimits(max_members=1000, max_bytes=50 * 2**20, max_ratio=100)
 COCO = json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "waste"}]})

@@ -24,7 +24,8 @@ def tile_bytes(index: int) -> bytes:
 
 
 def _doc(file_name, *, first_id: int, category_base: int, extra_image=None, extra_ann=None) -> dict:
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i, (name, (w, h), _, boxes) in enumerate(TILES):
         images.append(
             {"id": first_id + i, "file_name": file_name(name), "width": w, "height": h, **(extra_image or {})}
@@ -50,7 +51,7 @@ def cvat(path: Path, top: str = "") -> Path:
     """CVAT "COCO 1.0": annotations/instances_default.json, file names relative to images/, ids from 1."""
     doc = _doc(lambda n: n, first_id=1, category_base=1, extra_image={"license": 0, "flickr_url": "", "coco_url": ""})
     doc.update(licenses=[{"name": "", "id": 0, "url": ""}], info={"contributor": "", "version": ""})
-    members = {f"{top}annotations/instances_default.json": json.dumps(doc)}
+    members: dict[str, str | bytes] = {f"{top}annotations/instances_default.json": json.dumps(doc)}
     members.update({f"{top}images/{name}": tile_bytes(i) for i, (name, *_) in enumerate(TILES)})
     return _write(path, members)
 
@@ -59,14 +60,16 @@ def label_studio(path: Path) -> Path:
     """Label Studio's COCO export: result.json, file names "images/<hash>-<name>", ids (and categories) from 0."""
     doc = _doc(lambda n: f"images/5f3a9c1e-{n}", first_id=0, category_base=0, extra_ann={"ignore": 0})
     doc["info"] = {"year": 2026, "version": "1.0", "description": "", "contributor": "Label Studio"}
-    members = {"result.json": json.dumps(doc)}
+    members: dict[str, str | bytes] = {"result.json": json.dumps(doc)}
     members.update({f"images/5f3a9c1e-{name}": tile_bytes(i) for i, (name, *_) in enumerate(TILES)})
     return _write(path, members)
 
 
 def plain(path: Path, extra: dict | None = None) -> Path:
     """annotations.json beside images/ (file names include images/), as export_coco writes it."""
-    members = {"annotations.json": json.dumps(_doc(lambda n: f"images/{n}", first_id=1, category_base=1))}
+    members: dict[str, str | bytes] = {
+        "annotations.json": json.dumps(_doc(lambda n: f"images/{n}", first_id=1, category_base=1))
+    }
     members.update({f"images/{name}": tile_bytes(i) for i, (name, *_) in enumerate(TILES)})
     members.update(extra or {})
     return _write(path, members)

@@ -30,6 +30,7 @@ def check_validation_results(model: TrainedModel) -> Evaluation:
     """The training run evaluated its registered checkpoint per class on its validation split, and recorded
     exactly what it trained and validated on."""
     run = model.source_run
+    assert run is not None
     evaluation = Evaluation.objects.get(model=model, kind=Evaluation.Kind.VALIDATION)
     assert evaluation.run == run and evaluation.dataset == model.dataset
     assert [r["class"] for r in evaluation.per_class] == model.class_names

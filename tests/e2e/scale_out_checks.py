@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
+from engine.events import read_events
+from engine.supervisor import processes_of_job
 from models_registry.models import TrainedModel
-from training.engine.events import read_events
-from training.engine.supervisor import processes_of_job
 from training.models import TrainingRun
 from training.services import training_run_create
 
@@ -16,7 +16,9 @@ def check_two_processes(baseline: TrainedModel, timeout: float = 900) -> Trained
     """Two processes with half the batch each (the same images per iteration) and the same epochs: it succeeds,
     shows its processes and total batch, reports progress once (rank 0 only), leaves no process behind, and its
     model scores within 0.1 mAP50 of the one-process model."""
-    params = baseline.source_run.parameters
+    source = baseline.source_run
+    assert source is not None and baseline.dataset is not None
+    params = source.parameters
     assert params["processes"] == 1 and params["batch_size"] % 2 == 0
     run = training_run_create(
         dataset=baseline.dataset,
@@ -24,7 +26,7 @@ def check_two_processes(baseline: TrainedModel, timeout: float = 900) -> Trained
         parameters={"processes": 2, "batch_size": params["batch_size"] // 2, "epochs": params["epochs"]},
     )
     deadline = time.monotonic() + timeout
-    seen_processes = []
+    seen_processes: list = []
     while not (run := TrainingRun.objects.get(pk=run.pk)).is_finished and time.monotonic() < deadline:
         if run.current_iter and not seen_processes:
             seen_processes = processes_of_job(run.work_dir / "job.json")  # torchrun and its two ranks
@@ -33,7 +35,7 @@ def check_two_processes(baseline: TrainedModel, timeout: float = 900) -> Trained
     assert len(seen_processes) == 3, seen_processes
     assert processes_of_job(run.work_dir / "job.json") == []
     assert run.device.startswith("2 processes x cpu"), run.device
-    assert run.max_iters == baseline.source_run.max_iters  # the same images per iteration: the same iterations
+    assert run.max_iters == source.max_iters  # the same images per iteration: the same iterations
 
     events = read_events(run.work_dir / "events.jsonl")
     kinds = [e["event"] for e in events]
@@ -41,5 +43,6 @@ def check_two_processes(baseline: TrainedModel, timeout: float = 900) -> Trained
     assert kinds.count("iter") == run.max_iters and kinds.count("val") == params["epochs"]
 
     model = TrainedModel.objects.get(source_run=run)
+    assert model.bbox_mAP_50 is not None and baseline.bbox_mAP_50 is not None
     assert abs(model.bbox_mAP_50 - baseline.bbox_mAP_50) <= 0.1, (model.metrics_history, baseline.metrics_history)
     return model

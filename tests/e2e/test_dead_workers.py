@@ -12,9 +12,9 @@ import pytest
 from django.utils import timezone
 
 from datasets.demo import demo_dataset_create
+from engine.supervisor import processes_of_job
 from tests.conftest import start_worker, stop_worker, wait_for
 from tests.e2e.waiting import finished, training
-from training.engine.supervisor import processes_of_job
 from training.models import TrainingRun
 from training.services import training_run_create, training_run_retry
 
@@ -87,7 +87,7 @@ def test_a_silent_worker_of_another_host_is_failed_after_the_limit_and_its_pids_
         # A process here that looks exactly like that run's training: that host's pid means nothing to us.
         job = str(run.work_dir / "job.json")
         theirs = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(60)", "-m", "training.engine.child", job],
+            [sys.executable, "-c", "import time; time.sleep(60)", "-m", "engine.child", job],
             start_new_session=True,
         )
         TrainingRun.objects.filter(pk=run.pk).update(worker_pid=theirs.pid, training_pid=theirs.pid)

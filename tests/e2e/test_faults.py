@@ -10,11 +10,11 @@ import psutil
 import pytest
 
 from datasets.demo import demo_dataset_create
+from engine.config import checkpoint_epoch
+from scheduler.reaper import reaper_schedule_ensure
 from tests.conftest import start_worker, stop_worker, wait_for
 from tests.e2e.waiting import finished, training
-from training.engine.config import checkpoint_epoch
 from training.models import TrainingRun
-from training.reaper import reaper_schedule_ensure
 from training.services import training_run_cancel, training_run_create, training_run_retry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -88,8 +88,8 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
     from django.db import connection
     from django_q.models import Task
 
+    from engine.events import read_events
     from models_registry.models import TrainedModel
-    from training.engine.events import read_events
 
     dataset = demo_dataset_create(name="many", images=16, seed=6)
     runs = [
@@ -121,14 +121,14 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
         assert len(starts) == 1, (run.pk, starts)
         assert TrainedModel.objects.filter(source_run=run).count() == 1
     # The broker handed each task out once: one finished task per run, none left in the queue.
-    done = Task.objects.filter(func="training.tasks.execute_training_run")
+    done = Task.objects.filter(func="scheduler.tasks.execute_training_run")
     assert sorted(t.args[0] for t in done) == sorted(r.pk for r in runs)
     assert all(t.success for t in done)
 
 
 def test_a_cancelled_run_resumes_from_its_last_checkpoint(worker):
+    from engine.events import read_events
     from models_registry.models import TrainedModel
-    from training.engine.events import read_events
     from training.services import training_run_resume
 
     dataset = demo_dataset_create(name="resume me", images=48, seed=8)

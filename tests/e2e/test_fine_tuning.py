@@ -34,7 +34,7 @@ def test_model_zoo_faster_rcnn_fine_tunes_to_two_classes(worker, tmp_path):
     from django.contrib.auth import get_user_model
     from mmdet.datasets import CocoDataset
 
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     operator = get_user_model().objects.get(username=ensure_operator())
     zoo = make_zoo_checkpoint(tmp_path / "faster_rcnn_r50_fpn_1x_coco.pth", "faster_rcnn_r50_fpn", layout="2.x")

@@ -12,13 +12,14 @@ import psutil
 import pytest
 
 from datasets.demo import demo_dataset_create
+from engine.events import read_events
+from engine.supervisor import processes_of_job
 from models_registry.models import TrainedModel
 from tests.conftest import start_worker, stop_worker, wait_for
 from tests.e2e.waiting import finished, training
-from training.engine.events import read_events
-from training.engine.supervisor import processes_of_job
-from training.models import TrainingRun, Worker
+from training.models import TrainingRun
 from training.services import training_run_cancel, training_run_create, training_run_resume
+from workers.models import Worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -37,13 +37,14 @@ def evaluate_registered(model: TrainedModel, work_dir: Path) -> dict:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from training.engine.checkpoints import install_safe_globals
-    from training.engine.config import restore_tuples
+    from engine.checkpoints import install_safe_globals
+    from engine.config import restore_tuples
 
     install_safe_globals()
     register_all_modules(init_default_scope=True)
     cfg = Config(restore_tuples(json.loads(Path(model.config.path).read_text())))
     # The stored config names no server paths: point it at the run's exported split, as a user would at theirs.
+    assert model.source_run is not None
     val = str(model.source_run.work_dir / "data" / "val.json")
     cfg.test_dataloader.dataset.update(data_root=str(settings.MEDIA_ROOT), ann_file=val)
     cfg.test_evaluator.ann_file = val
@@ -65,7 +66,7 @@ def follow(run_id: int, timeout: float) -> tuple[TrainingRun, list[tuple[str, fl
 
 
 def test_train_from_scratch_then_fine_tune(worker, tmp_path):
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     dataset = demo_dataset_create(name="e2e-demo", images=200, seed=3)
     ensure_operator()  # the command line acts as the one administrator, as after scripts/setup.sh

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from training.engine.analysis import analyse, iou, match_image
+from engine.analysis import analyse, iou, match_image
 
 
 def _doc(images, boxes, classes):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
-from training.engine.checkpoints import load_checkpoint, save_weights
-from training.engine.inspect import inspect_checkpoint
+from engine.checkpoints import load_checkpoint, save_weights
+from engine.inspect import inspect_checkpoint
 
 
 class Evil:
@@ -113,8 +113,8 @@ def test_zoo_layouts_give_class_names(tmp_path):
     names (that one through the real child)."""
     from mmdet.datasets import CocoDataset
 
+    from engine.inspect import _class_names
     from tests.zoo import build_model, make_zoo_checkpoint
-    from training.engine.inspect import _class_names
 
     coco = tuple(CocoDataset.METAINFO["classes"])
     assert _class_names({"CLASSES": coco}) == (list(coco), "meta.CLASSES")

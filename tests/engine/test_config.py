@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from training.engine.child import build_config, resolve_base_config
-from training.engine.config import build_overrides, restore_tuples
-from training.engine.job import TrainingJob
-from training.engine.params import validate_params
-from training.engine.presets import PRESETS
+from engine.child import build_config
+from engine.config import build_overrides, restore_tuples
+from engine.job import TrainingJob
+from engine.loading import resolve_base_config
+from engine.params import validate_params
+from engine.presets import PRESETS
 
 
 def evil(sentinels) -> list[str]:
@@ -179,7 +180,7 @@ TEMPLATES = ["{{$DUMPSITE_TEST_SECRET:fallback}}", "{{ fileDirname }}", "{{ _bas
 def test_the_child_reads_its_config_without_template_substitution(tmp_path, monkeypatch):
     """mmengine's Config.fromfile would put an environment variable's value, a path or a base value in place of
     these names; the child parses its JSON as data, and the names stay what they are."""
-    from training.engine.child import load_json_config
+    from engine.loading import load_json_config
 
     monkeypatch.setenv("DUMPSITE_TEST_SECRET", "the-secret-value")
     job = TrainingJob(
@@ -202,7 +203,7 @@ def test_the_child_reads_its_config_without_template_substitution(tmp_path, monk
 def test_a_published_config_names_no_server_paths_and_reads_back_literally(tmp_path, monkeypatch):
     from mmengine.config import Config
 
-    from training.engine.config import dumps_config_json, publishable_config
+    from engine.config import dumps_config_json, publishable_config
 
     monkeypatch.setenv("DUMPSITE_TEST_SECRET", "the-secret-value")
     cfg = json.loads(json.dumps(overrides(classes=TEMPLATES, load_from="/srv/media/models/k/model.pth")))
@@ -234,7 +235,7 @@ def test_amp_accumulation_early_stopping_and_loader_workers_reach_the_config():
 
 
 def test_device_selection():
-    from training.engine.device import DeviceError, select_device
+    from engine.device import DeviceError, select_device
 
     assert select_device(cuda_available=False, amp=False) == "cpu"
     assert select_device(cuda_available=True, amp=False) == "cuda"

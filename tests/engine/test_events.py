@@ -1,7 +1,7 @@
 import json
 
-from training.engine.events import EventTail, best_epoch, clean_metric, fold_progress, metrics_history
-from training.engine.supervisor import last_exception_line
+from engine.events import EventTail, best_epoch, clean_metric, fold_progress, metrics_history
+from engine.supervisor import last_exception_line
 
 
 def write(fh, **event):

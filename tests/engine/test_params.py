@@ -1,7 +1,7 @@
 import pytest
 
-from training.engine.params import COMMON_DEFAULTS, PARAM_SPECS, ParamError, validate_params
-from training.engine.presets import PRESETS
+from engine.params import COMMON_DEFAULTS, PARAM_SPECS, ParamError, validate_params
+from engine.presets import PRESETS
 
 
 def test_defaults_come_from_the_preset():

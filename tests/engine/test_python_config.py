@@ -7,7 +7,7 @@ import json
 import pytest
 from mmengine.config import Config
 
-from training.engine.config import dumps_config_py, restore_tuples
+from engine.config import dumps_config_py, restore_tuples
 
 TEMPLATES = ["{{$DUMPSITE_PROBE_SECRET:x}}", "{{ fileDirname }}", "{{ _base_.model }}", "${HOME}", "{{"]
 
@@ -63,7 +63,7 @@ def test_hostile_class_names_stay_literal_through_stock_config_loading(tmp_path,
 
 
 def test_round_trip_of_a_real_preset_config(tmp_path):
-    from training.engine.inspect import preset_config
+    from engine.inspect import preset_config
 
     data = preset_config("faster_rcnn_r50_fpn", 3)
     path = tmp_path / "c.py"

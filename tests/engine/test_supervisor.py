@@ -3,7 +3,7 @@ import time
 
 import psutil
 
-from training.engine.supervisor import run_child
+from engine.supervisor import run_child
 
 
 def script(tmp_path, **kwargs):
@@ -41,6 +41,16 @@ def test_progress_is_reported_while_the_child_runs(tmp_path):
     assert any(p is not None and 0 < p < 100 for p in seen), seen
 
 
+def test_the_events_read_while_the_child_ran_are_kept_whole(tmp_path):
+    from engine.events import read_events
+
+    result = run(tmp_path, steps=7, sleep=0.03)
+    assert result.returncode == 0
+    kinds = [e["event"] for e in result.events]
+    assert kinds == ["start"] + ["iter"] * 7  # each event once, in order: nothing read twice, nothing lost
+    assert result.events == read_events(tmp_path / "events.jsonl")
+
+
 def test_a_failing_child_reports_its_exception_line(tmp_path):
     result = run(tmp_path, steps=1, **{"raise": "corrupt image tile_7.jpg"})
     assert result.returncode == 1
@@ -70,7 +80,7 @@ def test_timeout_stops_the_child(tmp_path):
 
 
 def test_the_supervisor_sleeps_between_ticks_and_wakes_when_the_child_exits(tmp_path, monkeypatch):
-    from training.engine.supervisor import ExitWatch
+    from engine.supervisor import ExitWatch
 
     waits, original = [], ExitWatch.wait
     monkeypatch.setattr(ExitWatch, "wait", lambda self, timeout: waits.append(timeout) or original(self, timeout))
@@ -90,7 +100,7 @@ def test_the_supervisor_sleeps_between_ticks_and_wakes_when_the_child_exits(tmp_
 
 
 def test_the_child_gets_a_minimal_environment(tmp_path, monkeypatch):
-    from training.engine.supervisor import child_environment
+    from engine.supervisor import child_environment
 
     monkeypatch.setenv("DJANGO_SECRET_KEY", "k" * 50)
     monkeypatch.setenv("POSTGRES_PASSWORD", "pw")

@@ -3,9 +3,9 @@ tensor by tensor from the real models of each preset."""
 
 import pytest
 
+from engine.presets import PRESETS
+from engine.transfer import FULL, NEW_CLASSES, TransferError, describe_transfer, plan_transfer
 from tests.zoo import build_model
-from training.engine.presets import PRESETS
-from training.engine.transfer import FULL, NEW_CLASSES, TransferError, describe_transfer, plan_transfer
 
 TINY, FRCNN = PRESETS["retinanet_r18_tiny"], PRESETS["faster_rcnn_r50_fpn"]
 
@@ -75,7 +75,7 @@ def test_real_models_of_80_and_2_classes_differ_exactly_in_the_class_layers(pres
 def test_the_small_object_preset_is_the_same_network_with_smaller_anchors():
     """faster_rcnn_r50_fpn_small loads the same model-zoo checkpoints in full: every tensor has the same name and
     shape; what differs is configuration (anchor size, input size, proposal counts)."""
-    from training.engine.inspect import preset_config
+    from engine.inspect import preset_config
 
     small = PRESETS["faster_rcnn_r50_fpn_small"]
     assert shapes(build_model(small.key, 80)) == shapes(build_model(FRCNN.key, 80))

@@ -13,11 +13,11 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 from models_registry.evaluations import gallery_render_path
 from training.models import TrainingRun
 from training.services import training_run_resume, training_run_retry
-from training.services.evaluations import evaluation_run_create
+from training.services.evaluation_runs import evaluation_run_create
 
 pytestmark = pytest.mark.django_db
 

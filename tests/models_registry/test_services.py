@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 from models_registry.models import TrainedModel
 from models_registry.selectors import model_lineage, models_visible_to
 from models_registry.services import (
@@ -52,10 +52,13 @@ def test_registering_stores_the_given_epoch_its_files_and_their_hashes(world, tm
         "parameter_count": 9,
         "duration_s": 3.5,
     }
+    digest, inode = sha256_file(ckpt), ckpt.stat().st_ino
     model = trained_model_register_from_run(run=run, result=result, history=history, best=history[0])
     assert model.best_epoch == 1 and model.bbox_mAP == 0.4 and model.bbox_mAP_50 == 0.7  # the caller's choice
     assert model.metrics_history == history and model.class_names == ["waste"] and model.parameter_count == 9
-    assert model.checkpoint_sha256 == sha256_file(Path(model.checkpoint.path)) == sha256_file(ckpt)
+    assert model.checkpoint_sha256 == sha256_file(Path(model.checkpoint.path)) == digest
+    # The run's files are moved into the registry (one file system here: renamed, the same inode), not copied.
+    assert not ckpt.exists() and not cfg.exists() and Path(model.checkpoint.path).stat().st_ino == inode
     assert model.created_by == world.users["owner"] and model.source_run == run and model.base_model is None
     with pytest.raises(ApplicationError, match="no validation metrics"):
         trained_model_register_from_run(run=run, result=result, history=[], best=None)

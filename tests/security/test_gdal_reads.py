@@ -21,11 +21,11 @@ from django.contrib.gis.gdal.libgdal import lgdal
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from core.errors import ApplicationError
 from datasets.imports import SITES, dataset_import_execute, imports_root
 from datasets.models import Dataset, DatasetImage, DatasetImport
 from datasets.rasters import registered_drivers
 from datasets.tiling import open_orthophoto
-from dumpsite.errors import ApplicationError
 from tests.datasets.geo_files import write_geotiff
 from tests.datasets.test_tiling import sites_geojson
 

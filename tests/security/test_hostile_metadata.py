@@ -55,7 +55,7 @@ def test_the_api_upload_of_a_hostile_exif_date_answers_201_with_the_problem(worl
 
 
 def test_import_coco_goes_on_past_a_hostile_exif_date(tmp_path):
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     ensure_operator()
     (tmp_path / "a.jpg").write_bytes(hostile_jpeg())

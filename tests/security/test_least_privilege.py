@@ -19,13 +19,14 @@ from django.utils import timezone
 from django_q.models import Schedule
 from rest_framework.test import APIClient
 
+from core.errors import ApplicationError
+from core.file_cache import prune, whole_jpeg
 from datasets.imports import dataset_import_execute, imports_root
 from datasets.models import Annotation, DatasetImport
-from dumpsite.errors import ApplicationError
-from dumpsite.file_cache import prune, whole_jpeg
-from models_registry.evaluations import evaluations_visible_to, gallery_render, gallery_render_path
+from models_registry.evaluations import gallery_render, gallery_render_path
 from models_registry.models import Evaluation, Prediction
 from models_registry.predictions import prediction_create, predictions_expire
+from models_registry.selectors import evaluations_visible_to
 from tests.conftest import jpeg_bytes
 from training.models import TrainingRun
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_the_inspection_child_gets_a_minimal_environment_and_a_timeout_below_the_webs(tmp_path, monkeypatch, settings):
-    import training.engine.inspect as inspect
+    import engine.inspect as inspect
 
     seen = {}
     real_run = subprocess.run

@@ -28,8 +28,8 @@ def png_bytes(width, height, mode="1") -> bytes:
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(world, settings):
+    from core.errors import ApplicationError
     from datasets.services import dataset_image_create
-    from dumpsite.errors import ApplicationError
 
     settings.DUMPSITE_MAX_IMAGE_PIXELS = 1_000_000
     bomb = png_bytes(4000, 4000)  # 16 MP of one bit: a few kB on disk
@@ -43,8 +43,8 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(world, settings
 def test_pillows_bomb_warning_is_a_refusal_not_a_warning(world, settings):
     from PIL import Image as PILImage
 
+    from core.errors import ApplicationError
     from datasets.images import decode_image
-    from dumpsite.errors import ApplicationError
 
     settings.DUMPSITE_MAX_IMAGE_PIXELS = 10**9  # our own check passes; Pillow's warning must still refuse
     previous = PILImage.MAX_IMAGE_PIXELS
@@ -82,7 +82,8 @@ def test_thumbnails_of_images_over_the_limit_are_not_decoded(world, settings):
 
 
 def test_a_worker_crash_shows_a_reason_and_a_reference_not_a_traceback(world, monkeypatch, settings, caplog):
-    from training import worker
+    from training import execution
+    from training.execution import train
 
     def explode(*args, **kwargs):
         raise RuntimeError(f"boom in {settings.MEDIA_ROOT}/datasets/secret-place")
@@ -90,8 +91,8 @@ def test_a_worker_crash_shows_a_reason_and_a_reference_not_a_traceback(world, mo
     run = TrainingRun.objects.create(
         name="crashes", dataset=world.dataset, parameters=world.run.parameters, created_by=world.users["owner"]
     )
-    monkeypatch.setattr(worker, "export_coco", explode)
-    assert worker.training_run_execute(run_id=run.pk) == "failed"
+    monkeypatch.setattr(train, "export_coco", explode)
+    assert execution.training_run_execute(run_id=run.pk) == "failed"
     run.refresh_from_db()
     assert run.error_message.startswith("Internal error in the worker (reference ")
     assert "Traceback" not in run.error_message + run.log_tail and "/" not in run.error_message

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from django.contrib.gis.gdal import GDALRaster
 
+from core.errors import ApplicationError
 from datasets import zips
 from datasets.grid import SiteIndex, window_count, windows
 from datasets.models import Dataset, DatasetImport
 from datasets.sites import read_annotations
-from dumpsite.errors import ApplicationError
 from tests.datasets.test_tiling import sites_geojson
 from tests.datasets.zip_layouts import LAYOUTS
 from tests.security.test_gdal_reads import upload_folders

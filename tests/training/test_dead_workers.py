@@ -9,9 +9,9 @@ import sys
 import pytest
 from django.utils import timezone
 
-from training.engine.processes import is_alive, started_at
+from engine.processes import is_alive, started_at
+from scheduler.reaper import training_runs_reconcile_host
 from training.models import TrainingRun
-from training.reaper import training_runs_reconcile_host
 from training.services import training_run_create, training_run_fail_gone
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +53,7 @@ def test_a_run_whose_worker_process_died_fails_at_once_and_its_leftovers_end(mak
     settings.DUMPSITE_HOST_ID = "this-host"
     dataset = make_dataset()
     run = running_on(dataset, "this-host", worker_pid=gone_pid(), worker_started=1.0, worker_process="this-host:1")
-    leftover = sleeper("-m", "training.engine.child", str(run.work_dir / "job.json"))
+    leftover = sleeper("-m", "engine.child", str(run.work_dir / "job.json"))
     TrainingRun.objects.filter(pk=run.pk).update(training_pid=leftover.pid, training_started=started_at(leftover.pid))
     try:
         assert training_runs_reconcile_host() == [run.pk]

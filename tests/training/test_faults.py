@@ -9,10 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from dumpsite.errors import ApplicationError
-from training.engine.supervisor import kill_training_process
+from core.errors import ApplicationError
+from engine.supervisor import kill_training_process
+from scheduler.reaper import reaper_schedule_ensure, training_runs_reap_stale
 from training.models import TrainingRun
-from training.reaper import reaper_schedule_ensure, training_runs_reap_stale
 from training.services import training_run_create
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def test_reaper_fails_runs_without_heartbeat_and_leaves_the_others(make_dataset)
 def fake_child(job_file):
     """A process whose command line looks like the training child of ``job_file``."""
     return subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "training.engine.child", str(job_file)],
+        [sys.executable, "-c", "import time; time.sleep(60)", "engine.child", str(job_file)],
         start_new_session=True,
     )
 
@@ -82,7 +82,7 @@ def test_reaper_schedule_is_idempotent():
     reaper_schedule_ensure()
     reaper_schedule_ensure()
     schedule = Schedule.objects.get(name="reap stale training runs")
-    assert schedule.func == "training.tasks.reap_stale_runs" and schedule.repeats == -1
+    assert schedule.func == "scheduler.tasks.reap_stale_runs" and schedule.repeats == -1
 
 
 @pytest.mark.parametrize("limit", [0, -5, 10**9, 2.5, True])
@@ -92,7 +92,7 @@ def test_time_limit_out_of_range_is_refused(make_dataset, limit):
 
 
 def test_cancel_on_the_command_line(make_dataset):
-    from dumpsite.commands import ensure_operator
+    from core.commands import ensure_operator
 
     ensure_operator()
     run = training_run_create(dataset=make_dataset())
@@ -125,9 +125,9 @@ def test_resume_needs_a_finished_attempt_with_a_checkpoint(make_dataset):
 
 
 def test_resume_override_makes_mmengine_resume():
-    from training.engine.config import build_overrides
-    from training.engine.params import validate_params
-    from training.engine.presets import PRESETS
+    from engine.config import build_overrides
+    from engine.params import validate_params
+    from engine.presets import PRESETS
 
     kwargs = dict(
         preset=PRESETS["retinanet_r18_tiny"],
@@ -144,7 +144,7 @@ def test_resume_override_makes_mmengine_resume():
 
 
 def test_a_run_refuses_to_start_below_the_free_disk_floor(make_dataset, settings):
-    from training.worker import training_run_execute
+    from training.execution import training_run_execute
 
     settings.TRAINING_MIN_FREE_BYTES = 10**18  # an exabyte: never free
     run = training_run_create(dataset=make_dataset())

@@ -10,13 +10,15 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from dumpsite.errors import ApplicationError
-from training.engine.supervisor import child_argv, kill_job_processes, processes_of_job, resource_environment
-from training.models import TrainingRun, Worker
-from training.reaper import training_runs_reap_stale
-from training.resources import Capacity, Need, free_capacity, need_of
+from core.errors import ApplicationError
+from engine.supervisor import child_argv, kill_job_processes, processes_of_job, resource_environment
+from scheduler.queue import free_capacity, next_run_for, training_run_claim_next, training_runs_offer
+from scheduler.reaper import training_runs_reap_stale
+from training.models import TrainingRun
 from training.services import training_run_create, training_run_fail
-from training.services.workers import next_run_for, training_run_claim_next, training_runs_offer, worker_register
+from workers.models import Worker
+from workers.resources import Capacity, Need, need_of
+from workers.services import worker_register
 
 pytestmark = pytest.mark.django_db
 
@@ -247,17 +249,17 @@ def test_the_child_environment_carries_the_runs_gpus_and_thread_shares():
 
 def test_several_processes_start_under_torchrun(tmp_path):
     job = tmp_path / "job.json"
-    assert child_argv(job, "training.engine.child")[1:] == ["-m", "training.engine.child", str(job)]
-    argv = child_argv(job, "training.engine.child", processes=3)
+    assert child_argv(job, "engine.child")[1:] == ["-m", "engine.child", str(job)]
+    argv = child_argv(job, "engine.child", processes=3)
     assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3"]
-    assert argv[-3:] == ["-m", "training.engine.child", str(job)]
+    assert argv[-3:] == ["-m", "engine.child", str(job)]
 
 
 def fake_rank(job_file) -> subprocess.Popen:
     """A process whose command line looks like a rank of the training child of ``job_file`` (a session of its own,
     as torchrun starts them)."""
     return subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "-m", "training.engine.child", str(job_file)],
+        [sys.executable, "-c", "import time; time.sleep(60)", "-m", "engine.child", str(job_file)],
         start_new_session=True,
     )
 
@@ -317,13 +319,16 @@ def test_the_admin_lists_workers_with_what_they_are_busy_with_for_those_allowed(
     trainer.groups.add(Group.objects.get(name="Trainer"))
 
     client.force_login(admin)
-    page = client.get("/admin/training/worker/")
+    page = client.get("/admin/workers/worker/")
     html = page.content.decode()
     assert page.status_code == 200
     assert "gpu-host:9" in html and "GPUs 0,1; 2 CPU slots" in html and f"#{run.pk} busy one" in html
     assert "alive" in html and "silent for" in html  # the old host's worker has not been heard of for an hour
-    assert client.get(f"/admin/training/worker/{host.pk}/change/").status_code == 200
-    assert client.post(f"/admin/training/worker/{host.pk}/delete/").status_code == 403  # workers register themselves
+    assert client.get(f"/admin/workers/worker/{host.pk}/change/").status_code == 200
+    assert client.post(f"/admin/workers/worker/{host.pk}/delete/").status_code == 403  # workers register themselves
+
+    moved = client.get(f"/admin/training/worker/{host.pk}/change/?x=1")  # the page before Worker had its own app
+    assert moved.status_code == 301 and moved["Location"] == f"/admin/workers/worker/{host.pk}/change/?x=1"
 
     client.force_login(trainer)
-    assert client.get("/admin/training/worker/").status_code == 403
+    assert client.get("/admin/workers/worker/").status_code == 403

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django_q.models import OrmQ
 
-from dumpsite.errors import ApplicationError
+from core.errors import ApplicationError
 from models_registry.models import TrainedModel
 from training.models import TrainingRun
 from training.services import (
@@ -26,7 +26,7 @@ def test_create_saves_a_queued_run_and_enqueues_it_on_commit(make_dataset, djang
     assert run.status == TrainingRun.Status.QUEUED and run.parameters["epochs"] == 2 and run.max_epochs == 2
     assert run.parameters["batch_size"] == 8  # preset default filled in
     queued = [q.task for q in OrmQ.objects.all()]
-    assert [(t["func"], t["args"]) for t in queued] == [("training.tasks.execute_training_run", (run.pk,))]
+    assert [(t["func"], t["args"]) for t in queued] == [("scheduler.tasks.execute_training_run", (run.pk,))]
 
 
 @pytest.mark.parametrize(

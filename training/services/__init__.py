@@ -1,11 +1,13 @@
 """Writes to training runs: every state transition, one function each, and every rule, checked here.
 
-States: queued -> running -> succeeded | failed | cancelled; queued -> cancelled. ``runs`` holds what users ask for
-(create, cancel, retry / resume, delete: each checks the acting user); ``execution`` what the worker and the
-reaper do (claim, progress, finish).
+States: queued -> running -> succeeded | failed | cancelled; queued -> cancelled. ``queueing`` is the one path by
+which a run of any kind is queued; ``runs`` holds what users ask of training runs (create, cancel, retry / resume,
+delete: each checks the acting user), ``evaluation_runs`` the evaluation's create; ``lifecycle`` what the worker
+and the reaper do (claim, progress, finish).
 """
 
-from .execution import (
+from .evaluation_runs import evaluation_run_create
+from .lifecycle import (
     training_run_child_started,
     training_run_claim,
     training_run_fail,
@@ -13,15 +15,15 @@ from .execution import (
     training_run_fail_stale,
     training_run_progress,
     training_run_record,
+    training_run_record_manifest,
     training_run_succeed,
 )
+from .queueing import TASK, training_run_enqueue
 from .runs import (
-    TASK,
     RunPlan,
     training_run_cancel,
     training_run_create,
     training_run_delete,
-    training_run_enqueue,
     training_run_plan,
     training_run_preview,
     training_run_resume,
@@ -32,6 +34,7 @@ from .runs import (
 __all__ = [
     "TASK",
     "RunPlan",
+    "evaluation_run_create",
     "training_run_cancel",
     "training_run_child_started",
     "training_run_claim",
@@ -45,6 +48,7 @@ __all__ = [
     "training_run_preview",
     "training_run_progress",
     "training_run_record",
+    "training_run_record_manifest",
     "training_run_resume",
     "training_run_retry",
     "training_run_succeed",

@@ -8,32 +8,29 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Q
 from django.utils import timezone
 
-from access.roles import CREATOR_PERMS
-from access.rules import grant, require
+from access.rules import Actor, require
 from audit.services import audit_record
+from core.errors import ApplicationError
 from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
 from datasets.splits import split_preview
-from dumpsite.errors import ApplicationError
-from dumpsite.quotas import queue_share_check
+from engine.params import ParamError, validate_params
+from engine.presets import DEFAULT_PRESET, PRESETS, family_of, get_preset
+from engine.transfer import describe_transfer
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
+from workers.resources import assert_some_worker_can_take
 
-from ..engine.params import ParamError, validate_params
-from ..engine.presets import DEFAULT_PRESET, PRESETS, family_of, get_preset
-from ..engine.transfer import describe_transfer
 from ..models import TrainingRun
-from ..resources import assert_some_worker_can_take, site_defaults
 from ..selectors import last_checkpoint
+from .evaluation_runs import evaluation_run_again
+from .queueing import may_prioritize, next_attempt, run_queue, with_site_defaults
 
 logger = logging.getLogger(__name__)
 Status = TrainingRun.Status
-TASK = "training.tasks.execute_training_run"
 
 
 def _check_base_model(base_model: TrainedModel, *, architecture: str, classes: list[str]) -> dict:
@@ -99,27 +96,6 @@ def training_run_plan(
     return RunPlan(parameters=params, weight_transfer=transfer, split=split)
 
 
-def with_site_defaults(parameters: dict | None) -> dict | None:
-    """The given parameters, with the site's defaults (``resources.site_defaults``) where they say nothing."""
-    if not isinstance(parameters, dict):
-        return parameters
-    return {**parameters, **{k: v for k, v in site_defaults().items() if parameters.get(k) is None}}
-
-
-def priority_checked(user, priority) -> int:
-    """A run's priority: normal, or high for users with ``training.prioritize_trainingrun`` (and the platform)."""
-    if priority in (None, "", "normal", TrainingRun.Priority.NORMAL):
-        return TrainingRun.Priority.NORMAL
-    if priority not in ("high", TrainingRun.Priority.HIGH):
-        raise ApplicationError("Invalid priority.", {"priority": "normal or high"})
-    require(user, "training.prioritize_trainingrun", message="You may not queue runs with high priority.")
-    return TrainingRun.Priority.HIGH
-
-
-def may_prioritize(user) -> bool:
-    return user is None or user.has_perm("training.prioritize_trainingrun")
-
-
 def training_run_validate(
     *, dataset: Dataset, architecture: str, base_model: TrainedModel | None, parameters: dict | None
 ) -> dict:
@@ -129,7 +105,7 @@ def training_run_validate(
     ).parameters
 
 
-def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | None) -> None:
+def _check_user_may_train(user: Actor, *, dataset: Dataset, base_model: TrainedModel | None) -> None:
     if user is None:  # the platform itself
         return
     require(user, "training.add_trainingrun", message="You may not start training runs.")
@@ -140,7 +116,7 @@ def _check_user_may_train(user, *, dataset: Dataset, base_model: TrainedModel | 
 
 
 def training_run_preview(
-    *, dataset: Dataset, architecture: str | None, base_model: TrainedModel | None, parameters: dict | None, user
+    *, dataset: Dataset, architecture: str | None, base_model: TrainedModel | None, parameters: dict | None, user: Actor
 ) -> RunPlan:
     """What ``training_run_create`` would queue, said before anything is saved: the same checks (the user's too),
     the complete parameters, and what the run will do with the base model's weights."""
@@ -158,19 +134,17 @@ def training_run_create(
     base_model: TrainedModel | None = None,
     parameters: dict | None = None,
     name: str = "",
-    created_by=None,
+    created_by: Actor = None,
     retry_of: TrainingRun | None = None,
     time_limit_seconds: int | None = None,
     attempt: int = 1,
     resume_checkpoint: str = "",
-    priority=None,
+    priority: str | int | None = None,
 ) -> TrainingRun:
     """Validate and queue a run. ``created_by`` (when given) must be allowed to train on the dataset and to use the
     base model (and for ``priority`` "high", to prioritize runs), and may not have more than the site's share of
     queued runs; the creator gets the run's object permissions."""
     _check_user_may_train(created_by, dataset=dataset, base_model=base_model)
-    priority = priority_checked(created_by, priority)
-    queue_share_check(created_by)  # runs, evaluations and predict checks share it
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
     plan = training_run_plan(dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters)
@@ -184,49 +158,32 @@ def training_run_create(
             "summary": f"Resumed from a checkpoint of run #{retry_of.pk}; {transfer['summary']}",
             **({"applied": first} if first else {}),
         }
-    if time_limit_seconds is not None and (
-        isinstance(time_limit_seconds, bool)
-        or not isinstance(time_limit_seconds, int)
-        or not 1 <= time_limit_seconds <= settings.TRAINING_RUN_TIMEOUT
-    ):
-        raise ApplicationError(
-            "Invalid time limit.",
-            {"time_limit_seconds": f"a whole number of seconds from 1 to {settings.TRAINING_RUN_TIMEOUT}"},
-        )
-    name = (name or "").strip() or f"{dataset.name} / {architecture}"
-    if len(name) > 200:
-        raise ApplicationError("The run name is too long.", {"name": "at most 200 characters"})
-    run = TrainingRun.objects.create(
+    return run_queue(
+        kind=TrainingRun.Kind.TRAIN,
         name=name,
+        default_name=f"{dataset.name} / {architecture}",
+        created_by=created_by,
+        time_limit_seconds=time_limit_seconds,
+        priority=priority,
+        retry_of=retry_of,
+        attempt=attempt,
+        audit={
+            "dataset": dataset.pk,
+            "architecture": architecture,
+            "base_model": base_model.pk if base_model else None,
+            "retry_of": retry_of.pk if retry_of else None,
+        },
         dataset=dataset,
         architecture=architecture,
         base_model=base_model,
         parameters=params,
         max_epochs=params["epochs"],
-        created_by=created_by,
-        retry_of=retry_of,
-        time_limit_seconds=time_limit_seconds,
-        attempt=attempt,
-        retry_of_root=(retry_of.retry_of_root or retry_of) if retry_of else None,
         resume_checkpoint=resume_checkpoint,
         weight_transfer=transfer,
-        priority=priority,
     )
-    grant(created_by, CREATOR_PERMS["trainingrun"], run)
-    audit_record(
-        action="created",
-        obj=run,
-        actor=created_by,
-        dataset=dataset.pk,
-        architecture=architecture,
-        base_model=base_model.pk if base_model else None,
-        retry_of=retry_of.pk if retry_of else None,
-    )
-    transaction.on_commit(lambda: training_run_enqueue(run_id=run.pk))
-    return run
 
 
-def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
+def training_run_cancel(*, run: TrainingRun, user: Actor = None) -> TrainingRun:
     """queued -> cancelled at once; running -> cancelled, and the worker stops the training process group at its
     next progress tick (about a second). Finished runs are refused. ``user`` needs the run's schedule permission."""
     require(user, "training.schedule_trainingrun", run, message=f"You may not cancel run #{run.pk}.")
@@ -243,7 +200,7 @@ def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
     return run
 
 
-def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
+def _new_attempt(*, run: TrainingRun, user: Actor, resume: bool) -> TrainingRun:
     """Retry and resume: a new queued attempt of a failed or cancelled run, linked to it.
 
     The attempt belongs to the run's owner (who retries it is recorded in the audit trail, not made its owner);
@@ -258,7 +215,7 @@ def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
             {"status": run.status},
         )
     if run.kind == TrainingRun.Kind.EVALUATE:
-        return _new_evaluation_attempt(run=run, user=user, resume=resume)
+        return evaluation_run_again(run=run, user=user, resume=resume)
     checkpoint = last_checkpoint(run) if resume else None
     if resume and checkpoint is None:
         raise ApplicationError(
@@ -269,7 +226,7 @@ def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
     owner = run.created_by or user
     root = run.retry_of_root or run
     with transaction.atomic():
-        attempt = TrainingRun.objects.filter(Q(pk=root.pk) | Q(retry_of_root=root)).aggregate(n=Max("attempt"))["n"] + 1
+        attempt = next_attempt(run)
         suffix = " (resumed)" if resume else f" (attempt {attempt})"
         new = training_run_create(
             dataset=run.dataset,
@@ -295,46 +252,18 @@ def _new_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
     return new
 
 
-def _new_evaluation_attempt(*, run: TrainingRun, user, resume: bool) -> TrainingRun:
-    """An evaluation has no checkpoint to resume from: it is evaluated again, as its owner, with the same model,
-    data and parameters (the user who asks must still see both)."""
-    from .evaluations import EVALUATION_PARAMS, evaluation_run_create
-
-    if resume:
-        raise ApplicationError(
-            f"Run #{run.pk} is an evaluation; it has no checkpoint to resume from. Retry it instead.",
-            {"kind": "evaluate"},
-        )
-    root = run.retry_of_root or run
-    with transaction.atomic():
-        attempt = TrainingRun.objects.filter(Q(pk=root.pk) | Q(retry_of_root=root)).aggregate(n=Max("attempt"))["n"] + 1
-        new = evaluation_run_create(
-            model=run.evaluated_model,
-            dataset=run.dataset,
-            split=run.parameters.get("evaluate", "all"),
-            parameters={k: v for k, v in run.parameters.items() if k in EVALUATION_PARAMS},
-            name=f"{root.name} (attempt {attempt})"[:200],
-            created_by=user,
-            time_limit_seconds=run.time_limit_seconds,
-            retry_of=run,
-            attempt=attempt,
-        )
-        audit_record(action="retried", obj=run, actor=user, new_run=new.pk)
-    return new
-
-
-def training_run_retry(*, run: TrainingRun, user=None) -> TrainingRun:
+def training_run_retry(*, run: TrainingRun, user: Actor = None) -> TrainingRun:
     """A new queued attempt with the same dataset, base model and parameters, linked to the one it retries."""
     return _new_attempt(run=run, user=user, resume=False)
 
 
-def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
+def training_run_resume(*, run: TrainingRun, user: Actor = None) -> TrainingRun:
     """A new attempt that continues a failed or cancelled run from its last epoch checkpoint (weights, optimizer,
     learning-rate schedule and epoch), linked to it."""
     return _new_attempt(run=run, user=user, resume=True)
 
 
-def training_run_delete(*, run: TrainingRun, user=None) -> None:
+def training_run_delete(*, run: TrainingRun, user: Actor = None) -> None:
     """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
     require(user, "training.delete_trainingrun", run, message=f"You may not delete run #{run.pk}.")
     with transaction.atomic():
@@ -349,11 +278,5 @@ def training_run_delete(*, run: TrainingRun, user=None) -> None:
         transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
 
 
-def _who(user) -> str:
+def _who(user: Actor) -> str:
     return getattr(user, "username", None) or "an operator"
-
-
-def training_run_enqueue(*, run_id: int) -> str:
-    from django_q.tasks import async_task
-
-    return async_task(TASK, run_id, task_name=f"training-run-{run_id}", group="training")

@@ -4,11 +4,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from access.rules import visible
+from core.commands import USER_HELP, cli_call, cli_user
 from datasets.coco_import import import_coco, import_coco_zip
-from datasets.models import Dataset
+from datasets.selectors import dataset_by_ref
 from datasets.zips import ZipLimits, check_zip
-from dumpsite.commands import USER_HELP, cli_call, cli_user
 
 
 class Command(BaseCommand):
@@ -42,11 +41,7 @@ class Command(BaseCommand):
         with cli_call():
             try:
                 if into is not None:
-                    datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
-                    query = datasets.filter(pk=int(into)) if into.isdigit() else datasets.filter(name=into)
-                    target["dataset"] = query.first()
-                    if target["dataset"] is None:
-                        raise CommandError(f"No dataset {into!r}.")
+                    target["dataset"] = dataset_by_ref(user, into)
                 if zip is not None:
                     if not zip.is_file():
                         raise CommandError(f"{zip}: no such file.")

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from core.commands import USER_HELP, cli_call, cli_user
 from datasets.demo import DEMO_CLASSES, demo_dataset_create
 from datasets.models import Annotation, Dataset
-from dumpsite.commands import USER_HELP, cli_call, cli_user
 
 
 class Command(BaseCommand):

@@ -9,11 +9,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from access.rules import visible
-from datasets.models import Dataset
+from core.commands import USER_HELP, cli_call, cli_user
+from datasets.selectors import dataset_by_ref
 from datasets.sites import read_sites_file
 from datasets.tiling import TilingOptions, tile_orthophotos
-from dumpsite.commands import USER_HELP, cli_call, cli_user
 
 
 class Command(BaseCommand):
@@ -51,10 +50,7 @@ class Command(BaseCommand):
         with cli_call():
             dataset = None
             if into is not None:
-                datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
-                dataset = (datasets.filter(pk=int(into)) if into.isdigit() else datasets.filter(name=into)).first()
-                if dataset is None:
-                    raise CommandError(f"No dataset {into!r}.")
+                dataset = dataset_by_ref(user, into)
             checked = TilingOptions.checked(
                 **{k: options[k] for k in ("tile_size", "overlap", "min_box_share", "background_ratio", "seed")},
                 class_property=options["class_property"],

@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from access.rules import get_visible
-from dumpsite.commands import USER_HELP, cli_call, cli_user
+from core.commands import USER_HELP, cli_call, cli_user
 from models_registry.predictions import predict_files
 from models_registry.selectors import models_visible_to
 

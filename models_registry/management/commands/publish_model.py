@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from access.rules import get_visible
-from dumpsite.commands import USER_HELP, cli_call, cli_user
+from core.commands import USER_HELP, cli_call, cli_user
 from models_registry.selectors import models_visible_to
 from models_registry.services import trained_model_publish, trained_model_unpublish
 

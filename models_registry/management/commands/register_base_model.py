@@ -3,9 +3,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from access.rules import require
-from dumpsite.commands import USER_HELP, cli_call, cli_user
+from core.commands import USER_HELP, cli_call, cli_user
+from engine.presets import PRESETS
 from models_registry.services import trained_model_register_file
-from training.engine.presets import PRESETS
 
 
 class Command(BaseCommand):

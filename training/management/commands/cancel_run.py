@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from access.rules import get_visible, visible
-from dumpsite.commands import USER_HELP, cli_call, cli_user
+from core.commands import USER_HELP, cli_call, cli_user
 from training.models import TrainingRun
 from training.services import training_run_cancel
 

@@ -1,13 +1,13 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from access.rules import get_visible, visible
-from datasets.models import Dataset
-from dumpsite.commands import USER_HELP, cli_call, cli_user
-from dumpsite.formatting import metric
+from access.rules import get_visible
+from core.commands import USER_HELP, cli_call, cli_user
+from core.formatting import metric
+from datasets.selectors import dataset_by_ref
+from engine.params import PARAM_SPECS
 from models_registry.models import Evaluation
 from models_registry.selectors import models_visible_to
-from training.engine.params import PARAM_SPECS
-from training.services.evaluations import EVALUATION_PARAMS, SPLITS, evaluation_run_create
+from training.services.evaluation_runs import EVALUATION_PARAMS, SPLITS, evaluation_run_create
 
 from .train import watch_run
 
@@ -44,7 +44,7 @@ class Command(BaseCommand):
         params = {name: opts[_dest(name)] for name in EVALUATION_PARAMS if opts.get(_dest(name)) is not None}
         with cli_call():
             model = get_visible(models_visible_to(user), opts["model"], "trained model")
-            dataset = self._dataset(opts["dataset"], user) if opts["dataset"] else None
+            dataset = dataset_by_ref(user, opts["dataset"]) if opts["dataset"] else None
             run = evaluation_run_create(
                 model=model,
                 dataset=dataset,
@@ -72,11 +72,3 @@ class Command(BaseCommand):
                 f"{row['class']:<{width}}  {metric(row['ap50']):<7} {metric(row['ap']):<7} "
                 f"{metric(row['precision']):<9} {metric(row['recall']):<7} {row['gt_boxes']}"
             )
-
-    def _dataset(self, ref: str, user) -> Dataset:
-        datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
-        query = datasets.filter(pk=int(ref)) if ref.isascii() and ref.isdigit() else datasets.filter(name=ref)
-        dataset = query.first()
-        if dataset is None:
-            raise CommandError(f"No dataset {ref!r}.")
-        return dataset

@@ -9,9 +9,10 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from access.rules import get_visible, visible
+from core.commands import USER_HELP, cli_call, cli_user
 from datasets.coco_zip import export_document, stream_coco_zip
 from datasets.models import Dataset
-from dumpsite.commands import USER_HELP, cli_call, cli_user
+from datasets.selectors import dataset_by_ref
 from training.models import TrainingRun
 from training.selectors import run_split_image_ids
 
@@ -43,10 +44,7 @@ class Command(BaseCommand):
                 the_dataset = get_visible(datasets, the_run.dataset_id, "dataset")
                 doc = export_document(the_dataset, image_ids=run_split_image_ids(the_run, side))
             else:
-                query = datasets.filter(pk=int(dataset)) if dataset.isdigit() else datasets.filter(name=dataset)
-                the_dataset = query.first()
-                if the_dataset is None:
-                    raise CommandError(f"No dataset {dataset!r}.")
+                the_dataset = dataset_by_ref(user, dataset)
                 doc = export_document(the_dataset)
         partial = out.with_name(out.name + ".part")
         bar = tqdm(total=len(doc["images"]), unit="image", desc="exporting")

@@ -4,14 +4,14 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from access.rules import get_visible, visible
-from datasets.models import Dataset
-from dumpsite.commands import USER_HELP, cli_call, cli_user
-from dumpsite.formatting import duration, metric
+from access.rules import get_visible
+from core.commands import USER_HELP, cli_call, cli_user
+from core.formatting import duration, metric
+from datasets.selectors import dataset_by_ref
+from engine.params import PARAM_SPECS, total_batch_size
+from engine.presets import PRESETS
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
-from training.engine.params import PARAM_SPECS, total_batch_size
-from training.engine.presets import PRESETS
 from training.models import TrainingRun
 from training.services import training_run_create, training_run_preview
 
@@ -65,9 +65,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         user = cli_user(opts["user"])
-        dataset = self._dataset(opts["dataset"], user)
         params = {name: opts[name] for name in PARAM_SPECS if opts.get(name) is not None}
         with cli_call():
+            dataset = dataset_by_ref(user, opts["dataset"])
             base_model = None
             if opts["base_model"] is not None:
                 base_model = get_visible(models_visible_to(user), opts["base_model"], "trained model")
@@ -110,14 +110,6 @@ class Command(BaseCommand):
         )
         if opts["wait"]:
             self._follow(run.pk)
-
-    def _dataset(self, ref: str, user) -> Dataset:
-        datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
-        query = datasets.filter(pk=int(ref)) if ref.isascii() and ref.isdigit() else datasets.filter(name=ref)
-        dataset = query.first()
-        if dataset is None:
-            raise CommandError(f"No dataset {ref!r}.")
-        return dataset
 
     def _follow(self, run_id: int) -> None:
         run = watch_run(run_id)

@@ -1,0 +1,5 @@
+"""The training runs' REST API: the viewset in ``runs``, its serializers in ``serializers``."""
+
+from .runs import TrainingRunViewSet
+
+__all__ = ["TrainingRunViewSet"]

@@ -1,0 +1,25 @@
+"""What a worker does with a run it claimed: its life to the end, by kind (``train`` trains and registers a model,
+``evaluate`` evaluates one); the scheduler (``scheduler.tasks``) calls ``training_run_execute``."""
+
+from __future__ import annotations
+
+from ..models import TrainingRun
+from ..services import training_run_claim
+from . import evaluate, train
+from .common import logger
+
+Status = TrainingRun.Status
+
+
+def training_run_execute(*, run_id: int) -> str:
+    """The whole life of a run this worker claimed, or of a queued one claimed here, out of the queue's order (a
+    direct call). Returns the final status."""
+    if TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).exists() and not training_run_claim(run_id=run_id):
+        logger.info("training run %s not claimed", run_id)
+    run = TrainingRun.objects.select_related("dataset", "base_model", "retry_of", "evaluated_model").get(pk=run_id)
+    if run.status != Status.RUNNING:
+        logger.info("training run %s is %s; not executed", run_id, run.status)
+        return run.status
+    if run.kind == TrainingRun.Kind.EVALUATE:
+        return evaluate.execute(run)
+    return train.execute(run)

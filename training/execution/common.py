@@ -1,0 +1,53 @@
+"""What the life of every kind of run shares once its child has exited: the child's environment, the end of a run
+that did not get to the end, and a failure that leaves nothing in flight."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from datasets.selectors import describe_image_paths
+from engine.supervisor import ChildResult, child_environment, resource_environment
+
+from ..models import TrainingRun
+from ..services import training_run_fail
+from .scratch import cleanup_work_dir
+
+logger = logging.getLogger("training.execution")
+Status = TrainingRun.Status
+
+
+def child_environment_of(run: TrainingRun) -> dict:
+    """The child's environment: the basics and the site's additions, and what the worker gave the run (its GPUs,
+    or none; thread counts for several processes)."""
+    return resource_environment(
+        child_environment(tuple(settings.TRAINING_CHILD_ENV)),
+        device=run.parameters.get("device", "cpu"),
+        gpus=run.assigned_gpus,
+        processes=int(run.parameters.get("processes") or 1),
+    )
+
+
+def end_unless_trained(run: TrainingRun, result: ChildResult) -> str | None:
+    """Step 4: a child that was stopped, ran out of time or failed ends the run here (its status returned);
+    None when it trained to the end."""
+    if result.stopped:  # cancelled meanwhile: the cancel already set the status
+        cleanup_work_dir(run, keep_last_checkpoint=True)
+        return TrainingRun.objects.values_list("status", flat=True).get(pk=run.pk)
+    if result.timed_out:
+        return fail(
+            run,
+            log_tail=result.log_tail,
+            message=(f"The run exceeded its time limit of {run.effective_time_limit} s and was stopped."),
+        )
+    if result.returncode != 0:
+        return fail(run, message=describe_image_paths(result.error or "training failed"), log_tail=result.log_tail)
+    return None
+
+
+def fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
+    """Clean the scratch files first, so that a run seen as finished has nothing left in flight."""
+    cleanup_work_dir(run, keep_last_checkpoint=True)
+    training_run_fail(run_id=run.pk, message=message, log_tail=log_tail)
+    return Status.FAILED

@@ -1,0 +1,212 @@
+"""The life of a claimed training run inside a django-q2 worker, as a sequence of named steps: the dataset exported,
+the child's job written, the child watched, the model registered. Every write goes through ``training.services``."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from core.errors import ApplicationError
+from datasets.coco_export import CocoExport, export_coco
+from datasets.splits import DEFAULT_CELL_M
+from engine.config import build_overrides, checkpoint_epoch
+from engine.events import metrics_history, read_events, registered_epoch
+from engine.job import TrainingJob
+from engine.presets import get_preset
+from engine.supervisor import ChildResult, run_child, tail_text
+from models_registry.evaluations import evaluation_store
+from models_registry.models import Evaluation
+from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
+
+from ..models import TrainingRun
+from ..services import (
+    training_run_child_started,
+    training_run_progress,
+    training_run_record,
+    training_run_record_manifest,
+    training_run_succeed,
+)
+from .common import child_environment_of, end_unless_trained, fail, logger
+from .scratch import cleanup_work_dir, prepare_work_dir
+from .timings import PhaseTimer
+
+Status = TrainingRun.Status
+
+
+def execute(run: TrainingRun) -> str:
+    """The whole life of a running training run (claimed by this worker); returns its final status."""
+    run_id = run.pk
+    log_file = run.work_dir / "train.log"
+    timings = PhaseTimer(run)
+    try:
+        export = export_dataset(run)
+        timings.lap("export")
+        job_file = write_job(run, export)
+        timings.lap("config")
+        result = train(run, job_file)
+        events = result.events  # kept as the supervisor read them while the child ran
+        timings.child_exited(events)
+        training_run_progress(run_id=run_id, state=result.state)
+        ended = end_unless_trained(run, result)
+        if ended is not None:
+            return ended
+        outcome = json.loads((run.work_dir / "result.json").read_text(encoding="utf-8"))
+        register_and_succeed(
+            run, export, outcome=outcome, history=metrics_history_of(run, events), log_tail=result.log_tail
+        )
+        timings.lap("registration")
+        return Status.SUCCEEDED
+    except ApplicationError as exc:
+        return fail(run, message=str(exc), log_tail=tail_text(log_file))
+    except Exception:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
+        reference = secrets.token_hex(4)
+        logger.exception("training run %s crashed in the worker (reference %s)", run_id, reference)
+        return fail(
+            run,
+            message=(f"Internal error in the worker (reference {reference}); the server log has the details."),
+            log_tail=tail_text(log_file),
+        )
+    finally:
+        timings.save()
+
+
+def export_dataset(run: TrainingRun) -> CocoExport:
+    """Step 1: a fresh work dir, and the dataset exported to COCO in it, split by the run's strategy; what went to
+    each side is recorded as the run's manifest."""
+    work = prepare_work_dir(run)
+    params = run.parameters
+    export = export_coco(
+        run.dataset,
+        work / "data",
+        val_fraction=params["val_fraction"],
+        seed=params["seed"],
+        strategy=params.get("split", "random"),
+        cell_size_m=params.get("split_cell_m", DEFAULT_CELL_M),
+    )
+    training_run_record(run_id=run.pk, export_summary=export.as_dict())
+    training_run_record_manifest(run_id=run.pk, manifest=export.manifest, validation=export.validation)
+    return export
+
+
+def write_job(run: TrainingRun, export: CocoExport) -> Path:
+    """Step 2: the child's job file: the preset's base config and the run's overrides, as data."""
+    work = run.work_dir
+    preset = get_preset(run.architecture)
+    job = TrainingJob(
+        base_config=preset.base_config,
+        overrides=build_overrides(
+            preset=preset,
+            params=run.parameters,
+            classes=export.classes,
+            train_ann_file=str(export.train_file),
+            val_ann_file=str(export.val_file),
+            image_root=str(export.image_root),
+            work_dir=str(work / "mmengine"),
+            load_from=str(run.base_model.checkpoint.path) if run.base_model is not None else None,
+            resume_from=run.resume_checkpoint or None,
+        ),
+        classes=export.classes,
+        work_dir=str(work / "mmengine"),
+        events_file=str(work / "events.jsonl"),
+        result_file=str(work / "result.json"),
+        output_dir=str(work / "output"),
+        transfer=transfer_of(run),
+        amp=bool(run.parameters.get("amp")),
+        device=run.parameters.get("device", "cpu"),
+        evaluation=thresholds_of(run),
+    )
+    job.write(work / "job.json")
+    return work / "job.json"
+
+
+def thresholds_of(run: TrainingRun) -> dict:
+    return {
+        "score_threshold": run.parameters.get("score_threshold", 0.3),
+        "iou_threshold": run.parameters.get("iou_threshold", 0.5),
+    }
+
+
+def transfer_of(run: TrainingRun) -> dict | None:
+    """How the child loads the base model (None: no base model, or a resumed attempt: its checkpoint is its own)."""
+    if run.base_model is None or run.resume_checkpoint:
+        return None
+    return {
+        "mode": run.weight_transfer.get("mode"),
+        "reason": run.weight_transfer.get("reason", ""),
+        "class_dependent": list(get_preset(run.architecture).class_dependent),
+    }
+
+
+def stop_reason_of(outcome: dict) -> str:
+    trained, planned = outcome.get("epochs_trained"), outcome.get("max_epochs")
+    if outcome.get("stopped_early"):
+        return (
+            f"Stopped early after epoch {trained} of {planned}: the validation mAP did not improve for "
+            f"{outcome.get('patience', '?')} epochs (early stopping)."
+        )
+    return f"Trained all {planned} epochs." if planned else ""
+
+
+def train(run: TrainingRun, job_file: Path) -> ChildResult:
+    """Step 3: the training child, watched until it exits, is cancelled or runs out of time."""
+
+    return run_child(
+        job_file=job_file,
+        events_file=run.work_dir / "events.jsonl",
+        log_file=run.work_dir / "train.log",
+        on_progress=lambda state: training_run_progress(run_id=run.pk, state=state),
+        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
+        interval=settings.TRAINING_PROGRESS_INTERVAL,
+        timeout=run.effective_time_limit,
+        env=child_environment_of(run),
+        processes=int(run.parameters.get("processes") or 1),
+    )
+
+
+def metrics_history_of(run: TrainingRun, events: list[dict]) -> list[dict]:
+    """Step 5: per-epoch metrics. A resumed attempt continues the earlier one: that one's epochs up to the
+    checkpoint it resumed from come first."""
+
+    if run.resume_checkpoint and run.retry_of is not None:
+        upto = checkpoint_epoch(run.resume_checkpoint)
+        events = [
+            e for e in read_events(run.retry_of.work_dir / "events.jsonl") if (e.get("epoch") or 0) <= upto
+        ] + events
+    return metrics_history(events)
+
+
+def register_and_succeed(
+    run: TrainingRun, export: CocoExport, *, outcome: dict, history: list[dict], log_tail: str
+) -> None:
+    """Step 6: register the model and mark the run succeeded in one transaction; stored artifacts go if it rolls
+    back, and the scratch space only once it has committed. Which epoch is registered is training's decision; the
+    registry stores what it is given."""
+
+    model = None
+    try:
+        with transaction.atomic():
+            best = registered_epoch(history, outcome.get("checkpoint_epoch"))
+            model = trained_model_register_from_run(run=run, result=outcome, history=history, best=best)
+            if outcome.get("evaluation_file"):
+                split = export.validation["info"].get("split") or {}
+                evaluation_store(
+                    result=json.loads(Path(outcome["evaluation_file"]).read_text(encoding="utf-8")),
+                    gt_doc=export.validation,
+                    model=model,
+                    run=run,
+                    dataset=run.dataset,
+                    kind=Evaluation.Kind.VALIDATION,
+                    split=f"validation split ({split.get('strategy', 'random')})",
+                    split_details=split,
+                )
+            if not training_run_succeed(run_id=run.pk, log_tail=log_tail, stop_reason=stop_reason_of(outcome)):
+                raise ApplicationError("The run stopped being 'running' before its model could be registered.")
+            transaction.on_commit(lambda: cleanup_work_dir(run))
+    except BaseException:
+        if model is not None:
+            trained_model_delete_artifacts(model)
+        raise
