@@ -3,6 +3,7 @@ fail on a violation planted in a small tree of its own."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,22 @@ def test_a_planted_long_module_is_seen(tmp_path):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_package_is_under_a_rule(package):
     assert package in ALLOWED
+
+
+def drawn_arrows(text: str) -> dict[str, set[str]]:
+    """The table of docs/architecture.md whose header is ``| Room | May import |``."""
+    table = text.split("| Room | May import |", 1)[1].split("\n\n", 1)[0]
+    arrows = {}
+    for row in table.strip().splitlines()[1:]:
+        room, allowed = (cell.strip() for cell in row.strip("|").split("|"))
+        room = room.strip("`")
+        if allowed == "every room":
+            arrows[room] = set(PACKAGES) - {room}
+        else:
+            arrows[room] = {name for name in re.findall(r"`(\w+)`", allowed) if name in PACKAGES}
+    return arrows
+
+
+def test_the_architecture_document_draws_the_arrows_this_test_enforces():
+    drawn = drawn_arrows((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    assert drawn == ALLOWED
