@@ -16,10 +16,10 @@ from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 from PIL import Image, ImageDraw
 
-from access.rules import visible
 from core.file_cache import whole_jpeg, write_atomically
 
-from .models import Dataset, DatasetImage
+from .models import DatasetImage
+from .selectors import datasets_visible_to
 
 THUMB = 160
 COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
@@ -55,7 +55,7 @@ def base_thumbnail(image: DatasetImage) -> Image.Image:
 @require_GET
 @login_required
 def image_thumbnail(request, pk: int):
-    datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+    datasets = datasets_visible_to(request.user)
     image = DatasetImage.objects.filter(pk=pk, dataset__in=datasets).first()
     if image is None:
         raise Http404

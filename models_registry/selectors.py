@@ -6,7 +6,7 @@ from django.apps import apps
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from access.rules import can, own_or_all, visible
-from datasets.models import Dataset
+from datasets.selectors import datasets_visible_to
 
 from .models import Evaluation, Prediction, TrainedModel
 
@@ -100,7 +100,7 @@ def evaluations_visible_to(user, queryset: QuerySet | None = None) -> QuerySet:
     queryset = Evaluation.objects.all() if queryset is None else queryset
     if not can(user, "models_registry.view_trainedmodel_statistics"):
         return queryset.none()
-    datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
+    datasets = datasets_visible_to(user)
     on_dataset = Q(dataset__in=datasets)
     if can(user, "datasets.view_dataset"):
         on_dataset |= Q(dataset__isnull=True)

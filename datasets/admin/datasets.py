@@ -13,14 +13,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from access.rules import can, visible
+from access.rules import can
 from core.admin import AccessControlledAdmin
 from core.errors import ApplicationError
 
 from ..coco_zip import export_document, zip_response
 from ..imports import may_import
 from ..models import Annotation, Dataset, DatasetClass, DatasetImage
-from ..selectors import boxes_on_map, datasets_with_stats
+from ..selectors import boxes_on_map, datasets_visible_to, datasets_with_stats
 from ..services import annotation_update, dataset_image_update, dataset_update
 from .imports import import_page, tile_page
 
@@ -144,7 +144,7 @@ class DatasetContentAdmin(AccessControlledAdmin, admin.ModelAdmin):
     dataset_path = "dataset"  # lookup from a row to its dataset
 
     def visible_queryset(self, request, queryset):
-        datasets = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+        datasets = datasets_visible_to(request.user)
         return queryset.filter(**{f"{self.dataset_path}__in": datasets})
 
     def get_list_filter(self, request):

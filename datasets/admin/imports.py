@@ -20,7 +20,7 @@ from core.formatting import duration as format_duration
 
 from ..imports import dataset_import_create, may_import, orthophoto_tiling_create
 from ..models import Dataset, DatasetImport
-from ..selectors import imports_visible_to
+from ..selectors import datasets_visible_to, imports_visible_to
 
 REPORT_ROWS = 500  # rejected items shown on the page (the API gives them all)
 
@@ -213,7 +213,7 @@ class DatasetImportAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         css = {"all": ("admin_console/console.css",)}
 
     def get_queryset(self, request):
-        seen = visible(request.user, "datasets.view_dataset", Dataset.objects.all())
+        seen = datasets_visible_to(request.user)
         return imports_visible_to(request.user, super().get_queryset(request)).annotate(
             dataset_visible=Exists(seen.filter(pk=OuterRef("dataset_id")))
         )

@@ -6,6 +6,7 @@ from django import forms
 
 from access.rules import visible
 from datasets.models import Dataset
+from datasets.selectors import datasets_visible_to
 from engine.params import COMMON_DEFAULTS, PARAM_SPECS
 from engine.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_choices
 from models_registry.selectors import models_visible_to
@@ -118,7 +119,7 @@ class EvaluateForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].queryset = models_visible_to(user).order_by("-created_at")
-        self.fields["dataset"].queryset = visible(user, "datasets.view_dataset", Dataset.objects.all())
+        self.fields["dataset"].queryset = datasets_visible_to(user)
 
     def parameters(self) -> dict:
         data = self.cleaned_data

@@ -11,8 +11,7 @@ from tqdm import tqdm
 from access.rules import get_visible, visible
 from core.commands import USER_HELP, cli_call, cli_user
 from datasets.coco_zip import export_document, stream_coco_zip
-from datasets.models import Dataset
-from datasets.selectors import dataset_by_ref
+from datasets.selectors import dataset_by_ref, datasets_visible_to
 from training.models import TrainingRun
 from training.selectors import run_split_image_ids
 
@@ -37,7 +36,7 @@ class Command(BaseCommand):
         if out.exists():
             raise CommandError(f"{out} exists; choose another file or remove it.")
         with cli_call():
-            datasets = visible(user, "datasets.view_dataset", Dataset.objects.all())
+            datasets = datasets_visible_to(user)
             if run is not None:
                 runs = visible(user, "training.view_trainingrun", TrainingRun.objects.all())
                 the_run = get_visible(runs, run, "training run")
