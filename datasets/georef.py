@@ -17,6 +17,8 @@ from django.contrib.gis.gdal import CoordTransform, GDALException, SpatialRefere
 from django.contrib.gis.geos import GEOSException, Point, Polygon
 from PIL import Image
 
+from engine.geometry import NO_GEOTRANSFORM, pixel_to_map
+
 from .rasters import MemoryRaster, RasterRefused
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,6 @@ logger = logging.getLogger(__name__)
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 36867, 36881
 GPS_LAT_REF, GPS_LAT, GPS_LON_REF, GPS_LON, GPS_ALT_REF, GPS_ALT, GPS_TIME, GPS_DATE = 1, 2, 3, 4, 5, 6, 7, 29
-NO_GEOTRANSFORM = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 
 
 @dataclass
@@ -35,19 +36,6 @@ class Georeference:
     captured_at: datetime | None = None
     found: list[str] = field(default_factory=list)  # what was read, for the import report
     problems: list[str] = field(default_factory=list)  # what was there but could not be used
-
-
-def pixel_to_map(geotransform, px: float, py: float) -> tuple[float, float]:
-    """GDAL's affine geotransform: pixel/line to map coordinates (rotation terms included)."""
-    x0, a, b, y0, d, e = geotransform
-    return x0 + px * a + py * b, y0 + px * d + py * e
-
-
-def map_to_pixel(geotransform, x: float, y: float) -> tuple[float, float]:
-    x0, a, b, y0, d, e = geotransform
-    det = a * e - b * d
-    dx, dy = x - x0, y - y0
-    return (e * dx - b * dy) / det, (a * dy - d * dx) / det
 
 
 def to_wgs84(srs: SpatialReference) -> CoordTransform:

@@ -10,49 +10,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from django.contrib.gis.geos import Polygon
 
-from .georef import map_to_pixel, pixel_to_map
+from engine.geometry import map_to_pixel, pixel_to_map
+
 from .sites import Site
-
-
-def _starts_count(extent: int, size: int, step: int) -> int:
-    if extent <= size:
-        return 1
-    regular = (extent - size) // step + 1
-    return regular + (1 if (regular - 1) * step != extent - size else 0)
-
-
-def _starts(extent: int, size: int, step: int) -> Iterator[int]:
-    if extent <= size:
-        yield 0
-        return
-    last = 0
-    for last in range(0, extent - size + 1, step):
-        yield last
-    if last != extent - size:
-        yield extent - size
-
-
-def window_count(width: int, height: int, size: int, overlap: int) -> int:
-    """How many windows ``windows`` yields, without making them."""
-    step = size - overlap
-    return _starts_count(width, size, step) * _starts_count(height, size, step)
-
-
-def windows(width: int, height: int, size: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
-    """Tile windows (x, y, w, h), row by row: a step of size - overlap, the last row and column aligned to the
-    edge (an extent smaller than a tile gives one window of its own size)."""
-    step = size - overlap
-    w, h = min(size, width), min(size, height)
-    for y in _starts(height, size, step):
-        for x in _starts(width, size, step):
-            yield x, y, w, h
-
 
 LARGE = 4096
 

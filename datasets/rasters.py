@@ -15,6 +15,8 @@ georeferencing, and a dozen other drivers (netCDF, HDF5, ...) parse containers o
 - **No network**: ``/vsicurl/`` and its kin accept no file name (an extension no name has), with short time-outs
   and no retries; the paths the platform opens are its own files (``/vsi`` prefixes are refused).
 - **Bounded**: GDAL's block cache is capped (``GDAL_CACHEMAX``).
+
+The constants are ``engine.raster``'s: the detection child, which runs no Django, opens files under the same policy.
 """
 
 from __future__ import annotations
@@ -29,36 +31,10 @@ from django.contrib.gis.gdal import GDALException, GDALRaster
 from django.contrib.gis.gdal.driver import Driver
 from django.contrib.gis.gdal.libgdal import lgdal
 
-ALLOWED_DRIVERS = ("GTiff",)  # what a user's file may be read as
-KEPT_DRIVERS = ("GTiff", "MEM")  # MEM: rasters the platform builds in memory itself (tests, benchmarks)
-CACHE_MB = 128
-CONFIG = {
-    # No side files: PAM (.aux.xml), world files and .tab files never read; no directory listing on open.
-    "GDAL_PAM_ENABLED": "NO",
-    "GDAL_GEOREF_SOURCES": "INTERNAL",
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # No network: /vsicurl/, /vsis3/ and their kin accept no file name, and give up at once.
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".dumpsite-no-network",
-    "GDAL_HTTP_TIMEOUT": "1",
-    "GDAL_HTTP_CONNECTTIMEOUT": "1",
-    "GDAL_HTTP_MAX_RETRY": "0",
-    # Bounded memory for windowed reads.
-    "GDAL_CACHEMAX": str(CACHE_MB),
-}
-GDAL_OF_RASTER, GDAL_OF_VERBOSE_ERROR = 0x02, 0x40
+from engine.raster import ALLOWED_DRIVERS, CONFIG, GDAL_OF_RASTER, KEPT_DRIVERS, RasterRefused, strings
 
 _lock = threading.Lock()
 _configured = False
-
-
-class RasterRefused(Exception):
-    """The file is not a raster the platform reads; the message is for users (no GDAL text, no server path)."""
-
-
-def _strings(items) -> ctypes.Array:
-    array = (ctypes.c_char_p * (len(items) + 1))()
-    array[:-1] = [item.encode() for item in items]
-    return array
 
 
 _c: dict = {}  # GDAL functions of this module's own (lgdal["name"] is a new object; GeoDjango's are left as they are)
@@ -115,9 +91,9 @@ def _open(name: str, sibling: str) -> GDALRaster:
     pointer = _c["GDALOpenEx"](
         name.encode(),
         GDAL_OF_RASTER,
-        ctypes.cast(_strings(ALLOWED_DRIVERS), ctypes.c_void_p),
+        ctypes.cast(strings(ALLOWED_DRIVERS), ctypes.c_void_p),
         None,
-        ctypes.cast(_strings([sibling]), ctypes.c_void_p),
+        ctypes.cast(strings([sibling]), ctypes.c_void_p),
     )
     if not pointer:
         raise RasterRefused("not a GeoTIFF the platform can read")

@@ -18,9 +18,10 @@ ALLOWED = {
     "core": {"access"},
     "audit": {"access", "core"},
     "workers": {"core"},
-    "datasets": {"access", "core", "audit"},
+    "datasets": {"access", "core", "audit", "engine"},
     "models_registry": {"access", "core", "audit", "datasets", "engine"},
     "training": {"access", "core", "audit", "datasets", "models_registry", "workers", "engine"},
+    "detection": {"access", "core", "audit", "datasets", "models_registry", "training", "workers", "engine"},
     "scheduler": {"core", "audit", "datasets", "training", "workers", "engine"},
     "dumpsite": set(PACKAGES) - {"dumpsite"},
 }

@@ -16,9 +16,10 @@ from django.contrib.gis.gdal import GDALRaster
 
 from core.errors import ApplicationError
 from datasets import zips
-from datasets.grid import SiteIndex, window_count, windows
+from datasets.grid import SiteIndex
 from datasets.models import Dataset, DatasetImport
 from datasets.sites import read_annotations
+from engine.geometry import window_count, windows
 from tests.datasets.test_tiling import sites_geojson
 from tests.datasets.zip_layouts import LAYOUTS
 from tests.security.test_gdal_reads import upload_folders

@@ -1,0 +1,193 @@
+"""GDAL as the platform allows it, without Django: the policy every open of a user's raster follows, and windowed
+reading of an orthophoto for the detection child (which runs no Django, so it cannot use GeoDjango's wrapper).
+
+The policy (``datasets.rasters`` applies the same constants through GeoDjango in Django processes):
+
+- **Drivers**: every driver but GTiff (the orthophotos' format) and MEM is deregistered once per process, and a file
+  is opened naming GTiff as its one allowed driver: a VRT, a WMS XML or an HDF5 file is "not a GeoTIFF".
+- **No side files**: the sibling list GDAL is given holds the file alone; PAM (``.aux.xml``) and world files are off.
+- **No network**: ``/vsicurl/`` and its kin accept no file name, with short time-outs and no retries; ``/vsi``
+  paths are refused.
+- **Bounded**: GDAL's block cache is capped (``GDAL_CACHEMAX``, megabytes).
+
+Reading goes through ``GDALDatasetRasterIO`` straight into a NumPy buffer, one window at a time, pixel-interleaved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+ALLOWED_DRIVERS = ("GTiff",)  # what a user's file may be read as
+KEPT_DRIVERS = ("GTiff", "MEM")  # MEM: rasters the platform builds in memory itself (tests, benchmarks)
+CACHE_MB = 128
+CONFIG = {
+    # No side files: PAM (.aux.xml), world files and .tab files never read; no directory listing on open.
+    "GDAL_PAM_ENABLED": "NO",
+    "GDAL_GEOREF_SOURCES": "INTERNAL",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # No network: /vsicurl/, /vsis3/ and their kin accept no file name, and give up at once.
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".dumpsite-no-network",
+    "GDAL_HTTP_TIMEOUT": "1",
+    "GDAL_HTTP_CONNECTTIMEOUT": "1",
+    "GDAL_HTTP_MAX_RETRY": "0",
+    # Bounded memory for windowed reads.
+    "GDAL_CACHEMAX": str(CACHE_MB),
+}
+GDAL_OF_RASTER, GDAL_OF_VERBOSE_ERROR = 0x02, 0x40
+GDT_BYTE = 1
+GCI_ALPHA = 6
+GF_READ = 0
+
+_lock = threading.Lock()
+_lib: Any = None
+
+
+class RasterRefused(Exception):
+    """The file is not a raster the platform reads; the message is for users (no GDAL text, no server path)."""
+
+
+def strings(items: list[str] | tuple[str, ...]) -> ctypes.Array:
+    """A NULL-terminated ``char **`` of ``items`` (GDAL's string lists)."""
+    array = (ctypes.c_char_p * (len(items) + 1))()
+    array[:-1] = [item.encode() for item in items]
+    return array
+
+
+SIGNATURES: dict[str, tuple[Any, list]] = {
+    "GDALAllRegister": (None, []),
+    "GDALOpenEx": (
+        ctypes.c_void_p,
+        [ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
+    ),
+    "GDALClose": (None, [ctypes.c_void_p]),
+    "GDALGetDriverCount": (ctypes.c_int, []),
+    "GDALGetDriver": (ctypes.c_void_p, [ctypes.c_int]),
+    "GDALGetDriverShortName": (ctypes.c_char_p, [ctypes.c_void_p]),
+    "GDALDeregisterDriver": (None, [ctypes.c_void_p]),
+    "CPLSetConfigOption": (None, [ctypes.c_char_p, ctypes.c_char_p]),
+    "GDALGetRasterXSize": (ctypes.c_int, [ctypes.c_void_p]),
+    "GDALGetRasterYSize": (ctypes.c_int, [ctypes.c_void_p]),
+    "GDALGetRasterCount": (ctypes.c_int, [ctypes.c_void_p]),
+    "GDALGetRasterBand": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int]),
+    "GDALGetRasterDataType": (ctypes.c_int, [ctypes.c_void_p]),
+    "GDALGetRasterNoDataValue": (ctypes.c_double, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]),
+    "GDALGetRasterColorInterpretation": (ctypes.c_int, [ctypes.c_void_p]),
+    "GDALGetGeoTransform": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_double)]),
+    "GDALGetProjectionRef": (ctypes.c_char_p, [ctypes.c_void_p]),
+    "GDALDatasetRasterIO": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        + [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        + [ctypes.c_int, ctypes.c_int, ctypes.c_int],
+    ),
+}
+
+
+def library() -> Any:
+    """libgdal (the one GeoDjango loads: the system's), bound and configured once per process."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is None:
+            name = os.environ.get("GDAL_LIBRARY_PATH") or ctypes.util.find_library("gdal")
+            if not name:
+                raise RasterRefused("GDAL is not installed")
+            lib = ctypes.CDLL(name)
+            for function, (restype, argtypes) in SIGNATURES.items():
+                getattr(lib, function).restype = restype
+                getattr(lib, function).argtypes = argtypes
+            for key, value in CONFIG.items():
+                lib.CPLSetConfigOption(key.encode(), value.encode())
+            lib.GDALAllRegister()
+            for index in reversed(range(lib.GDALGetDriverCount())):
+                driver = lib.GDALGetDriver(index)
+                if lib.GDALGetDriverShortName(driver).decode() not in KEPT_DRIVERS:
+                    lib.GDALDeregisterDriver(driver)
+            _lib = lib
+    return _lib
+
+
+class Raster:
+    """A user's GeoTIFF opened read-only under the policy, for windowed reads; a context manager that closes it."""
+
+    def __init__(self, path: str | Path):
+        lib = library()
+        text = os.fspath(path)
+        if text.startswith("/vsi") or not Path(text).is_file():
+            raise RasterRefused("not a regular file")
+        resolved = str(Path(text).resolve())
+        handle = lib.GDALOpenEx(
+            resolved.encode(),
+            GDAL_OF_RASTER,
+            ctypes.cast(strings(ALLOWED_DRIVERS), ctypes.c_void_p),
+            None,
+            ctypes.cast(strings([Path(resolved).name]), ctypes.c_void_p),
+        )
+        if not handle:
+            raise RasterRefused("not a GeoTIFF the platform can read")
+        self._lib, self._handle = lib, handle
+        self.width = lib.GDALGetRasterXSize(handle)
+        self.height = lib.GDALGetRasterYSize(handle)
+        bands = [lib.GDALGetRasterBand(handle, i + 1) for i in range(lib.GDALGetRasterCount(handle))]
+        self.band_types = [lib.GDALGetRasterDataType(band) for band in bands]
+        self.alpha_band = next(
+            (i + 1 for i, band in enumerate(bands) if lib.GDALGetRasterColorInterpretation(band) == GCI_ALPHA), None
+        )
+        found = ctypes.c_int(0)
+        nodata = lib.GDALGetRasterNoDataValue(bands[0], ctypes.byref(found)) if bands else 0.0
+        self.nodata: float | None = float(nodata) if found.value else None
+        transform = (ctypes.c_double * 6)()
+        has_transform = lib.GDALGetGeoTransform(handle, transform) == 0
+        self.geotransform: list[float] | None = list(transform) if has_transform else None
+        self.projection: str = (lib.GDALGetProjectionRef(handle) or b"").decode()
+
+    @property
+    def colour_bands(self) -> list[int]:
+        """The bands read as colour: 1, 2, 3 (an RGB or RGBA image), or 1 three times (grey, grey with alpha)."""
+        colour = [i + 1 for i in range(len(self.band_types)) if i + 1 != self.alpha_band]
+        return colour[:3] if len(colour) >= 3 else [colour[0]] * 3
+
+    def read(self, x: int, y: int, width: int, height: int, bands: list[int]) -> Any:
+        """The window's pixels as a (height, width, len(bands)) uint8 array."""
+        # NumPy loads where pixels are read: the child, never the web process
+        import numpy as np
+
+        out = np.empty((height, width, len(bands)), dtype=np.uint8)
+        band_map = (ctypes.c_int * len(bands))(*bands)
+        status = self._lib.GDALDatasetRasterIO(
+            self._handle,
+            GF_READ,
+            x,
+            y,
+            width,
+            height,
+            out.ctypes.data_as(ctypes.c_void_p),
+            width,
+            height,
+            GDT_BYTE,
+            len(bands),
+            band_map,
+            len(bands),
+            width * len(bands),
+            1,
+        )
+        if status != 0:
+            raise RasterRefused(f"pixels at {x},{y} ({width} x {height}) are unreadable")
+        return out
+
+    def close(self) -> None:
+        if self._handle:
+            self._lib.GDALClose(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> Raster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
