@@ -331,6 +331,13 @@ def trained_model_delete(*, model: TrainedModel, user: Actor = None) -> None:
                 "This model is the base of other models or runs and cannot be deleted.",
                 {"derived_models": derived, "fine_tuning_runs": runs},
             )
+        used = list(model.evaluation_runs.values_list("pk", flat=True)[:5])
+        if used:
+            raise ApplicationError(
+                f"Evaluation or detection runs used this model (#{', #'.join(map(str, used))}); their results name "
+                "it. Delete those runs first.",
+                {"runs": used},
+            )
         key = model.artifact_key
         audit_record(action="deleted", obj=model, actor=user)
         model.delete()
