@@ -27,6 +27,7 @@ class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         TRAIN = "train", "Training"
         EVALUATE = "evaluate", "Evaluation"
+        DETECT = "detect", "Detection"
 
     class Priority(models.IntegerChoices):
         NORMAL = 0, "Normal"
@@ -40,7 +41,10 @@ class TrainingRun(models.Model):
         choices=Kind.choices,
         default=Kind.TRAIN,
         db_index=True,
-        help_text="Training trains a model; an evaluation runs a registered model over a dataset and stores results.",
+        help_text=(
+            "Training trains a model; an evaluation runs a registered model over a dataset and stores results; a "
+            "detection runs one over whole orthophotos and stores the sites it finds."
+        ),
     )
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="training_runs")
     base_model = models.ForeignKey(
@@ -52,7 +56,7 @@ class TrainingRun(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="evaluation_runs",
-        help_text="The model an evaluation run evaluates.",
+        help_text="The model an evaluation run evaluates, or a detection run detects with.",
     )
     architecture = models.CharField(max_length=64, choices=preset_choices(), default=DEFAULT_PRESET)
     parameters = models.JSONField(default=dict, help_text="Validated hyper-parameters (preset defaults filled in).")
@@ -81,13 +85,17 @@ class TrainingRun(models.Model):
         null=True, blank=True, help_text="Process id of the training child (its process group leader)."
     )
     training_started = models.FloatField(
-        null=True, blank=True, help_text="Start time (Unix seconds) of the training child: its pid's identity."
+        null=True,
+        blank=True,
+        help_text="Start of the training child (engine.processes.started_at): its pid's identity.",
     )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_process = models.CharField(max_length=300, blank=True, help_text="host:pid of the worker that ran it.")
     worker_pid = models.IntegerField(null=True, blank=True, help_text="Pid of the worker process that runs it.")
     worker_started = models.FloatField(
-        null=True, blank=True, help_text="Start time (Unix seconds) of that worker process: its pid's identity."
+        null=True,
+        blank=True,
+        help_text="Start of that worker process (``engine.processes.started_at``): its pid's identity.",
     )
     worker = models.ForeignKey(
         "workers.Worker",

@@ -1,8 +1,10 @@
 """What a worker does with a run it claimed: its life to the end, by kind (``train`` trains and registers a model,
-``evaluate`` evaluates one); the scheduler (``scheduler.tasks``) calls ``training_run_execute``."""
+``evaluate`` evaluates one, and the kinds other rooms register in ``training.kinds``); the scheduler
+(``scheduler.tasks``) calls ``training_run_execute``."""
 
 from __future__ import annotations
 
+from ..kinds import KINDS
 from ..models import TrainingRun
 from ..services import training_run_claim
 from . import evaluate, train
@@ -22,4 +24,6 @@ def training_run_execute(*, run_id: int) -> str:
         return run.status
     if run.kind == TrainingRun.Kind.EVALUATE:
         return evaluate.execute(run)
+    if run.kind in KINDS:
+        return KINDS[run.kind].execute(run)
     return train.execute(run)

@@ -24,6 +24,7 @@ from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
 from workers.resources import assert_some_worker_can_take
 
+from ..kinds import KINDS
 from ..models import TrainingRun
 from ..selectors import last_checkpoint
 from .evaluation_runs import evaluation_run_again
@@ -216,6 +217,8 @@ def _new_attempt(*, run: TrainingRun, user: Actor, resume: bool) -> TrainingRun:
         )
     if run.kind == TrainingRun.Kind.EVALUATE:
         return evaluation_run_again(run=run, user=user, resume=resume)
+    if run.kind in KINDS:
+        return KINDS[run.kind].again(run=run, user=user, resume=resume)
     checkpoint = last_checkpoint(run) if resume else None
     if resume and checkpoint is None:
         raise ApplicationError(
