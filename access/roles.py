@@ -20,6 +20,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.view_published_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
         "models_registry.predict_trainedmodel",
+        "detection.run_detection",
     ],
     # Reviews every run and model and decides what goes to production.
     "Publisher": [
@@ -31,6 +32,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.view_trainedmodel_statistics",
         "models_registry.publish_trainedmodel",
         "models_registry.predict_trainedmodel",
+        "detection.run_detection",
     ],
     # Everything on datasets, runs and models.
     "Administrator": [
@@ -49,6 +51,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.view_published_trainedmodel",
         "models_registry.predict_trainedmodel",
         "audit.view_auditevent",
+        "detection.run_detection",
     ],
 }
 

@@ -94,6 +94,29 @@ def _distractors(rng: np.random.Generator, img: Image.Image, size: int) -> None:
         draw.ellipse([x - r, y - r, x + r, y + r], fill=(30, 70, 30))
 
 
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A square of grass and soil with roads, roofs and trees (float32 RGB), as the demo tiles have."""
+    img = Image.fromarray(np.clip(_background(rng, size), 0, 255).astype(np.uint8))
+    _distractors(rng, img, size)
+    return np.array(img, np.float32)
+
+
+def paint_object(
+    canvas: np.ndarray, rng: np.random.Generator, cls: int, x: int, y: int, w: int, h: int
+) -> tuple[int, float, float, float, float]:
+    """Paint a waste pile (class 0) or construction debris (class 1) with its shadow into the ``w`` x ``h`` box at
+    (x, y) of ``canvas`` (float32 RGB, in place); returns (class, x, y, width, height) of what was painted."""
+    blob = _blob_mask(rng, w, h)
+    mask = np.array(blob, np.float32)[..., None] / 255.0
+    # A pile casts a shadow: a darker rim just outside its outline.
+    rim = np.array(blob.filter(ImageFilter.MaxFilter(5)), np.float32)[..., None] / 255.0 - mask
+    canvas[y : y + h, x : x + w] *= 1 - 0.45 * np.clip(rim, 0, 1)
+    tex = _waste_texture(rng, w, h) if cls == 0 else _debris_texture(rng, w, h)
+    canvas[y : y + h, x : x + w] = canvas[y : y + h, x : x + w] * (1 - mask) + tex * mask
+    ys, xs = np.nonzero(mask[..., 0] > 0.5)
+    return cls, float(x + xs.min()), float(y + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
+
+
 def generate_tile(seed: int, index: int, size: int = 256) -> Tile:
     rng = np.random.default_rng([seed, index])
     img = Image.fromarray(np.clip(_background(rng, size), 0, 255).astype(np.uint8))
@@ -110,23 +133,7 @@ def generate_tile(seed: int, index: int, size: int = 256) -> Tile:
                 break
         else:
             continue
-        blob = _blob_mask(rng, w, h)
-        mask = np.array(blob, np.float32)[..., None] / 255.0
-        # A pile casts a shadow: a darker rim just outside its outline.
-        rim = np.array(blob.filter(ImageFilter.MaxFilter(5)), np.float32)[..., None] / 255.0 - mask
-        canvas[y : y + h, x : x + w] *= 1 - 0.45 * np.clip(rim, 0, 1)
-        tex = _waste_texture(rng, w, h) if cls == 0 else _debris_texture(rng, w, h)
-        canvas[y : y + h, x : x + w] = canvas[y : y + h, x : x + w] * (1 - mask) + tex * mask
-        ys, xs = np.nonzero(mask[..., 0] > 0.5)
-        boxes.append(
-            (
-                cls,
-                float(x + xs.min()),
-                float(y + ys.min()),
-                float(xs.max() - xs.min() + 1),
-                float(ys.max() - ys.min() + 1),
-            )
-        )
+        boxes.append(paint_object(canvas, rng, cls, x, y, w, h))
     out = io.BytesIO()
     Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(out, format="JPEG", quality=92)
     return Tile(jpeg=out.getvalue(), boxes=boxes)

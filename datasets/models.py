@@ -222,3 +222,42 @@ class DatasetImport(models.Model):
             return None
         elapsed = (now - self.started_at).total_seconds()
         return round(elapsed / self.items_done * (self.items_total - self.items_done), 1)
+
+
+def orthophoto_upload_to(instance: Orthophoto, filename: str) -> str:
+    # The stored name is chosen by the service (a content hash), never the uploader's file name.
+    return f"datasets/{instance.dataset_id}/orthophotos/{filename}"
+
+
+class Orthophoto(models.Model):
+    """A whole orthophoto (or a large drone photo) kept with a dataset, for detection runs over it: a GeoTIFF of
+    8-bit grey, RGB or RGBA bands, georeferenced (any CRS, rotated geotransforms too) or in pixel coordinates only.
+    Seen by whoever sees its dataset."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="orthophotos")
+    name = models.CharField(max_length=255, help_text="As the operator knows it (an upload's file name).")
+    file = models.FileField(upload_to=orthophoto_upload_to, max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    bands = models.PositiveSmallIntegerField()
+    georeferenced = models.BooleanField(help_text="False: a photo without geotransform or CRS; pixel coordinates.")
+    srid = models.IntegerField(null=True, blank=True, help_text="EPSG code of its CRS, where it has one.")
+    srs_wkt = models.TextField(blank=True)
+    geotransform = models.JSONField(null=True, blank=True, help_text="GDAL's six terms, rotation included.")
+    pixel_size_m = models.FloatField(null=True, blank=True, help_text="Ground size of a pixel (metres).")
+    footprint = models.PolygonField(srid=4326, null=True, blank=True, help_text="Its outline (WGS 84).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "sha256"], name="orthophoto_unique_content_per_dataset")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -28,9 +28,10 @@ from django.contrib.gis.geos import GEOSException, Polygon
 from PIL import Image
 
 from core.errors import ApplicationError
+from engine.geometry import NO_GEOTRANSFORM, pixel_to_map, window_count, windows
 
-from .georef import NO_GEOTRANSFORM, pixel_to_map, window_footprint
-from .grid import PlacedSites, Tile, tile_boxes, window_count, windows
+from .georef import window_footprint
+from .grid import PlacedSites, Tile, tile_boxes
 from .import_batch import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
 from .models import DatasetImage
 from .rasters import RasterRefused, open_raster
@@ -82,22 +83,30 @@ class Orthophoto:
     name: str  # as the operator knows it (an upload's file name)
     raster: GDALRaster
     geotransform: list
-    srs: SpatialReference
+    srs: SpatialReference | None  # None: not georeferenced (accepted for detection only)
     width: int
     height: int
+
+    @property
+    def crs(self) -> SpatialReference:
+        """Its CRS (an orthophoto opened for tiling always has one: ``open_orthophoto`` checks)."""
+        if self.srs is None:
+            raise ApplicationError(f"{self.name} is not georeferenced.", {"orthophoto": self.name})
+        return self.srs
 
     @property
     def outline(self) -> Polygon:
         corners = [pixel_to_map(self.geotransform, px, py) for px, py in ((0, 0), (self.width, 0))]
         corners += [pixel_to_map(self.geotransform, px, py) for px, py in ((self.width, self.height), (0, self.height))]
-        return Polygon([*corners, corners[0]], srid=self.srs.srid or 0)
+        return Polygon([*corners, corners[0]], srid=self.srs.srid or 0 if self.srs else 0)
 
 
-def open_orthophoto(path: Path, label: str | None = None) -> Orthophoto:
+def open_orthophoto(path: Path, label: str | None = None, *, georeferenced: bool = True) -> Orthophoto:
     """Open an orthophoto for windowed reading (nothing of its pixels is read), as a GeoTIFF and nothing else, with
     no side file and no network (``rasters.open_raster``), checked: a geotransform and a CRS, 8-bit bands (1, 3 or
     4), at most ``DUMPSITE_ORTHOPHOTO_MAX_PIXELS`` pixels. Refusals name the operator's file, never a server path
-    or GDAL's own text."""
+    or GDAL's own text. With ``georeferenced=False`` a photo without geotransform or CRS is accepted too (its
+    ``srs`` is None: pixel coordinates only)."""
     label = label or Path(path).name
     try:
         raster = open_raster(path)
@@ -115,6 +124,14 @@ def open_orthophoto(path: Path, label: str | None = None) -> Orthophoto:
             "(DUMPSITE_ORTHOPHOTO_MAX_PIXELS).",
             {"orthophoto": label, "limit": "DUMPSITE_ORTHOPHOTO_MAX_PIXELS"},
         )
+    if len(bands) not in (1, 3, 4) or any(b != "GDT_Byte" for b in bands):
+        raise ApplicationError(
+            f"{label} has {len(bands)} band(s) of {', '.join(sorted(set(bands)))}; 8-bit grey, RGB or RGBA is "
+            "needed (gdal_translate -ot Byte -scale).",
+            {"orthophoto": label},
+        )
+    if not georeferenced and (geotransform == NO_GEOTRANSFORM or srs is None):
+        return Orthophoto(Path(path), label, raster, NO_GEOTRANSFORM, None, width, height)
     if geotransform == NO_GEOTRANSFORM:
         raise ApplicationError(f"{label} has no geotransform: it is not georeferenced.", {"orthophoto": label})
     if srs is None:
@@ -124,12 +141,6 @@ def open_orthophoto(path: Path, label: str | None = None) -> Orthophoto:
         )
     if abs(geotransform[1] * geotransform[5] - geotransform[2] * geotransform[4]) < 1e-300:
         raise ApplicationError(f"{label} has a degenerate geotransform (no pixel area).", {"orthophoto": label})
-    if len(bands) not in (1, 3, 4) or any(b != "GDT_Byte" for b in bands):
-        raise ApplicationError(
-            f"{label} has {len(bands)} band(s) of {', '.join(sorted(set(bands)))}; 8-bit grey, RGB or RGBA is "
-            "needed (gdal_translate -ot Byte -scale).",
-            {"orthophoto": label},
-        )
     return Orthophoto(Path(path), label, raster, geotransform, srs, width, height)
 
 
@@ -148,7 +159,7 @@ def check_window_count(orthos: list[Orthophoto], options: TilingOptions) -> int:
 
 def sites_in(ortho: Orthophoto, annotations: Annotations) -> list[Site]:
     """The sites, transformed to the orthophoto's CRS, that overlap it."""
-    transform = CoordTransform(annotations.srs, ortho.srs)
+    transform = CoordTransform(annotations.srs, ortho.crs)
     outline = ortho.outline
     inside = []
     for site in annotations.sites:
@@ -166,7 +177,7 @@ def sites_per_orthophoto(orthos: list[Orthophoto], annotations: Annotations) -> 
     """Each orthophoto's sites; ApplicationError when no site overlaps any of them (a CRS mix-up, most often)."""
     found = [sites_in(ortho, annotations) for ortho in orthos]
     if not any(found):
-        names = ", ".join(f"{o.name} (EPSG:{o.srs.srid})" for o in orthos)
+        names = ", ".join(f"{o.name} (EPSG:{o.crs.srid})" for o in orthos)
         raise ApplicationError(
             f"No annotated site overlaps the orthophoto: the annotations (EPSG:{annotations.srs.srid}) and {names} "
             "do not cover the same ground; check the CRS of both.",
@@ -240,7 +251,7 @@ def plan_tiles(
         for window in windows(ortho.width, ortho.height, size, overlap):
             done += 1
             stats.tiles += 1
-            tile = tile_boxes(ortho.geotransform, ortho.srs.srid or 0, placed, window, options.min_box_share)
+            tile = tile_boxes(ortho.geotransform, ortho.crs.srid or 0, placed, window, options.min_box_share)
             stats.boxes_cut_dropped += tile.cut_dropped
             if not tile.boxes and tile.cut_dropped:
                 stats.cut_only_skipped += 1
@@ -261,7 +272,7 @@ def plan_tiles(
 
 
 def tile_footprint(ortho: Orthophoto, tile: Tile):
-    return window_footprint(ortho.geotransform, ortho.srs, tile.x, tile.y, tile.width, tile.height)
+    return window_footprint(ortho.geotransform, ortho.crs, tile.x, tile.y, tile.width, tile.height)
 
 
 def tile_orthophotos(

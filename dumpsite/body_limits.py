@@ -29,6 +29,8 @@ UPLOADS = {
     "admin:models_registry_trainedmodel_register": ("DUMPSITE_MAX_CHECKPOINT_BYTES",),
     "trainedmodel-predict": ("DUMPSITE_MAX_IMAGE_BYTES",),
     "admin:models_registry_trainedmodel_predict": ("DUMPSITE_MAX_IMAGE_BYTES",),
+    "orthophoto-list": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES",),
+    "detectionrun-list": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES",),  # the files of one request together
 }
 
 

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "models_registry",
     "workers",
     "training",
+    "detection",
     "scheduler",
     "audit",
 ]

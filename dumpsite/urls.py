@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 from access.views import ObtainTokenView
 from datasets.api import AnnotationViewSet, DatasetImageViewSet, DatasetImportViewSet, DatasetViewSet
 from datasets.views import image_thumbnail
+from detection.api.views import DetectionRunViewSet, IgnoreZoneViewSet, OrthophotoViewSet
 from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
 from training.api import TrainingRunViewSet
 
@@ -20,6 +21,9 @@ router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 router.register("trained-models", TrainedModelViewSet, basename="trainedmodel")
 router.register("predictions", PredictionViewSet, basename="prediction")
 router.register("evaluations", EvaluationViewSet, basename="evaluation")
+router.register("orthophotos", OrthophotoViewSet, basename="orthophoto")
+router.register("detection-runs", DetectionRunViewSet, basename="detectionrun")
+router.register("ignore-zones", IgnoreZoneViewSet, basename="ignorezone")
 
 # Admin pages of models that moved app (the table stayed): old links and bookmarks lead to the new place.
 MOVED_ADMIN = {"training/worker": "workers/worker"}

@@ -1,5 +1,6 @@
 """Entry point of the training child process: ``python -m engine.child JOB_FILE``; an evaluation job
-(``evaluate.EvaluationJob``, ``"kind": "evaluate"``) runs in the same child.
+(``evaluate.EvaluationJob``, ``"kind": "evaluate"``) and a detection job (``detect.DetectionJob``, ``"kind": "detect"``)
+run in the same child.
 
 Training runs in its own process (and process group) because it holds gigabytes of tensors, can crash in native
 code, must be stoppable as a whole with its data-loader workers (cancel = signal the group), and because torch and
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BEST_METRIC, checkpoint_epoch, dumps_config_json, publishable_config, restore_tuples
+from .detect import DetectionJob, detect
 from .evaluate import DETECTIONS_PREFIX, EvaluationJob, analyse_detections, detections_file, evaluate
 from .job import TrainingJob
 from .loading import load_json_config, resolve_base_config, write_json
@@ -94,7 +96,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _write_event(job: TrainingJob | EvaluationJob, event: str, **payload: Any) -> None:
+def _write_event(job: TrainingJob | EvaluationJob | DetectionJob, event: str, **payload: Any) -> None:
     """Progress and results come from rank 0 only; an error is reported by whichever rank met it."""
     if rank() != 0 and event != "error":
         return
@@ -256,7 +258,7 @@ def analyse_registered(keep: Any, epoch: int, job: TrainingJob) -> str | None:
     return path
 
 
-def _record_error(job: TrainingJob | EvaluationJob | None, exc: BaseException) -> None:
+def _record_error(job: TrainingJob | EvaluationJob | DetectionJob | None, exc: BaseException) -> None:
     if job is None:
         return
     # torch / MMDetection load only where this runs (a child process), never on import
@@ -303,7 +305,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m engine.child JOB_FILE", file=sys.stderr)
         return 2
-    job: TrainingJob | EvaluationJob | None = None
+    job: TrainingJob | EvaluationJob | DetectionJob | None = None
     exit_with_parent()
     try:
         data = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
@@ -311,6 +313,10 @@ def main(argv: list[str]) -> int:
             evaluation = EvaluationJob(**data)
             job = evaluation
             evaluate(evaluation)
+        elif data.get("kind") == "detect":  # a detection run: the same process, watched the same way
+            detection = DetectionJob(**data)
+            job = detection
+            detect(detection, lambda event, **payload: _write_event(detection, event, **payload))
         else:
             training = TrainingJob(**data)
             job = training

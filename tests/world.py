@@ -35,6 +35,29 @@ class World:
     prediction: object = None  # the owner's predict check of their model, done, with a preview
     evaluation: object = None  # the owner's model on its validation split, per class, with a gallery
     dataset_import: object = None  # the administrator's finished COCO zip import into the dataset
+    tmp_path: object = None
+    _detection: dict | None = None
+
+    # Made on first use (tests that count runs or files see none of them otherwise).
+    @property
+    def orthophoto(self):
+        """A small georeferenced GeoTIFF kept with the dataset (by the administrator)."""
+        return self.detection_objects()["orthophoto"]
+
+    @property
+    def detection_run(self):
+        """The owner's finished detection run of their model over the orthophoto, with one detection."""
+        return self.detection_objects()["detection_run"]
+
+    @property
+    def ignore_zone(self):
+        """The administrator's ignore zone of the dataset."""
+        return self.detection_objects()["ignore_zone"]
+
+    def detection_objects(self) -> dict:
+        if self._detection is None:
+            self._detection = make_detection_world(self.dataset, self.model, self.users, self.tmp_path)
+        return self._detection
 
     def staff_client(self, role: str):
         """A Django test client signed in as ``role``'s user, made staff (the admin's door)."""
@@ -70,7 +93,9 @@ def inspection(parameter_count: int | None = None) -> dict:
 def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
     ckpt, cfg = tmp_path / f"m{run.pk}.pth", tmp_path / f"c{run.pk}.json"
     ckpt.write_bytes(b"weights of run %d" % run.pk)
-    cfg.write_text(json.dumps({"model": {"type": "RetinaNet"}}))
+    # A config a detection run accepts (a test pipeline); the worker is never asked to run it here.
+    pipeline = [{"type": "LoadImageFromFile"}, {"type": "Resize", "scale": [256, 256]}]
+    cfg.write_text(json.dumps({"model": {"type": "RetinaNet"}, "test_dataloader": {"dataset": {"pipeline": pipeline}}}))
     history = history or [
         {"epoch": 1, "bbox_mAP": 0.3, "bbox_mAP_50": 0.6, "loss": 1.0},
         {"epoch": 2, "bbox_mAP": 0.5, "bbox_mAP_50": 0.9, "loss": 0.5},
@@ -120,7 +145,41 @@ def build_world(make_dataset, tmp_path) -> World:
         dataset_import=DatasetImport.objects.create(
             key=f"world{dataset.pk}", dataset=dataset, status="succeeded", created_by=users["admin"]
         ),
+        tmp_path=tmp_path,
     )
+
+
+def make_detection_world(dataset, model: TrainedModel, users: dict, tmp_path) -> dict:
+    """An orthophoto of the dataset, the owner's detection run over it (finished, as the worker leaves it, with
+    one detection) and an ignore zone."""
+    import numpy as np
+    from django.contrib.gis.geos import Polygon
+
+    from datasets.orthophotos import orthophoto_store
+    from detection.models import Detection
+    from detection.services import detection_run_create, ignore_zone_create
+    from tests.detection.scenes import rotated, write_geotiff
+
+    pixels = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    path = write_geotiff(tmp_path / "world.tif", pixels, srid=32633, geotransform=rotated((500_000, 5_100_000), 0.2, 0))
+    ortho = orthophoto_store(dataset=dataset, source=path, name="world.tif", created_by=users["admin"])
+    run = detection_run_create(model=model, orthophotos=[ortho], created_by=users["owner"], name="owner's detection")
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded", export_summary={"detections": 1})
+    run.refresh_from_db()
+    footprint = ortho.footprint
+    Detection.objects.create(
+        run=run,
+        orthophoto=ortho,
+        label=0,
+        class_name=model.class_names[0],
+        score=0.9,
+        geometry=Polygon.from_bbox(footprint.extent) if footprint is not None else None,
+        area_m2=100.0,
+        pixel_box=[1, 2, 30, 40],
+    )
+    zone = json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]})
+    ignore_zone = ignore_zone_create(dataset=dataset, name="quarry", geojson=zone, created_by=users["admin"])
+    return {"orthophoto": ortho, "detection_run": run, "ignore_zone": ignore_zone}
 
 
 def make_evaluation(model: TrainedModel, run: TrainingRun, dataset):

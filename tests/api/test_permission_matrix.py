@@ -18,7 +18,16 @@ def set_status(status):
     return prepare
 
 
+def set_detection_status(status):
+    def prepare(world):
+        TrainingRun.objects.filter(pk=world.detection_run.pk).update(status=status)
+
+    return prepare
+
+
 R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
+ORTHO, DR, Z = "{orthophoto}", "{detection_run}", "{ignore_zone}"
+DETECTION = ("/api/orthophotos/", "/api/detection-runs/", "/api/ignore-zones/")
 IMG, A, IMP = "{image}", "{annotation}", "{dataset_import}"
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
@@ -78,6 +87,20 @@ ENDPOINTS = [
     ("evaluation detail", "get", f"/api/evaluations/{E}/", None, None),
     ("evaluation images", "get", f"/api/evaluations/{E}/images/", None, None),
     ("evaluation picture", "get", f"/api/evaluations/{E}/images/{{row}}/picture/", None, None),
+    ("orthophotos list", "get", "/api/orthophotos/", None, None),
+    ("orthophoto detail", "get", f"/api/orthophotos/{ORTHO}/", None, None),
+    ("orthophoto upload", "post", "/api/orthophotos/", None, None),
+    ("detection runs list", "get", "/api/detection-runs/", None, None),
+    ("detection run detail", "get", f"/api/detection-runs/{DR}/", None, None),
+    ("detection run create", "post", "/api/detection-runs/", None, "detect"),
+    ("detection run cancel", "post", f"/api/detection-runs/{DR}/cancel/", set_detection_status("queued"), None),
+    ("detection run retry", "post", f"/api/detection-runs/{DR}/retry/", set_detection_status("failed"), None),
+    ("detection run detections", "get", f"/api/detection-runs/{DR}/detections/", None, None),
+    ("detection run download", "get", f"/api/detection-runs/{DR}/download/?as=csv", None, None),
+    ("ignore zones list", "get", "/api/ignore-zones/", None, None),
+    ("ignore zone detail", "get", f"/api/ignore-zones/{Z}/", None, None),
+    ("ignore zone create", "post", "/api/ignore-zones/", None, "zone"),
+    ("ignore zone delete", "delete", f"/api/ignore-zones/{Z}/", None, None),
     ("model delete", "delete", f"/api/trained-models/{M}/", None, None),
     ("token obtain", "post", "/api/auth/token/", None, {"username": "admin"}),
 ]
@@ -145,6 +168,24 @@ EXPECTED = {
     "evaluation detail": (401, 404, 200, 404, 200, 200),
     "evaluation images": (401, 404, 200, 404, 200, 200),
     "evaluation picture": (401, 404, 200, 404, 200, 200),
+    # Orthophotos are seen with their dataset; kept by those who may change it (an input check follows: no file).
+    "orthophotos list": (401, 200, 200, 200, 200, 200),
+    "orthophoto detail": (401, 200, 200, 200, 200, 200),
+    "orthophoto upload": (401, 403, 403, 403, 403, 400),
+    # A detection run is private to its owner like any run; starting one needs detection.run_detection and a
+    # model the user may see (the owner's model is "no such model", 400, to another Trainer).
+    "detection runs list": (401, 200, 200, 200, 200, 200),
+    "detection run detail": (401, 404, 200, 404, 200, 200),
+    "detection run create": (401, 403, 201, 400, 201, 201),
+    "detection run cancel": (401, 404, 200, 404, 403, 200),
+    "detection run retry": (401, 404, 201, 404, 403, 201),
+    "detection run detections": (401, 404, 200, 404, 200, 200),
+    "detection run download": (401, 404, 200, 404, 200, 200),
+    # Ignore zones are seen with their dataset and changed by those who may change it.
+    "ignore zones list": (401, 200, 200, 200, 200, 200),
+    "ignore zone detail": (401, 200, 200, 200, 200, 200),
+    "ignore zone create": (401, 403, 403, 403, 403, 201),
+    "ignore zone delete": (401, 403, 403, 403, 403, 204),
     "model delete": (401, 404, 204, 404, 403, 204),
     "token obtain": (400, 400, 400, 400, 400, 400),  # open to all; a password is needed
 }
@@ -191,6 +232,11 @@ def test_permission_matrix(world, name, role, expected):
         image=world.dataset.images.order_by("id").first().pk,
         annotation=Annotation.objects.filter(image__dataset=world.dataset).order_by("id").first().pk,
         dataset_import=world.dataset_import.pk,
+        **(
+            {k: getattr(world, k).pk for k in ("orthophoto", "detection_run", "ignore_zone")}
+            if path.startswith(DETECTION)
+            else {}
+        ),
     )
     if body == "create":
         body = {"dataset": world.dataset.pk, "parameters": {"epochs": 1}}
@@ -198,6 +244,11 @@ def test_permission_matrix(world, name, role, expected):
         body = {"model": world.model.pk, "dataset": world.dataset.pk}
     elif body == "box":
         body = {"dataset_class": world.dataset.classes.first().pk, "x": 1, "y": 1, "width": 5, "height": 5}
+    elif body == "detect":
+        body = {"model": world.model.pk, "orthophotos": [world.orthophoto.pk]}
+    elif body == "zone":
+        square = [[[14.5, 46.0], [14.6, 46.0], [14.6, 46.1], [14.5, 46.0]]]
+        body = {"dataset": world.dataset.pk, "name": "depot", "geometry": {"type": "Polygon", "coordinates": square}}
     elif body == "evaluate published":
         body = {"model": world.published.pk, "dataset": world.dataset.pk}
     response = getattr(world.client(role), method)(url, body, format="json")

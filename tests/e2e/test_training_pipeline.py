@@ -20,6 +20,7 @@ from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
 from models_registry.services import sha256_file
 from tests.conftest import wait_for
+from tests.e2e.detection_checks import check_detection_runs
 from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_results
 from tests.e2e.model_checks import api_client, check_downloads_in_stock_mmdetection, check_predict
 from tests.e2e.scale_out_checks import check_two_processes
@@ -186,6 +187,9 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     check_validation_results(model)
     held_out = tiles_dataset("held-out", ["waste_pile", "construction_debris"], count=24, seed=11)
     check_evaluation_runs(model, held_out, api_client(get_user_model().objects.get(username="operator")))
+
+    # 7b. Detection runs over whole orthophotos built here: seams, two parts, rotation, nodata, pixels, cancel.
+    check_detection_runs(model, get_user_model().objects.get(username="operator"), tmp_path / "detect")
 
     # 8. Early stopping ends a real run before its epoch limit and says so: a learning rate too small to change
     # anything and a frozen backbone keep the validation mAP where it is (a small set of the same kind of tiles).

@@ -19,10 +19,11 @@ PACKAGES = (
     "datasets",
     "models_registry",
     "training",
+    "detection",
     "scheduler",
     "dumpsite",
 )
-APPS = ("access", "audit", "workers", "datasets", "models_registry", "training", "scheduler")
+APPS = ("access", "audit", "workers", "datasets", "models_registry", "training", "detection", "scheduler")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+"""What detection runs find: a ``Detection`` per site (its polygon in WGS 84, class, score, source orthophoto and
+pixel box, state), and the ignore zones of a dataset's area, over which detections are flagged, never deleted.
+
+A detection run itself is a ``training.TrainingRun`` of kind ``detect`` (queue, progress, cancel, time limit,
+reaper, retry and permissions are the runs'); its figures are the run's ``export_summary``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.gis.db import models
+
+
+class IgnoreZone(models.Model):
+    """An area whose detections are discounted (a known legal depot, a quarry, a recycling yard): detections that
+    intersect it are kept and flagged ``ignored``. Per dataset: the area a dataset's orthophotos cover."""
+
+    dataset = models.ForeignKey("datasets.Dataset", on_delete=models.CASCADE, related_name="ignore_zones")
+    name = models.CharField(max_length=200)
+    geometry = models.MultiPolygonField(srid=4326)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Detection(models.Model):
+    class State(models.TextChoices):
+        NEW = "new", "New"
+        CONFIRMED = "confirmed", "Confirmed"
+        REJECTED = "rejected", "Rejected"
+
+    run = models.ForeignKey("training.TrainingRun", on_delete=models.CASCADE, related_name="detections")
+    orthophoto = models.ForeignKey("datasets.Orthophoto", on_delete=models.PROTECT, related_name="detections")
+    label = models.PositiveSmallIntegerField(help_text="The model's class index.")
+    class_name = models.CharField(max_length=100)
+    score = models.FloatField()
+    geometry = models.PolygonField(
+        srid=4326, null=True, blank=True, help_text="WGS 84; a rotated pixel box is a rotated polygon. Empty: pixels."
+    )
+    area_m2 = models.FloatField(null=True, blank=True, help_text="Computed in a metric projection (UTM).")
+    pixel_box = models.JSONField(help_text="[x1, y1, x2, y2] in the source orthophoto's pixels.")
+    merged = models.PositiveIntegerField(default=1, help_text="How many window boxes were merged into it.")
+    ignored = models.BooleanField(default=False, help_text="It lies in an ignore zone of the dataset.")
+    ignore_zone = models.ForeignKey(IgnoreZone, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEW, db_index=True)
+
+    class Meta:
+        ordering = ["run", "-score", "id"]
+        indexes = [models.Index(fields=["run", "-score"], name="detection_run_score")]
+        permissions = [("run_detection", "Can run detections")]
+
+    def __str__(self) -> str:
+        return f"{self.class_name} {self.score:.2f} (run #{self.run_id})"
+
+    @property
+    def coordinates(self) -> str:
+        return "map" if self.geometry is not None else "pixel"

@@ -1,0 +1,244 @@
+"""Sliced detection over whole orthophotos, inside the child process (``"kind": "detect"``).
+
+The worker writes a ``DetectionJob``: the model's stored config and checkpoint, the rasters (each with the affine
+map from its pixels to the run's common frame, see below), the window size and overlap, batch size, thresholds.
+The child loads the model once, then for every raster reads one window at a time through GDAL (``engine.raster``:
+block cache bounded, pixels straight into NumPy), skips windows that hold nodata only, and sends batches of windows
+through the model's own test pipeline and ``test_step`` (what ``DetInferencer`` does, without its visualiser).
+Boxes move from window to raster pixels, then to the frame, where seams are merged:
+
+- **Frame**: the georeferenced rasters of a run share one frame, the pixel grid of the first one (its CRS, its
+  rotation); each raster's pixel-to-frame map is exact for rasters in the same CRS and a fitted affine otherwise.
+  A raster without georeferencing is a frame of its own (pixel coordinates, never merged with another).
+- **Merge**: class-aware, per frame, with SAHI's postprocess: greedy non-maximum merging on intersection over the
+  smaller box (``greedy_nmm``, SAHI's GREEDYNMM; a group becomes the union of its boxes with the highest score) or
+  plain NMS (``nms``). A pile cut by a seam is two partial boxes whose IoU may be low but whose intersection over
+  the smaller one is high: IoU-NMS keeps both, IoS merging makes them one.
+
+The child writes ``result_file``: the merged detections (frame box; source raster and pixel box of the best
+member; how many boxes each merged) and the figures of the run (windows, skipped, raw boxes, peak memory).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .geometry import window_count, windows
+from .job import JsonJob
+from .loading import load_json_config, write_json
+from .raster import Raster
+
+MERGE_METHODS = ("greedy_nmm", "nms")
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass(frozen=True)
+class DetectionJob(JsonJob):
+    config_file: str  # the model's stored config (JSON)
+    checkpoint: str
+    classes: list[str]
+    # Each: {"id": int, "path": str, "frame": int, "to_frame": [a, b, c, d, e, f]} where frame (x, y) =
+    # (a + px * b + py * c, d + px * e + py * f): GDAL's geotransform layout.
+    rasters: list[dict]
+    events_file: str
+    result_file: str
+    tile_size: int = 1024
+    overlap: float = 0.2
+    score_threshold: float = 0.3
+    batch_size: int = 4
+    merge: str = "greedy_nmm"
+    merge_threshold: float = 0.5
+    keep_labels: list[int] | None = None  # None: every class
+    device: str | None = None  # "cpu" or "gpu": what the worker gave the run
+    kind: str = "detect"
+
+
+def overlap_pixels(tile_size: int, overlap: float) -> int:
+    return min(tile_size // 2, round(tile_size * overlap))
+
+
+def raster_windows(raster: Raster, tile_size: int, overlap: float) -> Iterator[tuple[int, int, int, int]]:
+    return windows(raster.width, raster.height, tile_size, overlap_pixels(tile_size, overlap))
+
+
+def empty_window(pixels: Any, raster: Raster) -> bool:
+    """Nodata only: fully transparent (alpha 0), or every colour value the nodata value (0 when none is set)."""
+    if raster.alpha_band is not None:
+        return not pixels[..., 3].any()
+    nodata = raster.nodata if raster.nodata is not None else 0
+    return bool((pixels[..., :3] == nodata).all())
+
+
+def apply_affine(transform: list[float], px: float, py: float) -> tuple[float, float]:
+    x0, a, b, y0, d, e = transform
+    return x0 + px * a + py * b, y0 + px * d + py * e
+
+
+def frame_box(transform: list[float], box: list[float]) -> list[float]:
+    """The frame's axis-aligned envelope of a pixel box (exact when the raster is the frame's own grid)."""
+    x1, y1, x2, y2 = box
+    points = [apply_affine(transform, px, py) for px, py in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def merge_boxes(boxes: list[dict], *, method: str, threshold: float) -> list[dict]:
+    """Class-aware merge of one frame's boxes (each {"frame_box", "score", "label", ...}) with SAHI's postprocess;
+    returns the kept ones, a merged group as the union of its boxes with its best member's score and source."""
+    # torch / SAHI load only where this runs (a child process), never on import
+    import torch
+    from sahi.postprocess.combine import batched_greedy_nmm, batched_nms
+
+    if len(boxes) < 2:  # SAHI squeezes its columns: one box would lose its dimension
+        return [{**b, "merged": 1} for b in boxes]
+    table = torch.tensor([[*b["frame_box"], b["score"], b["label"]] for b in boxes], dtype=torch.float64)
+    if method == "nms":
+        groups: dict[int, list[int]] = {
+            int(i): [] for i in batched_nms(table, match_metric="IOS", match_threshold=threshold)
+        }
+    else:
+        groups = {int(k): [int(i) for i in v] for k, v in batched_greedy_nmm(table, "IOS", threshold).items()}
+    merged = []
+    for keep, members in groups.items():
+        best = boxes[keep]
+        union = [b["frame_box"] for b in [best, *(boxes[i] for i in members)]]
+        merged.append(
+            {
+                **best,
+                "frame_box": [
+                    min(b[0] for b in union),
+                    min(b[1] for b in union),
+                    max(b[2] for b in union),
+                    max(b[3] for b in union),
+                ],
+                "merged": 1 + len(members),
+            }
+        )
+    merged.sort(key=lambda b: -b["score"])
+    return merged
+
+
+class Batcher:
+    """Batches of windows through the model's test pipeline and ``test_step``: one model load, no file I/O."""
+
+    def __init__(self, job: DetectionJob):
+        # torch / MMDetection load only where this runs (a child process), never on import
+        import torch
+        from mmcv.transforms import Compose
+        from mmdet.apis import init_detector
+        from mmdet.utils import register_all_modules
+
+        # torch / MMDetection load only where this runs (a child process), never on import
+        from .checkpoints import install_safe_globals
+        from .device import select_device
+
+        install_safe_globals()
+        register_all_modules(init_default_scope=True)
+        self.device = select_device(cuda_available=torch.cuda.is_available(), amp=False, wanted=job.device)
+        cfg = load_json_config(job.config_file)
+        self.model = init_detector(cfg, job.checkpoint, device=self.device)
+        steps = [dict(step) for step in cfg.test_dataloader.dataset.pipeline]
+        steps[0] = {"type": "mmdet.LoadImageFromNDArray"}  # windows come as arrays, as DetInferencer's do
+        self.pipeline = Compose(steps)
+        self.torch = torch
+
+    def __call__(self, images: list[Any]) -> list[tuple[list, list, list]]:
+        # mmengine's collate: the one DetInferencer uses
+        from mmengine.dataset import pseudo_collate
+
+        data = pseudo_collate([self.pipeline({"img": img, "img_id": i}) for i, img in enumerate(images)])
+        with self.torch.no_grad():
+            results = self.model.test_step(data)
+        out = []
+        for sample in results:
+            pred = sample.pred_instances
+            out.append((pred.bboxes.cpu().tolist(), pred.scores.cpu().tolist(), pred.labels.cpu().tolist()))
+        return out
+
+
+class Sweep:
+    """One pass over the rasters: windows read, nodata skipped, batches through the model, boxes kept by frame."""
+
+    def __init__(self, job: DetectionJob, model: Batcher, total: int, emit: Callable[..., None]):
+        self.job, self.model, self.total, self.emit = job, model, total, emit
+        self.keep = set(job.keep_labels) if job.keep_labels is not None else None
+        self.found: dict[int, list[dict]] = {}
+        self.done = self.skipped = self.raw = 0
+        self.started = self.last_emit = time.monotonic()
+        self.batch: list[tuple[Any, tuple[int, int, int, int], dict]] = []
+
+    def raster(self, spec: dict, raster: Raster) -> None:
+        bands = raster.colour_bands + ([raster.alpha_band] if raster.alpha_band else [])
+        for window in raster_windows(raster, self.job.tile_size, self.job.overlap):
+            pixels = raster.read(*window, bands)
+            if empty_window(pixels, raster):
+                self.skipped += 1
+            else:
+                self.batch.append((pixels[..., 2::-1].copy(), window, spec))  # RGB to BGR: as the model trained
+                if len(self.batch) >= self.job.batch_size:
+                    self.flush()
+            self.done += 1
+            if time.monotonic() - self.last_emit >= PROGRESS_EVERY_S:
+                self.emit("iter", epoch=0, iter=self.done, max_iters=self.total, eta=self.eta())
+                self.last_emit = time.monotonic()
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        outputs = self.model([item[0] for item in self.batch])
+        for (_, (x, y, _w, _h), spec), (bboxes, scores, labels) in zip(self.batch, outputs, strict=True):
+            for bbox, score, label in zip(bboxes, scores, labels, strict=True):
+                if score < self.job.score_threshold or (self.keep is not None and label not in self.keep):
+                    continue
+                self.raw += 1
+                pixel = [bbox[0] + x, bbox[1] + y, bbox[2] + x, bbox[3] + y]
+                self.found.setdefault(spec["frame"], []).append(
+                    {
+                        "raster": spec["id"],
+                        "label": int(label),
+                        "score": round(float(score), 5),
+                        "pixel_box": [round(v, 2) for v in pixel],
+                        "frame_box": frame_box(spec["to_frame"], pixel),
+                    }
+                )
+        self.batch.clear()
+
+    def eta(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        return round(elapsed / self.done * (self.total - self.done), 1) if self.done else None
+
+
+def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
+    """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
+    started = time.monotonic()
+    opened = [(spec, Raster(spec["path"])) for spec in job.rasters]
+    overlap = overlap_pixels(job.tile_size, job.overlap)
+    total = sum(window_count(r.width, r.height, job.tile_size, overlap) for _, r in opened)
+    model = Batcher(job)
+    emit("setup", device=model.device)
+    emit("start", max_epochs=0, max_iters=total)
+    sweep = Sweep(job, model, total, emit)
+    for spec, raster in opened:
+        with raster:
+            sweep.raster(spec, raster)
+    emit("iter", epoch=0, iter=sweep.done, max_iters=total, eta=0.0)
+    detections = []
+    for frame, boxes in sorted(sweep.found.items()):
+        for box in merge_boxes(boxes, method=job.merge, threshold=job.merge_threshold):
+            detections.append({**box, "frame": frame})
+    result = {
+        "detections": detections,
+        "windows": total,
+        "skipped_nodata": sweep.skipped,
+        "raw_boxes": sweep.raw,
+        "device": model.device,
+        "seconds": round(time.monotonic() - started, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    write_json(job.result_file, result)
+    return result
