@@ -100,13 +100,16 @@ def _feature_collection(content: bytes, limits: SiteLimits) -> dict:
     return doc
 
 
-def read_annotations(content: bytes, *, class_property: str = "class", limits: SiteLimits | None = None) -> Annotations:
+def read_annotations(
+    content: bytes, *, class_property: str = "class", limits: SiteLimits | None = None, default_class: str = ""
+) -> Annotations:
     """The sites of a GeoJSON FeatureCollection: Polygon / MultiPolygon features (boxes are rectangles) or features
     with a ``bbox`` and no geometry; the class from ``class_property``. The CRS is the legacy ``crs`` member's
     (``EPSG:32633``, ``urn:ogc:def:crs:EPSG::32633``), else WGS 84 as RFC 7946 says; a geometry's own ``crs``
     member is ignored (GDAL would resolve it, URLs included). Unusable features are reported, a file that is not
     GeoJSON is refused, and so is one past the limits (bytes, features, vertices of a site and of all sites), before
-    any geometry is built."""
+    any geometry is built. With ``default_class``, a feature without a class is a site of that class (known
+    sites often have none)."""
     limits = limits or SiteLimits.from_settings()
     doc = _feature_collection(content, limits)
     srs = _crs_of(doc)
@@ -121,6 +124,8 @@ def read_annotations(content: bytes, *, class_property: str = "class", limits: S
             label = f"feature {index} (id {feature['id']!r})"
         properties = feature.get("properties") or {}
         name = properties.get(class_property) if isinstance(properties, dict) else None
+        if default_class and (not isinstance(name, str) or not name.strip()):
+            name = default_class
         if not isinstance(name, str) or not name.strip():
             found.rejected.append((label, f"no class name in its {class_property!r} property"))
             continue

@@ -37,6 +37,7 @@ from training.services import (
 )
 
 from .models import Detection, IgnoreZone
+from .sites import site_figures
 
 IDENTITY = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 WGS84 = SpatialReference(4326)
@@ -232,6 +233,13 @@ def store_and_succeed(run: TrainingRun, *, job: DetectionJob, orthos: list, fram
     with transaction.atomic():
         Detection.objects.bulk_create(detection_rows(run, job, found, orthos, frame), batch_size=2000)
         ignored = flag_ignored(run)
+        params = run.parameters
+        sites = site_figures(
+            run,
+            share=params.get("site_match", 0.5),
+            target_recall=params.get("target_recall", 0.9),
+            threshold=params["score_threshold"],
+        )
         classes: dict[str, int] = {}
         for item in found:
             classes[job.classes[item["label"]]] = classes.get(job.classes[item["label"]], 0) + 1
@@ -243,6 +251,7 @@ def store_and_succeed(run: TrainingRun, *, job: DetectionJob, orthos: list, fram
             "by_class": classes,
             "coordinates": "map" if frame.geotransform is not None else "pixel",
             "frame_srid": frame.srs.srid if frame.srs is not None else None,
+            **({"sites": sites} if sites is not None else {}),
         }
         training_run_record(run_id=run.pk, export_summary=summary)
         stop = f"{len(found)} detections ({ignored} in ignore zones) over {result['windows']} windows."

@@ -62,3 +62,20 @@ class Detection(models.Model):
     @property
     def coordinates(self) -> str:
         return "map" if self.geometry is not None else "pixel"
+
+
+class KnownSite(models.Model):
+    """A dump site of the area known before the run (a municipality's register), given with a detection run to
+    judge it: found when a detection covers enough of it (``detection.sites``)."""
+
+    run = models.ForeignKey("training.TrainingRun", on_delete=models.CASCADE, related_name="known_sites")
+    label = models.CharField(max_length=200, help_text="The feature it came from (its id where it had one).")
+    class_name = models.CharField(max_length=100)
+    geometry = models.MultiPolygonField(srid=4326)
+    found = models.BooleanField(default=False, help_text="Matched by a detection at the run's score threshold.")
+
+    class Meta:
+        ordering = ["run", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} (run #{self.run_id})"

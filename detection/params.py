@@ -21,9 +21,19 @@ SPECS: dict[str, ParamSpec] = {
         ParamSpec("merge_threshold", float, 0.05, 1.0, help="Intersection over the smaller box that merges two."),
         ParamSpec("batch_size", int, 1, 64, help="Windows per forward pass."),
         ParamSpec("device", str, choices=("cpu", "gpu"), help="Where the model runs."),
+        ParamSpec("site_match", float, 0.05, 1.0, help="Share of the smaller area that makes a known site found."),
+        ParamSpec("target_recall", float, 0.05, 1.0, help="The site recall whose score threshold is reported."),
     )
 }
-DEFAULTS = {"overlap": 0.2, "score_threshold": 0.3, "merge": "greedy_nmm", "merge_threshold": 0.5, "batch_size": 4}
+DEFAULTS = {
+    "overlap": 0.2,
+    "score_threshold": 0.3,
+    "merge": "greedy_nmm",
+    "merge_threshold": 0.5,
+    "batch_size": 4,
+    "site_match": 0.5,
+    "target_recall": 0.9,
+}
 DEFAULT_TILE = 1024
 
 

@@ -27,8 +27,9 @@ from models_registry.selectors import models_visible_to
 from training.models import TrainingRun
 from training.services.queueing import next_attempt, run_queue
 
-from .models import IgnoreZone
+from .models import IgnoreZone, KnownSite
 from .params import detection_parameters
+from .sites import known_sites_read
 
 MAX_ORTHOPHOTOS = 100
 ZONE_MAX_BYTES = 10 * 2**20
@@ -81,8 +82,10 @@ def detection_run_create(
     priority: str | int | None = None,
     retry_of: TrainingRun | None = None,
     attempt: int = 1,
+    known_sites: bytes | list[tuple[str, str, MultiPolygon]] | None = None,
 ) -> TrainingRun:
-    """Queue a detection run of ``model`` over ``orthophotos`` (all of one dataset)."""
+    """Queue a detection run of ``model`` over ``orthophotos`` (all of one dataset), judged against
+    ``known_sites`` where given (a GeoJSON document, or sites already read: ``detection.sites``)."""
     if created_by is not None:
         require(created_by, "detection.run_detection", message="You may not run detections.")
         if not models_visible_to(created_by).filter(pk=model.pk).exists():
@@ -97,10 +100,11 @@ def detection_run_create(
     dataset = orthophotos[0].dataset
     runnable_config(model)
     params = {"orthophotos": [o.pk for o in orthophotos], **detection_parameters(model, parameters)}
+    sites = known_sites_read(known_sites, orthophotos) if isinstance(known_sites, bytes | str) else known_sites
     names = ", ".join(o.name for o in orthophotos[:3]) + (
         f" and {len(orthophotos) - 3} more" if len(orthophotos) > 3 else ""
     )
-    return run_queue(
+    run = run_queue(
         kind=TrainingRun.Kind.DETECT,
         name=name,
         default_name=f"Detect with {model.name} on {names}",
@@ -116,6 +120,10 @@ def detection_run_create(
         parameters=params,
         max_epochs=0,
     )
+    KnownSite.objects.bulk_create(
+        KnownSite(run=run, label=label, class_name=name, geometry=geometry) for label, name, geometry in sites or []
+    )
+    return run
 
 
 def detection_run_again(*, run: TrainingRun, user: Any, resume: bool) -> TrainingRun:
@@ -141,6 +149,7 @@ def detection_run_again(*, run: TrainingRun, user: Any, resume: bool) -> Trainin
             time_limit_seconds=run.time_limit_seconds,
             retry_of=run,
             attempt=attempt,
+            known_sites=[(s.label, s.class_name, s.geometry) for s in run.known_sites.all()],
         )
         audit_record(action="retried", obj=run, actor=user, new_run=new.pk)
     return new

@@ -30,7 +30,7 @@ UPLOADS = {
     "trainedmodel-predict": ("DUMPSITE_MAX_IMAGE_BYTES",),
     "admin:models_registry_trainedmodel_predict": ("DUMPSITE_MAX_IMAGE_BYTES",),
     "orthophoto-list": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES",),
-    "detectionrun-list": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES",),  # the files of one request together
+    "detectionrun-list": ("DUMPSITE_MAX_ORTHOPHOTO_BYTES", "DUMPSITE_GEOJSON_MAX_BYTES"),  # files of one request
 }
 
 

@@ -45,6 +45,12 @@ class DetectionRunCreateSerializer(serializers.Serializer):
     files = serializers.ListField(
         child=serializers.FileField(), required=False, default=list, help_text="GeoTIFFs to upload and detect on."
     )
+    known_sites = JsonObjectField(
+        required=False,
+        help_text="The area's known sites (GeoJSON FeatureCollection, any CRS): the run reports site recall, "
+        "precision and false detections per km² against them.",
+    )
+    known_sites_file = serializers.FileField(required=False, help_text="The known sites as a GeoJSON file.")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     time_limit_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     priority = serializers.ChoiceField(choices=["normal", "high"], default="normal")

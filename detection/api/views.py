@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -48,6 +49,22 @@ def dataset_for_upload(user, dataset_id) -> Dataset:
     if dataset is None:
         raise ApplicationError("No such dataset.", {"dataset": "no such dataset"})
     return dataset
+
+
+def known_sites_of(data: dict) -> bytes | None:
+    """The known sites a request gave, as the GeoJSON document's bytes (bounded like any sites file)."""
+    if data.get("known_sites_file") is not None:
+        upload = data["known_sites_file"]
+        limit = settings.DUMPSITE_GEOJSON_MAX_BYTES
+        if upload.size > limit:
+            raise ApplicationError(
+                f"The known sites file is larger than {limit:,} bytes (DUMPSITE_GEOJSON_MAX_BYTES).",
+                {"known_sites_file": "too large"},
+            )
+        return upload.read()
+    if data.get("known_sites") is not None:
+        return json.dumps(data["known_sites"]).encode()
+    return None
 
 
 def forget_uploads(stored: list[Orthophoto]) -> None:
@@ -106,6 +123,7 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         "retry": "training.schedule_trainingrun",
         "detections": "training.view_trainingrun",
         "download": "training.view_trainingrun",
+        "sites": "training.view_trainingrun",
     }
     serializer_class = DetectionRunSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
@@ -147,6 +165,7 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             run = detection_run_create(
                 model=model,
                 orthophotos=orthophotos,
+                known_sites=known_sites_of(data),
                 parameters=data["parameters"],
                 name=data.get("name", ""),
                 created_by=request.user,
@@ -194,6 +213,24 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             body["next"], body["previous"] = self.paginator.get_next_link(), self.paginator.get_previous_link()
             return Response(body, content_type="application/geo+json")
         return self.get_paginated_response(DetectionSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def sites(self, request, pk=None):
+        """The known sites the run was judged against (GeoJSON, WGS 84), each ``found`` or not at the run's score
+        threshold; the figures are the run's ``summary.sites``."""
+        run = self.get_object()
+        features = [
+            {
+                "type": "Feature",
+                "id": site.pk,
+                "geometry": json.loads(site.geometry.geojson),
+                "properties": {"label": site.label, "class": site.class_name, "found": site.found},
+            }
+            for site in run.known_sites.all()
+        ]
+        body = {"type": "FeatureCollection", "features": features, "figures": run.export_summary.get("sites")}
+        return Response(body, content_type="application/geo+json")
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(FORMATS), required=True)],

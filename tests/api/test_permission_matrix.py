@@ -97,6 +97,7 @@ ENDPOINTS = [
     ("detection run retry", "post", f"/api/detection-runs/{DR}/retry/", set_detection_status("failed"), None),
     ("detection run detections", "get", f"/api/detection-runs/{DR}/detections/", None, None),
     ("detection run download", "get", f"/api/detection-runs/{DR}/download/?as=csv", None, None),
+    ("detection run sites", "get", f"/api/detection-runs/{DR}/sites/", None, None),
     ("ignore zones list", "get", "/api/ignore-zones/", None, None),
     ("ignore zone detail", "get", f"/api/ignore-zones/{Z}/", None, None),
     ("ignore zone create", "post", "/api/ignore-zones/", None, "zone"),
@@ -181,6 +182,7 @@ EXPECTED = {
     "detection run retry": (401, 404, 201, 404, 403, 201),
     "detection run detections": (401, 404, 200, 404, 200, 200),
     "detection run download": (401, 404, 200, 404, 200, 200),
+    "detection run sites": (401, 404, 200, 404, 200, 200),
     # Ignore zones are seen with their dataset and changed by those who may change it.
     "ignore zones list": (401, 200, 200, 200, 200, 200),
     "ignore zone detail": (401, 200, 200, 200, 200, 200),

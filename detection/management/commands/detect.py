@@ -7,6 +7,7 @@ from core.commands import USER_HELP, cli_call, cli_user
 from datasets.models import Orthophoto
 from datasets.orthophotos import orthophoto_store
 from datasets.selectors import dataset_by_ref
+from datasets.sites import read_sites_file
 from detection.exports import export
 from detection.params import SPECS
 from detection.selectors import detections_of
@@ -30,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--dataset", help="Dataset name or id the files are kept with.")
         parser.add_argument("--orthophoto", type=int, action="append", default=[], help="Id of a stored orthophoto.")
         parser.add_argument("--classes", help="Class names to keep, comma-separated (default: all).")
+        parser.add_argument(
+            "--known-sites", help="GeoJSON of the area's known sites: report site recall, precision, false per km²."
+        )
         parser.add_argument("--name", default="", help="Run name.")
         parser.add_argument("--user", help=USER_HELP)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
@@ -61,8 +65,14 @@ class Command(BaseCommand):
                     orthophotos.append(orthophoto_store(dataset=dataset, source=name, name=name, created_by=user))
             if not orthophotos:
                 raise CommandError("Give GeoTIFF files (with --dataset) or --orthophoto ids.")
+            known = read_sites_file(opts["known_sites"]) if opts["known_sites"] else None
             run = detection_run_create(
-                model=model, orthophotos=orthophotos, parameters=params, name=opts["name"], created_by=user
+                model=model,
+                orthophotos=orthophotos,
+                parameters=params,
+                name=opts["name"],
+                created_by=user,
+                known_sites=known,
             )
         self.stdout.write(f"Queued detection run #{run.pk} {run.name!r} over {len(orthophotos)} orthophoto(s).")
         if not (opts["wait"] or out):
@@ -78,7 +88,27 @@ class Command(BaseCommand):
         )
         for name, count in sorted((summary.get("by_class") or {}).items()):
             self.stdout.write(f"  {name}: {count}")
+        sites = summary.get("sites")
+        if sites:
+            self.stdout.write(site_report(sites))
         if out is not None:
             fmt = OUT_FORMATS[out.suffix.lower()]
             out.write_bytes(export(detections_of(run).iterator(chunk_size=2000), fmt))
             self.stdout.write(f"Wrote {summary.get('detections', 0)} detections to {out} ({fmt}).")
+
+
+def site_report(sites: dict) -> str:
+    def share(value) -> str:
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    target = sites.get("threshold_for_target")
+    return "\n".join(
+        [
+            f"Against {sites['sites']} known sites ({sites['match_rule']} >= {sites['site_match']}), at score "
+            f"{sites['threshold']}: found {sites['found']} (site recall {share(sites['recall'])}), precision "
+            f"{share(sites['precision'])}, {sites['false']} false detections = {sites['false_per_km2']} per km² "
+            f"of {sites['area_km2']:.3f} km².",
+            f"Score threshold for a site recall of {share(sites['target_recall'])}: "
+            + (f"{target}." if target is not None else "not reached by any detection of this run."),
+        ]
+    )
