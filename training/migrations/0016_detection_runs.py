@@ -30,6 +30,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='trainingrun',
             name='worker_started',
-            field=models.FloatField(blank=True, help_text="Start of that worker process (engine.processes.started_at): its pid's identity.", null=True),
+            field=models.FloatField(blank=True, help_text="Start of that worker process (``engine.processes.started_at``): its pid's identity.", null=True),
         ),
     ]
