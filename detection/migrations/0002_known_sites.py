@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('detection', '0001_initial'),
-        ('training', '0017_known_sites'),
+        ('training', '0016_detection_runs'),
     ]
 
     operations = [
