@@ -11,12 +11,10 @@ a polygon through the first orthophoto's geotransform (a rotated grid gives a ro
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.contrib.gis.gdal import CoordTransform, SpatialReference
 from django.contrib.gis.geos import Point, Polygon
 from django.db import transaction
@@ -25,12 +23,11 @@ from core.errors import ApplicationError
 from datasets.models import Orthophoto
 from engine.detect import DetectionJob
 from engine.geometry import map_to_pixel, pixel_to_map
-from engine.supervisor import run_child, tail_text
-from training.execution.common import child_environment_of, end_unless_trained, fail, logger
+from engine.supervisor import tail_text
+from training.execution.common import crashed, end_unless_trained, fail, supervise
 from training.execution.scratch import cleanup_work_dir, prepare_work_dir
 from training.models import TrainingRun
 from training.services import (
-    training_run_child_started,
     training_run_progress,
     training_run_record,
     training_run_succeed,
@@ -170,16 +167,7 @@ def execute(run: TrainingRun) -> str:
         frame = frame_of(orthos)
         job = detection_job(run, work, orthos, frame)
         job.write(work / "job.json")
-        result = run_child(
-            job_file=work / "job.json",
-            events_file=work / "events.jsonl",
-            log_file=log_file,
-            on_progress=lambda state: training_run_progress(run_id=run.pk, state=state),
-            on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
-            interval=settings.TRAINING_PROGRESS_INTERVAL,
-            timeout=run.effective_time_limit,
-            env=child_environment_of(run),
-        )
+        result = supervise(run, work / "job.json")
         training_run_progress(run_id=run.pk, state=result.state)
         ended = end_unless_trained(run, result)
         if ended is not None:
@@ -189,13 +177,7 @@ def execute(run: TrainingRun) -> str:
     except ApplicationError as exc:
         return fail(run, message=str(exc), log_tail=tail_text(log_file))
     except Exception:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
-        reference = secrets.token_hex(4)
-        logger.exception("detection run %s crashed in the worker (reference %s)", run.pk, reference)
-        return fail(
-            run,
-            message=f"Internal error in the worker (reference {reference}); the server log has the details.",
-            log_tail=tail_text(log_file),
-        )
+        return crashed(run)
 
 
 def detection_rows(run: TrainingRun, job: DetectionJob, found: list[dict], orthos: list[Orthophoto], frame: Frame):

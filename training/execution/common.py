@@ -4,14 +4,16 @@ that did not get to the end, and a failure that leaves nothing in flight."""
 from __future__ import annotations
 
 import logging
+import secrets
+from pathlib import Path
 
 from django.conf import settings
 
 from datasets.selectors import describe_image_paths
-from engine.supervisor import ChildResult, child_environment, resource_environment
+from engine.supervisor import ChildResult, child_environment, resource_environment, run_child, tail_text
 
 from ..models import TrainingRun
-from ..services import training_run_fail
+from ..services import training_run_child_started, training_run_fail, training_run_progress
 from .scratch import cleanup_work_dir
 
 logger = logging.getLogger("training.execution")
@@ -51,3 +53,31 @@ def fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
     cleanup_work_dir(run, keep_last_checkpoint=True)
     training_run_fail(run_id=run.pk, message=message, log_tail=log_tail)
     return Status.FAILED
+
+
+def supervise(run: TrainingRun, job_file: Path, *, processes: int = 1) -> ChildResult:
+    """The child of every kind, watched until it exits, is cancelled or runs out of time: its progress into the
+    run about once a second, its pid recorded for the reaper, the run's time limit and environment."""
+    return run_child(
+        job_file=job_file,
+        events_file=run.work_dir / "events.jsonl",
+        log_file=run.work_dir / "train.log",
+        on_progress=lambda state: training_run_progress(run_id=run.pk, state=state),
+        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
+        interval=settings.TRAINING_PROGRESS_INTERVAL,
+        timeout=run.effective_time_limit,
+        env=child_environment_of(run),
+        processes=processes,
+    )
+
+
+def crashed(run: TrainingRun) -> str:
+    """A worker-side error no check foresaw: logged with a reference the user is given, and the run failed (a run
+    must never stay 'running' after its worker gave up). Call from an ``except`` block."""
+    reference = secrets.token_hex(4)
+    logger.exception("%s run %s crashed in the worker (reference %s)", run.kind, run.pk, reference)
+    return fail(
+        run,
+        message=f"Internal error in the worker (reference {reference}); the server log has the details.",
+        log_tail=tail_text(run.work_dir / "train.log"),
+    )

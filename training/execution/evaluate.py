@@ -4,7 +4,6 @@ training child's process, supervision, cancel and time limit), and the results s
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -13,13 +12,13 @@ from django.db import transaction
 from core.errors import ApplicationError
 from datasets.coco_export import build_coco, merge_documents, remap_classes
 from engine.evaluate import EvaluationJob
-from engine.supervisor import run_child, tail_text
+from engine.supervisor import tail_text
 from models_registry.evaluations import evaluation_store
 from models_registry.models import Evaluation, TrainedModel
 
 from ..models import TrainingManifest, TrainingRun
-from ..services import training_run_child_started, training_run_progress, training_run_record, training_run_succeed
-from .common import child_environment_of, end_unless_trained, fail, logger
+from ..services import training_run_progress, training_run_record, training_run_succeed
+from .common import crashed, end_unless_trained, fail, supervise
 from .scratch import cleanup_work_dir, prepare_work_dir
 
 Status = TrainingRun.Status
@@ -102,16 +101,7 @@ def execute(run: TrainingRun) -> str:
             batch_size=run.parameters.get("batch_size", 1),
         )
         job.write(work / "job.json")
-        result = run_child(
-            job_file=work / "job.json",
-            events_file=work / "events.jsonl",
-            log_file=log_file,
-            on_progress=lambda state: training_run_progress(run_id=run.pk, state=state),
-            on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
-            interval=settings.TRAINING_PROGRESS_INTERVAL,
-            timeout=run.effective_time_limit,
-            env=child_environment_of(run),
-        )
+        result = supervise(run, work / "job.json")
         training_run_progress(run_id=run.pk, state=result.state)
         ended = end_unless_trained(run, result)
         if ended is not None:
@@ -121,13 +111,7 @@ def execute(run: TrainingRun) -> str:
     except ApplicationError as exc:
         return fail(run, message=str(exc), log_tail=tail_text(log_file))
     except Exception:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
-        reference = secrets.token_hex(4)
-        logger.exception("evaluation run %s crashed in the worker (reference %s)", run.pk, reference)
-        return fail(
-            run,
-            message=f"Internal error in the worker (reference {reference}); the server log has the details.",
-            log_tail=tail_text(log_file),
-        )
+        return crashed(run)
 
 
 def store_and_succeed(run: TrainingRun, *, job, label: str, details: dict, doc: dict, log_tail: str) -> None:

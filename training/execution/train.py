@@ -4,10 +4,8 @@ the child's job written, the child watched, the model registered. Every write go
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
 from core.errors import ApplicationError
@@ -17,20 +15,19 @@ from engine.config import build_overrides, checkpoint_epoch
 from engine.events import metrics_history, read_events, registered_epoch
 from engine.job import TrainingJob
 from engine.presets import get_preset
-from engine.supervisor import ChildResult, run_child, tail_text
+from engine.supervisor import ChildResult, tail_text
 from models_registry.evaluations import evaluation_store
 from models_registry.models import Evaluation
 from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
 
 from ..models import TrainingRun
 from ..services import (
-    training_run_child_started,
     training_run_progress,
     training_run_record,
     training_run_record_manifest,
     training_run_succeed,
 )
-from .common import child_environment_of, end_unless_trained, fail, logger
+from .common import crashed, end_unless_trained, fail, supervise
 from .scratch import cleanup_work_dir, prepare_work_dir
 from .timings import PhaseTimer
 
@@ -63,13 +60,7 @@ def execute(run: TrainingRun) -> str:
     except ApplicationError as exc:
         return fail(run, message=str(exc), log_tail=tail_text(log_file))
     except Exception:  # noqa: BLE001 - a run must never stay 'running' after its worker gave up
-        reference = secrets.token_hex(4)
-        logger.exception("training run %s crashed in the worker (reference %s)", run_id, reference)
-        return fail(
-            run,
-            message=(f"Internal error in the worker (reference {reference}); the server log has the details."),
-            log_tail=tail_text(log_file),
-        )
+        return crashed(run)
     finally:
         timings.save()
 
@@ -154,17 +145,7 @@ def stop_reason_of(outcome: dict) -> str:
 def train(run: TrainingRun, job_file: Path) -> ChildResult:
     """Step 3: the training child, watched until it exits, is cancelled or runs out of time."""
 
-    return run_child(
-        job_file=job_file,
-        events_file=run.work_dir / "events.jsonl",
-        log_file=run.work_dir / "train.log",
-        on_progress=lambda state: training_run_progress(run_id=run.pk, state=state),
-        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
-        interval=settings.TRAINING_PROGRESS_INTERVAL,
-        timeout=run.effective_time_limit,
-        env=child_environment_of(run),
-        processes=int(run.parameters.get("processes") or 1),
-    )
+    return supervise(run, job_file, processes=int(run.parameters.get("processes") or 1))
 
 
 def metrics_history_of(run: TrainingRun, events: list[dict]) -> list[dict]:
