@@ -88,7 +88,8 @@ def check_rotated_utm_over_the_api(model: TrainedModel, user, tmp_path: Path) ->
     painted = [painted_polygon(UTM_GT, b, 32633) for b in picture.boxes]
     empty = painted_polygon(UTM_GT, (700, 450, 760, 510), 32633)
     sites = known_sites([*painted[:3], empty], 32633)
-    parameters = {"score_threshold": 0.5, "target_recall": 0.75}
+    # Piles were painted: the other class is left out (a run keeps the classes it is asked for).
+    parameters = {"score_threshold": 0.5, "target_recall": 0.75, "classes": ["waste_pile"]}
     response = client.post(
         "/api/detection-runs/",
         {"model": model.pk, "orthophotos": [ortho["id"]], "parameters": parameters, "known_sites": sites},
@@ -101,6 +102,7 @@ def check_rotated_utm_over_the_api(model: TrainedModel, user, tmp_path: Path) ->
     summary = body["summary"]
     assert body["percent"] == 100.0 and body["windows_total"] == body["windows_done"] == summary["windows"] == 25
     assert summary["skipped_nodata"] >= 1 and summary["coordinates"] == "map" and summary["ignored"] == 1
+    assert set(summary["by_class"]) == {"waste_pile"}
     detections = list(Detection.objects.filter(run=run))
     one_detection_each(detections, [painted_polygon(UTM_GT, b, 32633) for b in picture.boxes], 32633)
     assert sum(d.ignored for d in detections) == 1
@@ -144,6 +146,8 @@ def check_two_parts_on_the_command_line(model: TrainedModel, tmp_path: Path) -> 
         str(model.dataset_id),
         "--score-threshold",
         "0.5",
+        "--classes",
+        "waste_pile",
         "--out",
         str(gpkg),
         "--known-sites",
@@ -170,7 +174,7 @@ def check_a_plain_photo_in_pixels(model: TrainedModel, user, tmp_path: Path) -> 
             "model": model.pk,
             "dataset": model.dataset_id,
             "files": [path.open("rb")],
-            "parameters": json.dumps({"score_threshold": 0.5}),
+            "parameters": json.dumps({"score_threshold": 0.5, "classes": ["waste_pile"]}),
         },
         format="multipart",
     )

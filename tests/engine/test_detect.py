@@ -97,6 +97,13 @@ def test_a_pile_cut_by_a_seam_is_one_detection_with_greedy_nmm_and_two_with_iou_
     assert len(merge_boxes(apart, method="greedy_nmm", threshold=0.5)) == 2
 
 
+def test_a_sliver_that_overlaps_only_the_union_of_a_group_joins_it():
+    # The best box and a larger part merge first; the sliver at the far edge touches only their union.
+    best, part, sliver = box(0, 0, 60, 60, 0.9), box(20, 0, 100, 60, 0.8), box(70, 0, 95, 60, 0.7)
+    merged = merge_boxes([best, part, sliver], method="greedy_nmm", threshold=0.5)
+    assert [(m["frame_box"], m["merged"], m["score"]) for m in merged] == [([0, 0, 100, 60], 3, 0.9)]
+
+
 def test_merging_is_class_aware():
     merged = merge_boxes(
         [box(0, 0, 100, 100, 0.9, 0), box(10, 10, 100, 100, 0.8, 1)], method="greedy_nmm", threshold=0.5
