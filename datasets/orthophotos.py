@@ -13,15 +13,15 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.gis.gdal import CoordTransform, GDALException, SpatialReference
+from django.contrib.gis.gdal import GDALException, SpatialReference
 from django.contrib.gis.geos import GEOSException, Polygon
 from django.db import IntegrityError, transaction
 
 from access.rules import Actor, require
 from audit.services import audit_record
 from core.errors import ApplicationError
-from engine.geometry import pixel_to_map
 
+from .georef import window_footprint
 from .models import Dataset, Orthophoto, orthophoto_upload_to
 from .tiling import open_orthophoto
 
@@ -29,13 +29,11 @@ CHUNK = 1 << 20
 
 
 def footprint_wgs84(geotransform: list, srs: SpatialReference, width: int, height: int) -> Polygon | None:
-    corners = [pixel_to_map(geotransform, px, py) for px, py in ((0, 0), (width, 0), (width, height), (0, height))]
-    polygon = Polygon([*corners, corners[0]], srid=srs.srid or 0)
+    """The whole raster's WGS 84 outline (None where its CRS cannot be transformed)."""
     try:
-        polygon.transform(CoordTransform(srs, SpatialReference(4326)))
+        return window_footprint(geotransform, srs, 0, 0, width, height)[0]
     except (GDALException, GEOSException):
         return None
-    return polygon
 
 
 def pixel_size_m(geotransform: list, srs: SpatialReference) -> float | None:

@@ -11,12 +11,17 @@ from django.db.models.functions import Coalesce
 from access.rules import own_or_all, visible
 from core.errors import ApplicationError
 
-from .models import Annotation, Dataset, DatasetImage, DatasetImport
+from .models import Annotation, Dataset, DatasetImage, DatasetImport, Orthophoto
 
 
 def datasets_visible_to(user, perm: str = "datasets.view_dataset"):
     """The datasets ``user`` holds ``perm`` on (globally or per object)."""
     return visible(user, perm, Dataset.objects.all())
+
+
+def orthophotos_visible_to(user):
+    """The orthophotos ``user`` may see: those of the datasets they may see."""
+    return Orthophoto.objects.filter(dataset__in=datasets_visible_to(user))
 
 
 def dataset_by_ref(user, ref: str, perm: str = "datasets.view_dataset") -> Dataset:

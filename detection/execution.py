@@ -22,7 +22,7 @@ from django.db import transaction
 from core.errors import ApplicationError
 from datasets.models import Orthophoto
 from engine.detect import DetectionJob
-from engine.geometry import map_to_pixel, pixel_to_map
+from engine.geometry import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map
 from engine.supervisor import tail_text
 from training.execution.common import crashed, end_unless_trained, fail, supervise
 from training.execution.scratch import cleanup_work_dir, prepare_work_dir
@@ -36,7 +36,7 @@ from training.services import (
 from .models import Detection, IgnoreZone
 from .sites import site_figures
 
-IDENTITY = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+IDENTITY = NO_GEOTRANSFORM  # GDAL's default geotransform: the identity map (a frame of pixels)
 WGS84 = SpatialReference(4326)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.errors import ApplicationError
 from engine.detect import MERGE_METHODS
-from engine.params import ParamSpec, checked_value
+from engine.params import ParamSpec, checked_values
 from models_registry.models import TrainedModel
 from workers.resources import assert_some_worker_can_take, site_defaults
 
@@ -67,13 +67,9 @@ def detection_parameters(model: TrainedModel, given: dict | None) -> dict:
         "tile_size": min(4096, max(64, model_image_size(model))),
         "device": site_defaults().get("device") or "cpu",
     }
-    for key, spec in SPECS.items():
-        if given.get(key) is None:
-            continue
-        try:
-            params[key] = checked_value(spec, given[key])
-        except ValueError as exc:
-            errors[key] = str(exc)
+    values, bad = checked_values(SPECS, given)
+    params.update(values)
+    errors.update(bad)
     known = list(model.class_names)
     if classes is None:
         params["classes"] = known

@@ -20,7 +20,7 @@ from access.rules import Actor, require
 from audit.services import audit_record
 from core.errors import ApplicationError
 from datasets.models import Dataset, Orthophoto
-from datasets.selectors import datasets_visible_to
+from datasets.selectors import orthophotos_visible_to
 from engine.presets import DEFAULT_PRESET, PRESETS
 from models_registry.models import TrainedModel
 from models_registry.selectors import models_visible_to
@@ -60,9 +60,8 @@ def orthophotos_for(user: Actor, ids: list[Any]) -> list[Orthophoto]:
         )
     if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
         raise ApplicationError("Orthophotos are named by id.", {"orthophotos": "a list of integer ids"})
-    rows = Orthophoto.objects.filter(pk__in=ids).select_related("dataset")
-    if user is not None:
-        rows = rows.filter(dataset__in=datasets_visible_to(user))
+    rows = (orthophotos_visible_to(user) if user is not None else Orthophoto.objects.all()).filter(pk__in=ids)
+    rows = rows.select_related("dataset")
     found = {o.pk: o for o in rows}
     missing = [i for i in ids if i not in found]
     if missing:

@@ -39,9 +39,7 @@ def known_sites_read(content: bytes, orthophotos: list[Orthophoto]) -> list[tupl
         )
     annotations = read_annotations(content, default_class="site")
     transform = CoordTransform(annotations.srs, WGS84)
-    ground = covered[0].union(covered[1]) if len(covered) == 2 else covered[0]
-    for footprint in covered[2:]:
-        ground = ground.union(footprint)
+    ground = MultiPolygon(covered, srid=4326).unary_union
     kept = []
     for site in annotations.sites:
         try:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .geometry import window_count, windows
+from .geometry import pixel_to_map, window_count, windows
 from .job import JsonJob
 from .loading import load_json_config, write_json
 from .raster import Raster
@@ -73,15 +73,10 @@ def empty_window(pixels: Any, raster: Raster) -> bool:
     return bool((pixels[..., :3] == nodata).all())
 
 
-def apply_affine(transform: list[float], px: float, py: float) -> tuple[float, float]:
-    x0, a, b, y0, d, e = transform
-    return x0 + px * a + py * b, y0 + px * d + py * e
-
-
 def frame_box(transform: list[float], box: list[float]) -> list[float]:
     """The frame's axis-aligned envelope of a pixel box (exact when the raster is the frame's own grid)."""
     x1, y1, x2, y2 = box
-    points = [apply_affine(transform, px, py) for px, py in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
+    points = [pixel_to_map(transform, px, py) for px, py in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     return [min(xs), min(ys), max(xs), max(ys)]
 

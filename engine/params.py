@@ -146,6 +146,20 @@ def checked_value(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
+def checked_values(specs: dict[str, ParamSpec], given: dict) -> tuple[dict, dict[str, str]]:
+    """The values ``given`` for ``specs`` (those not None), each checked, and an error for each bad one."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, spec in specs.items():
+        if given.get(key) is None:
+            continue
+        try:
+            values[key] = checked_value(spec, given[key])
+        except ValueError as exc:
+            errors[key] = str(exc)
+    return values, errors
+
+
 def validate_params(architecture: str, given: dict | None) -> dict:
     """Return the complete parameter dict (preset defaults + ``given``), or raise ParamError naming each problem."""
     preset = get_preset(architecture)
@@ -153,14 +167,9 @@ def validate_params(architecture: str, given: dict | None) -> dict:
     errors: dict[str, str] = {
         key: f"unknown parameter; known: {', '.join(PARAM_SPECS)}" for key in given if key not in PARAM_SPECS
     }
-    params = {**COMMON_DEFAULTS, **preset.defaults}
-    for key, spec in PARAM_SPECS.items():
-        if given.get(key) is None:
-            continue
-        try:
-            params[key] = checked_value(spec, given[key])
-        except ValueError as exc:
-            errors[key] = str(exc)
+    values, bad = checked_values(PARAM_SPECS, given)
+    params = {**COMMON_DEFAULTS, **preset.defaults, **values}
+    errors.update(bad)
     if "image_size" not in errors and params["image_size"] % 32:
         errors["image_size"] = f"{params['image_size']} is not a multiple of 32"
     if errors:

@@ -20,7 +20,7 @@ from core.api import ActionPermission, error_body
 from core.errors import ApplicationError
 from datasets.models import Dataset, Orthophoto
 from datasets.orthophotos import orthophoto_store
-from datasets.selectors import datasets_visible_to
+from datasets.selectors import datasets_visible_to, orthophotos_visible_to
 from models_registry.selectors import models_visible_to
 from training.services import training_run_cancel, training_run_retry
 
@@ -87,7 +87,7 @@ class OrthophotoViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
-        return Orthophoto.objects.filter(dataset__in=datasets_visible_to(self.request.user)).order_by("-id")
+        return orthophotos_visible_to(self.request.user).order_by("-id")
 
     @extend_schema(request={"multipart/form-data": OrthophotoUploadSerializer}, responses={201: OrthophotoSerializer})
     def create(self, request, *args, **kwargs):

@@ -4,9 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from access.rules import get_visible
 from core.commands import USER_HELP, cli_call, cli_user
-from datasets.models import Orthophoto
 from datasets.orthophotos import orthophoto_store
-from datasets.selectors import dataset_by_ref
+from datasets.selectors import dataset_by_ref, orthophotos_visible_to
 from datasets.sites import read_sites_file
 from detection.exports import export
 from detection.params import SPECS
@@ -54,7 +53,8 @@ class Command(BaseCommand):
             params["classes"] = [c.strip() for c in opts["classes"].split(",") if c.strip()]
         with cli_call():
             model = get_visible(models_visible_to(user), opts["model"], "trained model")
-            orthophotos = [get_visible(Orthophoto.objects.all(), pk, "orthophoto") for pk in opts["orthophoto"]]
+            seen = orthophotos_visible_to(user)
+            orthophotos = [get_visible(seen, pk, "orthophoto") for pk in opts["orthophoto"]]
             if opts["files"]:
                 if not opts["dataset"]:
                     raise CommandError("Files need --dataset: the dataset they are kept with.")

@@ -148,8 +148,8 @@ def watch_run(run_id: int) -> TrainingRun:
                 if run.kind == TrainingRun.Kind.EVALUATE:
                     bar.set_description_str("evaluating" if run.current_iter < run.max_iters else "storing results")
                 elif run.kind == TrainingRun.Kind.DETECT:
-                    done = run.current_iter < run.max_iters
-                    bar.set_description_str("detecting (windows)" if done else "merging, storing detections")
+                    detecting = run.current_iter < run.max_iters
+                    bar.set_description_str("detecting (windows)" if detecting else "merging, storing detections")
                 else:
                     bar.set_description_str(
                         f"epoch {run.current_epoch}/{run.max_epochs}"
