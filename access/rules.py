@@ -69,7 +69,7 @@ def visible(user, perm: str, queryset: QuerySet) -> QuerySet:
     """
     if not user or not user.is_authenticated or not user.is_active:
         return queryset.none()
-    model: Any = queryset.model
+    model: Any = queryset.model._meta.concrete_model  # a proxy (detection's DetectionRun) has its model's perms
     user_model: Any
     group_model: Any
     user_model, group_model = get_user_obj_perms_model(model), get_group_obj_perms_model(model)

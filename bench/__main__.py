@@ -21,6 +21,7 @@ BENCHMARKS = [
     "coco_export",
     "zip_import",
     "ortho_tiling",
+    "detection",
     "api_lists",
     "web_footprint",
 ]

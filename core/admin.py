@@ -4,7 +4,9 @@ edit saved through the domain's service (checked there, for the acting user), ne
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
@@ -64,6 +66,27 @@ class VisibleRelatedOnlyFilter(admin.RelatedOnlyFieldListFilter):
             ordering=self.field_admin_ordering(field, request, model_admin),
             limit_choices_to=Q(pk__in=used) & Q(pk__in=seen.values("pk")),
         )
+
+
+def spec_field(spec: Any, default, help_text: str, *, blank_choice: bool = False) -> forms.Field:
+    """An optional form field for one run parameter (an ``engine.params.ParamSpec``: its kind, help and choices):
+    empty means its default (shown as the placeholder; for a choice,
+    the first one unless ``blank_choice`` offers "default" first)."""
+    if spec.kind is bool:
+        return forms.BooleanField(required=False, help_text=f"{spec.help} Default: off.")
+    if spec.kind is str:
+        return forms.ChoiceField(
+            choices=[*([("", f"default ({default})")] if blank_choice else []), *((c, c) for c in spec.choices or ())],
+            required=False,
+            help_text=help_text,
+        )
+    if spec.kind is int:
+        return forms.IntegerField(
+            required=False, help_text=help_text, widget=forms.NumberInput(attrs={"placeholder": default})
+        )
+    return forms.FloatField(
+        required=False, help_text=help_text, widget=forms.NumberInput(attrs={"placeholder": default, "step": "any"})
+    )
 
 
 class _DryRun(Exception):

@@ -14,4 +14,6 @@ class DetectionConfig(AppConfig):
         from .execution import execute
         from .services import detection_run_again
 
-        register_kind("detect", execute=execute, again=detection_run_again)
+        register_kind(
+            "detect", execute=execute, again=detection_run_again, compare="detection.admin.figures.compare_rows"
+        )

@@ -7,8 +7,12 @@ reaper, retry and permissions are the runs'); its figures are the run's ``export
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.contrib.gis.db import models
+
+from training.models import TrainingRun
 
 
 class IgnoreZone(models.Model):
@@ -79,3 +83,21 @@ class KnownSite(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} (run #{self.run_id})"
+
+
+class DetectionRunManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=TrainingRun.Kind.DETECT)
+
+
+class DetectionRun(TrainingRun):
+    """The detection runs among the runs (kind ``detect``), for their own pages in the admin: the map, the site
+    figures, the crops. The same rows and permissions as any run (``training.view_trainingrun``, ...): a proxy
+    has no table and no permissions of its own."""
+
+    objects: ClassVar[DetectionRunManager] = DetectionRunManager()
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "detection run"

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon, Polygon
 from django.db import transaction
 
@@ -210,3 +211,26 @@ def ignore_zone_delete(*, zone: IgnoreZone, user: Actor = None) -> None:
     require(user, "datasets.change_dataset", zone.dataset, message=f"You may not change {zone.dataset}.")
     audit_record(action="ignore zone removed", obj=zone.dataset, actor=user, zone=zone.pk, name=zone.name)
     zone.delete()
+
+
+def known_sites_of(data: dict) -> bytes | None:
+    """The known sites a request gave, as the GeoJSON document's bytes (bounded like any sites file)."""
+    if data.get("known_sites_file") is not None:
+        upload = data["known_sites_file"]
+        limit = settings.DUMPSITE_GEOJSON_MAX_BYTES
+        if upload.size > limit:
+            raise ApplicationError(
+                f"The known sites file is larger than {limit:,} bytes (DUMPSITE_GEOJSON_MAX_BYTES).",
+                {"known_sites_file": "too large"},
+            )
+        return upload.read()
+    if data.get("known_sites") is not None:
+        return json.dumps(data["known_sites"]).encode()
+    return None
+
+
+def forget_uploads(stored: list[Orthophoto]) -> None:
+    """Files of orthophotos whose rows a refused request rolled back: removed, so that nothing is half-kept."""
+    for ortho in stored:
+        if not Orthophoto.objects.filter(pk=ortho.pk).exists():
+            Path(ortho.file.path).unlink(missing_ok=True)

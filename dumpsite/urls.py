@@ -9,6 +9,7 @@ from access.views import ObtainTokenView
 from datasets.api import AnnotationViewSet, DatasetImageViewSet, DatasetImportViewSet, DatasetViewSet
 from datasets.views import image_thumbnail
 from detection.api.views import DetectionRunViewSet, IgnoreZoneViewSet, OrthophotoViewSet
+from detection.views import detection_crop, site_crop
 from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
 from training.api import TrainingRunViewSet
 
@@ -38,6 +39,8 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("datasets/images/<int:pk>/thumbnail.jpg", image_thumbnail, name="dataset-image-thumbnail"),
+    path("detection/detections/<int:pk>/crop.jpg", detection_crop, name="detection-crop"),
+    path("detection/sites/<int:pk>/crop.jpg", site_crop, name="known-site-crop"),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -25,6 +25,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .geometry import pixel_to_map, window_count, windows
@@ -222,6 +223,18 @@ class Sweep:
         return round(elapsed / self.done * (self.total - self.done), 1) if self.done else None
 
 
+def peak_rss_mb() -> float:
+    """This process image's own peak resident memory (the kernel's VmHWM): ``ru_maxrss`` would carry the forking
+    worker's over the exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
     """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
     started = time.monotonic()
@@ -247,7 +260,7 @@ def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
         "raw_boxes": sweep.raw,
         "device": model.device,
         "seconds": round(time.monotonic() - started, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
     write_json(job.result_file, result)
     return result

@@ -155,10 +155,26 @@ class Raster:
 
     def read(self, x: int, y: int, width: int, height: int, bands: list[int]) -> Any:
         """The window's pixels as a (height, width, len(bands)) uint8 array."""
-        # NumPy loads where pixels are read: the child, never the web process
+        # NumPy loads where pixels are read for a model: the child, never the web process
         import numpy as np
 
         out = np.empty((height, width, len(bands)), dtype=np.uint8)
+        self._read_into(out.ctypes.data_as(ctypes.c_void_p), (x, y, width, height), (width, height), bands)
+        return out
+
+    def read_bytes(self, x: int, y: int, width: int, height: int, bands: list[int], size: tuple[int, int]) -> bytes:
+        """The window resampled by GDAL to ``size`` (width, height), pixel-interleaved bytes: a picture for
+        Pillow, of the size shown, without NumPy and without holding the window at full size."""
+        out_width, out_height = size
+        out = ctypes.create_string_buffer(out_width * out_height * len(bands))
+        self._read_into(ctypes.cast(out, ctypes.c_void_p), (x, y, width, height), size, bands)
+        return out.raw
+
+    def _read_into(
+        self, target: Any, window: tuple[int, int, int, int], size: tuple[int, int], bands: list[int]
+    ) -> None:
+        x, y, width, height = window
+        out_width, out_height = size
         band_map = (ctypes.c_int * len(bands))(*bands)
         status = self._lib.GDALDatasetRasterIO(
             self._handle,
@@ -167,19 +183,18 @@ class Raster:
             y,
             width,
             height,
-            out.ctypes.data_as(ctypes.c_void_p),
-            width,
-            height,
+            target,
+            out_width,
+            out_height,
             GDT_BYTE,
             len(bands),
             band_map,
             len(bands),
-            width * len(bands),
+            out_width * len(bands),
             1,
         )
         if status != 0:
             raise RasterRefused(f"pixels at {x},{y} ({width} x {height}) are unreadable")
-        return out
 
     def close(self) -> None:
         if self._handle:

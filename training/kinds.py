@@ -15,10 +15,19 @@ from typing import Any
 class RunKind:
     execute: Callable[[Any], str]  # (run) -> its final status
     again: Callable[..., Any]  # (run=, user=, resume=) -> the new queued attempt
+    # The dotted path of (user, models) -> (rows, charts) that the models' compare page adds for runs of the kind
+    # (imported when the page is drawn: admin code is not loaded while apps start); "": nothing.
+    compare: str = ""
 
 
 KINDS: dict[str, RunKind] = {}
 
 
-def register_kind(kind: str, *, execute: Callable[[Any], str], again: Callable[..., Any]) -> None:
-    KINDS[kind] = RunKind(execute=execute, again=again)
+def register_kind(
+    kind: str,
+    *,
+    execute: Callable[[Any], str],
+    again: Callable[..., Any],
+    compare: str = "",
+) -> None:
+    KINDS[kind] = RunKind(execute=execute, again=again, compare=compare)

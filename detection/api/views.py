@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -27,7 +25,14 @@ from training.services import training_run_cancel, training_run_retry
 from ..exports import FORMATS, export, feature_collection
 from ..models import IgnoreZone
 from ..selectors import detection_runs_visible_to, detections_of, ignore_zones_visible_to
-from ..services import detection_run_create, ignore_zone_create, ignore_zone_delete, orthophotos_for
+from ..services import (
+    detection_run_create,
+    forget_uploads,
+    ignore_zone_create,
+    ignore_zone_delete,
+    known_sites_of,
+    orthophotos_for,
+)
 from .serializers import (
     DetectionRunCreateSerializer,
     DetectionRunSerializer,
@@ -49,29 +54,6 @@ def dataset_for_upload(user, dataset_id) -> Dataset:
     if dataset is None:
         raise ApplicationError("No such dataset.", {"dataset": "no such dataset"})
     return dataset
-
-
-def known_sites_of(data: dict) -> bytes | None:
-    """The known sites a request gave, as the GeoJSON document's bytes (bounded like any sites file)."""
-    if data.get("known_sites_file") is not None:
-        upload = data["known_sites_file"]
-        limit = settings.DUMPSITE_GEOJSON_MAX_BYTES
-        if upload.size > limit:
-            raise ApplicationError(
-                f"The known sites file is larger than {limit:,} bytes (DUMPSITE_GEOJSON_MAX_BYTES).",
-                {"known_sites_file": "too large"},
-            )
-        return upload.read()
-    if data.get("known_sites") is not None:
-        return json.dumps(data["known_sites"]).encode()
-    return None
-
-
-def forget_uploads(stored: list[Orthophoto]) -> None:
-    """Files of orthophotos whose rows a refused request rolled back: removed, so that nothing is half-kept."""
-    for ortho in stored:
-        if not Orthophoto.objects.filter(pk=ortho.pk).exists():
-            Path(ortho.file.path).unlink(missing_ok=True)
 
 
 class OrthophotoViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

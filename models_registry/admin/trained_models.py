@@ -65,7 +65,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
     list_filter = ("is_published", "architecture", "origin", ("dataset", VisibleRelatedOnlyFilter))
     search_fields = ("name", "description")
     list_select_related = ("base_model", "dataset", "created_by")
-    actions = ["publish", "unpublish", "compare", "evaluate"]
+    actions = ["publish", "unpublish", "compare", "evaluate", "detect"]
     fieldsets = [
         (
             None,
@@ -141,6 +141,8 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             actions.pop("unpublish", None)
         if not can(request.user, "training.add_trainingrun"):
             actions.pop("evaluate", None)
+        if not can(request.user, "detection.run_detection"):
+            actions.pop("detect", None)
         return actions
 
     def get_urls(self):
@@ -190,6 +192,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
                     if can(request.user, "training.add_trainingrun")
                     else ""
                 ),
+                detect_url=self._detect_url(request, obj.pk),
             )
             validation = (
                 validation_of(obj) if can(request.user, "models_registry.view_trainedmodel_statistics") else None
@@ -200,6 +203,12 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
                     reverse("admin:models_registry_evaluation_changelist") + f"?model__id__exact={obj.pk}"
                 )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _detect_url(self, request, pk: int) -> str:
+        # The detection room's page, named by URL only: the registry, below that room, imports nothing of it.
+        if not can(request.user, "detection.run_detection"):
+            return ""
+        return reverse("admin:detection_detectionrun_start") + f"?model={pk}"
 
     def _publish_button(self, request, obj):
         if not can(request.user, "models_registry.publish_trainedmodel", obj):
@@ -335,6 +344,14 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             self.message_user(request, "Choose one model to evaluate.", messages.WARNING)
             return None
         return redirect(f"{reverse('admin:training_trainingrun_evaluate')}?model={chosen[0]}")
+
+    @admin.action(description="Detect on orthophotos with the selected model")
+    def detect(self, request, queryset):
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose one model to detect with.", messages.WARNING)
+            return None
+        return redirect(self._detect_url(request, chosen[0]))
 
     @admin.action(description="Compare selected models side by side")
     def compare(self, request, queryset):

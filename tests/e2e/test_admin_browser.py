@@ -14,6 +14,7 @@ from playwright import sync_api as playwright_sync
 
 from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
+from tests.e2e.waiting import finished
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -63,7 +64,7 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_operator_starts_watches_and_publishes(worker, roles, live_server, browser):
+def test_operator_starts_watches_and_publishes(worker, roles, live_server, browser, tmp_path):
     operator = staff("operator", "Administrator")
     dataset = demo_dataset_create(name="browser demo", images=120, seed=11, created_by=operator)
     page = login(browser, live_server, operator)
@@ -162,44 +163,57 @@ def test_operator_starts_watches_and_publishes(worker, roles, live_server, brows
     page.goto(f"{live_server.url}/admin/datasets/dataset/{dataset.pk}/change/")
     page.wait_for_selector("#dataset-map path.image-point, #dataset-map canvas", timeout=10000)
 
+    detect_from_the_model_page(page, live_server, model, dataset, tmp_path)
 
-def test_viewer_finds_no_way_to_start_cancel_or_publish(roles, live_server, browser, make_dataset, tmp_path):
-    viewer = staff("viewer", "Viewer")
-    owner = staff("owner", "Administrator")
-    dataset = make_dataset(name="viewer data")
-    run = TrainingRun.objects.create(name="someone's run", dataset=dataset, status="queued", created_by=owner)
-    from guardian.shortcuts import assign_perm
 
-    assign_perm("training.view_trainingrun", viewer, run)  # shared with the viewer: visible, not controllable
-    from tests.world import register_model
+def detect_from_the_model_page(page, live_server, model, dataset, tmp_path):
+    """The model just trained, over an orthophoto uploaded on the form with known sites: the worker runs it, and
+    its page draws the footprint, the sites and the detections; a click on one shows its crop."""
+    from django.contrib.gis.geos import Polygon
 
-    done = TrainingRun.objects.create(name="done", dataset=dataset, status="succeeded", created_by=owner)
-    model = register_model(done, tmp_path)
-    TrainedModel.objects.filter(pk=model.pk).update(is_published=True)
+    from detection.models import Detection, KnownSite
+    from engine.geometry import pixel_to_map
+    from tests.detection.scenes import rotated, scene, write_geotiff
 
-    page = login(browser, live_server, viewer)
-    page.goto(f"{live_server.url}/admin/training/trainingrun/")
-    assert page.locator("#start-run").count() == 0
-    assert page.locator(f'.run-progress[data-run="{run.pk}"]').count() == 1
-    actions = page.locator("select[name=action] option").all_inner_texts()
-    assert not any("Cancel" in a or "Retry" in a or "Publish" in a for a in actions), actions
-    shot(page, "viewer-runs-list")
-    response = page.goto(f"{live_server.url}/admin/training/trainingrun/start/")
-    assert response.status == 403
-
-    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
-    assert page.locator("#publish-toggle").count() == 0
-    shot(page, "viewer-model-detail")
-    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/")
-    actions = page.locator("select[name=action] option").all_inner_texts()
-    assert not any("ublish" in a for a in actions), actions
-    # Posting to the publish URL directly is refused as well.
-    csrf = page.evaluate("() => document.cookie.match(/csrftoken=([^;]+)/)[1]")
-    status = page.evaluate(
-        """async ([url, csrf]) => (await fetch(url, {method: 'POST', headers: {'X-CSRFToken': csrf},
-                           body: new URLSearchParams({unpublish: '1'})})).status""",
-        [f"/admin/models_registry/trainedmodel/{model.pk}/publish/", csrf],
+    geotransform = rotated((500_000.0, 5_100_000.0), 0.2, 10.0)
+    painted = scene(640, 512, [(100, 120, 70, 64), (400, 300, 80, 70), (230, 380, 64, 64)], seed=5)
+    tif = write_geotiff(tmp_path / "flight.tif", painted.pixels, srid=32633, geotransform=geotransform)
+    corners = [pixel_to_map(geotransform, x, y) for x, y in ((100, 120), (170, 120), (170, 184), (100, 184))]
+    site = Polygon([*corners, corners[0]], srid=32633)
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(
+        '{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32633"}}, "features": '
+        f'[{{"type": "Feature", "properties": {{"id": "pile A"}}, "geometry": {site.geojson}}}]}}'
     )
-    assert status == 200  # fetch follows the redirect back to the model's page, where the refusal is shown
-    model.refresh_from_db()
-    assert model.is_published  # the viewer could not unpublish it
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
+    page.click("#detect-link")
+    page.set_input_files("#id_files", str(tif))
+    page.select_option("#id_dataset", str(dataset.pk))
+    page.set_input_files("#id_known_sites", str(sites))
+    page.fill("#id_score_threshold", "0.05")
+    page.fill("#id_name", "detected from the browser")
+    shot(page, "detect-form")
+    page.click("input[name=_start]")
+    page.wait_for_url(re.compile(r".*/admin/detection/detectionrun/\d+/change/$"))
+    run = TrainingRun.objects.get(name="detected from the browser")
+    assert run.kind == "detect" and run.evaluated_model_id == model.pk
+    run = finished(run.pk, timeout=300)
+    assert run.status == "succeeded", run.error_message
+    count = Detection.objects.filter(run=run).count()
+    assert count >= 1 and KnownSite.objects.filter(run=run).count() == 1
+    page.reload()
+    page.wait_for_selector("#detection-map path.detection-on-map", timeout=10000)
+    assert page.locator("#detection-map path.footprint").count() == 1
+    assert page.locator("#detection-map path.known-site").count() == 1
+    assert page.locator("#detection-map path.detection-on-map").count() == min(count, 3000)
+    assert page.locator("#site-figures").count() == 1 and page.locator("#site-curves svg.chart").count() == 2
+    page.locator("#detection-map path.detection-on-map").first.click(force=True)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#detection-crop'); return i && i.complete && i.naturalWidth > 0; }",
+        timeout=10000,
+    )
+    shot(page, "detection-run-map")
+    # The score slider at its top hides every detection but those scoring 1.
+    page.eval_on_selector("#score-filter", "el => { el.value = 1; el.dispatchEvent(new Event('input')); }")
+    assert page.locator("#detection-map path.detection-on-map").count() == 0
+    assert "0 of" in page.inner_text("#map-count")

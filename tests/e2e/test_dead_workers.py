@@ -103,3 +103,50 @@ def test_a_silent_worker_of_another_host_is_failed_after_the_limit_and_its_pids_
         theirs.kill()
     finally:
         stop_worker(cluster)
+
+
+def test_a_detection_run_of_a_killed_cluster_fails_within_seconds_and_leaves_no_rows(transactional_db, tmp_path):
+    import numpy as np
+    from django.db import connection
+
+    from datasets.orthophotos import orthophoto_store
+    from detection.models import Detection
+    from detection.services import detection_run_create
+    from models_registry.services import trained_model_register_file
+    from tests.detection.scenes import rotated, write_geotiff
+    from tests.zoo import make_zoo_checkpoint
+
+    db_name = connection.settings_dict["NAME"]
+    cluster = start_worker(db_name, tmp_path / "first.log")
+    # A model of random weights is enough: what matters is a child busy over many windows when its cluster dies.
+    zoo = make_zoo_checkpoint(tmp_path / "zoo.pth", "retinanet_r18_tiny", num_classes=2, layout="3.x")
+    model, _ = trained_model_register_file(checkpoint=zoo, name="random", architecture="retinanet_r18_tiny")
+    dataset = demo_dataset_create(name="killed detection", images=4, seed=13)
+    pixels = np.random.default_rng(3).integers(0, 255, (3072, 3072, 3), dtype=np.uint8)
+    tif = write_geotiff(tmp_path / "area.tif", pixels, srid=32633, geotransform=rotated((500_000, 5_100_000), 0.2, 0))
+    ortho = orthophoto_store(dataset=dataset, source=tif, name="area.tif")
+    run = detection_run_create(model=model, orthophotos=[ortho], parameters={"tile_size": 256, "batch_size": 2})
+    run = wait_for(
+        lambda: TrainingRun.objects.filter(pk=run.pk, status="running", current_iter__gte=2).first(),
+        timeout=180,
+        message="the detection run to be over its windows",
+    )
+    job = run.work_dir / "job.json"
+    os.killpg(cluster.proc.pid, signal.SIGKILL)
+    cluster.proc.wait()
+
+    second = start_worker(db_name, tmp_path / "second.log")
+    try:
+        started = time.monotonic()
+        run = wait_for(
+            lambda: TrainingRun.objects.filter(pk=run.pk, status="failed").first(),
+            timeout=10,
+            interval=0.2,
+            message="the new cluster to fail the detection run of the dead one",
+        )
+        assert time.monotonic() - started < 10
+        assert f"The worker process {run.worker_process} is gone" in run.error_message
+        wait_for(lambda: not processes_of_job(job), timeout=5, interval=0.2, message="no process of the run left")
+        assert not Detection.objects.filter(run=run).exists()
+    finally:
+        stop_worker(second)

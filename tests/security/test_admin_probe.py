@@ -28,6 +28,9 @@ ODD = [
     "base_model__id__exact=%D9%A3",
     "_to_field=password",
     "_popup=1&_to_field=id",
+    "model=%D9%A3",
+    "model=abc",
+    "run__id__exact=abc",
 ]
 PAGES = [
     "/admin/",
@@ -46,6 +49,12 @@ PAGES = [
     "/admin/audit/auditevent/",
     "/admin/authtoken/tokenproxy/",
     "/datasets/images/{image}/thumbnail.jpg",
+    "/admin/detection/detectionrun/",
+    "/admin/detection/detectionrun/start/",
+    "/admin/detection/detectionrun/{detection_run}/change/",
+    "/admin/detection/detection/",
+    "/admin/detection/detection/{detection}/change/",
+    "/detection/detections/{detection}/crop.jpg",
 ]
 
 
@@ -55,7 +64,14 @@ def test_admin_pages_survive_odd_query_strings(world, role):
     image = world.dataset.images.first()
     failures = []
     for page in PAGES:
-        url = page.format(run=world.run.pk, model=world.model.pk, dataset=world.dataset.pk, image=image.pk)
+        url = page.format(
+            run=world.run.pk,
+            model=world.model.pk,
+            dataset=world.dataset.pk,
+            image=image.pk,
+            detection_run=world.detection_run.pk,
+            detection=world.detection_run.detections.first().pk,
+        )
         for query in ODD:
             status = client.get(f"{url}?{query}").status_code
             if status >= 500:

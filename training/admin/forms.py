@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from access.rules import visible
+from core.admin import spec_field
 from datasets.models import Dataset
 from datasets.selectors import datasets_visible_to
 from engine.params import COMMON_DEFAULTS, PARAM_SPECS
@@ -58,23 +59,8 @@ class StartRunForm(forms.Form):
         self.fields["dataset"].queryset = visible(user, "datasets.use_dataset", Dataset.objects.all())
         self.fields["base_model"].queryset = models_visible_to(user).order_by("-created_at")
         for spec in PARAM_SPECS.values():
-            default = DEFAULTS[spec.name]
             help_text = f"{spec.help} Valid: {spec.describe()}; {_defaults_text(spec.name)}."
-            if spec.kind is bool:
-                field = forms.BooleanField(required=False, help_text=f"{spec.help} Default: off.")
-            elif spec.kind is str:
-                field = forms.ChoiceField(choices=[(c, c) for c in spec.choices], required=False, help_text=help_text)
-            elif spec.kind is int:
-                field = forms.IntegerField(
-                    required=False, help_text=help_text, widget=forms.NumberInput(attrs={"placeholder": default})
-                )
-            else:
-                field = forms.FloatField(
-                    required=False,
-                    help_text=help_text,
-                    widget=forms.NumberInput(attrs={"placeholder": default, "step": "any"}),
-                )
-            self.fields[spec.name] = field
+            self.fields[spec.name] = spec_field(spec, DEFAULTS[spec.name], help_text)
 
     def parameters(self) -> dict:
         """The parameters that were given and parsed (the rest take the preset's defaults)."""

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.module_loading import import_string
 
 from access.rules import can, visible
 from core.charts import Series, line_chart
@@ -18,6 +19,7 @@ from engine.transfer import NEW_CLASSES
 from models_registry.models import METRIC_FIELDS, Evaluation
 from models_registry.selectors import models_visible_to, related_visibility
 
+from ..kinds import KINDS
 from ..models import TrainingRun
 from ..services import training_run_create, training_run_preview, training_run_validate
 from ..services.evaluation_runs import evaluation_run_create
@@ -213,6 +215,14 @@ def compare_view(admin_site, request, *, kind: str, ids: list[int]):
         )
     )
 
+    charts = []
+    if kind == "models":
+        for run_kind in KINDS.values():  # figures other rooms' runs of these models add (detection's sites)
+            if run_kind.compare:
+                compare = import_string(run_kind.compare)
+                more_rows, more_charts = compare(user, [m for _l, _r, m, _d in items])
+                rows.extend(more_rows)
+                charts.extend(more_charts)
     chart = line_chart(
         [
             Series(label, [(e["epoch"], e.get("bbox_mAP_50")) for e in (m.metrics_history or [])])
@@ -233,5 +243,6 @@ def compare_view(admin_site, request, *, kind: str, ids: list[int]):
         "columns": [i[0] for i in items],
         "rows": rows,
         "chart": chart,
+        "charts": charts,
     }
     return TemplateResponse(request, "admin/compare.html", context)

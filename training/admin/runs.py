@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.contrib import admin
 from django.db.models import Exists, OuterRef
 from django.shortcuts import redirect
 from django.urls import path, reverse
@@ -18,13 +17,13 @@ from models_registry.selectors import models_visible_to
 from models_registry.services import trained_model_publish
 
 from .. import services
+from ..console import RunActions, RunColumns
 from ..models import TrainingRun
 from . import pages
-from .columns import RunColumns
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
+class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     change_list_template = "admin/training/trainingrun/change_list.html"
     list_display = (
         "id",
@@ -135,7 +134,11 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
 
     @admin.display(description="results")
     def results_link(self, obj):
-        """The per-class results the run stored (a training run's validation, an evaluation run's results)."""
+        """The per-class results the run stored (a training run's validation, an evaluation run's results), or a
+        detection run's own page (the detection room's, named by URL only)."""
+        if obj.kind == TrainingRun.Kind.DETECT:
+            url = reverse("admin:detection_detectionrun_change", args=[obj.pk])
+            return format_html('<a href="{}" id="run-results">The map of what it found, its figures</a>', url)
         evaluation = Evaluation.objects.filter(run=obj).order_by("-id").only("id").first()
         if evaluation is None:
             return "—"
@@ -187,27 +190,6 @@ class TrainingRunAdmin(RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     def compare_page(self, request):
         kind = "models" if request.GET.get("kind") == "models" else "runs"
         return pages.compare_view(self.admin_site, request, kind=kind, ids=parse_ids(request.GET.get("ids")))
-
-    # --- actions --------------------------------------------------------------------------------------------
-    def _each(self, request, queryset, label, func):
-        """Apply a service to each selected run; the service checks the user's permission on each one."""
-        done = 0
-        for run in queryset:
-            try:
-                func(run)
-                done += 1
-            except (ApplicationError, PermissionDenied) as exc:
-                self.message_user(request, f"Run #{run.pk}: {exc}", messages.ERROR)
-        if done:
-            self.message_user(request, f"{label.capitalize()}: {done} run(s).", messages.SUCCESS)
-
-    @admin.action(description="Cancel selected runs")
-    def cancel_runs(self, request, queryset):
-        self._each(request, queryset, "cancel", lambda run: services.training_run_cancel(run=run, user=request.user))
-
-    @admin.action(description="Retry selected runs")
-    def retry_runs(self, request, queryset):
-        self._each(request, queryset, "retry", lambda run: services.training_run_retry(run=run, user=request.user))
 
     @admin.action(description="Resume selected runs from their last checkpoint")
     def resume_runs(self, request, queryset):

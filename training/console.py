@@ -1,8 +1,10 @@
-"""The columns and detail fields of the training-run admin: how a run looks in the console."""
+"""How a run looks and what an operator does with it in the console: the columns and detail fields, and the
+cancel and retry actions, shared by every admin of runs (training runs, and detection runs in their own room)."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -10,10 +12,12 @@ from django.utils.safestring import mark_safe
 from audit.selectors import audit_trail_html
 from core.admin import related_link, related_model_html
 from core.charts import Series, epoch_map_chart, line_chart
+from core.errors import ApplicationError
 from core.formatting import duration as format_duration
 
-from ..models import TrainingRun
-from ..selectors import run_log_tail, run_metrics
+from . import services
+from .models import TrainingRun
+from .selectors import run_log_tail, run_metrics
 
 BADGE_COLOURS = {
     "queued": "#8a8a8a",
@@ -192,3 +196,28 @@ class RunColumns:
     @admin.display(description="audit trail")
     def history(self, obj):
         return audit_trail_html(obj)
+
+
+class RunActions:
+    """Cancel and retry, each run through its service (which checks the user's permission on it)."""
+
+    # --- actions --------------------------------------------------------------------------------------------
+    def _each(self, request, queryset, label, func):
+        """Apply a service to each selected run; the service checks the user's permission on each one."""
+        done = 0
+        for run in queryset:
+            try:
+                func(run)
+                done += 1
+            except (ApplicationError, PermissionDenied) as exc:
+                self.message_user(request, f"Run #{run.pk}: {exc}", messages.ERROR)
+        if done:
+            self.message_user(request, f"{label.capitalize()}: {done} run(s).", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected runs")
+    def cancel_runs(self, request, queryset):
+        self._each(request, queryset, "cancel", lambda run: services.training_run_cancel(run=run, user=request.user))
+
+    @admin.action(description="Retry selected runs")
+    def retry_runs(self, request, queryset):
+        self._each(request, queryset, "retry", lambda run: services.training_run_retry(run=run, user=request.user))

@@ -1,0 +1,13 @@
+"""django-q2 entry points of detection (a detection run's own work is a run's: ``training.tasks``)."""
+
+from django.conf import settings
+
+from core.file_cache import prune
+
+from .crops import crop_root
+
+
+def clean_up() -> dict:
+    """Scheduled (hourly): the crops' cache kept under its budget."""
+
+    return {"crops": prune(crop_root(), settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}
