@@ -31,10 +31,13 @@ from typing import Any
 from .geometry import pixel_to_map, window_count, windows
 from .job import JsonJob
 from .loading import load_json_config, write_json
-from .raster import Raster
+from .raster import Raster, limit_block_cache
 
 MERGE_METHODS = ("greedy_nmm", "nms")
 PROGRESS_EVERY_S = 0.5
+# Windows are read once, row after row: the cache needs to hold the blocks two neighbouring windows share, not
+# the file. Bounded below the policy's 128 MB so the child's memory does not grow with the orthophoto (bench).
+BLOCK_CACHE_MB = 32
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ def peak_rss_mb() -> float:
 def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
     """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
     started = time.monotonic()
+    limit_block_cache(BLOCK_CACHE_MB)
     opened = [(spec, Raster(spec["path"])) for spec in job.rasters]
     overlap = overlap_pixels(job.tile_size, job.overlap)
     total = sum(window_count(r.width, r.height, job.tile_size, overlap) for _, r in opened)

@@ -65,6 +65,8 @@ SIGNATURES: dict[str, tuple[Any, list]] = {
         [ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
     ),
     "GDALClose": (None, [ctypes.c_void_p]),
+    "GDALSetCacheMax64": (None, [ctypes.c_int64]),
+    "GDALGetCacheMax64": (ctypes.c_int64, []),
     "GDALGetDriverCount": (ctypes.c_int, []),
     "GDALGetDriver": (ctypes.c_void_p, [ctypes.c_int]),
     "GDALGetDriverShortName": (ctypes.c_char_p, [ctypes.c_void_p]),
@@ -111,6 +113,11 @@ def library() -> Any:
                     lib.GDALDeregisterDriver(driver)
             _lib = lib
     return _lib
+
+
+def limit_block_cache(megabytes: int) -> None:
+    """Cap this process's GDAL block cache below the policy's ``CACHE_MB`` (never above it)."""
+    library().GDALSetCacheMax64(min(megabytes, CACHE_MB) * 2**20)
 
 
 class Raster:

@@ -84,7 +84,17 @@ def map_data(run: TrainingRun) -> dict:
 @admin.register(DetectionRun)
 class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.ModelAdmin):
     view_perm = "training.view_trainingrun"  # a detection run is a run: the runs' permissions apply
-    list_display = ("id", "name", "status_badge", "progress", "model", "dataset", "found", "created_by", "created_at")
+    list_display = (
+        "id",
+        "name",
+        "status_badge",
+        "progress",
+        "model_link",
+        "dataset",
+        "found",
+        "created_by",
+        "created_at",
+    )
     list_display_links = ("id", "name")
     list_filter = ("status",)
     search_fields = ("name", "dataset__name", "evaluated_model__name")
@@ -92,7 +102,7 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
     list_per_page = 50
     actions = ["cancel_runs", "retry_runs"]
     fieldsets = [
-        (None, {"fields": ("name", "status_badge", "progress", "model", "dataset", "orthophotos", "created_by")}),
+        (None, {"fields": ("name", "status_badge", "progress", "model_link", "dataset", "orthophotos", "created_by")}),
         ("On the map", {"fields": ("detection_map", "found", "downloads")}),
         ("Against the known sites", {"fields": ("site_figures", "site_curves", "missed_sites", "false_detections")}),
         ("Parameters", {"fields": ("parameters_table", "device")}),
@@ -136,7 +146,7 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
 
     # --- columns and fields ---------------------------------------------------------------------------------
     @admin.display(description="model")
-    def model(self, obj):
+    def model_link(self, obj):  # not ``model``: a ModelAdmin's ``model`` is its model class
         if not obj.evaluated_model_id:
             return "—"
         url = reverse("admin:models_registry_trainedmodel_change", args=[obj.evaluated_model_id])

@@ -87,6 +87,7 @@ def test_run_page_draws_the_map_the_figures_and_the_crops(world):
     assert data["footprints"][0]["id"] == world.orthophoto.pk and data["coordinates"] == "map"
     assert sorted(s["found"] for s in data["sites"]) == [False, True]
     assert 'id="score-filter"' in page and 'class="class-filter"' in page
+    assert f"/admin/models_registry/trainedmodel/{world.model.pk}/change/" in page  # the model it ran
     # Figures at the run's threshold, the curves, the missed site and the false detection with their crops.
     assert figures["found"] == 1 and figures["false"] == 1
     table = page.split('id="site-figures"', 1)[1].split("</table>", 1)[0]

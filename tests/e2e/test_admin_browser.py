@@ -166,6 +166,49 @@ def test_operator_starts_watches_and_publishes(worker, roles, live_server, brows
     detect_from_the_model_page(page, live_server, model, dataset, tmp_path)
 
 
+def test_viewer_finds_no_way_to_start_cancel_or_publish(roles, live_server, browser, make_dataset, tmp_path):
+    viewer = staff("viewer", "Viewer")
+    owner = staff("owner", "Administrator")
+    dataset = make_dataset(name="viewer data")
+    run = TrainingRun.objects.create(name="someone's run", dataset=dataset, status="queued", created_by=owner)
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("training.view_trainingrun", viewer, run)  # shared with the viewer: visible, not controllable
+    from tests.world import register_model
+
+    done = TrainingRun.objects.create(name="done", dataset=dataset, status="succeeded", created_by=owner)
+    model = register_model(done, tmp_path)
+    TrainedModel.objects.filter(pk=model.pk).update(is_published=True)
+
+    page = login(browser, live_server, viewer)
+    page.goto(f"{live_server.url}/admin/training/trainingrun/")
+    assert page.locator("#start-run").count() == 0
+    assert page.locator(f'.run-progress[data-run="{run.pk}"]').count() == 1
+    actions = page.locator("select[name=action] option").all_inner_texts()
+    assert not any("Cancel" in a or "Retry" in a or "Publish" in a for a in actions), actions
+    shot(page, "viewer-runs-list")
+    response = page.goto(f"{live_server.url}/admin/training/trainingrun/start/")
+    assert response.status == 403
+
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/{model.pk}/change/")
+    assert page.locator("#publish-toggle").count() == 0
+    assert page.locator("#detect-link").count() == 0  # a viewer runs no detections
+    shot(page, "viewer-model-detail")
+    page.goto(f"{live_server.url}/admin/models_registry/trainedmodel/")
+    actions = page.locator("select[name=action] option").all_inner_texts()
+    assert not any("ublish" in a for a in actions), actions
+    # Posting to the publish URL directly is refused as well.
+    csrf = page.evaluate("() => document.cookie.match(/csrftoken=([^;]+)/)[1]")
+    status = page.evaluate(
+        """async ([url, csrf]) => (await fetch(url, {method: 'POST', headers: {'X-CSRFToken': csrf},
+                           body: new URLSearchParams({unpublish: '1'})})).status""",
+        [f"/admin/models_registry/trainedmodel/{model.pk}/publish/", csrf],
+    )
+    assert status == 200  # fetch follows the redirect back to the model's page, where the refusal is shown
+    model.refresh_from_db()
+    assert model.is_published  # the viewer could not unpublish it
+
+
 def detect_from_the_model_page(page, live_server, model, dataset, tmp_path):
     """The model just trained, over an orthophoto uploaded on the form with known sites: the worker runs it, and
     its page draws the footprint, the sites and the detections; a click on one shows its crop."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.detect import empty_window, frame_box, merge_boxes, overlap_pixels, raster_windows
-from engine.raster import Raster, RasterRefused
+from engine.raster import CACHE_MB, Raster, RasterRefused, library, limit_block_cache
 from tests.detection.scenes import rotated, write_geotiff
 
 
@@ -111,3 +111,14 @@ def test_merging_is_class_aware():
     assert sorted(m["label"] for m in merged) == [0, 1]
     assert merge_boxes([box(0, 0, 1, 1)], method="greedy_nmm", threshold=0.5)[0]["merged"] == 1
     assert merge_boxes([], method="nms", threshold=0.5) == []
+
+
+def test_the_child_caps_the_block_cache_below_the_policy_never_above():
+    before = library().GDALGetCacheMax64()
+    try:
+        limit_block_cache(32)
+        assert library().GDALGetCacheMax64() == 32 * 2**20
+        limit_block_cache(10_000)
+        assert library().GDALGetCacheMax64() == CACHE_MB * 2**20
+    finally:
+        library().GDALSetCacheMax64(before)
