@@ -89,6 +89,16 @@ def spec_field(spec: Any, default, help_text: str, *, blank_choice: bool = False
     )
 
 
+def priority_field() -> forms.ChoiceField:
+    """A run's queue priority on a start form."""
+    return forms.ChoiceField(
+        choices=[("normal", "Normal"), ("high", "High")],
+        initial="normal",
+        required=False,
+        help_text="High: starts before every normal run (needs the permission to prioritize runs).",
+    )
+
+
 class _DryRun(Exception):
     pass
 

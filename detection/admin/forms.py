@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 
 from access.rules import visible
-from core.admin import spec_field
+from core.admin import priority_field, spec_field
 from datasets.models import Dataset
 from datasets.selectors import orthophotos_visible_to
 
@@ -60,12 +60,7 @@ class DetectForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="The classes to keep (none ticked: all of the model's).",
     )
-    priority = forms.ChoiceField(
-        choices=[("normal", "Normal"), ("high", "High")],
-        initial="normal",
-        required=False,
-        help_text="High: starts before every normal run (needs the permission to prioritize runs).",
-    )
+    priority = priority_field()
 
     def __init__(self, *args, user, model, **kwargs):
         super().__init__(*args, **kwargs)

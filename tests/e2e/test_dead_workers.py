@@ -21,20 +21,13 @@ from training.services import training_run_create, training_run_retry
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_cluster_killed_whole_is_noticed_within_seconds_of_the_next_start(transactional_db, tmp_path):
-    from django.db import connection
-
-    db_name = connection.settings_dict["NAME"]
-    # The heartbeat limit stays at its default (60 s): what notices here is the new cluster, not the heartbeat.
-    cluster = start_worker(db_name, tmp_path / "first.log")
-    dataset = demo_dataset_create(name="killed cluster", images=40, seed=11)
-    # 32 training tiles, batch 8: 4 iterations an epoch, 12 in all; killed after the second.
-    run = training(training_run_create(dataset=dataset, parameters={"epochs": 3}).pk)
+def kill_and_restart(cluster, run: TrainingRun, db_name: str, tmp_path):
+    """Kill the whole cluster (main process, sentinel, workers) while ``run`` runs, start a new one, and check it
+    fails the run within seconds and leaves no process of it. Returns (the new cluster, the failed run)."""
     job = run.work_dir / "job.json"
-    os.killpg(cluster.proc.pid, signal.SIGKILL)  # the whole cluster: main process, sentinel, workers
+    os.killpg(cluster.proc.pid, signal.SIGKILL)
     cluster.proc.wait()
     time.sleep(2)  # an operator restarting it
-
     second = start_worker(db_name, tmp_path / "second.log")
     try:
         started = time.monotonic()
@@ -47,7 +40,23 @@ def test_a_cluster_killed_whole_is_noticed_within_seconds_of_the_next_start(tran
         assert time.monotonic() - started < 10
         assert f"The worker process {run.worker_process} is gone" in run.error_message
         wait_for(lambda: not processes_of_job(job), timeout=5, interval=0.2, message="no process of the run left")
+    except BaseException:
+        stop_worker(second)
+        raise
+    return second, run
 
+
+def test_a_cluster_killed_whole_is_noticed_within_seconds_of_the_next_start(transactional_db, tmp_path):
+    from django.db import connection
+
+    db_name = connection.settings_dict["NAME"]
+    # The heartbeat limit stays at its default (60 s): what notices here is the new cluster, not the heartbeat.
+    cluster = start_worker(db_name, tmp_path / "first.log")
+    dataset = demo_dataset_create(name="killed cluster", images=40, seed=11)
+    # 32 training tiles, batch 8: 4 iterations an epoch, 12 in all; killed after the second.
+    run = training(training_run_create(dataset=dataset, parameters={"epochs": 3}).pk)
+    second, run = kill_and_restart(cluster, run, db_name, tmp_path)
+    try:
         retry = finished(training_run_retry(run=run).pk)
         assert retry.status == "succeeded", (retry.error_message, second.output()[-3000:])
     finally:
@@ -131,22 +140,8 @@ def test_a_detection_run_of_a_killed_cluster_fails_within_seconds_and_leaves_no_
         timeout=180,
         message="the detection run to be over its windows",
     )
-    job = run.work_dir / "job.json"
-    os.killpg(cluster.proc.pid, signal.SIGKILL)
-    cluster.proc.wait()
-
-    second = start_worker(db_name, tmp_path / "second.log")
+    second, run = kill_and_restart(cluster, run, db_name, tmp_path)
     try:
-        started = time.monotonic()
-        run = wait_for(
-            lambda: TrainingRun.objects.filter(pk=run.pk, status="failed").first(),
-            timeout=10,
-            interval=0.2,
-            message="the new cluster to fail the detection run of the dead one",
-        )
-        assert time.monotonic() - started < 10
-        assert f"The worker process {run.worker_process} is gone" in run.error_message
-        wait_for(lambda: not processes_of_job(job), timeout=5, interval=0.2, message="no process of the run left")
         assert not Detection.objects.filter(run=run).exists()
     finally:
         stop_worker(second)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from access.rules import visible
-from core.admin import spec_field
+from core.admin import priority_field, spec_field
 from datasets.models import Dataset
 from datasets.selectors import datasets_visible_to
 from engine.params import COMMON_DEFAULTS, PARAM_SPECS
@@ -46,12 +46,7 @@ class StartRunForm(forms.Form):
         label="Re-initialise the class layers",
         help_text="Confirms fine-tuning to new classes (shown when the base model's classes differ).",
     )
-    priority = forms.ChoiceField(
-        choices=[("normal", "Normal"), ("high", "High")],
-        initial="normal",
-        required=False,
-        help_text="High: starts before every normal run (needs the permission to prioritize runs).",
-    )
+    priority = priority_field()
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
