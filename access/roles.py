@@ -21,6 +21,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.view_trainedmodel_statistics",
         "models_registry.predict_trainedmodel",
         "detection.run_detection",
+        "detection.review_detection",
     ],
     # Reviews every run and model and decides what goes to production.
     "Publisher": [
@@ -33,6 +34,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.publish_trainedmodel",
         "models_registry.predict_trainedmodel",
         "detection.run_detection",
+        "detection.review_detection",
     ],
     # Everything on datasets, runs and models.
     "Administrator": [
@@ -52,6 +54,7 @@ ROLES: dict[str, list[str]] = {
         "models_registry.predict_trainedmodel",
         "audit.view_auditevent",
         "detection.run_detection",
+        "detection.review_detection",
     ],
 }
 

@@ -40,6 +40,10 @@ class Detection(models.Model):
         CONFIRMED = "confirmed", "Confirmed"
         REJECTED = "rejected", "Rejected"
 
+    class Origin(models.TextChoices):
+        MODEL = "model", "Model"
+        REVIEWER = "reviewer", "Reviewer"
+
     run = models.ForeignKey("training.TrainingRun", on_delete=models.CASCADE, related_name="detections")
     orthophoto = models.ForeignKey("datasets.Orthophoto", on_delete=models.PROTECT, related_name="detections")
     label = models.PositiveSmallIntegerField(help_text="The model's class index.")
@@ -54,14 +58,35 @@ class Detection(models.Model):
     ignored = models.BooleanField(default=False, help_text="It lies in an ignore zone of the dataset.")
     ignore_zone = models.ForeignKey(IgnoreZone, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     state = models.CharField(max_length=16, choices=State.choices, default=State.NEW, db_index=True)
+    origin = models.CharField(
+        max_length=16,
+        choices=Origin.choices,
+        default=Origin.MODEL,
+        help_text="model: found by the run; reviewer: a missed site a reviewer drew.",
+    )
+    model_box = models.JSONField(
+        null=True, blank=True, help_text="The model's pixel box, kept when a reviewer moved or resized it."
+    )
+    model_class = models.CharField(
+        max_length=100, blank=True, help_text="The model's class, kept when a reviewer changed it."
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "-score", "id"]
         indexes = [models.Index(fields=["run", "-score"], name="detection_run_score")]
-        permissions = [("run_detection", "Can run detections")]
+        permissions = [("run_detection", "Can run detections"), ("review_detection", "Can review detections")]
 
     def __str__(self) -> str:
         return f"{self.class_name} {self.score:.2f} (run #{self.run_id})"
+
+    @property
+    def corrected(self) -> bool:
+        """A reviewer moved, resized or reclassified the model's detection."""
+        return self.model_box is not None or bool(self.model_class)
 
     @property
     def coordinates(self) -> str:

@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 from access.views import ObtainTokenView
 from datasets.api import AnnotationViewSet, DatasetImageViewSet, DatasetImportViewSet, DatasetViewSet
 from datasets.views import image_thumbnail
-from detection.api.views import DetectionRunViewSet, IgnoreZoneViewSet, OrthophotoViewSet
+from detection.api.views import DetectionRunViewSet, DetectionViewSet, IgnoreZoneViewSet, OrthophotoViewSet
 from detection.views import detection_crop, site_crop
 from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
 from training.api import TrainingRunViewSet
@@ -25,6 +25,7 @@ router.register("evaluations", EvaluationViewSet, basename="evaluation")
 router.register("orthophotos", OrthophotoViewSet, basename="orthophoto")
 router.register("detection-runs", DetectionRunViewSet, basename="detectionrun")
 router.register("ignore-zones", IgnoreZoneViewSet, basename="ignorezone")
+router.register("detections", DetectionViewSet, basename="detection")
 
 # Admin pages of models that moved app (the table stayed): old links and bookmarks lead to the new place.
 MOVED_ADMIN = {"training/worker": "workers/worker"}

@@ -126,6 +126,11 @@ class DetectionSerializer(serializers.ModelSerializer):
             "ignored",
             "ignore_zone",
             "state",
+            "origin",
+            "model_box",
+            "model_class",
+            "reviewed_by",
+            "reviewed_at",
         ]
         read_only_fields = fields
 
@@ -184,3 +189,26 @@ class IgnoreZoneCreateSerializer(serializers.Serializer):
     dataset = serializers.IntegerField()
     name = serializers.CharField(max_length=200)
     geometry = JsonObjectField(help_text="GeoJSON (WGS 84): a FeatureCollection, Feature, Polygon or MultiPolygon.")
+
+
+class BoxField(serializers.ListField):
+    def __init__(self, **kwargs):
+        super().__init__(child=serializers.FloatField(), min_length=4, max_length=4, **kwargs)
+
+
+class DetectionReviewSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=Detection.State.choices, required=False)
+    pixel_box = BoxField(required=False, help_text="[x1, y1, x2, y2] in the orthophoto's pixels, inside the crop.")
+    class_name = serializers.CharField(max_length=100, required=False, help_text="One of the run's model's classes.")
+
+
+class DetectionAddSerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    orthophoto = serializers.IntegerField()
+    pixel_box = BoxField(help_text="[x1, y1, x2, y2] in the orthophoto's pixels.")
+    class_name = serializers.CharField(max_length=100)
+
+
+class BulkReviewSerializer(serializers.Serializer):
+    detections = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=10_000)
+    state = serializers.ChoiceField(choices=Detection.State.choices)

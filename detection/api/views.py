@@ -23,7 +23,8 @@ from models_registry.selectors import models_visible_to
 from training.services import training_run_cancel, training_run_retry
 
 from ..exports import FORMATS, export, feature_collection
-from ..models import IgnoreZone
+from ..models import Detection, IgnoreZone
+from ..review import detection_add, detection_review, detection_review_bulk
 from ..selectors import detection_runs_visible_to, detections_of, ignore_zones_visible_to
 from ..services import (
     detection_run_create,
@@ -34,6 +35,9 @@ from ..services import (
     orthophotos_for,
 )
 from .serializers import (
+    BulkReviewSerializer,
+    DetectionAddSerializer,
+    DetectionReviewSerializer,
     DetectionRunCreateSerializer,
     DetectionRunSerializer,
     DetectionSerializer,
@@ -106,6 +110,7 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         "detections": "training.view_trainingrun",
         "download": "training.view_trainingrun",
         "sites": "training.view_trainingrun",
+        "review": None,  # detection_review_bulk checks detection.review_detection (a permission of detections)
     }
     serializer_class = DetectionRunSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
@@ -214,6 +219,19 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         body = {"type": "FeatureCollection", "features": features, "figures": run.export_summary.get("sites")}
         return Response(body, content_type="application/geo+json")
 
+    @extend_schema(request=BulkReviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def review(self, request, pk=None):
+        """One decision (``confirmed``, ``rejected``, or ``new`` to undo) on many of the run's detections."""
+        run = self.get_object()
+        payload = BulkReviewSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        decided = detection_review_bulk(
+            run=run, user=request.user, detection_ids=data["detections"], state=data["state"]
+        )
+        return Response({"decided": decided, "state": data["state"]})
+
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(FORMATS), required=True)],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
@@ -258,3 +276,50 @@ class IgnoreZoneViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
 
     def perform_destroy(self, instance: IgnoreZone) -> None:
         ignore_zone_delete(zone=instance, user=self.request.user)  # type: ignore[arg-type]  # signed in: ActionPermission
+
+
+class DetectionViewSet(
+    mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Detections of the runs you may see, one at a time: read one, review it (``PATCH``: a decision, a corrected
+    box or class), or add a site the model missed (``POST``). A run's list and bulk decisions are under
+    ``/api/detection-runs/{id}/``."""
+
+    lookup_value_regex = "[0-9]+"
+    permission_classes = [ActionPermission]
+    action_permissions = {
+        "retrieve": None,
+        "partial_update": "detection.review_detection",
+        "create": "detection.review_detection",
+    }
+    serializer_class = DetectionSerializer
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self):
+        runs = detection_runs_visible_to(self.request.user)
+        return Detection.objects.filter(run__in=runs).select_related("orthophoto", "run").order_by("-id")
+
+    @extend_schema(request=DetectionReviewSerializer, responses={200: DetectionSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        payload = DetectionReviewSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        detection = detection_review(detection=self.get_object(), user=request.user, **payload.validated_data)
+        return Response(DetectionSerializer(detection).data)
+
+    @extend_schema(request=DetectionAddSerializer, responses={201: DetectionSerializer})
+    def create(self, request, *args, **kwargs):
+        payload = DetectionAddSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        run = detection_runs_visible_to(request.user).filter(pk=data["run"]).first()
+        if run is None:
+            return invalid("run", "No such detection run.")
+        orthophoto = orthophotos_for(request.user, [data["orthophoto"]])[0]
+        detection = detection_add(
+            run=run,
+            user=request.user,
+            orthophoto=orthophoto,
+            pixel_box=data["pixel_box"],
+            class_name=data["class_name"],
+        )
+        return Response(DetectionSerializer(detection).data, status=status.HTTP_201_CREATED)

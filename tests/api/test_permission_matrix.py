@@ -26,8 +26,8 @@ def set_detection_status(status):
 
 
 R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
-ORTHO, DR, Z = "{orthophoto}", "{detection_run}", "{ignore_zone}"
-DETECTION = ("/api/orthophotos/", "/api/detection-runs/", "/api/ignore-zones/")
+ORTHO, DR, Z, DT = "{orthophoto}", "{detection_run}", "{ignore_zone}", "{detection}"
+DETECTION = ("/api/orthophotos/", "/api/detection-runs/", "/api/ignore-zones/", "/api/detections/")
 IMG, A, IMP = "{image}", "{annotation}", "{dataset_import}"
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
@@ -98,6 +98,10 @@ ENDPOINTS = [
     ("detection run detections", "get", f"/api/detection-runs/{DR}/detections/", None, None),
     ("detection run download", "get", f"/api/detection-runs/{DR}/download/?as=csv", None, None),
     ("detection run sites", "get", f"/api/detection-runs/{DR}/sites/", None, None),
+    ("detection run review", "post", f"/api/detection-runs/{DR}/review/", None, "bulk review"),
+    ("detection detail", "get", f"/api/detections/{DT}/", None, None),
+    ("detection review", "patch", f"/api/detections/{DT}/", None, {"state": "rejected"}),
+    ("detection add", "post", "/api/detections/", None, "missed site"),
     ("ignore zones list", "get", "/api/ignore-zones/", None, None),
     ("ignore zone detail", "get", f"/api/ignore-zones/{Z}/", None, None),
     ("ignore zone create", "post", "/api/ignore-zones/", None, "zone"),
@@ -183,6 +187,12 @@ EXPECTED = {
     "detection run detections": (401, 404, 200, 404, 200, 200),
     "detection run download": (401, 404, 200, 404, 200, 200),
     "detection run sites": (401, 404, 200, 404, 200, 200),
+    # A detection is seen and reviewed with its run (detection.review_detection: Trainer, Publisher, Administrator);
+    # a site drawn on a run another Trainer cannot see is "no such detection run" (400).
+    "detection run review": (401, 404, 200, 404, 200, 200),
+    "detection detail": (401, 404, 200, 404, 200, 200),
+    "detection review": (401, 404, 200, 404, 200, 200),
+    "detection add": (401, 403, 201, 400, 201, 201),
     # Ignore zones are seen with their dataset and changed by those who may change it.
     "ignore zones list": (401, 200, 200, 200, 200, 200),
     "ignore zone detail": (401, 200, 200, 200, 200, 200),
@@ -235,7 +245,10 @@ def test_permission_matrix(world, name, role, expected):
         annotation=Annotation.objects.filter(image__dataset=world.dataset).order_by("id").first().pk,
         dataset_import=world.dataset_import.pk,
         **(
-            {k: getattr(world, k).pk for k in ("orthophoto", "detection_run", "ignore_zone")}
+            {
+                **{k: getattr(world, k).pk for k in ("orthophoto", "detection_run", "ignore_zone")},
+                "detection": world.detection_run.detections.first().pk,
+            }
             if path.startswith(DETECTION)
             else {}
         ),
@@ -251,6 +264,15 @@ def test_permission_matrix(world, name, role, expected):
     elif body == "zone":
         square = [[[14.5, 46.0], [14.6, 46.0], [14.6, 46.1], [14.5, 46.0]]]
         body = {"dataset": world.dataset.pk, "name": "depot", "geometry": {"type": "Polygon", "coordinates": square}}
+    elif body == "bulk review":
+        body = {"detections": [world.detection_run.detections.first().pk], "state": "confirmed"}
+    elif body == "missed site":
+        body = {
+            "run": world.detection_run.pk,
+            "orthophoto": world.orthophoto.pk,
+            "pixel_box": [10, 10, 30, 30],
+            "class_name": world.model.class_names[0],
+        }
     elif body == "evaluate published":
         body = {"model": world.published.pk, "dataset": world.dataset.pk}
     response = getattr(world.client(role), method)(url, body, format="json")
