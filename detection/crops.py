@@ -26,6 +26,7 @@ from engine.raster import Raster, RasterRefused
 from .models import Detection, KnownSite
 
 SIDE = 320  # the picture's longer side, in screen pixels
+REVIEW_SIDE = 560  # the review page's larger picture, without the outline (the page draws the box to edit)
 CONTEXT = 1.0  # the box's own size again on every side, for surroundings
 MIN_WINDOW = 96  # ground pixels: a tiny box is still shown in a readable neighbourhood
 OUTLINE = {"detection": (255, 59, 48), "site": (255, 204, 0)}
@@ -78,9 +79,10 @@ def site_target(site: KnownSite, orthophotos: list[Orthophoto]) -> Target | None
     return Target(best, (min(xs), min(ys), max(xs), max(ys)), "site", f"s{site.pk}")
 
 
-def crop_path(run_id: int, target: Target) -> Path:
+def crop_path(run_id: int, target: Target, *, side: int = SIDE, outline: bool = True) -> Path:
     box = "-".join(str(round(v)) for v in target.box)
-    return crop_root() / f"run-{run_id}" / f"{target.name}-{box}.jpg"
+    variant = f"-{side}" + ("" if outline else "-plain")
+    return crop_root() / f"run-{run_id}" / f"{target.name}-{box}{variant}.jpg"
 
 
 def crop_window(target: Target) -> tuple[int, int, int, int]:
@@ -96,16 +98,17 @@ def crop_window(target: Target) -> tuple[int, int, int, int]:
     return left, top, right - left, bottom - top
 
 
-def crop_render(run_id: int, target: Target) -> Path:
-    """The crop's picture, drawn on first use."""
+def crop_render(run_id: int, target: Target, *, side: int = SIDE, outline: bool = True) -> Path:
+    """The crop's picture, ``side`` px at most, the box outlined or not (the review page draws its own, which the
+    reviewer moves), drawn on first use."""
     # Pillow loads only where a picture is drawn
     from PIL import Image, ImageDraw
 
-    path = crop_path(run_id, target)
+    path = crop_path(run_id, target, side=side, outline=outline)
     if whole_jpeg(path):
         return path
     x, y, width, height = crop_window(target)
-    scale = min(1.0, 2 * SIDE / max(width, height))
+    scale = min(1.0, 2 * side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     try:
         with Raster(target.orthophoto.file.path) as raster:
@@ -113,13 +116,14 @@ def crop_render(run_id: int, target: Target) -> Path:
     except (RasterRefused, OSError) as exc:
         raise ApplicationError(f"The orthophoto {target.orthophoto.name!r} cannot be read: {exc}.") from None
     picture = Image.frombytes("RGB", size, pixels)
-    picture.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
-    shown = picture.width / width
-    x1, y1, x2, y2 = target.box
-    draw = ImageDraw.Draw(picture)
-    draw.rectangle(
-        [(x1 - x) * shown, (y1 - y) * shown, (x2 - x) * shown, (y2 - y) * shown],
-        outline=OUTLINE[target.kind],
-        width=2,
-    )
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    if outline:
+        shown = picture.width / width
+        x1, y1, x2, y2 = target.box
+        draw = ImageDraw.Draw(picture)
+        draw.rectangle(
+            [(x1 - x) * shown, (y1 - y) * shown, (x2 - x) * shown, (y2 - y) * shown],
+            outline=OUTLINE[target.kind],
+            width=2,
+        )
     return write_atomically(path, lambda out: picture.save(out, "JPEG", quality=85))

@@ -50,7 +50,8 @@ def detections_of(
         area.srid = 4326
         rows = rows.filter(geometry__intersects=area)
     if classes:
-        rows = rows.filter(class_name__in=classes)
+        # A NUL byte can name no class, and PostgreSQL refuses it in a query: such a name matches nothing.
+        rows = rows.filter(class_name__in=[name for name in classes if "\x00" not in name])
     if min_score is not None:
         rows = rows.filter(score__gte=min_score)
     if ignored is not None:

@@ -10,16 +10,16 @@ from django.views.decorators.http import require_GET
 from core.errors import ApplicationError
 from datasets.models import Orthophoto
 
-from .crops import Target, crop_render, detection_target, site_target
+from .crops import REVIEW_SIDE, Target, crop_render, detection_target, site_target
 from .models import Detection, KnownSite
 from .selectors import detection_runs_visible_to
 
 
-def picture(run_id: int, target: Target | None) -> FileResponse:
+def picture(run_id: int, target: Target | None, *, review: bool = False) -> FileResponse:
     if target is None:
         raise Http404("No orthophoto of the run covers it.")
     try:
-        path = crop_render(run_id, target)
+        path = crop_render(run_id, target, side=REVIEW_SIDE, outline=False) if review else crop_render(run_id, target)
     except ApplicationError as exc:
         raise Http404(exc.message) from None
     response = FileResponse(path.open("rb"), content_type="image/jpeg")
@@ -34,7 +34,7 @@ def detection_crop(request, pk: int):
     detection = Detection.objects.filter(pk=pk, run__in=runs).select_related("orthophoto").first()
     if detection is None:
         raise Http404
-    return picture(detection.run_id, detection_target(detection))
+    return picture(detection.run_id, detection_target(detection), review=request.GET.get("for") == "review")
 
 
 @require_GET

@@ -223,3 +223,42 @@ def test_compare_page_puts_site_figures_of_models_run_on_the_same_area_side_by_s
     row = text.split("site recall · ", 1)[1].split("</tr>", 1)[0]
     assert "0.5" in row and "0.25" in row and row.index("0.5") < row.index("0.25")
     assert "Sites: precision against recall" in text
+
+
+def review_data(page: str) -> dict:
+    return json.loads(page.split('id="review-data"', 1)[1].split(">", 1)[1].split("</script>", 1)[0])
+
+
+def test_the_review_queue_follows_its_filter_and_who_may_review(world):
+    from guardian.shortcuts import assign_perm
+
+    from detection.crops import crop_window
+
+    run, found, false, _ = judged(world)
+    Detection.objects.filter(pk=false.pk).update(state="rejected")
+    url = f"/admin/detection/detectionrun/{run.pk}/review/"
+    owner = world.staff_client("owner")
+    page = owner.get(url).content.decode()
+    data = review_data(page)
+    assert [i["id"] for i in data["items"]] == [found.pk] and data["total"] == 1  # "new" ones by default
+    assert data["items"][0]["window"] == list(crop_window(detection_target(found)))
+    assert data["items"][0]["crop"].endswith("?for=review") and data["classes"] == world.model.class_names
+    everything = review_data(owner.get(url + "?state=all&min_score=0.6&max_score=0.8").content.decode())
+    assert [i["id"] for i in everything["items"]] == [false.pk]
+    # Who: a role without the review permission that sees the run (shared with a viewer) gets 403; hidden is 404.
+    assign_perm("training.view_trainingrun", world.users["viewer"], run)
+    assert world.staff_client("viewer").get(url).status_code == 403
+    assert world.staff_client("other_trainer").get(url).status_code == 404
+    assert 'id="review-link"' in owner.get(RUN_PAGE.format(run=run.pk)).content.decode()
+
+
+def test_the_review_crop_is_larger_and_leaves_the_box_to_the_page(world):
+    detection = Detection.objects.get(run=world.detection_run)
+    client = world.staff_client("owner")
+    plain = client.get(f"/detection/detections/{detection.pk}/crop.jpg?for=review")
+    outlined = client.get(f"/detection/detections/{detection.pk}/crop.jpg")
+    plain_picture = Image.open(io.BytesIO(b"".join(plain.streaming_content))).convert("RGB")
+    outlined_picture = Image.open(io.BytesIO(b"".join(outlined.streaming_content))).convert("RGB")
+    assert plain_picture.size == outlined_picture.size  # the world's window is smaller than either side
+    difference = np.abs(np.asarray(plain_picture, int) - np.asarray(outlined_picture, int)).max(axis=2)
+    assert (difference > 100).sum() > 50  # only the outlined one has the red box

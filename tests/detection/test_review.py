@@ -19,8 +19,9 @@ def the_detection(world) -> Detection:
 def snapshot(detection: Detection) -> tuple:
     detection.refresh_from_db()
     return (
-        detection.state, detection.pixel_box, detection.class_name, detection.label, getattr(detection.geometry, "wkt", None),
-        detection.area_m2, detection.model_box, detection.model_class, detection.reviewed_by_id,
+        detection.state, detection.pixel_box, detection.class_name, detection.label,
+        getattr(detection.geometry, "wkt", None), detection.area_m2, detection.model_box, detection.model_class,
+        detection.reviewed_by_id,
     )  # fmt: skip
 
 
@@ -122,3 +123,9 @@ def test_a_reviewer_draws_a_site_the_model_missed(world):
     running = client.post("/api/detections/", {**body, "class_name": world.model.class_names[0]}, format="json")
     assert running.status_code == 400 and "finished detection run" in running.json()["message"]
     assert run.detections.count() == 2
+
+
+def test_a_class_filter_with_a_nul_byte_matches_nothing(world):
+    # PostgreSQL refuses NUL in text: the filter must not reach it (it was a 500).
+    response = world.client("owner").get(f"/api/detection-runs/{world.detection_run.pk}/detections/?class=%00")
+    assert response.status_code == 200 and response.json()["results"] == []

@@ -260,3 +260,54 @@ def detect_from_the_model_page(page, live_server, model, dataset, tmp_path):
     page.eval_on_selector("#score-filter", "el => { el.value = 1; el.dispatchEvent(new Event('input')); }")
     assert page.locator("#detection-map path.detection-on-map").count() == 0
     assert "0 of" in page.inner_text("#map-count")
+
+    review_by_keyboard(page, run)
+
+
+def review_by_keyboard(page, run):
+    """The review queue: confirm, reject, redraw a box and change its class, add a missed site, by keyboard."""
+    from detection.models import Detection
+
+    def settled(pk, **expected):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            row = Detection.objects.filter(pk=pk, **expected).first()
+            if row is not None:
+                return row
+            time.sleep(0.2)
+        raise AssertionError(f"detection {pk} is not {expected}")
+
+    page.click("#review-link")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#review-crop'); return i && i.complete && i.naturalWidth > 0; }",
+        timeout=10000,
+    )
+    ids = page.evaluate("() => JSON.parse(document.getElementById('review-data').textContent).items.map(i => i.id)")
+    assert len(ids) >= 3
+    shot(page, "review-queue")
+    page.keyboard.press("c")
+    settled(ids[0], state="confirmed")
+    page.wait_for_function(f"() => document.getElementById('review-title').textContent.startsWith('#{ids[1]} ')")
+    page.keyboard.press("x")
+    settled(ids[1], state="rejected")
+    page.wait_for_function(f"() => document.getElementById('review-title').textContent.startsWith('#{ids[2]} ')")
+    stage = page.locator("#review-stage").bounding_box()
+    page.mouse.move(stage["x"] + 30, stage["y"] + 30)
+    page.mouse.down()
+    page.mouse.move(stage["x"] + 160, stage["y"] + 140, steps=6)
+    page.mouse.up()
+    other = 2 if Detection.objects.get(pk=ids[2]).label == 0 else 1  # the key of the other class
+    page.keyboard.press(str(other))
+    shot(page, "review-correction")
+    page.keyboard.press("c")
+    corrected = settled(ids[2], state="confirmed", reviewed_by__isnull=False)
+    assert corrected.model_box is not None and corrected.model_class and corrected.label == other - 1
+    page.keyboard.down("Shift")
+    page.mouse.move(stage["x"] + 200, stage["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(stage["x"] + 260, stage["y"] + 250, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    page.keyboard.press("a")
+    page.wait_for_function("() => document.getElementById('review-status').textContent.startsWith('Added')")
+    assert Detection.objects.filter(run=run, origin="reviewer", state="confirmed").count() == 1

@@ -31,6 +31,10 @@ ODD = [
     "model=%D9%A3",
     "model=abc",
     "run__id__exact=abc",
+    "min_score=abc&max_score=9",
+    "bbox=1,2&start=-4",
+    "start=abc&state=%00&class=%00",
+    "for=review",
 ]
 PAGES = [
     "/admin/",
@@ -52,6 +56,7 @@ PAGES = [
     "/admin/detection/detectionrun/",
     "/admin/detection/detectionrun/start/",
     "/admin/detection/detectionrun/{detection_run}/change/",
+    "/admin/detection/detectionrun/{detection_run}/review/",
     "/admin/detection/detection/",
     "/admin/detection/detection/{detection}/change/",
     "/detection/detections/{detection}/crop.jpg",
