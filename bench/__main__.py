@@ -22,6 +22,7 @@ BENCHMARKS = [
     "zip_import",
     "ortho_tiling",
     "detection",
+    "review_queue",
     "api_lists",
     "web_footprint",
 ]
