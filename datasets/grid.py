@@ -74,7 +74,7 @@ class Tile:
     y: int
     width: int
     height: int
-    boxes: list[tuple[str, float, float, float, float]]  # class, x, y, w, h in tile pixels
+    boxes: list[tuple[str, float, float, float, float, dict]]  # class, x, y, w, h in tile pixels, the site's source
     cut_dropped: int = 0
 
 
@@ -119,7 +119,7 @@ def tile_boxes(geotransform, srid: int, placed: PlacedSites, window, min_share: 
         x2 = min(float(w), max(p[0] for p in pixels) - x)
         y2 = min(float(h), max(p[1] for p in pixels) - y)
         if x2 - x1 >= 1 and y2 - y1 >= 1:
-            tile.boxes.append((site.class_name, x1, y1, x2 - x1, y2 - y1))
+            tile.boxes.append((site.class_name, x1, y1, x2 - x1, y2 - y1, site.source))
     return tile
 
 

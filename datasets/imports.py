@@ -37,6 +37,7 @@ Status = DatasetImport.Status
 TASK = "datasets.tasks.execute_import"
 ARCHIVE = "archive.zip"
 SITES = "annotations.geojson"
+NEGATIVES = "negatives.geojson"
 MAX_REPORTED = 10_000  # rejected items kept in the report (the count is always whole)
 
 
@@ -45,7 +46,14 @@ def imports_root() -> Path:
 
 
 def _store(upload, target: Path) -> int:
-    """Write the upload to ``target`` chunk by chunk (or move Django's temporary file there): never in memory."""
+    """Write the upload to ``target`` chunk by chunk (or move Django's temporary file there): never in memory. A
+    ``Path`` is a file the platform keeps already (a stored orthophoto): linked where the file system allows."""
+    if isinstance(upload, Path):
+        try:
+            os.link(upload, target)
+        except OSError:
+            shutil.copyfile(upload, target)
+        return target.stat().st_size
     temporary = getattr(upload, "temporary_file_path", None)
     if temporary is not None:
         shutil.move(temporary(), target)
@@ -139,10 +147,14 @@ def orthophoto_tiling_create(
     dataset_name: str | None = None,
     add_classes: bool = False,
     user,
+    negatives=None,
+    source: dict | None = None,
 ) -> DatasetImport:
     """Queue the tiling of uploaded orthophotos (GeoTIFFs) with their annotated sites (a GeoJSON file) into a new
     dataset or ``dataset``. Checked first: the user and target, the options, each orthophoto's georeferencing and
-    bands, the annotations and that they overlap an orthophoto; a refused upload leaves nothing behind."""
+    bands, the annotations and that they overlap an orthophoto; a refused upload leaves nothing behind.
+    ``negatives``: a GeoJSON of false alarms whose tiles are kept as hard negatives; ``source``: where the images
+    come from (kept on each)."""
     _check_target(dataset=dataset, dataset_name=dataset_name, user=user)
     checked = TilingOptions.checked(**(options or {}))
     if not orthophotos:
@@ -164,6 +176,8 @@ def orthophoto_tiling_create(
             files.append(stored)
             names.append(_display_name(getattr(upload, "name", "")) or stored)
         _store(annotations, folder / SITES)
+        if negatives is not None:
+            _store(negatives, folder / NEGATIVES)
         found = read_annotations(read_sites_file(folder / SITES), class_property=checked.class_property)
         orthos = [open_orthophoto(folder / f, name) for f, name in zip(files, names, strict=True)]
         check_window_count(orthos, checked)
@@ -174,7 +188,13 @@ def orthophoto_tiling_create(
             dataset=dataset,
             new_dataset_name=dataset_name or "",
             add_classes=bool(add_classes),
-            parameters={"files": files, "names": names, "options": checked.as_dict()},
+            parameters={
+                "files": files,
+                "names": names,
+                "options": checked.as_dict(),
+                **({"negatives": NEGATIVES} if negatives is not None else {}),
+                **({"source": source} if source else {}),
+            },
             layout=f"{len(files)} orthophoto(s), {len(found.sites)} sites",
             archive_name=", ".join(names)[:255],
             archive_bytes=size,
@@ -269,6 +289,8 @@ def dataset_import_execute(*, import_id: int) -> str:
                     annotations=read_sites_file(folder / SITES),
                     options=TilingOptions.checked(**job.parameters["options"]),
                     progress=reporter.update,
+                    negatives=read_sites_file(folder / NEGATIVES) if job.parameters.get("negatives") else None,
+                    source=job.parameters.get("source"),
                     **target,
                 )
             else:

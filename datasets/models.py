@@ -70,6 +70,9 @@ class DatasetImage(models.Model):
     footprint = models.PolygonField(srid=4326, null=True, blank=True, help_text="Ground outline of the tile.")
     altitude_m = models.FloatField(null=True, blank=True, help_text="Camera altitude (EXIF GPS), metres.")
     captured_at = models.DateTimeField(null=True, blank=True)
+    source = models.JSONField(
+        default=dict, blank=True, help_text="Where it came from, when not an upload (a reviewed detection run)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -95,6 +98,9 @@ class Annotation(models.Model):
     # Optional outline in pixel coordinates: [[x1, y1], [x2, y2], ...], inside the image.
     polygon = models.JSONField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
+    source = models.JSONField(
+        default=dict, blank=True, help_text="Where the box came from (a reviewed detection and its reviewer)."
+    )
 
     class Meta:
         ordering = ["image", "id"]

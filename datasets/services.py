@@ -149,6 +149,7 @@ def dataset_image_build(
     captured_at: datetime | None = None,
     altitude_m: float | None = None,
     enabled: bool = True,
+    source: dict | None = None,
 ) -> DatasetImage:
     """Check an image (format, size, pixels, full decode, geometry in WGS 84) and store its file under its
     content hash; the row is not saved. Duplicates are the caller's to check (one query each, or a set).
@@ -173,6 +174,7 @@ def dataset_image_build(
         footprint=footprint,
         altitude_m=altitude_m,
         captured_at=captured_at,
+        source=source or {},
     )
     image.image.save(f"{decoded.sha256}.{decoded.extension}", ContentFile(content), save=False)
     image.georeference = geo
@@ -243,6 +245,7 @@ def annotation_build(
     height: Any,
     polygon: Any = None,
     enabled: bool = True,
+    source: dict | None = None,
 ) -> Annotation:
     """Validate and build (not save) one annotation; used by single and bulk creation alike."""
     if dataset_class.dataset_id != image.dataset_id:
@@ -257,6 +260,7 @@ def annotation_build(
         height=bh,
         polygon=validate_polygon(image=image, polygon=polygon),
         enabled=enabled,
+        source=source or {},
     )
 
 

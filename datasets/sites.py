@@ -24,6 +24,7 @@ class Site:
     label: str
     class_name: str
     geometry: GEOSGeometry
+    source: dict = field(default_factory=dict)  # the feature's "source" property: where the site came from
 
 
 @dataclass
@@ -147,13 +148,29 @@ def read_annotations(
         except ValueError as exc:
             found.rejected.append((label, str(exc)))
             continue
-        found.sites.append(Site(label=label, class_name=name.strip(), geometry=geometry))
+        source = properties.get("source") if isinstance(properties, dict) else None
+        found.sites.append(Site(label=label, class_name=name.strip(), geometry=geometry, source=source_of(source)))
     if not found.sites:
         reasons = "; ".join(f"{item}: {why}" for item, why in found.rejected[:3])
         raise ApplicationError(
             f"The annotations hold no usable site{f' ({reasons})' if reasons else ''}.", {"annotations": "no site"}
         )
     return found
+
+
+def source_of(value: object) -> dict:
+    """A site's provenance as it is kept on its boxes: a few short scalar entries of the feature's "source" object
+    (anything else in it is left out)."""
+    if not isinstance(value, dict):
+        return {}
+    kept: dict[str, object] = {}
+    for key, item in list(value.items())[:8]:
+        if isinstance(key, str) and len(key) <= 50 and "\x00" not in key:
+            if isinstance(item, bool) or item is None or isinstance(item, int | float):
+                kept[key] = item
+            elif isinstance(item, str) and "\x00" not in item:
+                kept[key] = item[:200]
+    return kept
 
 
 def _crs_of(doc: dict) -> SpatialReference:

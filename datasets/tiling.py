@@ -169,7 +169,7 @@ def sites_in(ortho: Orthophoto, annotations: Annotations) -> list[Site]:
         except (GDALException, GEOSException):
             continue
         if geometry.valid and geometry.intersects(outline):
-            inside.append(Site(site.label, site.class_name, geometry))
+            inside.append(Site(site.label, site.class_name, geometry, site.source))
     return inside
 
 
@@ -228,6 +228,7 @@ class TilingStats:
     nodata_skipped: int = 0
     cut_only_skipped: int = 0
     boxes_cut_dropped: int = 0
+    hard_negatives: int = 0  # tiles without a site kept because a false alarm lies whole in them
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -240,22 +241,32 @@ def plan_tiles(
     *,
     stats: TilingStats,
     progress: Callable[[int, int], None] | None = None,
+    negatives: Annotations | None = None,
 ):
-    """Yield (ortho, tile, image) for every tile to keep, in order; ``stats`` counts the rest."""
+    """Yield (ortho, tile, image) for every tile to keep, in order; ``stats`` counts the rest. A tile without a
+    site that holds a whole one of ``negatives`` (false alarms a reviewer rejected) is kept as a hard negative."""
     per_ortho = zip(orthos, sites_per_orthophoto(orthos, annotations), strict=True)
+    no_negatives: list[list[Site]] = [[] for _ in orthos]
+    negatives_per_ortho = [sites_in(o, negatives) for o in orthos] if negatives is not None else no_negatives
     size, overlap = options.tile_size, options.overlap
     total = check_window_count(orthos, options)
     done = 0
     for index, (ortho, sites) in enumerate(per_ortho):
         placed = PlacedSites.build(ortho.geotransform, sites, cell=size)
+        false_alarms = PlacedSites.build(ortho.geotransform, negatives_per_ortho[index], cell=size)
         for window in windows(ortho.width, ortho.height, size, overlap):
             done += 1
             stats.tiles += 1
             tile = tile_boxes(ortho.geotransform, ortho.crs.srid or 0, placed, window, options.min_box_share)
             stats.boxes_cut_dropped += tile.cut_dropped
+            hard = (
+                not tile.boxes
+                and not tile.cut_dropped
+                and bool(tile_boxes(ortho.geotransform, ortho.crs.srid or 0, false_alarms, window, 1.0).boxes)
+            )
             if not tile.boxes and tile.cut_dropped:
                 stats.cut_only_skipped += 1
-            elif not tile.boxes and not keep_background(options, index, window):
+            elif not tile.boxes and not hard and not keep_background(options, index, window):
                 stats.background_skipped += 1
             else:
                 image = read_window(ortho, window)
@@ -264,6 +275,8 @@ def plan_tiles(
                 else:
                     if tile.boxes:
                         stats.with_sites += 1
+                    elif hard:
+                        stats.hard_negatives += 1
                     else:
                         stats.background_kept += 1
                     yield ortho, tile, image
@@ -286,13 +299,18 @@ def tile_orthophotos(
     add_classes: bool = False,
     created_by=None,
     progress: Callable[[int, int], None] | None = None,
+    negatives: bytes | None = None,
+    source: dict | None = None,
 ):
     """Cut ``orthophotos`` into tiles of a new dataset (``dataset_name``, classes in the order the annotations name
     them) or of ``dataset``, with the annotated sites as boxes; one transaction, files removed if it does not
-    commit. Returns the import report (``stats``: the tiling's counts)."""
+    commit. Returns the import report (``stats``: the tiling's counts). ``negatives``: false alarms (GeoJSON) whose
+    tiles are kept as hard negatives; ``source``: where the images came from, kept on each (a box's own comes
+    from its site's ``source`` property)."""
     if (dataset is None) == (dataset_name is None):
         raise ApplicationError("Tile into a new dataset (a name) or an existing one, not both.", {"dataset": "one"})
     found = read_annotations(annotations, class_property=options.class_property)
+    false_alarms = read_annotations(negatives, default_class="false alarm") if negatives else None
     names = names or [Path(p).name for p in orthophotos]
     orthos = [open_orthophoto(path, name) for path, name in zip(orthophotos, names, strict=True)]
     report, stats = ImportReport(), TilingStats()
@@ -329,8 +347,10 @@ def tile_orthophotos(
                 else:
                     known.add(built.sha256)
                     boxes = [
-                        annotation_build(image=built, dataset_class=classes[c], x=x, y=y, width=w, height=h)
-                        for c, x, y, w, h in tile.boxes
+                        annotation_build(
+                            image=built, dataset_class=classes[c], x=x, y=y, width=w, height=h, source=site_source
+                        )
+                        for c, x, y, w, h, site_source in tile.boxes
                     ]
                     pending.append((built, boxes))
                     if len(pending) >= BATCH:
@@ -338,12 +358,18 @@ def tile_orthophotos(
 
         def build(image, name, footprint, centre):
             return batch.build(
-                dataset=report.dataset, content=encode(image), original_name=name, location=centre, footprint=footprint
+                dataset=report.dataset,
+                content=encode(image),
+                original_name=name,
+                location=centre,
+                footprint=footprint,
+                source=source,
             )
 
         # Windows are read here, in order (one GDAL handle is not for several threads); encoding, the image check
         # and storing run on the pool meanwhile.
-        for ortho, tile, image in plan_tiles(orthos, found, options, stats=stats, progress=progress):
+        planned = plan_tiles(orthos, found, options, stats=stats, progress=progress, negatives=false_alarms)
+        for ortho, tile, image in planned:
             footprint, centre = tile_footprint(ortho, tile)
             name = f"{Path(ortho.name).stem}_x{tile.x}_y{tile.y}.jpg"
             settle(line.submit((tile, name), build, image=image, name=name, footprint=footprint, centre=centre))

@@ -307,6 +307,9 @@ SPECTACULAR_SETTINGS = {
         "EvaluationKindEnum": "models_registry.models.Evaluation.Kind",
         # Predictions and dataset imports share these states (queued, running, succeeded, failed).
         "JobStatusEnum": "datasets.models.DatasetImport.Status",
+        # A model's origin (trained, registered) and a detection's (model, reviewer) are different choice sets.
+        "DetectionOriginEnum": "detection.models.Detection.Origin",
+        "OriginEnum": "models_registry.models.TrainedModel.Origin",  # its name before detections had an origin
     },
 }
 

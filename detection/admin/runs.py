@@ -29,6 +29,7 @@ from .figures import curve_charts, false_detections_html, figures_table, missed_
 from .forms import DetectForm
 from .maps import map_data
 from .review import review_view
+from .to_dataset import to_dataset_view
 
 
 @admin.register(DetectionRun)
@@ -96,6 +97,11 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
         return [
             path("start/", start, name="detection_detectionrun_start"),
             path("<int:pk>/review/", review, name="detection_detectionrun_review"),
+            path(
+                "<int:pk>/to-dataset/",
+                self.admin_site.admin_view(lambda request, pk: to_dataset_view(self, request, pk)),
+                name="detection_detectionrun_to_dataset",
+            ),
         ] + super().get_urls()
 
     # --- columns and fields ---------------------------------------------------------------------------------
@@ -158,11 +164,14 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
         listing = reverse("admin:detection_detection_changelist") + f"?{urlencode({'run__id__exact': obj.pk})}"
         base = reverse("detectionrun-download", args=[obj.pk])
         review = reverse("admin:detection_detectionrun_review", args=[obj.pk])
+        to_dataset = reverse("admin:detection_detectionrun_to_dataset", args=[obj.pk])
         return format_html(
             '<a href="{}" class="button" id="review-link">Review</a> '
+            '<a href="{}" class="button" id="to-dataset-link">Add the reviewed detections to a dataset</a> '
             '<a href="{}" id="detections-list">All detections with crops, best first</a> · download '
             '<a href="{}?as=gpkg">GeoPackage</a> · <a href="{}?as=geojson">GeoJSON</a> · <a href="{}?as=csv">CSV</a>',
             review,
+            to_dataset,
             listing,
             base,
             base,

@@ -212,3 +212,11 @@ class DetectionAddSerializer(serializers.Serializer):
 class BulkReviewSerializer(serializers.Serializer):
     detections = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=10_000)
     state = serializers.ChoiceField(choices=Detection.State.choices)
+
+
+class ToDatasetSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField(required=False, help_text="An existing dataset you may change.")
+    dataset_name = serializers.CharField(max_length=200, required=False, help_text="Or a new dataset's name.")
+    tile_size = serializers.IntegerField(required=False, help_text="Default: the run's window size.")
+    overlap = serializers.IntegerField(required=False, help_text="Pixels; default a quarter of the tile.")
+    hard_negatives = serializers.BooleanField(default=True, help_text="Rejected detections as background tiles.")

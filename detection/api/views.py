@@ -34,6 +34,7 @@ from ..services import (
     known_sites_of,
     orthophotos_for,
 )
+from ..to_dataset import reviewed_sites_to_dataset
 from .serializers import (
     BulkReviewSerializer,
     DetectionAddSerializer,
@@ -45,6 +46,7 @@ from .serializers import (
     IgnoreZoneSerializer,
     OrthophotoSerializer,
     OrthophotoUploadSerializer,
+    ToDatasetSerializer,
 )
 
 
@@ -111,6 +113,7 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         "download": "training.view_trainingrun",
         "sites": "training.view_trainingrun",
         "review": None,  # detection_review_bulk checks detection.review_detection (a permission of detections)
+        "to_dataset": None,  # reviewed_sites_to_dataset checks it, and the target dataset's permission
     }
     serializer_class = DetectionRunSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
@@ -231,6 +234,32 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             run=run, user=request.user, detection_ids=data["detections"], state=data["state"]
         )
         return Response({"decided": decided, "state": data["state"]})
+
+    @extend_schema(request=ToDatasetSerializer, responses={202: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="to-dataset", filter_backends=[])
+    def to_dataset(self, request, pk=None):
+        """Add the run's reviewed detections to a dataset (``dataset``) or a new one (``dataset_name``): confirmed
+        ones as boxes, rejected ones as hard-negative tiles. A dataset import a worker runs; follow it at ``url``."""
+        run = self.get_object()
+        payload = ToDatasetSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        dataset = None
+        if data.get("dataset") is not None:
+            dataset = datasets_visible_to(request.user).filter(pk=data["dataset"]).first()
+            if dataset is None:
+                return invalid("dataset", "No such dataset.")
+        job = reviewed_sites_to_dataset(
+            run=run,
+            user=request.user,
+            dataset=dataset,
+            dataset_name=data.get("dataset_name") or None,
+            tile_size=data.get("tile_size"),
+            overlap=data.get("overlap"),
+            hard_negatives=data["hard_negatives"],
+        )
+        body = {"import": job.pk, "status": job.status, "url": f"/api/dataset-imports/{job.pk}/"}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(FORMATS), required=True)],

@@ -18,6 +18,10 @@ def set_status(status):
     return prepare
 
 
+def confirm_detections(world):
+    world.detection_run.detections.update(state="confirmed")
+
+
 def set_detection_status(status):
     def prepare(world):
         TrainingRun.objects.filter(pk=world.detection_run.pk).update(status=status)
@@ -99,6 +103,7 @@ ENDPOINTS = [
     ("detection run download", "get", f"/api/detection-runs/{DR}/download/?as=csv", None, None),
     ("detection run sites", "get", f"/api/detection-runs/{DR}/sites/", None, None),
     ("detection run review", "post", f"/api/detection-runs/{DR}/review/", None, "bulk review"),
+    ("detection run to dataset", "post", f"/api/detection-runs/{DR}/to-dataset/", confirm_detections, "new dataset"),
     ("detection detail", "get", f"/api/detections/{DT}/", None, None),
     ("detection review", "patch", f"/api/detections/{DT}/", None, {"state": "rejected"}),
     ("detection add", "post", "/api/detections/", None, "missed site"),
@@ -190,6 +195,8 @@ EXPECTED = {
     # A detection is seen and reviewed with its run (detection.review_detection: Trainer, Publisher, Administrator);
     # a site drawn on a run another Trainer cannot see is "no such detection run" (400).
     "detection run review": (401, 404, 200, 404, 200, 200),
+    # Reviewed sites into a new dataset also need the permission to create datasets (Administrators).
+    "detection run to dataset": (401, 404, 403, 404, 403, 202),
     "detection detail": (401, 404, 200, 404, 200, 200),
     "detection review": (401, 404, 200, 404, 200, 200),
     "detection add": (401, 403, 201, 400, 201, 201),
@@ -266,6 +273,8 @@ def test_permission_matrix(world, name, role, expected):
         body = {"dataset": world.dataset.pk, "name": "depot", "geometry": {"type": "Polygon", "coordinates": square}}
     elif body == "bulk review":
         body = {"detections": [world.detection_run.detections.first().pk], "state": "confirmed"}
+    elif body == "new dataset":
+        body = {"dataset_name": "reviewed sites", "tile_size": 128}
     elif body == "missed site":
         body = {
             "run": world.detection_run.pk,

@@ -57,6 +57,7 @@ PAGES = [
     "/admin/detection/detectionrun/start/",
     "/admin/detection/detectionrun/{detection_run}/change/",
     "/admin/detection/detectionrun/{detection_run}/review/",
+    "/admin/detection/detectionrun/{detection_run}/to-dataset/",
     "/admin/detection/detection/",
     "/admin/detection/detection/{detection}/change/",
     "/detection/detections/{detection}/crop.jpg",
