@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.gis.geos import Polygon
 from django.db import connection, transaction
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 
+from .api_lists import _queries
 from .common import Figure, percentile
 from .training import ensure_trainer
 
@@ -76,12 +76,6 @@ def _run(user, name: str, count: int):
         )
     Detection.objects.bulk_create(rows, batch_size=2000)
     return run
-
-
-def _queries(client: Client, url: str) -> int:
-    with CaptureQueriesContext(connection) as ctx:
-        assert client.get(url).status_code == 200, url
-    return len(ctx)
 
 
 def run() -> list[Figure]:
