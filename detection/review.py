@@ -27,6 +27,7 @@ from training.models import TrainingRun
 from .crops import crop_window, detection_target
 from .execution import area_m2, frame_of
 from .models import Detection, IgnoreZone
+from .review_figures import review_figures_store
 from .selectors import detection_runs_visible_to
 
 DECISIONS = (Detection.State.NEW, Detection.State.CONFIRMED, Detection.State.REJECTED)
@@ -133,6 +134,7 @@ def detection_review(
     detection.reviewed_at = timezone.now()
     detection.save()
     audit_record(action="review", obj=detection.run, actor=user, detection=detection.pk, changes=changes)
+    review_figures_store(detection.run)
     return detection
 
 
@@ -148,6 +150,7 @@ def detection_review_bulk(*, run: TrainingRun, user: Actor, detection_ids: list[
         state=state, reviewed_by=user, reviewed_at=timezone.now()
     )
     audit_record(action="review", obj=run, actor=user, detections=len(rows), state=state)
+    review_figures_store(run)
     return decided
 
 
@@ -179,4 +182,5 @@ def detection_add(
     place(detection, box)
     detection.save()
     audit_record(action="review", obj=run, actor=user, detection=detection.pk, changes={"added": box})
+    review_figures_store(run)
     return detection

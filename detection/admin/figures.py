@@ -20,16 +20,27 @@ SHOWN_CROPS = 48  # missed sites or false detections shown with their crops on a
 
 
 def sites_of(run: TrainingRun) -> dict:
-    return (run.export_summary or {}).get("sites") or {}
+    """The run's site figures: against its known sites, or else against its review (``detection.review_figures``:
+    the same keys)."""
+    summary = run.export_summary or {}
+    return summary.get("sites") or summary.get("review") or {}
+
+
+def by_review(run: TrainingRun) -> bool:
+    return not (run.export_summary or {}).get("sites") and bool((run.export_summary or {}).get("review"))
 
 
 def figures_table(run: TrainingRun):
     sites = sites_of(run)
     if not sites:
-        return "— (the run was given no known sites)"
+        return "— (the run was given no known sites, and nothing of it is reviewed yet)"
     threshold = sites["threshold_for_target"]
+    reviewed = by_review(run)
     rows = [
-        ("known sites on the orthophotos", sites["sites"]),
+        (
+            "reviewed sites (confirmed, and drawn by reviewers)" if reviewed else "known sites on the orthophotos",
+            f"{sites['sites']} ({sites['drawn']} drawn by reviewers)" if reviewed else sites["sites"],
+        ),
         ("found", f"{sites['found']} (site recall {metric(sites['recall'])})"),
         (
             "detections",
@@ -43,8 +54,13 @@ def figures_table(run: TrainingRun):
             f"score threshold reaching recall {sites['target_recall']}",
             threshold if threshold is not None else "not reached at any threshold",
         ),
-        ("matching rule", f"{sites['match_rule']} at least {sites['site_match']}"),
+        (
+            "matching rule",
+            sites["match_rule"] if reviewed else f"{sites['match_rule']} at least {sites['site_match']}",
+        ),
     ]
+    if reviewed:
+        rows.append(("not reviewed yet", f"{sites['undecided']} of the model's detections"))
     return format_html(
         '<table class="kv" id="site-figures">{}</table>',
         format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
@@ -95,24 +111,33 @@ def crops_html(figures: list, total: int, what: str):
 
 
 def missed_sites_html(run: TrainingRun):
+    if by_review(run):  # the sites the model missed are those reviewers drew
+        drawn = Detection.objects.filter(run=run, origin=Detection.Origin.REVIEWER, state=Detection.State.CONFIRMED)
+        rows = list(drawn.order_by("id")[:SHOWN_CROPS])
+        figures = [detection_figure(d) for d in rows]
+        return crops_html(figures, drawn.count(), "sites drawn by reviewers")
     ids = sites_of(run).get("missed_sites") or []
     sites = KnownSite.objects.filter(run=run, pk__in=ids[:SHOWN_CROPS]).order_by("id")
     figures = [crop_figure(reverse("known-site-crop", args=[s.pk]), f"{s.label} ({s.class_name})") for s in sites]
     return crops_html(figures, len(ids), "missed sites")
 
 
+def detection_figure(d: Detection):
+    return crop_figure(
+        reverse("detection-crop", args=[d.pk]),
+        f"#{d.pk} {d.class_name} {d.score:.2f}",
+        reverse("admin:detection_detection_change", args=[d.pk]),
+    )
+
+
 def false_detections_html(run: TrainingRun):
+    if by_review(run):  # the false detections are those reviewers rejected
+        rejected = Detection.objects.filter(run=run, state=Detection.State.REJECTED, ignored=False)
+        rows = rejected.order_by("-score", "id")[:SHOWN_CROPS]
+        return crops_html([detection_figure(d) for d in rows], rejected.count(), "rejected detections, best first")
     ids = sites_of(run).get("false_detections") or []
     rows = Detection.objects.filter(run=run, pk__in=ids).order_by("-score", "id")[:SHOWN_CROPS]
-    figures = [
-        crop_figure(
-            reverse("detection-crop", args=[d.pk]),
-            f"#{d.pk} {d.class_name} {d.score:.2f}",
-            reverse("admin:detection_detection_change", args=[d.pk]),
-        )
-        for d in rows
-    ]
-    return crops_html(figures, len(ids), "false detections, best scores first")
+    return crops_html([detection_figure(d) for d in rows], len(ids), "false detections, best scores first")
 
 
 def area_key(run: TrainingRun) -> tuple:

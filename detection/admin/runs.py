@@ -25,7 +25,7 @@ from training.models import TrainingRun
 
 from ..models import DetectionRun
 from ..services import detection_run_create, forget_uploads, known_sites_of
-from .figures import curve_charts, false_detections_html, figures_table, missed_sites_html, sites_of
+from .figures import by_review, curve_charts, false_detections_html, figures_table, missed_sites_html, sites_of
 from .forms import DetectForm
 from .maps import map_data
 from .review import review_view
@@ -55,7 +55,10 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
     fieldsets = [
         (None, {"fields": ("name", "status_badge", "progress", "model_link", "dataset", "orthophotos", "created_by")}),
         ("On the map", {"fields": ("detection_map", "found", "downloads")}),
-        ("Against the known sites", {"fields": ("site_figures", "site_curves", "missed_sites", "false_detections")}),
+        (
+            "Against the known sites (or the review)",
+            {"fields": ("site_figures", "site_curves", "missed_sites", "false_detections")},
+        ),
         ("Parameters", {"fields": ("parameters_table", "device")}),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "timings_table")}),
         ("Outcome", {"fields": ("stop_reason", "error_message", "log")}),
@@ -120,7 +123,7 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
         text = f"{summary['detections']} detections ({summary.get('ignored', 0)} in ignore zones)"
         sites = sites_of(obj)
         if sites:
-            text += f"; {sites['found']} of {sites['sites']} known sites"
+            text += f"; {sites['found']} of {sites['sites']} {'reviewed' if by_review(obj) else 'known'} sites"
         if summary.get("coordinates") == "pixel":
             text += "; in pixels (no georeferencing)"
         return text

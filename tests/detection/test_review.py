@@ -129,3 +129,30 @@ def test_a_class_filter_with_a_nul_byte_matches_nothing(world):
     # PostgreSQL refuses NUL in text: the filter must not reach it (it was a 500).
     response = world.client("owner").get(f"/api/detection-runs/{world.detection_run.pk}/detections/?class=%00")
     assert response.status_code == 200 and response.json()["results"] == []
+
+
+def test_without_known_sites_the_review_gives_the_site_figures(world):
+    run, client = world.detection_run, world.client("owner")
+    strong = the_detection(world)  # score 0.9
+    make = dict(run=run, orthophoto=strong.orthophoto, label=0, class_name=strong.class_name, geometry=strong.geometry)
+    wrong = Detection.objects.create(score=0.7, pixel_box=[50, 50, 70, 70], **make)
+    Detection.objects.create(score=0.4, pixel_box=[90, 50, 110, 70], **make)  # left undecided
+    client.patch(f"/api/detections/{strong.pk}/", {"state": "confirmed"}, format="json")
+    client.patch(f"/api/detections/{wrong.pk}/", {"state": "rejected"}, format="json")
+    drawn = {"run": run.pk, "orthophoto": strong.orthophoto_id, "pixel_box": [120, 80, 150, 110]}
+    client.post("/api/detections/", {**drawn, "class_name": strong.class_name}, format="json")
+    run.refresh_from_db()
+    review = run.export_summary["review"]
+    assert run.export_summary["detections"] == 1  # the worker's own summary is kept beside it
+    # Sites: the confirmed detection and the drawn one; the model found one of them (recall 1/2) and was wrong
+    # once (precision 1/2); one detection is not reviewed yet.
+    assert (review["sites"], review["found"], review["recall"], review["drawn"]) == (2, 1, 0.5, 1)
+    assert (review["detections"], review["false"], review["precision"], review["undecided"]) == (2, 1, 0.5, 1)
+    assert [(p["threshold"], p["recall"], p["precision"]) for p in review["curve"]] == [
+        (0.9, 0.5, 1.0),
+        (0.7, 0.5, 0.5),
+    ]
+    assert review["false_per_km2"] == pytest.approx(1 / review["area_km2"], rel=1e-3)
+    page = world.staff_client("owner").get(f"/admin/detection/detectionrun/{run.pk}/change/").content.decode()
+    assert "reviewed sites (confirmed, and drawn by reviewers)" in page and "1 of 2 reviewed sites" in page
+    assert f"/detection/detections/{wrong.pk}/crop.jpg" in page  # the rejected one, as a false detection
