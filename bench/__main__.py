@@ -23,6 +23,7 @@ BENCHMARKS = [
     "ortho_tiling",
     "detection",
     "review_queue",
+    "reviewed_sites",
     "api_lists",
     "web_footprint",
 ]
