@@ -62,7 +62,7 @@ def _run(user):
     return run
 
 
-def _platform(run, user, name: str) -> tuple[float, list]:
+def _platform(run, user, name: str) -> tuple[float, list[tuple[int, int, int, int]]]:
     """Service call to stored rows; the windows the import kept (from the tiles' names)."""
     from datasets.imports import dataset_import_execute
     from datasets.models import DatasetImage
@@ -87,7 +87,9 @@ def run() -> list[Figure]:
     user = User.objects.filter(username="bench-root").first() or User.objects.create_superuser("bench-root")
     detection_run = _run(user)
     path = build_orthophoto(20_000)
-    platform, floor, windows = [], [], []
+    platform: list[float] = []
+    floor: list[float] = []
+    windows: list[tuple[int, int, int, int]] = []
     for i in range(REPETITIONS):
         name = f"{NAME} {i}"
         _drop(name)
