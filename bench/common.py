@@ -39,6 +39,21 @@ def alternate(variants: dict[str, Callable[[], object]], repetitions: int) -> di
     return times
 
 
+def finished_run(run_id: int, start: float, *, interval: float, what: str):
+    """Wait for the run to end (polled every ``interval`` s, lazily, so as not to take CPU from it); its wall time
+    from ``start`` (``time.time()``) to its ``finished_at``, and the run. A run that did not succeed ends the
+    benchmark."""
+    from training.models import TrainingRun
+
+    while TrainingRun.objects.filter(pk=run_id, status__in=("queued", "running")).exists():
+        time.sleep(interval)
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.status != "succeeded":
+        raise RuntimeError(f"bench {what} {run_id} ended {run.status}: {run.error_message}")
+    assert run.finished_at is not None
+    return run.finished_at.timestamp() - start, run
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import ROOT, SCRATCH, Cluster, Figure, median
+from .common import ROOT, SCRATCH, Cluster, Figure, finished_run, median
 
 REPETITIONS = 2
 THROUGHPUT_SIZE = 5_000
@@ -54,8 +54,6 @@ def _orthophoto(path: Path, name: str):
 
 def _platform(client, model, ortho, parameters: dict):
     """API call -> stored rows; (wall seconds, the finished run)."""
-    from training.models import TrainingRun
-
     start = time.time()
     response = client.post(
         "/api/detection-runs/",
@@ -64,13 +62,7 @@ def _platform(client, model, ortho, parameters: dict):
     )
     assert response.status_code == 201, response.content
     run_id = response.json()["id"]
-    while TrainingRun.objects.filter(pk=run_id, status__in=("queued", "running")).exists():
-        time.sleep(0.5)
-    run = TrainingRun.objects.get(pk=run_id)
-    if run.status != "succeeded":
-        raise RuntimeError(f"bench detection run {run_id} ended {run.status}: {run.error_message}")
-    assert run.finished_at is not None
-    return run.finished_at.timestamp() - start, run
+    return finished_run(run_id, start, interval=0.5, what="detection run")
 
 
 def _inferencer(model):

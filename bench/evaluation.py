@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.test import Client
 
-from .common import SCRATCH, Cluster, Figure, median, run_tool
+from .common import SCRATCH, Cluster, Figure, finished_run, median, run_tool
 
 PAIRS = 5
 EVAL_IMAGES = 300  # a held-out area's worth of tiles: the evaluation takes about half a minute here
@@ -83,8 +83,6 @@ def _baseline_run(config: Path, checkpoint: str, work: Path) -> float:
 
 
 def _platform_run(client: Client, model, dataset) -> tuple[float, object]:
-    from training.models import TrainingRun
-
     start = time.time()
     response = client.post(
         "/api/training-runs/evaluate/",
@@ -93,13 +91,7 @@ def _platform_run(client: Client, model, dataset) -> tuple[float, object]:
     )
     assert response.status_code == 202, response.content
     run_id = response.json()["id"]
-    while TrainingRun.objects.filter(pk=run_id, status__in=("queued", "running")).exists():
-        time.sleep(1.0)
-    run = TrainingRun.objects.get(pk=run_id)
-    if run.status != "succeeded":
-        raise RuntimeError(f"bench evaluation {run_id} ended {run.status}: {run.error_message}")
-    assert run.finished_at is not None
-    return run.finished_at.timestamp() - start, run
+    return finished_run(run_id, start, interval=1.0, what="evaluation")
 
 
 def _split_comparison(client: Client, dataset) -> Figure:

@@ -21,6 +21,7 @@ from access.rules import Actor, require
 from audit.services import audit_record
 from core.errors import ApplicationError
 from datasets.models import Dataset, Orthophoto
+from datasets.orthophotos import orthophoto_store
 from datasets.selectors import orthophotos_visible_to
 from engine.presets import DEFAULT_PRESET, PRESETS
 from models_registry.models import TrainedModel
@@ -234,3 +235,27 @@ def forget_uploads(stored: list[Orthophoto]) -> None:
     for ortho in stored:
         if not Orthophoto.objects.filter(pk=ortho.pk).exists():
             Path(ortho.file.path).unlink(missing_ok=True)
+
+
+def detection_run_create_with_uploads(
+    *,
+    model: TrainedModel,
+    orthophotos: list[Orthophoto],
+    uploads: list,
+    dataset: Dataset | None,
+    created_by: Actor,
+    **run: Any,
+) -> TrainingRun:
+    """``detection_run_create`` over ``orthophotos`` and ``uploads`` kept with ``dataset`` first, all in one
+    transaction: a refused run keeps neither the uploads' rows nor their files."""
+    stored: list[Orthophoto] = []
+    try:
+        with transaction.atomic():
+            for upload in uploads:
+                if dataset is None:
+                    raise ApplicationError("No such dataset.", {"dataset": "no such dataset"})
+                stored.append(orthophoto_store(dataset=dataset, source=upload, name=upload.name, created_by=created_by))
+            return detection_run_create(model=model, orthophotos=[*orthophotos, *stored], created_by=created_by, **run)
+    except BaseException:
+        forget_uploads(stored)
+        raise

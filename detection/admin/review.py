@@ -5,9 +5,6 @@ review services, so the keyboard and a script are held to the same rules."""
 
 from __future__ import annotations
 
-import json
-
-from django.contrib.gis.db.models.functions import AsGeoJSON
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.response import TemplateResponse
@@ -20,7 +17,8 @@ from datasets.models import Orthophoto
 
 from ..crops import Target, crop_window
 from ..models import Detection
-from ..selectors import detection_runs_visible_to, detections_of
+from ..selectors import detection_runs_visible_to, detections_of, parse_bbox
+from .maps import ring_of, url_of, with_outlines
 
 QUEUE_LIMIT = 500  # detections laid out on one page; the rest come with the next page of the same filter
 STATES = ("new", "confirmed", "rejected", "all")
@@ -43,16 +41,17 @@ def queue(run, query) -> tuple[list[Detection], int, dict]:
         "state": query.get("state") if query.get("state") in STATES else "new",
         "bbox": query.get("bbox") or "",
     }
-    try:
-        rows = detections_of(
-            run,
-            bbox=chosen["bbox"] or None,
-            classes=[chosen["class"]] if chosen["class"] else None,
-            min_score=chosen["min_score"],
-        )
-    except ApplicationError:
-        chosen["bbox"] = ""  # an unreadable area is no filter (said on the page)
-        rows = detections_of(run, classes=[chosen["class"]] if chosen["class"] else None, min_score=chosen["min_score"])
+    if chosen["bbox"]:
+        try:
+            parse_bbox(chosen["bbox"])
+        except ApplicationError:
+            chosen["bbox"] = ""  # an unreadable area is no filter: the form shows it empty again
+    rows = detections_of(
+        run,
+        bbox=chosen["bbox"] or None,
+        classes=[chosen["class"]] if chosen["class"] else None,
+        min_score=chosen["min_score"],
+    )
     if chosen["max_score"] is not None:
         rows = rows.filter(score__lte=chosen["max_score"])
     if chosen["state"] != "all":
@@ -62,15 +61,13 @@ def queue(run, query) -> tuple[list[Detection], int, dict]:
     except ValueError:
         start = 0
     total = rows.count()
-    # The outline comes as GeoJSON from PostGIS and the orthophotos once per page: building a GEOS polygon per row
-    # and an orthophoto (with its footprint) per row took most of the page's time (bench/review_queue.py).
-    page = rows.select_related(None).defer("geometry").annotate(outline=AsGeoJSON("geometry", precision=8))
+    # The orthophotos come once per page (the view's): one built per row, with its footprint, was most of the time.
+    page = with_outlines(rows.select_related(None))
     return list(page[start : start + QUEUE_LIMIT]), total, {**chosen, "start": start}
 
 
 def queue_item(d: Detection, orthophotos: dict[int, Orthophoto], crop_url: str) -> dict:
     x1, y1, x2, y2 = d.pixel_box
-    ring = json.loads(d.outline)["coordinates"][0] if d.outline else [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
     target = Target(orthophotos[d.orthophoto_id], (x1, y1, x2, y2), "detection", "")
     return {
         "id": d.pk,
@@ -82,7 +79,7 @@ def queue_item(d: Detection, orthophotos: dict[int, Orthophoto], crop_url: str) 
         "box": list(d.pixel_box),
         "window": list(crop_window(target)),
         "crop": crop_url.format(d.pk),
-        "ring": ring,
+        "ring": ring_of(d),
     }
 
 
@@ -95,7 +92,7 @@ def review_view(model_admin, request, pk: int):
     rows, total, chosen = queue(run, request.GET)
     orthos = list(Orthophoto.objects.filter(pk__in=run.parameters.get("orthophotos") or []).order_by("id"))
     by_id = {o.pk: o for o in orthos}
-    crop_url = reverse("detection-crop", args=[0]).replace("/0/", "/{}/") + "?for=review"  # one reverse a page
+    crop_url = url_of("detection-crop", **{"for": "review"})
     data = {
         "run": run.pk,
         "classes": list(run.evaluated_model.class_names) if run.evaluated_model else [],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -18,13 +17,12 @@ from access.rules import can, visible
 from core.admin import AccessControlledAdmin, fields_of, parse_ids
 from core.errors import ApplicationError
 from datasets.models import Orthophoto
-from datasets.orthophotos import orthophoto_store
 from models_registry.selectors import models_visible_to
 from training.console import RunActions, RunColumns
 from training.models import TrainingRun
 
 from ..models import DetectionRun
-from ..services import detection_run_create, forget_uploads, known_sites_of
+from ..services import detection_run_create_with_uploads, known_sites_of
 from .figures import by_review, curve_charts, false_detections_html, figures_table, missed_sites_html, sites_of
 from .forms import DetectForm
 from .maps import map_data
@@ -211,12 +209,21 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
         form = DetectForm(
             request.POST if posted else None, request.FILES if posted else None, user=request.user, model=model
         )
-        if request.method == "POST" and form.is_valid():
-            stored: list[Orthophoto] = []
+        if posted and form.is_valid():
+            data = form.cleaned_data
             try:
-                run = self._start(request, form, model, stored)
+                run = detection_run_create_with_uploads(
+                    model=model,
+                    orthophotos=list(data["orthophotos"] or []),
+                    uploads=data["files"],
+                    dataset=data["dataset"],
+                    parameters=form.parameters(),
+                    known_sites=known_sites_of({"known_sites_file": data.get("known_sites")}),
+                    name=data["name"],
+                    created_by=request.user,
+                    priority=data["priority"] or "normal",
+                )
             except (ApplicationError, PermissionDenied) as exc:
-                forget_uploads(stored)
                 form.add_service_errors(getattr(exc, "message", str(exc)), getattr(exc, "extra", {}))
             else:
                 messages.success(request, f"Detection run #{run.pk} {run.name!r} is queued.")
@@ -236,23 +243,3 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/training/start_run.html", context)
-
-    def _start(self, request, form: DetectForm, model, stored: list) -> TrainingRun:
-        data = form.cleaned_data
-        with transaction.atomic():
-            orthophotos = list(data["orthophotos"] or [])
-            for upload in data["files"]:
-                ortho = orthophoto_store(
-                    dataset=data["dataset"], source=upload, name=upload.name, created_by=request.user
-                )
-                stored.append(ortho)
-                orthophotos.append(ortho)
-            return detection_run_create(
-                model=model,
-                orthophotos=orthophotos,
-                parameters=form.parameters(),
-                known_sites=known_sites_of({"known_sites_file": data.get("known_sites")}),
-                name=data["name"],
-                created_by=request.user,
-                priority=data["priority"] or "normal",
-            )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -16,7 +15,7 @@ from rest_framework.response import Response
 
 from core.api import ActionPermission, error_body
 from core.errors import ApplicationError
-from datasets.models import Dataset, Orthophoto
+from datasets.models import Dataset
 from datasets.orthophotos import orthophoto_store
 from datasets.selectors import datasets_visible_to, orthophotos_visible_to
 from models_registry.selectors import models_visible_to
@@ -27,8 +26,7 @@ from ..models import Detection, IgnoreZone
 from ..review import detection_add, detection_review, detection_review_bulk
 from ..selectors import detection_runs_visible_to, detections_of, ignore_zones_visible_to
 from ..services import (
-    detection_run_create,
-    forget_uploads,
+    detection_run_create_with_uploads,
     ignore_zone_create,
     ignore_zone_delete,
     known_sites_of,
@@ -136,32 +134,18 @@ class DetectionRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             return invalid("model", "No such model.")
         if not data["orthophotos"] and not data["files"]:
             return invalid("orthophotos", "Name stored orthophotos or upload files.")
-        stored: list[Orthophoto] = []
-        try:
-            return self._create(request, data, model, stored)
-        except BaseException:
-            forget_uploads(stored)
-            raise
-
-    def _create(self, request, data: dict, model, stored: list) -> Response:
-        with transaction.atomic():
-            orthophotos = orthophotos_for(request.user, data["orthophotos"]) if data["orthophotos"] else []
-            if data["files"]:
-                dataset = dataset_for_upload(request.user, data.get("dataset"))
-                for upload in data["files"]:
-                    ortho = orthophoto_store(dataset=dataset, source=upload, name=upload.name, created_by=request.user)
-                    stored.append(ortho)
-                    orthophotos.append(ortho)
-            run = detection_run_create(
-                model=model,
-                orthophotos=orthophotos,
-                known_sites=known_sites_of(data),
-                parameters=data["parameters"],
-                name=data.get("name", ""),
-                created_by=request.user,
-                time_limit_seconds=data.get("time_limit_seconds"),
-                priority=data["priority"],
-            )
+        run = detection_run_create_with_uploads(
+            model=model,
+            orthophotos=orthophotos_for(request.user, data["orthophotos"]) if data["orthophotos"] else [],
+            uploads=data["files"],
+            dataset=dataset_for_upload(request.user, data.get("dataset")) if data["files"] else None,
+            known_sites=known_sites_of(data),
+            parameters=data["parameters"],
+            name=data.get("name", ""),
+            created_by=request.user,
+            time_limit_seconds=data.get("time_limit_seconds"),
+            priority=data["priority"],
+        )
         return Response(DetectionRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: DetectionRunSerializer})
