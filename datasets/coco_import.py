@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -118,11 +119,14 @@ class FolderImages:
 class ZipImages:
     """Image members of a checked archive (``zips.check_zip``), read straight from it: nothing is extracted, and a
     ``file_name`` can only ever name a member. It is looked up relative to the layout's folder, then in its
-    ``images/`` folder (CVAT names files relative to ``images/``; Label Studio and plain COCO include it)."""
+    ``images/`` folder (CVAT names files relative to ``images/``; Label Studio and plain COCO include it), then in
+    ``images/<subset>/`` (CVAT 2 and datumaro keep the pictures of ``instances_<subset>.json`` there)."""
 
     def __init__(self, archive: zipfile.ZipFile, contents: ZipContents):
         self.archive, self.root = archive, contents.root
         self.members = set(contents.files)
+        subset = re.fullmatch(r"instances_([^/]+)\.json", PurePosixPath(contents.coco_file).name)
+        self.folders = ["", "images/"] + ([f"images/{subset.group(1)}/"] if subset else [])
 
     def read(self, file_name) -> bytes:
         if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
@@ -130,7 +134,7 @@ class ZipImages:
         name = file_name.replace("\\", "/")
         while name.startswith("./"):
             name = name[2:]
-        tried = [self.root + name, self.root + "images/" + name]
+        tried = [self.root + folder + name for folder in self.folders]
         member = next((m for m in tried if m in self.members), None)
         if member is None:
             raise LookupError(f"not in the archive (looked for {' and '.join(dict.fromkeys(tried))})")
