@@ -22,6 +22,8 @@ ROLES: dict[str, list[str]] = {
         "models_registry.predict_trainedmodel",
         "detection.run_detection",
         "detection.review_detection",
+        "labelling.add_labellingtask",
+        "labelling.view_labellingtask",
     ],
     # Reviews every run and model and decides what goes to production.
     "Publisher": [
@@ -35,6 +37,8 @@ ROLES: dict[str, list[str]] = {
         "models_registry.predict_trainedmodel",
         "detection.run_detection",
         "detection.review_detection",
+        "labelling.add_labellingtask",
+        "labelling.view_labellingtask",
     ],
     # Everything on datasets, runs and models.
     "Administrator": [
@@ -55,6 +59,8 @@ ROLES: dict[str, list[str]] = {
         "audit.view_auditevent",
         "detection.run_detection",
         "detection.review_detection",
+        "labelling.add_labellingtask",
+        "labelling.view_labellingtask",
     ],
 }
 

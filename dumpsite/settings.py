@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "workers",
     "training",
     "detection",
+    "labelling",
     "scheduler",
     "audit",
 ]

@@ -10,6 +10,7 @@ from datasets.api import AnnotationViewSet, DatasetImageViewSet, DatasetImportVi
 from datasets.views import image_thumbnail
 from detection.api.views import DetectionRunViewSet, DetectionViewSet, IgnoreZoneViewSet, OrthophotoViewSet
 from detection.views import detection_crop, site_crop
+from labelling.api.views import LabellingTaskViewSet
 from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
 from training.api import TrainingRunViewSet
 
@@ -26,6 +27,7 @@ router.register("orthophotos", OrthophotoViewSet, basename="orthophoto")
 router.register("detection-runs", DetectionRunViewSet, basename="detectionrun")
 router.register("ignore-zones", IgnoreZoneViewSet, basename="ignorezone")
 router.register("detections", DetectionViewSet, basename="detection")
+router.register("labelling-tasks", LabellingTaskViewSet, basename="labellingtask")
 
 # Admin pages of models that moved app (the table stayed): old links and bookmarks lead to the new place.
 MOVED_ADMIN = {"training/worker": "workers/worker"}

@@ -166,13 +166,17 @@ class DetectionRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mod
         base = reverse("detectionrun-download", args=[obj.pk])
         review = reverse("admin:detection_detectionrun_review", args=[obj.pk])
         to_dataset = reverse("admin:detection_detectionrun_to_dataset", args=[obj.pk])
+        # the labelling tasks' form, by its URL name: detection imports nothing of labelling
+        labelling = reverse("admin:labelling_labellingtask_new") + f"?{urlencode({'detection_run': obj.pk})}"
         return format_html(
             '<a href="{}" class="button" id="review-link">Review</a> '
             '<a href="{}" class="button" id="to-dataset-link">Add the reviewed detections to a dataset</a> '
+            '<a href="{}" class="button" id="labelling-link">Pre-annotate tiles for CVAT / Label Studio</a> '
             '<a href="{}" id="detections-list">All detections with crops, best first</a> · download '
             '<a href="{}?as=gpkg">GeoPackage</a> · <a href="{}?as=geojson">GeoJSON</a> · <a href="{}?as=csv">CSV</a>',
             review,
             to_dataset,
+            labelling,
             listing,
             base,
             base,

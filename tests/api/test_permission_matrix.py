@@ -29,10 +29,37 @@ def set_detection_status(status):
     return prepare
 
 
+def labelling_task(*, built: bool = False, returned: bool = False):
+    """The owner's labelling task of their detection run (built by the worker's function where asked; where
+    ``returned``, its exported images are the dataset's, as if they had come back labelled)."""
+
+    def prepare(world):
+        from labelling.building import build_labelling_task
+        from labelling.models import LabellingTask
+        from labelling.services import labelling_task_create
+
+        task = labelling_task_create(
+            user=world.users["owner"], detection_run=world.detection_run, parameters={"tile_size": 64}
+        )
+        if built or returned:
+            build_labelling_task(task.pk)
+        if returned:
+            images = [
+                {"name": i.original_name, "width": i.width, "height": i.height, "boxes": []}
+                for i in world.dataset.images.all()
+            ]
+            LabellingTask.objects.filter(pk=task.pk).update(images=images)
+        world.labelling_task = task
+
+    return prepare
+
+
 R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
 ORTHO, DR, Z, DT = "{orthophoto}", "{detection_run}", "{ignore_zone}", "{detection}"
 DETECTION = ("/api/orthophotos/", "/api/detection-runs/", "/api/ignore-zones/", "/api/detections/")
 IMG, A, IMP = "{image}", "{annotation}", "{dataset_import}"
+LT = "{labelling_task}"
+BUILT, RETURNED = labelling_task(built=True), labelling_task(returned=True)
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
     ("datasets list", "get", "/api/datasets/", None, None),
@@ -107,6 +134,12 @@ ENDPOINTS = [
     ("detection detail", "get", f"/api/detections/{DT}/", None, None),
     ("detection review", "patch", f"/api/detections/{DT}/", None, {"state": "rejected"}),
     ("detection add", "post", "/api/detections/", None, "missed site"),
+    ("labelling tasks list", "get", "/api/labelling-tasks/", None, None),
+    ("labelling task create", "post", "/api/labelling-tasks/", None, "labelling task"),
+    ("labelling task detail", "get", f"/api/labelling-tasks/{LT}/", labelling_task(), None),
+    ("labelling task download", "get", f"/api/labelling-tasks/{LT}/download/?as=cvat_xml", BUILT, None),
+    ("labelling task acceptance", "post", f"/api/labelling-tasks/{LT}/acceptance/", RETURNED, "returned"),
+    ("labelling tasks by model version", "get", "/api/labelling-tasks/by-model-version/", None, None),
     ("ignore zones list", "get", "/api/ignore-zones/", None, None),
     ("ignore zone detail", "get", f"/api/ignore-zones/{Z}/", None, None),
     ("ignore zone create", "post", "/api/ignore-zones/", None, "zone"),
@@ -200,6 +233,14 @@ EXPECTED = {
     "detection detail": (401, 404, 200, 404, 200, 200),
     "detection review": (401, 404, 200, 404, 200, 200),
     "detection add": (401, 403, 201, 400, 201, 201),
+    # A labelling task is seen with its source (the detection run, or the dataset) and its model; making one and
+    # reporting on it needs labelling.add_labellingtask (Trainer, Publisher, Administrator).
+    "labelling tasks list": (401, 200, 200, 200, 200, 200),
+    "labelling task create": (401, 403, 201, 400, 201, 201),
+    "labelling task detail": (401, 404, 200, 404, 200, 200),
+    "labelling task download": (401, 404, 200, 404, 200, 200),
+    "labelling task acceptance": (401, 404, 200, 404, 200, 200),
+    "labelling tasks by model version": (401, 200, 200, 200, 200, 200),
     # Ignore zones are seen with their dataset and changed by those who may change it.
     "ignore zones list": (401, 200, 200, 200, 200, 200),
     "ignore zone detail": (401, 200, 200, 200, 200, 200),
@@ -235,6 +276,28 @@ def test_the_matrix_covers_every_operation_of_the_schema(db):
     assert operations - {("get", "/api/schema/")} <= covered, sorted(operations - covered)
 
 
+SQUARE = {"type": "Polygon", "coordinates": [[[14.5, 46.0], [14.6, 46.0], [14.6, 46.1], [14.5, 46.0]]]}
+# The request bodies the rows name, made from the world of the test.
+BODIES = {
+    "create": lambda w: {"dataset": w.dataset.pk, "parameters": {"epochs": 1}},
+    "evaluate": lambda w: {"model": w.model.pk, "dataset": w.dataset.pk},
+    "box": lambda w: {"dataset_class": w.dataset.classes.first().pk, "x": 1, "y": 1, "width": 5, "height": 5},
+    "detect": lambda w: {"model": w.model.pk, "orthophotos": [w.orthophoto.pk]},
+    "zone": lambda w: {"dataset": w.dataset.pk, "name": "depot", "geometry": SQUARE},
+    "bulk review": lambda w: {"detections": [w.detection_run.detections.first().pk], "state": "confirmed"},
+    "new dataset": lambda w: {"dataset_name": "reviewed sites", "tile_size": 128},
+    "missed site": lambda w: {
+        "run": w.detection_run.pk,
+        "orthophoto": w.orthophoto.pk,
+        "pixel_box": [10, 10, 30, 30],
+        "class_name": w.model.class_names[0],
+    },
+    "labelling task": lambda w: {"detection_run": w.detection_run.pk, "parameters": {"rule": "all", "count": 10}},
+    "returned": lambda w: {"dataset": w.dataset.pk},
+    "evaluate published": lambda w: {"model": w.published.pk, "dataset": w.dataset.pk},
+}
+
+
 @pytest.mark.parametrize("name, role, expected", CASES, ids=[f"{n}-{r}" for n, r, _ in CASES])
 def test_permission_matrix(world, name, role, expected):
     _, method, path, prepare, body = next(e for e in ENDPOINTS if e[0] == name)
@@ -251,6 +314,7 @@ def test_permission_matrix(world, name, role, expected):
         image=world.dataset.images.order_by("id").first().pk,
         annotation=Annotation.objects.filter(image__dataset=world.dataset).order_by("id").first().pk,
         dataset_import=world.dataset_import.pk,
+        labelling_task=getattr(getattr(world, "labelling_task", None), "pk", None),
         **(
             {
                 **{k: getattr(world, k).pk for k in ("orthophoto", "detection_run", "ignore_zone")},
@@ -260,30 +324,7 @@ def test_permission_matrix(world, name, role, expected):
             else {}
         ),
     )
-    if body == "create":
-        body = {"dataset": world.dataset.pk, "parameters": {"epochs": 1}}
-    elif body == "evaluate":
-        body = {"model": world.model.pk, "dataset": world.dataset.pk}
-    elif body == "box":
-        body = {"dataset_class": world.dataset.classes.first().pk, "x": 1, "y": 1, "width": 5, "height": 5}
-    elif body == "detect":
-        body = {"model": world.model.pk, "orthophotos": [world.orthophoto.pk]}
-    elif body == "zone":
-        square = [[[14.5, 46.0], [14.6, 46.0], [14.6, 46.1], [14.5, 46.0]]]
-        body = {"dataset": world.dataset.pk, "name": "depot", "geometry": {"type": "Polygon", "coordinates": square}}
-    elif body == "bulk review":
-        body = {"detections": [world.detection_run.detections.first().pk], "state": "confirmed"}
-    elif body == "new dataset":
-        body = {"dataset_name": "reviewed sites", "tile_size": 128}
-    elif body == "missed site":
-        body = {
-            "run": world.detection_run.pk,
-            "orthophoto": world.orthophoto.pk,
-            "pixel_box": [10, 10, 30, 30],
-            "class_name": world.model.class_names[0],
-        }
-    elif body == "evaluate published":
-        body = {"model": world.published.pk, "dataset": world.dataset.pk}
+    body = BODIES[body](world) if isinstance(body, str) else body
     response = getattr(world.client(role), method)(url, body, format="json")
     assert response.status_code == expected, (response.status_code, getattr(response, "data", None))
     if expected >= 400:

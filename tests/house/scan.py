@@ -20,10 +20,11 @@ PACKAGES = (
     "models_registry",
     "training",
     "detection",
+    "labelling",
     "scheduler",
     "dumpsite",
 )
-APPS = ("access", "audit", "workers", "datasets", "models_registry", "training", "detection", "scheduler")
+APPS = ("access", "audit", "workers", "datasets", "models_registry", "training", "detection", "labelling", "scheduler")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ ALLOWED = {
     "models_registry": {"access", "core", "audit", "datasets", "engine"},
     "training": {"access", "core", "audit", "datasets", "models_registry", "workers", "engine"},
     "detection": {"access", "core", "audit", "datasets", "models_registry", "training", "workers", "engine"},
+    "labelling": {"access", "core", "audit", "datasets", "models_registry", "training", "detection", "engine"},
     "scheduler": {"core", "audit", "datasets", "training", "workers", "engine"},
     "dumpsite": set(PACKAGES) - {"dumpsite"},
 }
