@@ -41,6 +41,7 @@ from .selection import Candidate, Rule, choose
 logger = logging.getLogger(__name__)
 Status = LabellingTask.Status
 MIN_SHARE = 0.3
+PREDICT_BATCH = 500  # pictures per prediction child
 WGS84 = SpatialReference(4326)
 
 
@@ -94,13 +95,16 @@ def run_candidates(task: LabellingTask) -> list[Candidate]:
     run = task.detection_run
     assert run is not None
     size = int(task.parameters["tile_size"])
-    threshold = float(task.parameters["score_threshold"])
     rows = Detection.objects.filter(run=run, origin=Detection.Origin.MODEL, ignored=False).order_by("id")
     by_ortho: dict[int, list[Detection]] = {}
     for d in rows:
         by_ortho.setdefault(d.orthophoto_id, []).append(d)
     candidates = []
-    for ortho in Orthophoto.objects.filter(pk__in=list(by_ortho)).order_by("id"):
+    orthos = list(Orthophoto.objects.filter(pk__in=list(by_ortho)).order_by("id"))
+    stems = [safe_stem(o.name) for o in orthos]
+    for ortho, stem in zip(orthos, stems, strict=True):
+        if stems.count(stem) > 1:  # two orthophotos of one name: their tiles must not share names
+            stem = f"{stem}_{ortho.pk}"
         tiles: dict[tuple[int, int], list] = {}
         for d in by_ortho[ortho.pk]:
             box = [float(v) for v in (d.model_box or d.pixel_box)]
@@ -115,11 +119,11 @@ def run_candidates(task: LabellingTask) -> list[Candidate]:
                         tiles.setdefault((tx, ty), []).append([cls, round(d.score, 4), *part])
         for (tx, ty), boxes in sorted(tiles.items()):
             window = grid_window(ortho, size, tx, ty)
-            name = f"{safe_stem(ortho.name)}_x{window[0]}_y{window[1]}.jpg"
+            name = f"{stem}_x{window[0]}_y{window[1]}.jpg"
             candidates.append(
                 Candidate(
                     key=name,
-                    boxes=[b for b in boxes if b[1] >= threshold] if threshold else boxes,
+                    boxes=boxes,
                     centre=_centre(ortho, window),
                     data={"orthophoto": ortho, "window": window, "width": window[2], "height": window[3]},
                 )
@@ -140,9 +144,20 @@ def _cut(candidate: Candidate, target: Path) -> None:
     Image.frombytes("RGB", (w, h), pixels).save(target, "JPEG", quality=95)
 
 
-def _predicted(model: TrainedModel, paths: list[Path], threshold: float) -> list[list[list]]:
-    result = predict_files(model=model, paths=paths, score_threshold=threshold, user=None)
-    return [[[b["class_name"], b["score"], *_xywh(b["bbox"])] for b in image["boxes"]] for image in result["images"]]
+def _predicted(task: LabellingTask, model: TrainedModel, paths: list[Path], threshold: float, stage: str) -> list:
+    """``model``'s boxes on each picture, [[class, score, x, y, w, h]], in children of PREDICT_BATCH pictures each
+    (progress after each; no child runs long enough to meet the prediction time limit)."""
+    boxes: list[list[list]] = []
+    _progress(task, stage, 0, len(paths))
+    for start in range(0, len(paths), PREDICT_BATCH):
+        result = predict_files(
+            model=model, paths=paths[start : start + PREDICT_BATCH], score_threshold=threshold, user=None
+        )
+        boxes.extend(
+            [[b["class_name"], b["score"], *_xywh(b["bbox"])] for b in image["boxes"]] for image in result["images"]
+        )
+        _progress(task, stage, len(boxes), len(paths))
+    return boxes
 
 
 def _xywh(bbox: list[float]) -> list[float]:
@@ -153,9 +168,9 @@ def _xywh(bbox: list[float]) -> list[float]:
 def dataset_candidates(task: LabellingTask) -> list[Candidate]:
     """The dataset's enabled images with the model's boxes on them."""
     images = list(DatasetImage.objects.filter(dataset=task.dataset, enabled=True).order_by("id"))
-    _progress(task, "running the model on the images", 0, len(images))
     low = min(float(task.parameters["score_threshold"]), float(task.parameters["band"][0]))
-    boxes = _predicted(task.model, [Path(i.image.path) for i in images], low)
+    paths = [Path(i.image.path) for i in images]
+    boxes = _predicted(task, task.model, paths, low, "running the model on the images")
     candidates = []
     for image, found in zip(images, boxes, strict=True):
         extension = Path(image.image.name).suffix.lower() or ".jpg"
@@ -184,6 +199,10 @@ def _pictures(task: LabellingTask, candidates: list[Candidate], folder: Path) ->
 def build(task: LabellingTask, folder: Path) -> dict:
     params = task.parameters
     candidates = run_candidates(task) if task.detection_run_id else dataset_candidates(task)
+    threshold = float(params["score_threshold"])
+    if params["rule"] != "uncertain":  # only doubt looks below the threshold; the other rules judge what is exported
+        for c in candidates:
+            c.boxes = [b for b in c.boxes if b[1] >= threshold]
     stats = {"candidates": len(candidates)}
     if params["rule"] == "disagreement" and task.second_model is not None:
         # the second model sees the same pictures: a detection run's tiles are cut first
@@ -192,9 +211,9 @@ def build(task: LabellingTask, folder: Path) -> dict:
             if task.detection_run_id
             else [c.data["path"] for c in candidates]
         )
-        _progress(task, "running the second model", 0, len(candidates))
-        for c, others in zip(candidates, _predicted(task.second_model, paths, params["score_threshold"]), strict=True):
-            c.others = others
+        others = _predicted(task, task.second_model, paths, threshold, "running the second model")
+        for c, boxes in zip(candidates, others, strict=True):
+            c.others = boxes
     rule = Rule(
         name=params["rule"],
         count=params["count"],
@@ -207,7 +226,6 @@ def build(task: LabellingTask, folder: Path) -> dict:
         raise ApplicationError(
             f"No tile matches the rule {params['rule']!r} among {len(candidates)} candidates: nothing was exported."
         )
-    threshold = float(params["score_threshold"])
     scratch = folder / "candidates"
     if scratch.exists():  # the disagreement rule on a run's tiles cut every candidate already
         (folder / "images").mkdir()
