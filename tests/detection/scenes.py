@@ -20,18 +20,25 @@ class Scene:
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # painted (x1, y1, x2, y2)
 
 
-def ground(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """Grass and soil (float32 RGB), smooth at the demo tiles' scale, without roofs or roads."""
+GRASS_AND_SOIL = ((70, 105, 50), (125, 105, 75))
+SNOW = ((228, 230, 236), (244, 244, 248))  # a ground the demo tiles never show
+
+
+def ground(width: int, height: int, seed: int = 0, colours=GRASS_AND_SOIL) -> np.ndarray:
+    """Grass and soil (float32 RGB; or two other ``colours``), smooth at the demo tiles' scale, without roofs or
+    roads."""
     rng = np.random.default_rng(seed)
     coarse = Image.fromarray((rng.uniform(0, 1, (height // 32 + 2, width // 32 + 2)) * 255).astype(np.uint8))
     low = np.array(coarse.resize((width, height), Image.Resampling.BICUBIC))[..., None].astype(np.float32) / 255.0
-    grass, soil = np.array([70, 105, 50], np.float32), np.array([125, 105, 75], np.float32)
+    grass, soil = (np.array(c, np.float32) for c in colours)
     return grass * (1 - low) + soil * low + rng.normal(0, 9, (height, width, 3)).astype(np.float32)
 
 
-def scene(width: int, height: int, piles: list[tuple[int, int, int, int]], seed: int = 0) -> Scene:
+def scene(
+    width: int, height: int, piles: list[tuple[int, int, int, int]], seed: int = 0, colours=GRASS_AND_SOIL
+) -> Scene:
     """Ground with a waste pile painted into each (x, y, w, h) box."""
-    canvas = ground(width, height, seed)
+    canvas = ground(width, height, seed, colours)
     rng = np.random.default_rng(seed + 1)
     boxes = []
     for x, y, w, h in piles:

@@ -1,7 +1,8 @@
 """End to end: a real django-q2 worker runs real MMDetection training of the tiny preset on the CPU.
 
 Train from scratch through ``manage.py train --wait``, re-evaluate the registered checkpoint on the held-out split
-independently, fine-tune from it, and check lineage and accuracy. Takes a few minutes on 2 cores.
+independently, fine-tune from it, and check lineage and accuracy; then detection runs with it, and the loop from a
+reviewed run back to a better model (`loop_checks`). Takes a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from models_registry.services import sha256_file
 from tests.conftest import wait_for
 from tests.e2e.detection_checks import check_detection_runs
 from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_results
+from tests.e2e.loop_checks import check_review_loop
 from tests.e2e.model_checks import api_client, check_downloads_in_stock_mmdetection, check_predict
 from tests.e2e.scale_out_checks import check_two_processes
 from training.models import TrainingRun
@@ -190,6 +192,10 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
 
     # 7b. Detection runs over whole orthophotos built here: seams, two parts, rotation, nodata, pixels, cancel.
     check_detection_runs(model, get_user_model().objects.get(username="operator"), tmp_path / "detect")
+
+    # 7c. The loop back to training data: review a run, its sites into a dataset, fine-tune, better site recall;
+    # then a labelling task of that dataset run through the new model, read by Label Studio's converter.
+    check_review_loop(model, get_user_model().objects.get(username="operator"), tmp_path / "loop")
 
     # 8. Early stopping ends a real run before its epoch limit and says so: a learning rate too small to change
     # anything and a frozen backbone keep the validation mAP where it is (a small set of the same kind of tiles).
