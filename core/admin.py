@@ -12,10 +12,11 @@ from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.db.models import Q
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from access.rules import can, visible
 from core.errors import ApplicationError
+from core.formatting import duration
 
 MAX_COMPARE_IDS = 20
 HIDDEN = "(not visible to you)"
@@ -96,6 +97,22 @@ def priority_field() -> forms.ChoiceField:
         initial="normal",
         required=False,
         help_text="High: starts before every normal run (needs the permission to prioritize runs).",
+    )
+
+
+def progress_bar(*, status: str, percent: float, eta_seconds: float | None, **data: object):
+    """The console's live progress bar, with its percent and ETA. ``static/admin_console/progress.js`` polls it
+    while it runs: through ``url`` (its progress endpoint), or a training run's own by ``run``."""
+    attributes = format_html_join(" ", 'data-{}="{}"', data.items())
+    eta = f"ETA {duration(eta_seconds)}" if status == "running" and eta_seconds is not None else ""
+    return format_html(
+        '<span class="run-progress" {} data-status="{}"><progress max="100" value="{}"></progress> '
+        '<span class="pct">{}%</span> <span class="eta">{}</span></span>',
+        attributes,
+        status,
+        percent,
+        round(percent),
+        eta,
     )
 
 

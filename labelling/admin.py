@@ -15,9 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from access.rules import can, visible
-from core.admin import ReadOnlyAdmin, fields_of
+from core.admin import ReadOnlyAdmin, fields_of, progress_bar
 from core.errors import ApplicationError
-from core.formatting import duration as format_duration
 from datasets.models import Dataset
 from datasets.selectors import datasets_visible_to
 from detection.selectors import detection_runs_visible_to
@@ -41,17 +40,9 @@ FORMAT_NAMES = {
 
 
 def progress_html(task: LabellingTask):
-    eta = task.eta_seconds(timezone.now())
-    return format_html(
-        '<span class="run-progress" data-url="{}" data-status="{}"><progress max="100" value="{}"></progress> '
-        '<span class="pct">{}%</span> <span class="eta">{}</span></span> {}',
-        reverse("labellingtask-detail", args=[task.pk]),
-        task.status,
-        task.percent,
-        round(task.percent),
-        f"ETA {format_duration(eta)}" if eta is not None else "",
-        task.stage,
-    )
+    url = reverse("labellingtask-detail", args=[task.pk])
+    bar = progress_bar(status=task.status, percent=task.percent, eta_seconds=task.eta_seconds(timezone.now()), url=url)
+    return format_html("{} {}", bar, task.stage)
 
 
 class LabellingTaskForm(forms.Form):

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -57,7 +58,8 @@ def _progress(task: LabellingTask, stage: str, done: int, total: int) -> None:
     if stage != task.stage:
         task.stage_started_at = timezone.now()
     task.stage, task.progress_done, task.progress_total = stage, done, total
-    task.save(update_fields=["stage", "stage_started_at", "progress_done", "progress_total"])
+    task.heartbeat_at = timezone.now()
+    task.save(update_fields=["stage", "stage_started_at", "progress_done", "progress_total", "heartbeat_at"])
 
 
 def clipped(box: list[float], window: tuple[int, int, int, int]) -> list[float] | None:
@@ -283,8 +285,9 @@ def add_to_label(task: LabellingTask, chosen: list[Candidate], folder: Path) -> 
 
 def build_labelling_task(task_id: int) -> None:
     """The worker's entry: claim the queued task, build it, record the outcome."""
+    now = timezone.now()
     claimed = LabellingTask.objects.filter(pk=task_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started_at=timezone.now()
+        status=Status.RUNNING, started_at=now, heartbeat_at=now
     )
     if not claimed:
         return
@@ -314,3 +317,26 @@ def build_labelling_task(task_id: int) -> None:
         stage="",
         finished_at=timezone.now(),
     )
+
+
+def stale_after() -> timedelta:
+    """How long a worker may stay silent: its longest silent step is a prediction child, stopped after
+    DUMPSITE_PREDICT_TIMEOUT."""
+    return timedelta(seconds=settings.DUMPSITE_PREDICT_TIMEOUT + 60)
+
+
+def labelling_tasks_fail_stale(now=None) -> int:
+    """Fail running tasks whose worker stopped reporting (killed, machine gone), and remove what they had
+    written. Called by every worker cluster's agent; returns how many were failed."""
+    now = now or timezone.now()
+    limit = now - stale_after()
+    failed = 0
+    for pk in LabellingTask.objects.filter(status=Status.RUNNING, heartbeat_at__lt=limit).values_list("pk", flat=True):
+        failed += LabellingTask.objects.filter(pk=pk, status=Status.RUNNING, heartbeat_at__lt=limit).update(
+            status=Status.FAILED,
+            error=f"The worker stopped reporting for over {stale_after().seconds} s (it died or was killed); make "
+            "the task again.",
+            finished_at=now,
+        )
+        shutil.rmtree(task_root() / f".task-{pk}.part", ignore_errors=True)
+    return failed

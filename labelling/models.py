@@ -43,6 +43,7 @@ class LabellingTask(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     stage = models.CharField(max_length=100, blank=True)
     stage_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="When its worker last reported.")
     error = models.TextField(blank=True)
     stats = models.JSONField(default=dict, blank=True)
     images = models.JSONField(default=list, blank=True, help_text="What was exported: [{name, width, height, boxes}].")

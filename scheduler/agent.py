@@ -1,7 +1,8 @@
 """The agent of a worker cluster: a thread beside django-q2's cluster in ``manage.py worker`` that, every tick
 (DUMPSITE_WORKER_TICK seconds), beats the cluster's heartbeat, fails the runs of this host whose worker process is
 gone, reaps runs whose worker stopped heartbeating (at the heartbeat's own scale, not a schedule's minute:
-whichever host's agent notices first fails the run, once), and,
+whichever host's agent notices first fails the run, once) and dataset imports and labelling tasks left behind by a
+dead worker, and,
 when the cluster has an idle process while a run it could take waits (the run's own task went to a cluster that
 could not take it, or resources freed up elsewhere), asks the queue for a take."""
 
@@ -14,6 +15,7 @@ import time
 from django.db import close_old_connections, connection
 
 from datasets.imports import dataset_imports_fail_stale
+from labelling.building import labelling_tasks_fail_stale
 from workers.models import Worker
 from workers.services import worker_heartbeat
 
@@ -47,6 +49,7 @@ class Agent(threading.Thread):
         training_runs_reconcile_host()
         training_runs_reap_stale()
         dataset_imports_fail_stale()
+        labelling_tasks_fail_stale()
         now = time.monotonic()
         self.offered = {k: v for k, v in self.offered.items() if now - v < 10 * self.tick}
         waiting = training_runs_offer(self.worker, waited=2 * self.tick, skip=set(self.offered))

@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audit.selectors import audit_trail_html
-from core.admin import related_link, related_model_html
+from core.admin import progress_bar, related_link, related_model_html
 from core.charts import Series, epoch_map_chart, line_chart
 from core.errors import ApplicationError
 from core.formatting import duration as format_duration
@@ -29,16 +29,7 @@ BADGE_COLOURS = {
 
 
 def progress_html(run: TrainingRun):
-    eta = f"ETA {format_duration(run.eta_seconds)}" if run.status == "running" and run.eta_seconds is not None else ""
-    return format_html(
-        '<span class="run-progress" data-run="{}" data-status="{}"><progress max="100" value="{}"></progress> '
-        '<span class="pct">{}%</span> <span class="eta">{}</span></span>',
-        run.pk,
-        run.status,
-        run.progress_percent,
-        round(run.progress_percent),
-        eta,
-    )
+    return progress_bar(status=run.status, percent=run.progress_percent, eta_seconds=run.eta_seconds, run=run.pk)
 
 
 class RunColumns:

@@ -14,9 +14,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from access.rules import visible
-from core.admin import ReadOnlyAdmin, fields_of, related_link
+from core.admin import ReadOnlyAdmin, fields_of, progress_bar, related_link
 from core.errors import ApplicationError
-from core.formatting import duration as format_duration
 
 from ..imports import dataset_import_create, may_import, orthophoto_tiling_create
 from ..models import Dataset, DatasetImport
@@ -168,16 +167,8 @@ def tile_page(model_admin, request):
 
 
 def import_progress_html(job: DatasetImport):
-    eta = job.eta_seconds(timezone.now())
-    return format_html(
-        '<span class="run-progress" data-url="{}" data-status="{}"><progress max="100" value="{}"></progress> '
-        '<span class="pct">{}%</span> <span class="eta">{}</span></span>',
-        reverse("datasetimport-detail", args=[job.pk]),
-        job.status,
-        job.percent,
-        round(job.percent),
-        f"ETA {format_duration(eta)}" if eta is not None else "",
-    )
+    url = reverse("datasetimport-detail", args=[job.pk])
+    return progress_bar(status=job.status, percent=job.percent, eta_seconds=job.eta_seconds(timezone.now()), url=url)
 
 
 @admin.register(DatasetImport)

@@ -23,7 +23,7 @@ ALLOWED = {
     "training": {"access", "core", "audit", "datasets", "models_registry", "workers", "engine"},
     "detection": {"access", "core", "audit", "datasets", "models_registry", "training", "workers", "engine"},
     "labelling": {"access", "core", "audit", "datasets", "models_registry", "training", "detection", "engine"},
-    "scheduler": {"core", "audit", "datasets", "training", "workers", "engine"},
+    "scheduler": {"core", "audit", "datasets", "training", "workers", "labelling", "engine"},
     "dumpsite": set(PACKAGES) - {"dumpsite"},
 }
 DJANGO = ("django", "rest_framework", "django_filters", "drf_spectacular", "guardian", "django_q")

@@ -193,3 +193,24 @@ def test_chosen_tiles_can_wait_in_a_dataset_marked_to_label(world, tmp_path):
     assert not any(i.enabled for i in waiting) and not any(i.annotations.exists() for i in waiting)
     assert {i.original_name for i in waiting} == {i["name"] for i in task.images}
     assert all(i.location is not None and i.source["model_version"] == task.model_version for i in waiting)
+
+
+def test_a_task_whose_worker_died_is_failed_and_its_files_removed(world, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from labelling.building import labelling_tasks_fail_stale, stale_after
+
+    run, _rows = reviewed_run(world, tmp_path)
+    dead, alive = (labelling_task_create(user=world.users["publisher"], detection_run=run) for _ in range(2))
+    now = timezone.now()
+    LabellingTask.objects.filter(pk=dead.pk).update(status="running", heartbeat_at=now - stale_after() - timedelta(1))
+    LabellingTask.objects.filter(pk=alive.pk).update(status="running", heartbeat_at=now - timedelta(seconds=30))
+    part = task_root() / f".task-{dead.pk}.part"
+    part.mkdir(parents=True)
+    assert labelling_tasks_fail_stale(now) == 1 and labelling_tasks_fail_stale(now) == 0
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "failed" and "stopped reporting" in dead.error and not part.exists()
+    assert alive.status == "running"
