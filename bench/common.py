@@ -54,6 +54,20 @@ def finished_run(run_id: int, start: float, *, interval: float, what: str):
     return run.finished_at.timestamp() - start, run
 
 
+def built_detection_run(name: str, detections: int):
+    """The detection run a bench built before under ``name``, when it is whole (``detections`` of them); one left
+    half-built by an interrupted bench is removed, and None says: build it."""
+    from training.models import TrainingRun
+
+    found = TrainingRun.objects.filter(name=name, kind="detect").first()
+    if found is not None and found.detections.count() == detections:
+        return found
+    if found is not None:
+        found.detections.all().delete()
+        found.delete()
+    return None
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test import Client
 
 from .api_lists import _queries
-from .common import Figure, percentile
+from .common import Figure, built_detection_run, percentile
 from .training import ensure_trainer
 
 DETECTIONS, SMALL, REQUESTS = 10_000, 100, 40
@@ -34,12 +34,9 @@ def _run(user, name: str, count: int):
     from models_registry.models import TrainedModel
     from training.models import TrainingRun
 
-    found = TrainingRun.objects.filter(name=name, kind="detect").first()
-    if found is not None and found.detections.count() == count:
+    found = built_detection_run(name, count)
+    if found is not None:
         return found
-    if found is not None:  # left half-built by an interrupted run of this bench
-        found.detections.all().delete()
-        found.delete()
     dataset, _ = Dataset.objects.get_or_create(name="bench-review")
     ortho = Orthophoto.objects.filter(dataset=dataset).first() or Orthophoto.objects.create(
         dataset=dataset, name="area.tif", file="x.tif", sha256=f"{dataset.pk:064d}", size_bytes=1,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from django.db import transaction
 
-from .common import Figure, median
+from .common import Figure, built_detection_run, median
 from .ortho_tiling import _drop, _floor, build_orthophoto
 
 SITES, TILE, REPETITIONS = 1_000, 1024, 2
@@ -29,12 +29,9 @@ def _run(user):
     from models_registry.models import TrainedModel
     from training.models import TrainingRun
 
-    found = TrainingRun.objects.filter(name=NAME, kind="detect").first()
-    if found is not None and found.detections.count() == SITES:
+    found = built_detection_run(NAME, SITES)
+    if found is not None:
         return found
-    if found is not None:  # left half-built by an interrupted run of this bench
-        found.detections.all().delete()
-        found.delete()
     dataset, _ = Dataset.objects.get_or_create(name="bench-reviewed-area")
     ortho = Orthophoto.objects.filter(dataset=dataset).first() or orthophoto_store(
         dataset=dataset, source=build_orthophoto(20_000), name="area.tif"

@@ -25,8 +25,8 @@ from models_registry.selectors import models_visible_to
 from training.models import TrainingRun
 
 from .acceptance import COUNTS, labelling_task_acceptance
-from .building import task_root
-from .formats import FORMATS
+from .building import task_folder
+from .formats import FORMATS, archive_name
 from .models import LabellingTask
 from .selection import RULES
 from .selectors import labelling_tasks_visible_to
@@ -207,8 +207,8 @@ class LabellingTaskAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         task = self._task(request, pk)
         if fmt not in FORMATS or task.status != LabellingTask.Status.SUCCEEDED:
             raise Http404("No such archive.")
-        name = f"{fmt.replace('_', '-')}.zip"
-        handle = (task_root() / f"task-{task.pk}" / name).open("rb")
+        name = archive_name(fmt)
+        handle = (task_folder(task.pk) / name).open("rb")
         return FileResponse(handle, as_attachment=True, filename=f"labelling-task-{task.pk}-{name}")
 
     def _page(self, request, *, title: str, form, intro: str, submit: str, back: str, back_title: str):

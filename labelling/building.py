@@ -50,6 +50,16 @@ def task_root() -> Path:
     return Path(settings.MEDIA_ROOT) / "labelling"
 
 
+def task_folder(task_id: int) -> Path:
+    """Where a finished task's pictures and archives are."""
+    return task_root() / f"task-{task_id}"
+
+
+def part_folder(task_id: int) -> Path:
+    """Where a task is built, moved to ``task_folder`` whole when it is done."""
+    return task_root() / f".task-{task_id}.part"
+
+
 def safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._")[:80] or "image"
 
@@ -293,8 +303,7 @@ def build_labelling_task(task_id: int) -> None:
         return
     related = ("model", "second_model", "detection_run", "dataset", "to_label_dataset")
     task = LabellingTask.objects.select_related(*related).get(pk=task_id)
-    final = task_root() / f"task-{task.pk}"
-    folder = task_root() / f".task-{task.pk}.part"
+    final, folder = task_folder(task.pk), part_folder(task.pk)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
@@ -338,5 +347,5 @@ def labelling_tasks_fail_stale(now=None) -> int:
             "the task again.",
             finished_at=now,
         )
-        shutil.rmtree(task_root() / f".task-{pk}.part", ignore_errors=True)
+        shutil.rmtree(part_folder(pk), ignore_errors=True)
     return failed

@@ -23,6 +23,11 @@ LS_FROM, LS_TO = "label", "image"
 FORMATS = ("cvat_coco", "cvat_xml", "label_studio")
 
 
+def archive_name(fmt: str) -> str:
+    """The file name of a task's archive in ``fmt``: ``cvat-coco.zip``, ``cvat-xml.zip``, ``label-studio.zip``."""
+    return f"{fmt.replace('_', '-')}.zip"
+
+
 def coco_document(images: Sequence[dict], classes: Sequence[str]) -> dict:
     """COCO as CVAT's "COCO 1.0" holds it: category ids 1..N in class order, one image per file name, each box
     with its model's ``score`` and CVAT's ``attributes``."""
@@ -195,7 +200,7 @@ def write_archives(
                 "tasks.json": json.dumps(tasks, ensure_ascii=False, indent=1).encode(),
                 "label_config.xml": label_config(classes),
             }
-        target = folder / f"{fmt.replace('_', '-')}.zip"
+        target = folder / archive_name(fmt)
         _archive(target, members, images, folder)
         written[fmt] = target
     return written

@@ -58,7 +58,8 @@ class LabellingTaskSerializer(serializers.ModelSerializer):
         return {fmt: f"/api/labelling-tasks/{task.pk}/download/?as={fmt}" for fmt in FORMATS}
 
     def get_images(self, task: LabellingTask) -> int:
-        return len(task.images)
+        # the count the worker recorded: the list defers the pictures' JSON, which would load once per row here
+        return task.stats.get("chosen", 0)
 
 
 class LabellingTaskCreateSerializer(serializers.Serializer):

@@ -18,8 +18,8 @@ from detection.selectors import detection_runs_visible_to
 from models_registry.selectors import models_visible_to
 
 from ..acceptance import acceptance_by_model_version, labelling_task_acceptance
-from ..building import task_root
-from ..formats import FORMATS
+from ..building import task_folder
+from ..formats import FORMATS, archive_name
 from ..selectors import labelling_tasks_visible_to
 from ..services import labelling_task_create
 from .serializers import AcceptanceSerializer, LabellingTaskCreateSerializer, LabellingTaskSerializer
@@ -86,8 +86,8 @@ class LabellingTaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
             return Response(error_body("invalid", "Invalid input.", {"as": [f"One of {', '.join(FORMATS)}."]}), 400)
         if task.status != task.Status.SUCCEEDED:
             raise ApplicationError(f"Task #{task.pk} is {task.status}: nothing to download yet.", {"task": task.status})
-        path = task_root() / f"task-{task.pk}" / f"{fmt.replace('_', '-')}.zip"
-        name = f"labelling-task-{task.pk}-{fmt.replace('_', '-')}.zip"
+        path = task_folder(task.pk) / archive_name(fmt)
+        name = f"labelling-task-{task.pk}-{archive_name(fmt)}"
         return FileResponse(open(path, "rb"), as_attachment=True, filename=name, content_type="application/zip")  # noqa: SIM115 - closed by the response
 
     @extend_schema(request=AcceptanceSerializer, responses={200: OpenApiTypes.OBJECT})

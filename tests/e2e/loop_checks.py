@@ -25,11 +25,12 @@ from datasets.orthophotos import orthophoto_store
 from detection.models import Detection
 from detection.services import detection_run_create
 from detection.to_dataset import reviewed_sites_to_dataset
-from labelling.building import task_root
+from labelling.building import task_folder
 from labelling.models import LabellingTask
-from labelling.selection import iou
+from labelling.selection import iou, unmatched
 from labelling.services import labelling_task_create
 from models_registry.models import TrainedModel
+from models_registry.predictions import predict_files
 from tests.conftest import wait_for
 from tests.detection.scenes import SNOW, ground, write_geotiff
 from tests.e2e.detection_checks import known_sites, painted_polygon
@@ -183,7 +184,7 @@ def check_labelling_from_a_dataset(model: TrainedModel, dataset: Dataset, user, 
     assert task.status == "succeeded", task.error
     assert 0 < len(task.images) <= 8 and task.stats["candidates"] == dataset.images.filter(enabled=True).count()
     folder = tmp_path / "label-studio"
-    with zipfile.ZipFile(task_root() / f"task-{task.pk}" / "label-studio.zip") as zf:
+    with zipfile.ZipFile(task_folder(task.pk) / "label-studio.zip") as zf:
         zf.extractall(folder)
     read = read_with_tool("label_studio", folder)
     for image in task.images:
@@ -205,7 +206,17 @@ def check_disagreement_on_a_run(run, second: TrainedModel, user) -> None:
         message="the disagreement task",
     )
     assert task.status == "succeeded", task.error
-    assert 1 <= task.stats["chosen"] <= 4 < task.stats["candidates"], task.stats
-    folder = task_root() / f"task-{task.pk}"
+    assert task.stats["candidates"] > 4, task.stats  # a choice was made among more tiles than were kept
+    assert task.stats["chosen"] == len(task.images) and 1 <= len(task.images) <= 4, task.stats
+    folder = task_folder(task.pk)
     assert not (folder / "candidates").exists()  # the cut candidates are gone, the chosen ones kept
     assert sorted(p.name for p in (folder / "images").iterdir()) == sorted(i["name"] for i in task.images)
+    # On every chosen tile the two models really disagree: the new model, run here on the exported picture, has a
+    # box the old one lacks, or lacks one it has (same class, IoU 0.5), at the exported threshold.
+    threshold = task.parameters["score_threshold"]
+    paths = [folder / "images" / image["name"] for image in task.images]
+    seen = predict_files(model=second, paths=paths, score_threshold=threshold, user=None)["images"]
+    for image, found in zip(task.images, seen, strict=True):
+        others = [[b["class_name"], b["score"], b["bbox"][0], b["bbox"][1], b["bbox"][2] - b["bbox"][0],
+                   b["bbox"][3] - b["bbox"][1]] for b in found["boxes"]]  # fmt: skip
+        assert unmatched(image["boxes"], others) + unmatched(others, image["boxes"]) > 0, (image, others)

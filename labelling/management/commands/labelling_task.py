@@ -16,8 +16,8 @@ from datasets.selectors import dataset_by_ref
 from detection.selectors import detection_runs_visible_to
 from models_registry.selectors import models_visible_to
 
-from ...building import task_root
-from ...formats import FORMATS
+from ...building import task_folder
+from ...formats import FORMATS, archive_name
 from ...models import LabellingTask
 from ...selection import RULES
 from ...services import labelling_task_create
@@ -113,6 +113,6 @@ class Command(BaseCommand):
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for fmt in FORMATS:
-                name = f"{fmt.replace('_', '-')}.zip"
-                shutil.copyfile(task_root() / f"task-{task.pk}" / name, out / f"labelling-task-{task.pk}-{name}")
+                name = archive_name(fmt)
+                shutil.copyfile(task_folder(task.pk) / name, out / f"labelling-task-{task.pk}-{name}")
             self.stdout.write(f"Archives in {out}.")
