@@ -235,6 +235,9 @@ TRAINING_GPU_WORKERS = env_bool("DUMPSITE_GPU_WORKERS", bool(TRAINING_WORKER_GPU
 # wait). A worker not seen for DUMPSITE_WORKER_FORGET seconds no longer counts in what the site can run.
 TRAINING_WORKER_TICK = float(env_str("DUMPSITE_WORKER_TICK", "2.0"))
 TRAINING_WORKER_FORGET = env_int("DUMPSITE_WORKER_FORGET", 7 * 24 * 3600)
+# Seconds a worker cluster has, after SIGTERM or SIGINT, to stop its processes and fail the runs it held; then what is
+# left of it is killed and it exits (a stop never hangs: systemd and container runtimes wait only so long).
+DUMPSITE_WORKER_STOP_LIMIT = float(env_str("DUMPSITE_WORKER_STOP_LIMIT", "25"))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -24,6 +24,7 @@ from engine.processes import is_alive
 from engine.supervisor import kill_training_process
 from training.models import TrainingRun
 from training.services import training_run_fail_gone, training_run_fail_stale
+from workers.models import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,25 @@ def training_runs_reconcile_host(*, host: str | None = None) -> list[int]:
         failed.append(run.pk)
         _end_leftovers(run)
         logger.warning("training run %s failed: its worker process %s is gone", run.pk, run.worker_process)
+    return failed
+
+
+def training_runs_end_stopped(*, worker: Worker, signal_name: str) -> list[int]:
+    """Fail the running runs of ``worker``, a cluster of this host stopped on ``signal_name`` whose processes are
+    gone, and end what is left of their training. Returns the ids of the runs failed."""
+
+    failed = []
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, worker=worker):
+        if is_alive(run.worker_pid, run.worker_started):
+            continue  # still alive: not a process of the stopped cluster
+        message = (
+            f"The worker was stopped ({signal_name}) while the run trained. The run was marked failed; retry it, "
+            "or resume it from its last checkpoint."
+        )
+        if training_run_fail_gone(run=run, message=message):
+            failed.append(run.pk)
+            _end_leftovers(run)
+            logger.warning("training run %s failed: its worker was stopped (%s)", run.pk, signal_name)
     return failed
 
 

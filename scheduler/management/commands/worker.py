@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,10 +12,14 @@ from django.db import connections
 from django.utils import timezone
 
 from scheduler.agent import Agent
-from scheduler.reaper import training_runs_reconcile_host
+from scheduler.reaper import training_runs_end_stopped, training_runs_reconcile_host
 from workers.models import Worker
 from workers.resources import capacity_of
 from workers.services import WORKER_ID_ENV, worker_register, worker_stop
+from workers.shutdown import StopSignal, call_with_deadline, descendants, end_processes, start_watchdog
+
+# Seconds the cluster gets to stop its processes itself before what is left of them is ended.
+STOP_GRACE = 10
 
 
 class Command(BaseCommand):
@@ -56,24 +59,38 @@ class Command(BaseCommand):
             f"Worker {worker.name}: {capacity_of(worker).describe()}, {worker.processes} run(s) at once.",
         )
         cluster = Cluster()
-        # SIGTERM / SIGINT only set a flag; the stop happens here, in order (agent, then cluster), never inside a
-        # signal handler that interrupted the agent or a multiprocessing call halfway.
-        stopping = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: stopping.set())
+        # After Cluster(), which installs handlers of its own: SIGTERM / SIGINT are only recorded here, and the stop
+        # happens below, in order and with a deadline for each step (workers.shutdown says what hung before).
+        stop = StopSignal()
+        stop.install()
+        start_watchdog(stop, hard_limit=settings.DUMPSITE_WORKER_STOP_LIMIT)
         cluster.start()
         agent = Agent(worker, tick=settings.TRAINING_WORKER_TICK)
         agent.start()
         try:
-            while not stopping.wait(0.5) and cluster.sentinel.is_alive():
-                pass
+            stop.wait(while_true=cluster.sentinel.is_alive)
         finally:
-            agent.stop()
-            agent.join(timeout=10)
+            self.stop(cluster, agent, worker, stop)
+
+    def stop(self, cluster, agent: Agent, worker: Worker, stop: StopSignal) -> None:
+        """The agent; then the cluster, gracefully for a few seconds (idle processes end at once; one busy with a
+        training would finish it first); then whatever is left below this process; then the runs it held fail,
+        resumable, with the reason."""
+        began = time.monotonic()
+        agent.stop()
+        agent.join(timeout=5)
+        if cluster.sentinel.is_alive():
+            call_with_deadline(cluster.stop, STOP_GRACE, "cluster")
+        end_processes(descendants(), grace=3)
+        cluster.sentinel.join(timeout=1)
+        reason = stop.name or "its sentinel died"
+        try:
+            for run_id in training_runs_end_stopped(worker=worker, signal_name=reason):
+                self.stdout.write(f"Run #{run_id} failed: the worker was stopped ({reason}).")
             worker_stop(worker)
+        finally:
             connections.close_all()
-            if cluster.sentinel.is_alive():
-                cluster.stop()
+        self.stdout.write(f"Worker {worker.name} stopped ({reason}) in {time.monotonic() - began:.1f} s.")
 
     def check_alive(self) -> None:
 
