@@ -28,8 +28,8 @@ def start_cluster(log: Path, env: dict | None = None) -> subprocess.Popen:
 
 
 def stop_cluster(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM to the cluster's main process, which stops its workers within a second (a SIGTERM to the whole
-    group leaves it waiting for workers that are already gone); then whatever is left of the group is killed."""
+    """SIGTERM to the cluster's main process, which stops its processes within seconds (tests/e2e/
+    test_worker_stop.py); then whatever is left of the group is killed."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
