@@ -10,6 +10,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from dumpsite.env import env_bool, env_int, env_list, env_str, load_env_file
+from dumpsite.object_storage import bucket_from_env, storage_backend
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_env_file(BASE_DIR / ".env")
@@ -144,8 +145,14 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Where collectstatic gathers files; WhiteNoise serves them from there (no CDN, no separate web server needed).
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "var" / "staticfiles")))
+# Files: the local folder MEDIA_ROOT, or an S3-compatible bucket (DUMPSITE_STORAGE_URL=s3://BUCKET/PREFIX with
+# DUMPSITE_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; dumpsite/object_storage.py). Downloads from a
+# bucket may redirect to a presigned URL valid DUMPSITE_S3_PRESIGN_SECONDS (DUMPSITE_S3_PRESIGNED_DOWNLOADS=1).
+DUMPSITE_BUCKET = bucket_from_env()
+DUMPSITE_S3_PRESIGN_SECONDS = env_int("DUMPSITE_S3_PRESIGN_SECONDS", 300)
+DUMPSITE_S3_PRESIGNED_DOWNLOADS = env_bool("DUMPSITE_S3_PRESIGNED_DOWNLOADS", False)
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": storage_backend(DUMPSITE_BUCKET, presign_seconds=DUMPSITE_S3_PRESIGN_SECONDS),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
