@@ -7,7 +7,8 @@ The policy (``datasets.rasters`` applies the same constants through GeoDjango in
   is opened naming GTiff as its one allowed driver: a VRT, a WMS XML or an HDF5 file is "not a GeoTIFF".
 - **No side files**: the sibling list GDAL is given holds the file alone; PAM (``.aux.xml``) and world files are off.
 - **No network**: ``/vsicurl/`` and its kin accept no file name, with short time-outs and no retries; ``/vsi``
-  paths are refused.
+  paths are refused. The one exception is an orthophoto in the site's own bucket (:meth:`Raster.in_bucket`): its
+  ``/vsis3/`` name is built by the platform, and GDAL may reach that one name, from one thread, while it is open.
 - **Bounded**: GDAL's block cache is capped (``GDAL_CACHEMAX``, megabytes).
 
 Reading goes through ``GDALDatasetRasterIO`` straight into a NumPy buffer, one window at a time, pixel-interleaved.
@@ -19,6 +20,8 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,8 @@ SIGNATURES: dict[str, tuple[Any, list]] = {
     "GDALGetDriverShortName": (ctypes.c_char_p, [ctypes.c_void_p]),
     "GDALDeregisterDriver": (None, [ctypes.c_void_p]),
     "CPLSetConfigOption": (None, [ctypes.c_char_p, ctypes.c_char_p]),
+    "CPLSetThreadLocalConfigOption": (None, [ctypes.c_char_p, ctypes.c_char_p]),
+    "VSICurlPartialClearCache": (None, [ctypes.c_char_p]),
     "GDALGetRasterXSize": (ctypes.c_int, [ctypes.c_void_p]),
     "GDALGetRasterYSize": (ctypes.c_int, [ctypes.c_void_p]),
     "GDALGetRasterCount": (ctypes.c_int, [ctypes.c_void_p]),
@@ -120,21 +125,86 @@ def limit_block_cache(megabytes: int) -> None:
     library().GDALSetCacheMax64(min(megabytes, CACHE_MB) * 2**20)
 
 
+@dataclass(frozen=True)
+class BucketObject:
+    """An object of the site's bucket, named by the platform (a stored file's key, never a user's text), with what
+    GDAL needs to read it: the store's address and the site's credentials."""
+
+    endpoint_url: str  # http(s)://host:port
+    region: str
+    bucket: str
+    key: str
+    access_key: str
+    secret_key: str
+    virtual_hosting: bool = False
+
+    @property
+    def vsi_path(self) -> str:
+        return f"/vsis3/{self.bucket}/{self.key}"
+
+    def options(self) -> dict[str, str]:
+        """Thread-local GDAL options for reading this one object: its file name is the only one /vsis3/ accepts,
+        with the site's store and credentials, time-outs and retries fit for a long read (the global policy gives
+        the network one second and no retry)."""
+        scheme, _, address = self.endpoint_url.partition("://")
+        return {
+            "CPL_VSIL_CURL_ALLOWED_FILENAME": self.vsi_path,
+            "AWS_S3_ENDPOINT": address.rstrip("/"),
+            "AWS_HTTPS": "YES" if scheme == "https" else "NO",
+            "AWS_VIRTUAL_HOSTING": "TRUE" if self.virtual_hosting else "FALSE",
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_SESSION_TOKEN": "",
+            "AWS_NO_SIGN_REQUEST": "NO",
+            "CPL_AWS_CREDENTIALS_FILE": "",  # never ~/.aws of the host
+            "AWS_CONFIG_FILE": "",
+            "GDAL_HTTP_TIMEOUT": "60",
+            "GDAL_HTTP_CONNECTTIMEOUT": "10",
+            "GDAL_HTTP_MAX_RETRY": "3",
+            "GDAL_HTTP_RETRY_DELAY": "1",
+        }
+
+
 class Raster:
     """A user's GeoTIFF opened read-only under the policy, for windowed reads; a context manager that closes it."""
 
     def __init__(self, path: str | Path):
-        lib = library()
         text = os.fspath(path)
         if text.startswith("/vsi") or not Path(text).is_file():
             raise RasterRefused("not a regular file")
         resolved = str(Path(text).resolve())
+        self._options: dict[str, str] = {}
+        self._open(resolved, Path(resolved).name)
+
+    @classmethod
+    def in_bucket(cls, obj: BucketObject) -> Raster:
+        """An orthophoto kept in the site's bucket, read by window with ranged GETs (``/vsis3/``): GDAL may reach
+        that one object and nothing else, and only from this thread while the raster is open."""
+        raster = cls.__new__(cls)
+        raster._options = obj.options()
+        raster._set_options(raster._options)
+        try:
+            raster._open(obj.vsi_path, obj.vsi_path.rsplit("/", 1)[-1])
+        except BaseException:
+            library().VSICurlPartialClearCache(obj.vsi_path.encode())
+            raster._set_options(dict.fromkeys(raster._options))
+            raise
+        return raster
+
+    def _set_options(self, options: Mapping[str, str | None]) -> None:
+        lib = library()
+        for key, value in options.items():
+            lib.CPLSetThreadLocalConfigOption(key.encode(), None if value is None else value.encode())
+
+    def _open(self, name: str, sibling: str) -> None:
+        lib = library()
         handle = lib.GDALOpenEx(
-            resolved.encode(),
+            name.encode(),
             GDAL_OF_RASTER,
             ctypes.cast(strings(ALLOWED_DRIVERS), ctypes.c_void_p),
             None,
-            ctypes.cast(strings([Path(resolved).name]), ctypes.c_void_p),
+            ctypes.cast(strings([sibling]), ctypes.c_void_p),
         )
         if not handle:
             raise RasterRefused("not a GeoTIFF the platform can read")
@@ -207,6 +277,11 @@ class Raster:
         if self._handle:
             self._lib.GDALClose(self._handle)
             self._handle = None
+        if self._options:
+            # What GDAL cached of the object (its size, its blocks) goes with it: the next open asks the store again.
+            self._lib.VSICurlPartialClearCache(self._options["CPL_VSIL_CURL_ALLOWED_FILENAME"].encode())
+            self._set_options(dict.fromkeys(self._options))
+            self._options = {}
 
     def __enter__(self) -> Raster:
         return self

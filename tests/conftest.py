@@ -138,3 +138,37 @@ def world(db, roles, make_dataset, tmp_path):
     from tests.world import build_world
 
     return build_world(make_dataset, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on the loopback address for the whole session, started on first use."""
+    from tests.objectstore import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def bucket_storage(s3_server, settings):
+    """This test's files in the S3 server's bucket, under a prefix of their own (the settings of a site started
+    with DUMPSITE_STORAGE_URL=s3://...)."""
+    import secrets
+
+    from core.buckets import Bucket
+    from dumpsite.object_storage import storage_backend
+
+    bucket = Bucket(
+        name=s3_server.bucket,
+        prefix=f"test-{secrets.token_hex(4)}",
+        endpoint_url=s3_server.endpoint,
+        region="us-east-1",
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        addressing_style="path",
+    )
+    settings.DUMPSITE_BUCKET = bucket
+    settings.DUMPSITE_S3_PRESIGN_SECONDS = 60
+    settings.STORAGES = {**settings.STORAGES, "default": storage_backend(bucket, presign_seconds=60)}
+    return bucket
