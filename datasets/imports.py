@@ -23,6 +23,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from access.rules import can, require, visible
+from core.db import DATABASE_ERRORS, drop_broken_connections, first_line, when_database_is_back
 from core.errors import ApplicationError
 
 from .coco_import import import_coco_zip
@@ -246,6 +247,7 @@ class ProgressReporter:
                     self._write()
                 except Exception:  # noqa: BLE001 - progress is best effort; the import goes on
                     logger.warning("import %s: progress not written", self.import_id, exc_info=True)
+                    drop_broken_connections()  # the next write reconnects (a database restart)
         finally:
             connections.close_all()  # this thread's connections only
 
@@ -302,12 +304,19 @@ def dataset_import_execute(*, import_id: int) -> str:
         message = exc.message
     except PermissionDenied as exc:  # the uploader lost the right while the import waited
         message = str(exc) or "The uploader may no longer do this."
+    except DATABASE_ERRORS as exc:  # its transaction died with the connection: nothing of it was saved
+        logger.exception("dataset import %s lost the database", import_id)
+        message = (
+            f"The worker lost the database during the import ({first_line(exc)}); nothing of it was saved. Upload "
+            "the archive again."
+        )
     except Exception:  # noqa: BLE001 - an import never stays 'running'
         reference = secrets.token_hex(4)
         logger.exception("dataset import %s crashed (reference %s)", import_id, reference)
         message = f"Internal error in the worker (reference {reference}); the server log has the details."
     else:
-        DatasetImport.objects.filter(pk=import_id, status=Status.RUNNING).update(
+        # Committed: its end is written once the database is back should it have gone away just now.
+        succeeded = dict(
             status=Status.SUCCEEDED,
             dataset=report.dataset,
             items_done=reporter.total,
@@ -322,11 +331,20 @@ def dataset_import_execute(*, import_id: int) -> str:
             stats=report.stats,
             finished_at=timezone.now(),
         )
+        when_database_is_back(
+            lambda: DatasetImport.objects.filter(pk=import_id, status=Status.RUNNING).update(**succeeded),
+            within=settings.DUMPSITE_IMPORT_STALE_SECONDS,
+            what=f"import {import_id}'s end",
+        )
         return Status.SUCCEEDED
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    DatasetImport.objects.filter(pk=import_id, status=Status.RUNNING).update(
-        status=Status.FAILED, error_message=message[:4000], finished_at=timezone.now()
+    when_database_is_back(
+        lambda: DatasetImport.objects.filter(pk=import_id, status=Status.RUNNING).update(
+            status=Status.FAILED, error_message=message[:4000], finished_at=timezone.now()
+        ),
+        within=settings.DUMPSITE_IMPORT_STALE_SECONDS,
+        what=f"import {import_id}'s failure",
     )
     return Status.FAILED
 

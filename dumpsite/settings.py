@@ -119,6 +119,8 @@ DATABASES = {
         "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
         "PORT": env_str("POSTGRES_PORT", "5432"),
         "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 0),
+        # A kept connection is checked before a request uses it: after a database restart the web reconnects.
+        "CONN_HEALTH_CHECKS": True,
         # Test database name; a worker started by the tests is pointed at it through POSTGRES_DB.
         "TEST": {"NAME": env_str("POSTGRES_TEST_DB", "test_dumpsite")},
     }

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from pathlib import Path
 
 from django.conf import settings
 
+from core.db import DATABASE_ERRORS, Outage, first_line, when_database_is_back
 from datasets.selectors import describe_image_paths
 from engine.supervisor import ChildResult, child_environment, resource_environment, run_child, tail_text
 
@@ -49,20 +51,28 @@ def end_unless_trained(run: TrainingRun, result: ChildResult) -> str | None:
 
 
 def fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
-    """Clean the scratch files first, so that a run seen as finished has nothing left in flight."""
+    """Clean the scratch files first, so that a run seen as finished has nothing left in flight. Written once the
+    database is back if it is away (a restart): a run must not wait for the reaper to be seen failed."""
     cleanup_work_dir(run, keep_last_checkpoint=True)
-    training_run_fail(run_id=run.pk, message=message, log_tail=log_tail)
+    when_database_is_back(
+        lambda: training_run_fail(run_id=run.pk, message=message, log_tail=log_tail),
+        within=settings.TRAINING_HEARTBEAT_LIMIT,
+        what=f"run {run.pk}'s failure",
+    )
     return Status.FAILED
 
 
 def supervise(run: TrainingRun, job_file: Path, *, processes: int = 1) -> ChildResult:
     """The child of every kind, watched until it exits, is cancelled or runs out of time: its progress into the
-    run about once a second, its pid recorded for the reaper, the run's time limit and environment."""
+    run about once a second, its pid recorded for the reaper, the run's time limit and environment. While the
+    database is away (a restart), the child trains on and its progress waits: the heartbeat resumes when the database
+    is back, unless the reaper failed the run meanwhile (then the child is stopped at the next write)."""
+    outage = Outage(f"run {run.pk}'s progress")
     return run_child(
         job_file=job_file,
         events_file=run.work_dir / "events.jsonl",
         log_file=run.work_dir / "train.log",
-        on_progress=lambda state: training_run_progress(run_id=run.pk, state=state),
+        on_progress=lambda state: outage.call(lambda: training_run_progress(run_id=run.pk, state=state), True),
         on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
         interval=settings.TRAINING_PROGRESS_INTERVAL,
         timeout=run.effective_time_limit,
@@ -76,8 +86,12 @@ def crashed(run: TrainingRun) -> str:
     must never stay 'running' after its worker gave up). Call from an ``except`` block."""
     reference = secrets.token_hex(4)
     logger.exception("%s run %s crashed in the worker (reference %s)", run.kind, run.pk, reference)
-    return fail(
-        run,
-        message=f"Internal error in the worker (reference {reference}); the server log has the details.",
-        log_tail=tail_text(run.work_dir / "train.log"),
-    )
+    error = sys.exc_info()[1]
+    if isinstance(error, DATABASE_ERRORS):
+        message = (
+            f"The worker lost the database and could not record the run ({first_line(error)}; reference "
+            f"{reference}). Retry it, or resume it from its last checkpoint."
+        )
+    else:
+        message = f"Internal error in the worker (reference {reference}); the server log has the details."
+    return fail(run, message=message, log_tail=tail_text(run.work_dir / "train.log"))

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
+from core.db import Outage, when_database_is_back
 from core.errors import ApplicationError
 from datasets.coco_export import CocoExport, export_coco
 from datasets.splits import DEFAULT_CELL_M
@@ -47,13 +49,17 @@ def execute(run: TrainingRun) -> str:
         result = train(run, job_file)
         events = result.events  # kept as the supervisor read them while the child ran
         timings.child_exited(events)
-        training_run_progress(run_id=run_id, state=result.state)
+        Outage(f"run {run_id}'s progress").call(lambda: training_run_progress(run_id=run_id, state=result.state), 0)
         ended = end_unless_trained(run, result)
         if ended is not None:
             return ended
         outcome = json.loads((run.work_dir / "result.json").read_text(encoding="utf-8"))
-        register_and_succeed(
-            run, export, outcome=outcome, history=metrics_history_of(run, events), log_tail=result.log_tail
+        history = metrics_history_of(run, events)
+        # One transaction that removes its stored artifacts if it rolls back: repeated once the database is back.
+        when_database_is_back(
+            lambda: register_and_succeed(run, export, outcome=outcome, history=history, log_tail=result.log_tail),
+            within=settings.TRAINING_HEARTBEAT_LIMIT,
+            what=f"run {run_id}'s registration",
         )
         timings.lap("registration")
         return Status.SUCCEEDED
