@@ -1,0 +1,87 @@
+"""A worker host's cache of stored files, on its own disk, keyed by their content (sha256).
+
+Dataset pictures are stored under their content hash and never change, so a picture fetched once for a run serves
+every later run on the same host: the second run on a dataset downloads nothing. A file is fetched to a unique
+temporary name, its hash checked, and moved into place: two workers of one host fetching the same picture at once
+each write their own, and neither can publish a half-written or corrupt one. The cache is bounded
+(``prune``: the least recently used files go first; a hit marks a file used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+
+from .file_cache import prune
+from .storage import bucket_key, in_bucket, s3_client, site_bucket
+
+
+class CorruptDownload(Exception):
+    """The bytes fetched are not the file the database names (another hash)."""
+
+
+@dataclass
+class HostCache:
+    root: Path
+    max_bytes: int
+    hits: int = 0
+    misses: int = 0
+    bytes_fetched: int = 0
+    _seen: set[str] = field(default_factory=set)
+
+    def path_for(self, sha256: str, suffix: str = "") -> Path:
+        digest = sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256: {sha256!r}")
+        return self.root / digest[:2] / f"{digest}{suffix[:16]}"
+
+    def fetch(self, name: str, sha256: str) -> Path:
+        """The local path of the stored file ``name`` whose content hash is ``sha256``: from the cache, or fetched
+        into it."""
+        target = self.path_for(sha256, Path(name).suffix)
+        if target.is_file():
+            if sha256 not in self._seen:
+                self.hits += 1
+                self._seen.add(sha256)
+                os.utime(target)  # used now: pruned last
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+        os.close(fd)
+        try:
+            if in_bucket():
+                s3_client().download_file(site_bucket().name, bucket_key(name), tmp)
+            else:
+                shutil.copyfile(default_storage.path(name), tmp)
+            digest, size = file_sha256(Path(tmp))
+            if digest != sha256.lower():
+                raise CorruptDownload(f"stored file {name!r} is not the picture recorded ({digest[:12]}…)")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.misses += 1
+        self.bytes_fetched += size
+        self._seen.add(sha256)
+        return target
+
+    def prune(self) -> dict:
+        return prune(self.root, self.max_bytes)
+
+    def counts(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "bytes_fetched": self.bytes_fetched}
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
