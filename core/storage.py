@@ -19,6 +19,8 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 
 from .buckets import Bucket
 
@@ -56,7 +58,12 @@ class RangeReader(io.RawIOBase):
         super().__init__()
         self.client = client or s3_client()
         self.bucket, self.key, self.chunk = site_bucket().name, key, chunk
-        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(key) from None
+            raise
         self.size: int = head["ContentLength"]
         self.etag: str = head.get("ETag", "")
         self.position = 0
@@ -124,6 +131,22 @@ def download_url(name: str, *, filename: str) -> str | None:
             "ResponseContentDisposition": f'attachment; filename="{safe}"',
         },
         ExpiresIn=settings.DUMPSITE_S3_PRESIGN_SECONDS,
+    )
+
+
+def stored_file_response(name: str, *, filename: str, content_type: str) -> HttpResponseBase:
+    """A download of the stored file ``name`` as ``filename``: a redirect to a presigned URL where the site asks for
+    them (the web process carries no body), else the file streamed (from a bucket by ranged GETs, never whole).
+    FileNotFoundError when it is not stored."""
+    url = download_url(name, filename=filename)
+    if url is not None:
+        return HttpResponseRedirect(url)
+    handle = open_stored(name)
+    return FileResponse(
+        io.BufferedReader(handle, RANGE_CHUNK) if isinstance(handle, RangeReader) else handle,
+        as_attachment=True,
+        filename=filename,
+        content_type=content_type,
     )
 
 

@@ -15,6 +15,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from core.api import ActionPermission
+from core.storage import stored_file_response
 from core.uploads import uploaded_file_path
 
 from .. import card as cards
@@ -204,15 +205,13 @@ class TrainedModelViewSet(
             digest = model.checkpoint_sha256 if artifact == "checkpoint" else model.config_sha256
             suffix = field.name.rsplit(".", 1)[-1]
             try:
-                handle = field.open("rb")
+                response = stored_file_response(
+                    field.name,
+                    filename=f"model-{model.pk}-{artifact.replace('_json', '')}.{suffix}",
+                    content_type="application/octet-stream",
+                )
             except FileNotFoundError:
                 raise NotFound(f"The {artifact} file of this model is missing from storage.") from None
-            response = FileResponse(
-                handle,
-                as_attachment=True,
-                filename=f"model-{model.pk}-{artifact.replace('_json', '')}.{suffix}",
-                content_type="application/octet-stream",
-            )
             response["X-Checksum-SHA256"] = digest
             return response
         if artifact == "bundle":

@@ -164,3 +164,29 @@ def test_an_orthophoto_is_read_by_window_straight_from_the_bucket(bucket_storage
     # Closed: the thread's options are gone, and GDAL reaches the bucket no more.
     lib = library()
     assert not lib.GDALOpenEx(obj.vsi_path.encode(), GDAL_OF_RASTER, None, None, None)
+
+
+def test_a_model_kept_in_the_bucket_downloads_by_ranged_reads_or_by_a_presigned_redirect(
+    world, bucket_storage, settings, s3_server
+):
+    model = world.model
+    with open(settings.MEDIA_ROOT / model.checkpoint.name, "rb") as fh:  # the same model, its files in the bucket
+        assert default_storage.save(model.checkpoint.name, fh) == model.checkpoint.name
+    client = world.client("owner")
+    response = client.get(f"/api/trained-models/{model.pk}/download/?artifact=checkpoint")
+    assert response.status_code == 200 and response.streaming
+    assert b"".join(response.streaming_content) == b"weights of run %d" % world.run.pk
+    assert response["X-Checksum-SHA256"] == model.checkpoint_sha256
+    settings.DUMPSITE_S3_PRESIGNED_DOWNLOADS = True
+    response = client.get(f"/api/trained-models/{model.pk}/download/?artifact=checkpoint")
+    assert response.status_code == 302 and response["X-Checksum-SHA256"] == model.checkpoint_sha256
+    with urllib.request.urlopen(response["Location"], timeout=10) as stored:
+        assert stored.read() == b"weights of run %d" % world.run.pk
+        assert f'filename="model-{model.pk}-checkpoint.pth"' in stored.headers["Content-Disposition"]
+    assert client.get(f"/api/trained-models/{model.pk}/download/?artifact=checkpoint&x=1").status_code == 302
+    anonymous = world.client("anonymous").get(f"/api/trained-models/{model.pk}/download/?artifact=checkpoint")
+    assert anonymous.status_code in (401, 403, 404)  # no URL handed out without the right
+    s3_server.client().delete_object(Bucket=s3_server.bucket, Key=bucket_key(model.checkpoint.name))
+    settings.DUMPSITE_S3_PRESIGNED_DOWNLOADS = False
+    gone = client.get(f"/api/trained-models/{model.pk}/download/?artifact=checkpoint")
+    assert gone.status_code == 404 and "missing from storage" in gone.json()["message"]
