@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.core.files.storage import default_storage
-
 from .file_cache import prune
-from .storage import bucket_key, in_bucket, s3_client, site_bucket
+from .storage import copy_stored
 
 
 class CorruptDownload(Exception):
@@ -55,11 +52,9 @@ class HostCache:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
         os.close(fd)
         try:
-            if in_bucket():
-                s3_client().download_file(site_bucket().name, bucket_key(name), tmp)
-            else:
-                shutil.copyfile(default_storage.path(name), tmp)
-            digest, size = file_sha256(Path(tmp))
+            copy_stored(name, tmp)
+            with open(tmp, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
             if digest != sha256.lower():
                 raise CorruptDownload(f"stored file {name!r} is not the picture recorded ({digest[:12]}…)")
             os.replace(tmp, target)
@@ -67,7 +62,7 @@ class HostCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.misses += 1
-        self.bytes_fetched += size
+        self.bytes_fetched += target.stat().st_size
         self._seen.add(sha256)
         return target
 
@@ -76,12 +71,3 @@ class HostCache:
 
     def counts(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "bytes_fetched": self.bytes_fetched}
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size

@@ -150,14 +150,19 @@ def stored_file_response(name: str, *, filename: str, content_type: str) -> Http
     )
 
 
+def copy_stored(name: str, path: Path | str) -> None:
+    """Copy the stored file ``name`` to the local ``path`` (downloaded in parts from a bucket)."""
+    if in_bucket():
+        s3_client().download_file(site_bucket().name, bucket_key(name), str(path))
+    else:
+        shutil.copyfile(default_storage.path(name), path)
+
+
 def fetch_to(name: str, target: Path) -> Path:
     """The stored file ``name`` copied to the local path ``target`` (a worker's scratch), streamed in parts; the
     target appears whole or not at all."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    if in_bucket():
-        s3_client().download_file(site_bucket().name, bucket_key(name), str(partial))
-    else:
-        shutil.copyfile(default_storage.path(name), partial)
+    copy_stored(name, partial)
     os.replace(partial, target)
     return target

@@ -14,6 +14,7 @@ never signals a process of another host, whose pids mean nothing here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -54,41 +55,45 @@ def training_runs_reconcile_host(*, host: str | None = None) -> list[int]:
     """Fail, at once, every running run recorded on this host whose worker process is gone (dead, or its pid now
     another process's), and end what is left of its training. Returns the ids of the runs failed."""
 
-    host = host or settings.DUMPSITE_HOST_ID
-    failed = []
-    for run in TrainingRun.objects.filter(
-        status=TrainingRun.Status.RUNNING, worker_host=host, worker_pid__isnull=False
-    ):
-        if is_alive(run.worker_pid, run.worker_started):
-            continue
-        message = (
+    runs = TrainingRun.objects.filter(
+        status=TrainingRun.Status.RUNNING, worker_host=host or settings.DUMPSITE_HOST_ID, worker_pid__isnull=False
+    )
+    return _fail_gone(
+        runs,
+        lambda run: (
             f"The worker process {run.worker_process} is gone (it died or was killed while the run trained). The "
             "run was marked failed; retry it, or resume it from its last checkpoint."
-        )
-        if not training_run_fail_gone(run=run, message=message):
-            continue  # it ended meanwhile, or another agent of this host was first
-        failed.append(run.pk)
-        _end_leftovers(run)
-        logger.warning("training run %s failed: its worker process %s is gone", run.pk, run.worker_process)
-    return failed
+        ),
+        "its worker process is gone",
+    )
 
 
 def training_runs_end_stopped(*, worker: Worker, signal_name: str) -> list[int]:
     """Fail the running runs of ``worker``, a cluster of this host stopped on ``signal_name`` whose processes are
     gone, and end what is left of their training. Returns the ids of the runs failed."""
 
-    failed = []
-    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, worker=worker):
-        if is_alive(run.worker_pid, run.worker_started):
-            continue  # still alive: not a process of the stopped cluster
-        message = (
+    return _fail_gone(
+        TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, worker=worker),
+        lambda run: (
             f"The worker was stopped ({signal_name}) while the run trained. The run was marked failed; retry it, "
             "or resume it from its last checkpoint."
-        )
-        if training_run_fail_gone(run=run, message=message):
-            failed.append(run.pk)
-            _end_leftovers(run)
-            logger.warning("training run %s failed: its worker was stopped (%s)", run.pk, signal_name)
+        ),
+        f"its worker was stopped ({signal_name})",
+    )
+
+
+def _fail_gone(runs, message_of: Callable[[TrainingRun], str], why: str) -> list[int]:
+    """Fail each of ``runs`` whose worker process is no longer alive (one conditional UPDATE each: a run that ended
+    or was failed by another agent meanwhile is left alone) and end what is left of its training."""
+    failed = []
+    for run in runs:
+        if is_alive(run.worker_pid, run.worker_started):
+            continue
+        if not training_run_fail_gone(run=run, message=message_of(run)):
+            continue  # it ended meanwhile, or another agent of this host was first
+        failed.append(run.pk)
+        _end_leftovers(run)
+        logger.warning("training run %s failed: %s (%s)", run.pk, why, run.worker_process)
     return failed
 
 
