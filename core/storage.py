@@ -11,8 +11,11 @@ that no web process carries a multi-GB body.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any, cast
@@ -153,7 +156,13 @@ def stored_file_response(name: str, *, filename: str, content_type: str) -> Http
 def copy_stored(name: str, path: Path | str) -> None:
     """Copy the stored file ``name`` to the local ``path`` (downloaded in parts from a bucket)."""
     if in_bucket():
-        s3_client().download_file(site_bucket().name, bucket_key(name), str(path))
+        client = s3_client()
+        try:
+            client.download_file(site_bucket().name, bucket_key(name), str(path))
+        except client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(name) from None
+            raise
     else:
         shutil.copyfile(default_storage.path(name), path)
 
@@ -166,3 +175,136 @@ def fetch_to(name: str, target: Path) -> Path:
     copy_stored(name, partial)
     os.replace(partial, target)
     return target
+
+
+class _Hashing(io.RawIOBase):
+    """A file read once from start to end, hashed on the way (not seekable: the uploader reads it in order)."""
+
+    def __init__(self, raw: Any):
+        super().__init__()
+        self.raw, self.digest = raw, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        count = self.raw.readinto(target)
+        self.digest.update(memoryview(target)[:count])
+        return count
+
+
+def store_file(source: Path | str, name: str, *, move: bool = False) -> str:
+    """Store the local file ``source`` under exactly ``name`` (replacing what was there) and return its sha256,
+    reading it once. Whole or not at all: to a bucket it is uploaded in parts and appears when the upload completes;
+    in the local folder it is written beside and renamed into place (a file of a worker's scratch, ``move``, is
+    renamed when both are on one file system)."""
+    source = Path(source)
+    if in_bucket():
+        with open(source, "rb", buffering=0) as raw:
+            hashing = _Hashing(raw)
+            s3_client().upload_fileobj(
+                io.BufferedReader(hashing, RANGE_CHUNK),
+                site_bucket().name,
+                bucket_key(name),
+                Config=cast(Any, default_storage).transfer_config,
+            )
+        digest = hashing.digest.hexdigest()
+    else:
+        digest = _store_locally(source, Path(default_storage.path(name)), move=move)
+    if move:
+        source.unlink(missing_ok=True)
+    return digest
+
+
+def _store_locally(source: Path, target: Path, *, move: bool) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if move:
+        try:
+            os.replace(source, target)
+            with open(target, "rb") as fh:
+                return hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(partial, "xb") as dst:
+            while chunk := src.read(RANGE_CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+def delete_stored(prefix: str) -> None:
+    """Remove every stored file under the folder ``prefix`` (a model's, a run's); nothing when there is none."""
+    prefix = prefix.strip("/")
+    if not prefix or ".." in prefix.split("/"):
+        raise ValueError(f"refusing to delete the stored folder {prefix!r}")
+    if not in_bucket():
+        shutil.rmtree(default_storage.path(prefix), ignore_errors=True)
+        return
+    client, bucket = s3_client(), site_bucket().name
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=bucket_key(prefix) + "/"):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def delete_file(name: str) -> None:
+    """Remove one stored file; nothing when it is not there."""
+    if in_bucket():
+        s3_client().delete_object(Bucket=site_bucket().name, Key=bucket_key(name))
+    else:
+        Path(default_storage.path(name)).unlink(missing_ok=True)
+
+
+def stored_names(prefix: str) -> list[str]:
+    """The names of the files stored directly in the folder ``prefix`` (sorted; empty when there is none)."""
+    prefix = prefix.strip("/")
+    if not in_bucket():
+        folder = Path(default_storage.path(prefix))
+        return sorted(f"{prefix}/{p.name}" for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    client, bucket, start = s3_client(), site_bucket().name, bucket_key(prefix) + "/"
+    names = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start, Delimiter="/"):
+        # A store may list a folder as an object of its own (a key ending in "/", as SeaweedFS does): not a file.
+        names += [
+            f"{prefix}/{item['Key'][len(start) :]}" for item in page.get("Contents", ()) if item["Key"][-1] != "/"
+        ]
+    return sorted(names)
+
+
+def read_stored_tail(name: str, max_bytes: int) -> bytes:
+    """The last ``max_bytes`` of the stored file ``name`` (one ranged read); b"" when it is not stored."""
+    try:
+        with open_stored(name, chunk=max_bytes) as fh:
+            size = fh.seek(0, io.SEEK_END)
+            fh.seek(max(0, size - max_bytes))
+            return fh.read()
+    except FileNotFoundError:
+        return b""
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a storage that does not answer or refuses a file (a disk full; a bucket unreachable)."""
+    if not in_bucket():
+        return (OSError,)
+    # botocore is loaded only by a site that keeps its files in a bucket
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (OSError, BotoCoreError, ClientError)
+
+
+def missing_files(names: list[str]) -> list[str]:
+    """Those of ``names`` the storage does not have (from a bucket: one listing per folder, not a request per file)."""
+    if not in_bucket():
+        return [name for name in names if not os.path.isfile(default_storage.path(name))]
+    stored: set[str] = set()
+    for folder in {os.path.dirname(name) for name in names}:
+        stored.update(stored_names(folder))
+    return [name for name in names if name not in stored]

@@ -77,6 +77,7 @@ def storage_backend(bucket: Bucket | None, *, presign_seconds: int) -> dict:
         return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
     # boto3 is imported only by a site that keeps its files in a bucket
     from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
 
     # Parts of 8 MiB, at most 4 in flight and 4 read ahead (s3transfer's settings; boto3 does not take them as
     # arguments): an upload or a download holds about 64 MiB whatever the file's size.
@@ -91,8 +92,15 @@ def storage_backend(bucket: Bucket | None, *, presign_seconds: int) -> dict:
             "region_name": bucket.region,
             "access_key": bucket.access_key,
             "secret_key": bucket.secret_key,
-            "addressing_style": bucket.addressing_style,
-            "signature_version": "s3v4",
+            # A store that does not answer fails a request within seconds (3 tries: a run stops saying so) rather
+            # than after botocore's minute-long connect timeout and 5 tries.
+            "client_config": Config(
+                s3={"addressing_style": bucket.addressing_style},
+                signature_version="s3v4",
+                connect_timeout=5,
+                read_timeout=60,
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
             "file_overwrite": False,  # a second file of one name gets a name of its own, as on a disk
             "default_acl": None,  # the bucket's policy decides; nothing is made public
             "querystring_auth": True,  # URLs are presigned, short-lived

@@ -13,7 +13,19 @@ import pytest
 from django.core.files import File
 from django.core.files.storage import default_storage
 
-from core.storage import RangeReader, bucket_key, download_url, fetch_to, in_bucket, open_stored
+from core.storage import (
+    RangeReader,
+    bucket_key,
+    delete_stored,
+    download_url,
+    fetch_to,
+    in_bucket,
+    missing_files,
+    open_stored,
+    read_stored_tail,
+    store_file,
+    stored_names,
+)
 from engine.raster import GDAL_OF_RASTER, BucketObject, Raster, RasterRefused, library
 
 MiB = 2**20
@@ -190,3 +202,33 @@ def test_a_model_kept_in_the_bucket_downloads_by_ranged_reads_or_by_a_presigned_
     settings.DUMPSITE_S3_PRESIGNED_DOWNLOADS = False
     gone = client.get(f"/api/trained-models/{model.pk}/download/?artifact=checkpoint")
     assert gone.status_code == 404 and "missing from storage" in gone.json()["message"]
+
+
+def test_a_workers_file_is_stored_under_its_name_hashed_on_the_way_and_listed_and_removed_by_folder(
+    bucket_storage, s3_server, tmp_path
+):
+    size = 40 * MiB + 123  # several parts and a short last one
+    source, original = Generated(size), tmp_path / "epoch_3.pth"
+    with open(original, "wb") as out:
+        while block := source.read(4 * MiB):
+            out.write(block)
+    expected = source.digest.hexdigest()
+    tracemalloc.start()
+    try:
+        assert store_file(original, "runs/7/checkpoints/epoch_3.pth") == expected
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 72 * MiB, peak  # parts in flight, not the file
+    assert store_file(original, "runs/7/train.log", move=True) == expected and not original.exists()
+    back = fetch_to("runs/7/checkpoints/epoch_3.pth", tmp_path / "back.pth")
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == expected
+    assert stored_names("runs/7") == ["runs/7/train.log"]  # the folder's own files, not its sub-folders'
+    assert stored_names("runs/7/checkpoints") == ["runs/7/checkpoints/epoch_3.pth"]
+    assert read_stored_tail("runs/7/train.log", 1000) == back.read_bytes()[-1000:]
+    assert read_stored_tail("runs/7/nothing.log", 1000) == b""
+    assert missing_files(["runs/7/train.log", "runs/7/other.log", "runs/8/x"]) == ["runs/7/other.log", "runs/8/x"]
+    delete_stored("runs/7")
+    assert stored_names("runs/7") == stored_names("runs/7/checkpoints") == []
+    with pytest.raises(ValueError):
+        delete_stored("runs/../models")
