@@ -98,13 +98,14 @@ SCRATCH = ROOT / "var" / "bench"
 class Cluster:
     """A real worker cluster (`manage.py worker`) on the bench database, with the product's settings."""
 
-    def __init__(self, log_name: str = "qcluster.log"):
+    def __init__(self, log_name: str = "qcluster.log", **env: str):
         SCRATCH.mkdir(parents=True, exist_ok=True)
         self.log = SCRATCH / log_name
+        self.env = env  # on top of this process's environment
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Cluster:
-        self.proc = start_cluster(self.log)
+        self.proc = start_cluster(self.log, env=dict(os.environ, **self.env))
         self.wait_idle()
         return self
 

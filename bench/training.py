@@ -202,7 +202,7 @@ def run() -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"  warm-up run through the platform ({EPOCHS} epochs, {IMAGES} tiles) ...", flush=True)
-    with Cluster("qcluster-training.log"):
+    with Cluster("qcluster-training.log", DUMPSITE_KEEP_SCRATCH="1"):  # its exported split and job file are read
         _, reference = _platform_run(client, dataset.pk)
     config = _baseline_config(reference, out)
 

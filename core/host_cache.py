@@ -12,11 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
+from django.core.files.storage import default_storage
+
 from .file_cache import prune
-from .storage import copy_stored
+from .storage import copy_stored, in_bucket
 
 
 class CorruptDownload(Exception):
@@ -31,6 +36,7 @@ class HostCache:
     misses: int = 0
     bytes_fetched: int = 0
     _seen: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # fetch runs in several threads
 
     def path_for(self, sha256: str, suffix: str = "") -> Path:
         digest = sha256.lower()
@@ -43,9 +49,11 @@ class HostCache:
         into it."""
         target = self.path_for(sha256, Path(name).suffix)
         if target.is_file():
-            if sha256 not in self._seen:
-                self.hits += 1
+            with self._lock:
+                first = sha256 not in self._seen
                 self._seen.add(sha256)
+                self.hits += first
+            if first:
                 os.utime(target)  # used now: pruned last
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +69,10 @@ class HostCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.misses += 1
-        self.bytes_fetched += target.stat().st_size
-        self._seen.add(sha256)
+        with self._lock:
+            self.misses += 1
+            self.bytes_fetched += target.stat().st_size
+            self._seen.add(sha256)
         return target
 
     def prune(self) -> dict:
@@ -71,3 +80,36 @@ class HostCache:
 
     def counts(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "bytes_fetched": self.bytes_fetched}
+
+
+@dataclass
+class LocalFiles:
+    """Where a worker reads a set of stored files from: ``root``, and each stored name's path relative to it."""
+
+    root: Path
+    relative: dict[str, str]
+    counts: dict
+
+
+def site_host_cache() -> HostCache:
+    return HostCache(Path(settings.DUMPSITE_HOST_CACHE_ROOT), settings.DUMPSITE_HOST_CACHE_MAX_BYTES)
+
+
+def local_files(files: list[tuple[str, str]], *, threads: int = 8) -> LocalFiles:
+    """Local paths for the stored files ``files`` (name, sha256), for a child process to read: in place in the local
+    folder (the local backend's own files), fetched into this host's cache from a bucket (``threads`` at a time).
+    FileNotFoundError names the first file the storage does not have."""
+    if not in_bucket():
+        return LocalFiles(Path(default_storage.path("")), {name: name for name, _ in files}, {})
+    cache = site_host_cache()
+    unique = dict(files)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        paths = list(pool.map(lambda item: cache.fetch(*item), unique.items()))
+    relative = {name: str(path.relative_to(cache.root)) for name, path in zip(unique, paths, strict=True)}
+    return LocalFiles(cache.root, relative, cache.counts())
+
+
+def prune_host_cache() -> dict:
+    """Bring this host's cache back within DUMPSITE_HOST_CACHE_MAX_BYTES (least recently used first): when a run
+    ends. Nothing where the files are in the local folder (no cache is kept)."""
+    return site_host_cache().prune() if in_bucket() else {}

@@ -2,7 +2,8 @@
 
 Errors and logs of training runs come from code that names absolute paths (Python tracebacks, mmengine's log,
 OS errors). Users see the same text with each of this server's roots replaced by a short placeholder; operators
-find the originals in the server log and in the run's work directory.
+find the originals in the server log. A worker redacts a run's log and events before it stores them: the web does not
+know the folders of another host.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from django.conf import settings
 
 
 @lru_cache(maxsize=8)
-def _roots(media: str, work: str, base: str) -> tuple[tuple[str, str], ...]:
-    pairs = [(work, "<runs>"), (media, "<media>"), (base, "<app>")]
+def _roots(media: str, work: str, base: str, cache: str) -> tuple[tuple[str, str], ...]:
+    pairs = [(work, "<runs>"), (media, "<media>"), (base, "<app>"), (cache, "<cache>")]
     for key in ("purelib", "platlib", "stdlib"):
         path = sysconfig.get_paths().get(key)
         if path:
@@ -33,10 +34,16 @@ def _roots(media: str, work: str, base: str) -> tuple[tuple[str, str], ...]:
 
 
 def redact_paths(text: str) -> str:
-    """``text`` with the server's media, runs, application and Python roots replaced by placeholders."""
+    """``text`` with the server's media, runs, cache, application and Python roots replaced by placeholders."""
     if not text:
         return text
-    for path, label in _roots(str(settings.MEDIA_ROOT), str(settings.TRAINING_WORK_ROOT), str(settings.BASE_DIR)):
+    roots = _roots(
+        str(settings.MEDIA_ROOT),
+        str(settings.TRAINING_WORK_ROOT),
+        str(settings.BASE_DIR),
+        str(settings.DUMPSITE_HOST_CACHE_ROOT),
+    )
+    for path, label in roots:
         if path in text:
             text = text.replace(path, label)
     return text

@@ -2,7 +2,8 @@
 
 Only enabled images and enabled boxes are written. Category ids are 1..N in the dataset's class order. The split
 into train and val follows the run's strategy (``splits.py``: random, spatial blocks or capture time), reproducible
-from the seed. ``file_name`` is the image's path relative to MEDIA_ROOT: images are read in place, not copied.
+from the seed. The documents name each image by its stored name; the files written for a run's child name its local
+copy instead (``localized``): read in place in the local folder, fetched into the worker host's cache from a bucket.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.conf import settings
-
 from core.errors import ApplicationError
+from core.host_cache import LocalFiles, local_files
+from core.storage import missing_files
 
 from .models import Annotation, Dataset, DatasetImage
 from .splits import DEFAULT_CELL_M, split_dataset
@@ -35,6 +36,7 @@ class CocoExport:
     train_annotations: int
     val_annotations: int
     split: dict
+    cache: dict = field(default_factory=dict)  # the host cache's hits, misses and bytes fetched (from a bucket)
     # What was written, kept so that the worker reads neither file back: what went to each side, and the
     # validation document (the ground truth its evaluation is stored with).
     manifest: dict = field(default_factory=dict, repr=False)
@@ -52,6 +54,7 @@ class CocoExport:
             "train_annotations": self.train_annotations,
             "val_annotations": self.val_annotations,
             "split": self.split,
+            **({"cache": self.cache} if self.cache else {}),
         }
 
 
@@ -86,8 +89,7 @@ def build_coco(
         boxes.setdefault(row[0], []).append(row[1:])
 
     if check_files:
-        root = Path(settings.MEDIA_ROOT)
-        missing = [name for _, name, *_ in images if not (root / name).is_file()]
+        missing = missing_files([name for _, name, *_ in images])
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise ApplicationError(
@@ -173,11 +175,12 @@ def export_coco(
     train, val = build_coco(dataset, val_fraction=val_fraction, seed=seed, strategy=strategy, cell_size_m=cell_size_m)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    local = local_files([(i["file_name"], i["sha256"]) for i in train["images"] + val["images"]])
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         for name, doc in (("train.json", train), ("val.json", val)):
             with open(tmp / name, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, ensure_ascii=False)
+                json.dump(localized(doc, local), fh, ensure_ascii=False)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -188,7 +191,8 @@ def export_coco(
         directory=out_dir,
         train_file=out_dir / "train.json",
         val_file=out_dir / "val.json",
-        image_root=Path(settings.MEDIA_ROOT),
+        image_root=local.root,
+        cache=local.counts,
         classes=[c["name"] for c in train["categories"]],
         train_images=len(train["images"]),
         val_images=len(val["images"]),
@@ -198,6 +202,12 @@ def export_coco(
         manifest=manifest_of(train, val),
         validation=val,
     )
+
+
+def localized(doc: dict, local: LocalFiles) -> dict:
+    """The document as the worker's child reads it: each image's ``file_name`` relative to ``local.root`` (in place
+    in the local folder, the host's cache copy from a bucket)."""
+    return {**doc, "images": [{**i, "file_name": local.relative[i["file_name"]]} for i in doc["images"]]}
 
 
 def remap_classes(doc: dict, classes: list[str]) -> tuple[dict, dict]:

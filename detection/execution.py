@@ -20,11 +20,12 @@ from django.contrib.gis.geos import Point, Polygon
 from django.db import transaction
 
 from core.errors import ApplicationError
+from core.host_cache import local_files
 from datasets.models import Orthophoto
 from engine.detect import DetectionJob
 from engine.geometry import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map
 from engine.supervisor import tail_text
-from training.execution.common import crashed, end_unless_trained, fail, supervise
+from training.execution.common import crashed, end_unless_trained, fail, supervise, sync_of
 from training.execution.scratch import cleanup_work_dir, prepare_work_dir
 from training.models import TrainingRun
 from training.services import (
@@ -137,9 +138,11 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
                 "to_frame": frame.to_frame(ortho) if georeferenced else IDENTITY,
             }
         )
+    # The model's files where this worker reads them: in place, or this host's cached copies of a bucket's.
+    local = local_files([(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)])
     return DetectionJob(
-        config_file=model.config.path,
-        checkpoint=model.checkpoint.path,
+        config_file=str(local.root / local.relative[model.config.name]),
+        checkpoint=str(local.root / local.relative[model.checkpoint.name]),
         classes=classes,
         rasters=rasters,
         events_file=str(work / "events.jsonl"),
@@ -172,6 +175,7 @@ def execute(run: TrainingRun) -> str:
         ended = end_unless_trained(run, result)
         if ended is not None:
             return ended
+        sync_of(run).push()  # the log and events stored before the run is seen succeeded
         store_and_succeed(run, job=job, orthos=orthos, frame=frame, log_tail=result.log_tail)
         return TrainingRun.Status.SUCCEEDED
     except ApplicationError as exc:

@@ -257,9 +257,16 @@ TRAINING_CHILD_ENV = env_list("DUMPSITE_CHILD_ENV", [])
 
 # Minimum seconds between two progress writes of one run to the database.
 TRAINING_PROGRESS_INTERVAL = float(env_str("DUMPSITE_PROGRESS_INTERVAL", "1.0"))
-# Keep every scratch file of finished runs (checkpoints, mmengine's work dir) for debugging; off: only the log,
-# the progress events and the exported split stay.
+# Keep a finished run's scratch folder on its worker's disk for debugging; off: it is removed when the run ends
+# (its log, events, result and last checkpoint are in the storage by then: runs/<id>/).
 TRAINING_KEEP_SCRATCH = env_bool("DUMPSITE_KEEP_SCRATCH", False)
+# Seconds between two pushes of a training run's log and progress events to the storage (what the web shows of a
+# run that trains comes from there); a checkpoint is pushed once it is written, whatever this says.
+DUMPSITE_RUN_SYNC_SECONDS = float(env_str("DUMPSITE_RUN_SYNC_SECONDS", "5"))
+# A worker host's cache of dataset pictures fetched from a bucket (keyed by their sha256): where, and how many bytes
+# it keeps between runs (least recently used go first; a run may exceed it by its own dataset while it trains).
+DUMPSITE_HOST_CACHE_ROOT = Path(env_str("DUMPSITE_HOST_CACHE_ROOT", str(BASE_DIR / "var" / "host-cache")))
+DUMPSITE_HOST_CACHE_MAX_BYTES = env_int("DUMPSITE_HOST_CACHE_MAX_BYTES", 50 * 2**30)
 # Wall-clock limit of one training run, in seconds.
 TRAINING_RUN_TIMEOUT = env_int("DUMPSITE_RUN_TIMEOUT", 24 * 3600)
 

@@ -30,20 +30,24 @@ class EventTail:
         except FileNotFoundError:
             return []
         self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
+        lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        events = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
+        return parse_events(lines)
+
+
+def parse_events(lines: list[bytes]) -> list[dict]:
+    """The events of complete JSON lines (blank or broken lines skipped)."""
+    events = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def read_events(path: Path) -> list[dict]:

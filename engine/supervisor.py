@@ -110,10 +110,15 @@ def tail_text(path: Path, max_bytes: int = 16_000, max_lines: int = 120) -> str:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - max_bytes))
-            data = fh.read().decode("utf-8", errors="replace")
+            data = fh.read()
     except FileNotFoundError:
         return ""
-    return "\n".join(data.splitlines()[-max_lines:])
+    return last_lines(data, max_lines)
+
+
+def last_lines(data: bytes, max_lines: int = 120) -> str:
+    """The last ``max_lines`` lines of a log's end, as text."""
+    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-max_lines:])
 
 
 def last_exception_line(log: str) -> str | None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import os
 import secrets
-import shutil
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from access.roles import CREATOR_PERMS
 from access.rules import Actor, grant, require
 from audit.services import audit_record
 from core.errors import ApplicationError
+from core.storage import delete_stored, storage_errors, store_file
 from datasets.services import validate_class_names
 from engine.config import dumps_config_json, set_classes
 from engine.inspect import inspect_checkpoint
@@ -32,24 +31,6 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def place_file(source: Path, target: Path, *, move: bool) -> str:
-    """Put ``source`` at ``target`` and return its sha256, reading it once: a file of a run's scratch space
-    (``move``) is renamed into place when both are on one file system; otherwise it is copied, hashed on the way."""
-    if move:
-        try:
-            os.replace(source, target)
-            return sha256_file(target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-    digest = hashlib.sha256()
-    with open(source, "rb") as src, open(target, "xb") as dst:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-            dst.write(chunk)
-    return digest.hexdigest()
-
-
 def _store_artifacts(
     *,
     checkpoint: Path,
@@ -58,30 +39,35 @@ def _store_artifacts(
     extra_files: dict | None = None,
     move: bool = False,
 ) -> tuple[str, dict]:
-    """Place the files under MEDIA_ROOT/models/<new key>/ (moved when ``move``: see ``place_file``) and return the
-    key and the stored names + hashes."""
+    """Store the files under models/<new key>/ (moved when ``move`` and the storage is the local folder on the same
+    file system: see ``core.storage.store_file``) and return the key and the stored names + hashes. Stored before
+    any row names them (upload, then commit): a failure leaves no file and no row."""
     key = secrets.token_hex(8)
-    rel = Path("models") / key
-    dest = Path(settings.MEDIA_ROOT) / rel
-    dest.mkdir(parents=True, exist_ok=False)
+    folder = f"models/{key}"
     try:
-        checkpoint_sha256 = place_file(Path(checkpoint), dest / "model.pth", move=move)
-        config_sha256 = place_file(Path(config), dest / config_name, move=move)
+        checkpoint_sha256 = store_file(Path(checkpoint), f"{folder}/model.pth", move=move)
+        config_sha256 = store_file(Path(config), f"{folder}/{config_name}", move=move)
         for name, source in (extra_files or {}).items():
-            place_file(Path(source), dest / name, move=move)
+            store_file(Path(source), f"{folder}/{name}", move=move)
+    except storage_errors() as exc:
+        delete_stored(folder)
+        raise ApplicationError(
+            f"The storage did not take the model's files ({type(exc).__name__}: {str(exc)[:200]}); nothing was "
+            "registered."
+        ) from exc
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        delete_stored(folder)
         raise
     return key, {
-        "checkpoint": str(rel / "model.pth"),
+        "checkpoint": f"{folder}/model.pth",
         "checkpoint_sha256": checkpoint_sha256,
-        "config": str(rel / config_name),
+        "config": f"{folder}/{config_name}",
         "config_sha256": config_sha256,
     }
 
 
 def _remove_artifacts(key: str) -> None:
-    shutil.rmtree(Path(settings.MEDIA_ROOT) / "models" / key, ignore_errors=True)
+    delete_stored(f"models/{key}")
 
 
 def trained_model_delete_artifacts(model: TrainedModel) -> None:
@@ -181,9 +167,9 @@ def trained_model_register_base(
     runnable = inspection.get("config")
     if not isinstance(runnable, dict) or "model" not in runnable:
         raise ApplicationError("The checkpoint inspection produced no config; inspect the file again.")
-    tmp = Path(settings.TRAINING_WORK_ROOT) / f".base-config-{secrets.token_hex(6)}.json"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(dumps_config_json(set_classes(runnable, names)), encoding="utf-8")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8", delete=False) as written:
+        written.write(dumps_config_json(set_classes(runnable, names)))
+    tmp = Path(written.name)
     try:
         model = _create_with_artifacts(
             checkpoint=Path(checkpoint),

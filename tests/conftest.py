@@ -29,6 +29,7 @@ def isolated_file_tree():
     override = override_settings(
         MEDIA_ROOT=root / "media",
         TRAINING_WORK_ROOT=root / "runs",
+        DUMPSITE_HOST_CACHE_ROOT=root / "host-cache",
         DUMPSITE_THUMBNAIL_ROOT="",
         TRAINING_MIN_FREE_BYTES=0,
     )
@@ -88,16 +89,20 @@ class Worker:
 
 
 def worker_env(db_name: str, **extra: str) -> dict:
-    env = dict(os.environ, **extra)
+    """A worker's environment: the test database and file tree, then ``extra`` (which wins)."""
+    env = dict(os.environ)
     env.update(
         POSTGRES_DB=db_name,
         DUMPSITE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
         DUMPSITE_WORK_ROOT=str(settings.TRAINING_WORK_ROOT),
+        DUMPSITE_HOST_CACHE_ROOT=str(settings.DUMPSITE_HOST_CACHE_ROOT),
+        DUMPSITE_RUN_SYNC_SECONDS="0.5",
         DUMPSITE_MIN_FREE_BYTES="0",
         DUMPSITE_Q_POLL="0.1",
         DUMPSITE_PROGRESS_INTERVAL="0.5",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra)
     return env
 
 

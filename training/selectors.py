@@ -1,42 +1,44 @@
-"""Reads of training runs that need more than a query: curves from the progress events, the log file."""
+"""Reads of training runs that need more than a query: curves from the stored progress events, the stored log."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+
+from django.core.files.storage import default_storage
 
 from core.errors import ApplicationError
 from core.redact import redact_paths
-from engine.config import checkpoint_epoch
-from engine.events import metrics_history, read_events
-from engine.supervisor import tail_text
+from core.storage import open_stored
+from engine.events import metrics_history
 
 from .models import TrainingManifest, TrainingRun
+from .run_files import LOG, stored_checkpoint, stored_events, stored_log_tail, stored_name
 
 MAX_CURVE_POINTS = 500
 
 
-def last_checkpoint(run: TrainingRun):
-    """The newest epoch checkpoint a failed or cancelled run kept (for resuming), or None."""
-    candidates = list((run.work_dir / "mmengine").glob("epoch_*.pth"))
-    return max(candidates, key=checkpoint_epoch) if candidates else None
+def last_checkpoint(run: TrainingRun) -> str | None:
+    """The stored name of the newest epoch checkpoint a failed or cancelled run kept (for resuming), or None."""
+    return stored_checkpoint(run.pk)
 
 
-def run_log_file(run: TrainingRun) -> Path | None:
-    path = run.work_dir / "train.log"
-    return path if path.is_file() else None
+def run_log_file(run: TrainingRun) -> str | None:
+    """The stored name of the run's log, None when it has none."""
+    name = stored_name(run.pk, LOG)
+    return name if default_storage.exists(name) else None
 
 
 def run_log_tail(run: TrainingRun) -> str:
-    """The live end of the log while the run trains; the stored tail once it has ended (paths redacted)."""
-    live = tail_text(run.work_dir / "train.log") if not run.is_finished else ""
+    """The end of the log as last pushed while the run trains; the stored tail once it has ended (paths redacted)."""
+    live = stored_log_tail(run.pk) if not run.is_finished else ""
     return redact_paths(live or run.log_tail)
 
 
-def run_log_lines(path: Path, chunk_lines: int = 2000):
-    """The whole log file as redacted chunks of lines, for streaming a download without reading it whole."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
+def run_log_lines(name: str, chunk_lines: int = 2000):
+    """The whole stored log as redacted chunks of lines, for streaming a download without reading it whole."""
+    with open_stored(name) as raw:
         batch = []
-        for line in fh:
+        for line in io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8", errors="replace"):
             batch.append(line)
             if len(batch) >= chunk_lines:
                 yield redact_paths("".join(batch)).encode()
@@ -47,7 +49,7 @@ def run_log_lines(path: Path, chunk_lines: int = 2000):
 
 def run_metrics(run: TrainingRun) -> dict:
     """Per-epoch metrics (the registered model's copy once there is one) and the per-iteration curve."""
-    events = read_events(run.work_dir / "events.jsonl")
+    events = stored_events(run.pk)
     model = getattr(run, "trained_model", None)
     epochs = model.metrics_history if model is not None else metrics_history(events)
     iterations = [

@@ -5,10 +5,10 @@ another dataset, ``manage.py evaluate`` on its own recorded split) and cancellin
 from __future__ import annotations
 
 import io
-import json
 import time
 
 import psutil
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 
 from models_registry.models import Evaluation, TrainedModel
@@ -41,8 +41,9 @@ def check_validation_results(model: TrainedModel) -> Evaluation:
     assert set(evaluation.pr_curves) == {"0.5", "0.75"}
     matrix = evaluation.confusion["matrix"]
     assert sum(map(sum, matrix[:-1])) == evaluation.counts["gt_boxes"]  # every box counted once
-    val = json.loads((run.work_dir / "data" / "val.json").read_text())
     manifest = TrainingManifest.objects.get(run=run)
+    val = manifest.validation_coco  # the held-out document the run's child validated on (file names: stored ones)
+    assert all(default_storage.exists(i["file_name"]) for i in val["images"])
     assert manifest.val_image_ids == sorted(i["id"] for i in val["images"])
     assert sorted(manifest.val_box_ids) == sorted(a["id"] for a in val["annotations"])
     assert not set(manifest.train_image_ids) & set(manifest.val_image_ids)

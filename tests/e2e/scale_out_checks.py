@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from engine.events import read_events
 from engine.supervisor import processes_of_job
 from models_registry.models import TrainedModel
 from training.models import TrainingRun
+from training.run_files import stored_events
 from training.services import training_run_create
 
 
@@ -37,7 +37,7 @@ def check_two_processes(baseline: TrainedModel, timeout: float = 900) -> Trained
     assert run.device.startswith("2 processes x cpu"), run.device
     assert run.max_iters == source.max_iters  # the same images per iteration: the same iterations
 
-    events = read_events(run.work_dir / "events.jsonl")
+    events = stored_events(run.pk)
     kinds = [e["event"] for e in events]
     assert kinds.count("start") == kinds.count("setup") == kinds.count("done") == 1, kinds
     assert kinds.count("iter") == run.max_iters and kinds.count("val") == params["epochs"]

@@ -9,12 +9,15 @@ import time
 import psutil
 import pytest
 
+from core.storage import open_stored, stored_names
 from datasets.demo import demo_dataset_create
 from engine.config import checkpoint_epoch
 from scheduler.reaper import reaper_schedule_ensure
 from tests.conftest import start_worker, stop_worker, wait_for
 from tests.e2e.waiting import finished, training
 from training.models import TrainingRun
+from training.run_files import LOG, stored_events, stored_name
+from training.selectors import last_checkpoint
 from training.services import training_run_cancel, training_run_create, training_run_retry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -41,8 +44,9 @@ def test_cancel_stops_a_running_training_within_10_seconds(worker):
     assert time.monotonic() - started < 10
     run.refresh_from_db()
     assert run.status == "cancelled" and run.finished_at
-    # Only the last epoch checkpoint may stay (for resuming); this run was cancelled before its first one.
-    wait_for(lambda: not list(run.work_dir.rglob("best_*.pth")), timeout=10, message="scratch checkpoints removed")
+    # The worker's scratch folder goes; this run was cancelled before its first checkpoint: none is stored.
+    wait_for(lambda: not run.work_dir.exists(), timeout=10, message="the scratch folder removed")
+    assert last_checkpoint(run) is None
 
     # The worker is free for the next run, and a per-run time limit ends that one as failed.
     limited = training_run_create(dataset=dataset, parameters={"epochs": 20}, time_limit_seconds=8)
@@ -88,7 +92,6 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
     from django.db import connection
     from django_q.models import Task
 
-    from engine.events import read_events
     from models_registry.models import TrainedModel
 
     dataset = demo_dataset_create(name="many", images=16, seed=6)
@@ -117,7 +120,7 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
     for run in runs:
         run.refresh_from_db()
         assert run.status == "succeeded", run.error_message
-        starts = [e for e in read_events(run.work_dir / "events.jsonl") if e.get("event") == "start"]
+        starts = [e for e in stored_events(run.pk) if e.get("event") == "start"]
         assert len(starts) == 1, (run.pk, starts)
         assert TrainedModel.objects.filter(source_run=run).count() == 1
     # The broker handed each task out once: one finished task per run, none left in the queue.
@@ -127,7 +130,6 @@ def test_two_clusters_execute_each_of_six_runs_exactly_once(transactional_db, tm
 
 
 def test_a_cancelled_run_resumes_from_its_last_checkpoint(worker):
-    from engine.events import read_events
     from models_registry.models import TrainedModel
     from training.services import training_run_resume
 
@@ -135,30 +137,26 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint(worker):
     run = training_run_create(dataset=dataset, parameters={"epochs": 4})
     # Cancel once the first epoch is checkpointed and validated.
     wait_for(
-        lambda: (
-            list((run.work_dir / "mmengine").glob("epoch_*.pth"))
-            and any(e["event"] == "val" for e in read_events(run.work_dir / "events.jsonl"))
-        ),
+        lambda: last_checkpoint(run) and any(e["event"] == "val" for e in stored_events(run.pk)),
         timeout=300,
-        message="the first epoch's checkpoint and validation",
+        message="the first epoch's checkpoint stored and its validation",
     )
     training_run_cancel(run=run)
     run = finished(run.pk)
-    # The worker stops the process group, then keeps only the last epoch checkpoint.
-    kept = wait_for(
-        lambda: (lambda found: found if len(found) == 1 else None)(list((run.work_dir / "mmengine").rglob("*.pth"))),
-        timeout=20,
-        message="scratch cleaned up",
-    )
-    assert run.status == "cancelled" and kept[0].name.startswith("epoch_"), kept
+    # The worker stops the process group and removes its scratch folder; the last epoch checkpoint is stored.
+    wait_for(lambda: not run.work_dir.exists(), timeout=20, message="the scratch folder removed")
+    kept = stored_names(f"runs/{run.pk}/checkpoints")
+    assert run.status == "cancelled" and kept == [last_checkpoint(run)], kept
+    assert kept[0].rsplit("/", 1)[-1].startswith("epoch_"), kept
 
     resumed = finished(training_run_resume(run=run).pk)
     assert resumed.status == "succeeded", resumed.error_message
-    assert resumed.retry_of_id == run.pk and resumed.resume_checkpoint == str(kept[0])
-    start = next(e for e in read_events(resumed.work_dir / "events.jsonl") if e["event"] == "start")
+    assert resumed.retry_of_id == run.pk and resumed.resume_checkpoint == kept[0]
+    start = next(e for e in stored_events(resumed.pk) if e["event"] == "start")
     done_epochs = checkpoint_epoch(kept[0])
     assert start["resumed_iter"] == done_epochs * start["iters_per_epoch"] > 0  # continued, not restarted
-    log = (resumed.work_dir / "train.log").read_text()
+    with open_stored(stored_name(resumed.pk, LOG)) as fh:
+        log = fh.read().decode()
     # mmengine's own line after restoring the checkpoint (its config dump also says "resume", so that is not it).
     assert f"resumed epoch: {done_epochs}, iter: {start['resumed_iter']}" in log
     model = TrainedModel.objects.get(source_run=resumed)

@@ -12,12 +12,12 @@ import psutil
 import pytest
 
 from datasets.demo import demo_dataset_create
-from engine.events import read_events
 from engine.supervisor import processes_of_job
 from models_registry.models import TrainedModel
 from tests.conftest import start_worker, stop_worker, wait_for
 from tests.e2e.waiting import finished, training
 from training.models import TrainingRun
+from training.run_files import stored_events
 from training.services import training_run_cancel, training_run_create, training_run_resume
 from workers.models import Worker
 
@@ -96,7 +96,7 @@ def test_a_two_process_run_is_cancelled_whole_and_one_whose_worker_died_is_reape
         resumed = finished(training_run_resume(run=run).pk)
         assert resumed.status == "succeeded", (resumed.error_message, cluster.output()[-3000:])
         assert resumed.parameters["processes"] == 2 and resumed.device.startswith("2 processes")
-        starts = [e for e in read_events(resumed.work_dir / "events.jsonl") if e["event"] == "start"]
+        starts = [e for e in stored_events(resumed.pk) if e["event"] == "start"]
         assert [e["resumed_iter"] for e in starts] == [4]
         model = TrainedModel.objects.get(source_run=resumed)
         assert [h["epoch"] for h in model.metrics_history] == [1, 2]

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from django.core.management import call_command
 
+from core.storage import open_stored
 from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
 from models_registry.services import sha256_file
@@ -27,6 +28,8 @@ from tests.e2e.loop_checks import check_review_loop
 from tests.e2e.model_checks import api_client, check_downloads_in_stock_mmdetection, check_predict
 from tests.e2e.scale_out_checks import check_two_processes
 from training.models import TrainingRun
+from training.run_files import LOG, stored_events, stored_log_tail, stored_name
+from training.selectors import last_checkpoint
 from training.services import training_run_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -46,13 +49,22 @@ def evaluate_registered(model: TrainedModel, work_dir: Path) -> dict:
     install_safe_globals()
     register_all_modules(init_default_scope=True)
     cfg = Config(restore_tuples(json.loads(Path(model.config.path).read_text())))
-    # The stored config names no server paths: point it at the run's exported split, as a user would at theirs.
+    # The stored config names no server paths: point it at the run's held-out split (its manifest), as a user would
+    # at theirs.
     assert model.source_run is not None
-    val = str(model.source_run.work_dir / "data" / "val.json")
+    val = str(work_dir / "val.json")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    Path(val).write_text(json.dumps(model.source_run.manifest.validation_coco))
     cfg.test_dataloader.dataset.update(data_root=str(settings.MEDIA_ROOT), ann_file=val)
     cfg.test_evaluator.ann_file = val
     cfg.work_dir, cfg.load_from = str(work_dir), model.checkpoint.path
     return Runner.from_cfg(cfg).test()
+
+
+def run_log_text(run: TrainingRun) -> str:
+    """The run's whole log as its worker stored it."""
+    with open_stored(stored_name(run.pk, LOG)) as fh:
+        return fh.read().decode()
 
 
 def follow(run_id: int, timeout: float) -> tuple[TrainingRun, list[tuple[str, float]]]:
@@ -128,9 +140,10 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert model.parameter_count > 1_000_000 and model.training_duration.total_seconds() > 0
     assert model.config.name.endswith(".json")
 
-    # Scratch checkpoints are gone; the log, events and the exported split stay.
-    assert not list(run.work_dir.rglob("*.pth"))
-    assert (run.work_dir / "train.log").is_file() and (run.work_dir / "data" / "val.json").is_file()
+    # The worker's scratch folder is gone; the log and events are in the storage, and no checkpoint (it succeeded).
+    assert not run.work_dir.exists()
+    assert stored_log_tail(run.pk) == run.log_tail and any(e["event"] == "val" for e in stored_events(run.pk))
+    assert last_checkpoint(run) is None
 
     # 1b. The same training on two processes (torch.distributed) scores the same.
     check_two_processes(model)
@@ -154,7 +167,7 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
         model.metrics_history,
         child.metrics_history,
     )
-    events = (run2.work_dir / "train.log").read_text()
+    events = run_log_text(run2)
     assert "Load checkpoint from" in events and "base_weights.pth" in events
     assert run2.weight_transfer["mode"] == "full" and run2.weight_transfer["applied"]["reinitialised"] == []
     assert run2.weight_transfer["applied"]["loaded_count"] == run2.weight_transfer["applied"]["total"]

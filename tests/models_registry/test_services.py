@@ -64,6 +64,23 @@ def test_registering_stores_the_given_epoch_its_files_and_their_hashes(world, tm
         trained_model_register_from_run(run=run, result=result, history=[], best=None)
 
 
+def test_a_storage_that_refuses_a_models_file_registers_nothing(world, tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "models").write_text("not a folder")  # the storage refuses every model file
+    run = succeeded_run(world, "refused")
+    ckpt, cfg = tmp_path / "m.pth", tmp_path / "c.json"
+    ckpt.write_bytes(b"weights")
+    cfg.write_text("{}")
+    result = {"model_file": str(ckpt), "config_file": str(cfg), "classes": ["waste"]}
+    history = [{"epoch": 1, "bbox_mAP": 0.4, "bbox_mAP_50": 0.7}]
+    models = TrainedModel.objects.count()
+    with pytest.raises(ApplicationError, match=r"The storage did not take the model's files \(.+\); nothing was"):
+        trained_model_register_from_run(run=run, result=result, history=history, best=history[0])
+    assert TrainedModel.objects.count() == models and ckpt.read_bytes() == b"weights"  # the run's file is kept
+    assert sorted(p.name for p in (tmp_path / "media").iterdir()) == ["models"]  # nothing half-written
+
+
 def test_publishing_follows_the_rules_and_is_idempotent(world):
     publisher = world.users["publisher"]
     published = trained_model_publish(model=world.model, user=publisher)

@@ -9,6 +9,7 @@ from django.test import Client
 from PIL import Image
 
 from datasets.models import DatasetImage
+from training.execution.sync import RunSync
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +117,7 @@ def test_the_downloaded_log_names_no_server_paths(world, settings):
     work = world.run.work_dir
     work.mkdir(parents=True, exist_ok=True)
     (work / "train.log").write_text(f"work_dir = {work}\nimages in {settings.MEDIA_ROOT}/datasets\n" * 3000)
+    RunSync(world.run.pk, work).push()  # as the worker stores it
     response = world.client("owner").get(f"/api/training-runs/{world.run.pk}/log/?download=1")
     text = b"".join(response.streaming_content).decode()
     assert response.status_code == 200 and text.count("work_dir = <runs>/run-") == 3000

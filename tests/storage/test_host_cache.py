@@ -7,11 +7,12 @@ import hashlib
 import io
 import os
 import time
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 
-from core.host_cache import CorruptDownload, HostCache
+from core.host_cache import CorruptDownload, HostCache, local_files
 
 
 def stored(count: int, size: int = 50_000) -> list[tuple[str, str]]:
@@ -59,3 +60,31 @@ def test_the_cache_keeps_its_budget_and_what_was_used_last(bucket_storage, tmp_p
     reused.prune()
     kept = {p for p in paths if p.exists()}
     assert paths[0] in kept and len(kept) == 3
+
+
+@pytest.mark.django_db
+def test_a_worker_reads_pictures_in_place_or_from_its_cache_which_a_run_that_ends_prunes(
+    request, tmp_path, settings, make_dataset
+):
+    from training.execution.scratch import cleanup_work_dir
+    from training.services import training_run_create
+
+    files = stored(3, size=100_000)
+    local = local_files(files)  # the local folder: read in place, nothing fetched
+    assert local.root == Path(settings.MEDIA_ROOT) and local.counts == {}
+    for name, _ in files:
+        assert (local.root / local.relative[name]).read_bytes() == default_storage.open(name).read()
+
+    request.getfixturevalue("bucket_storage")
+    settings.DUMPSITE_HOST_CACHE_ROOT, settings.DUMPSITE_HOST_CACHE_MAX_BYTES = tmp_path / "cache", 250_000
+    files = stored(3, size=100_000)
+    fetched = local_files(files + files[:1])  # a picture named twice is fetched once
+    assert fetched.root == tmp_path / "cache" and fetched.counts == {"hits": 0, "misses": 3, "bytes_fetched": 300_000}
+    for name, sha in files:
+        assert hashlib.sha256((fetched.root / fetched.relative[name]).read_bytes()).hexdigest() == sha
+    with pytest.raises(FileNotFoundError):
+        local_files([("datasets/1/images/gone.jpg", "0" * 64)])
+
+    cleanup_work_dir(training_run_create(dataset=make_dataset()))  # a run ends on this host
+    kept = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert len(kept) == 2 and sum(p.stat().st_size for p in kept) <= 250_000

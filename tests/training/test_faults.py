@@ -4,12 +4,16 @@ import io
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from core.storage import stored_names
 from engine.supervisor import kill_training_process
 from scheduler.reaper import reaper_schedule_ensure, training_runs_reap_stale
 from training.models import TrainingRun
@@ -116,12 +120,23 @@ def test_resume_needs_a_finished_attempt_with_a_checkpoint(make_dataset):
     run.refresh_from_db()
     with pytest.raises(ApplicationError, match="kept no checkpoint"):
         training_run_resume(run=run)
-    (run.work_dir / "mmengine").mkdir(parents=True)
-    for epoch in (2, 10):
-        (run.work_dir / "mmengine" / f"epoch_{epoch}.pth").write_bytes(b"x")
+    for epoch in (2, 10):  # what a worker pushed to the storage (on any host)
+        default_storage.save(f"runs/{run.pk}/checkpoints/epoch_{epoch}.pth", ContentFile(b"x"))
     resumed = training_run_resume(run=run)
-    assert resumed.resume_checkpoint.endswith("epoch_10.pth") and resumed.retry_of == run
+    assert resumed.resume_checkpoint == f"runs/{run.pk}/checkpoints/epoch_10.pth" and resumed.retry_of == run
     assert resumed.parameters == run.parameters and resumed.name.endswith("(resumed)")
+
+
+def test_a_resume_whose_stored_checkpoint_is_gone_fails_saying_so(make_dataset):
+    from training.execution.train import resume_checkpoint
+
+    run = training_run_create(dataset=make_dataset())
+    run.resume_checkpoint = f"runs/{run.pk}/checkpoints/epoch_3.pth"  # removed since the resume was queued
+    with pytest.raises(ApplicationError, match=r"no longer stored \(epoch_3.pth\); retry the run instead"):
+        resume_checkpoint(run)
+    default_storage.save(run.resume_checkpoint, ContentFile(b"weights"))
+    assert Path(resume_checkpoint(run)).read_bytes() == b"weights"  # fetched into the run's scratch folder
+    assert Path(resume_checkpoint(run)).parent == run.work_dir / "resume"
 
 
 def test_resume_override_makes_mmengine_resume():
@@ -155,15 +170,19 @@ def test_a_run_refuses_to_start_below_the_free_disk_floor(make_dataset, settings
 
 
 @pytest.mark.django_db(transaction=True)
-def test_deleting_a_run_removes_its_work_dir_after_the_commit(make_dataset):
+def test_deleting_a_run_removes_its_stored_files_after_the_commit(make_dataset):
     from training.services import training_run_delete
 
     run = training_run_create(dataset=make_dataset())
+    other = training_run_create(dataset=run.dataset)
     TrainingRun.objects.filter(pk=run.pk).update(status="failed")
-    run.work_dir.mkdir(parents=True)
-    (run.work_dir / "train.log").write_text("log")
+    for owner in (run, other):
+        default_storage.save(f"runs/{owner.pk}/train.log", ContentFile(b"log"))
+        default_storage.save(f"runs/{owner.pk}/checkpoints/epoch_1.pth", ContentFile(b"x"))
     training_run_delete(run=run)
-    assert not run.work_dir.exists() and not TrainingRun.objects.filter(pk=run.pk).exists()
+    assert not TrainingRun.objects.filter(pk=run.pk).exists()
+    assert stored_names(f"runs/{run.pk}") == [] and stored_names(f"runs/{run.pk}/checkpoints") == []
+    assert stored_names(f"runs/{other.pk}") == [f"runs/{other.pk}/train.log"]  # another run's files stay
 
 
 def test_the_broker_never_hands_a_training_run_out_twice(settings):

@@ -1,5 +1,6 @@
-"""A succeeded run's last step: its files placed in the registry read once, and its scratch space removed only
-after the run's final state is committed (a registration refused at the last moment leaves the run resumable)."""
+"""A succeeded run's last step: its files stored in the registry read once, and its scratch space removed only
+after the run's final state is committed (a registration refused at the last moment leaves the run resumable from
+its stored checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,31 @@ from pathlib import Path
 import pytest
 
 from core.errors import ApplicationError
+from core.storage import open_stored, store_file, stored_names
 from datasets.coco_export import export_coco
 from models_registry.models import TrainedModel
-from models_registry.services import place_file, sha256_file
+from models_registry.services import sha256_file
+from training.execution.common import sync_of
 from training.execution.train import register_and_succeed
 from training.models import TrainingRun
+from training.selectors import last_checkpoint
 from training.services import training_run_create
 
 pytestmark = pytest.mark.django_db
 
 
-def test_a_file_is_copied_with_its_hash_computed_on_the_way_or_moved(tmp_path):
+def test_a_file_is_stored_with_its_hash_computed_on_the_way_or_moved(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
     source = tmp_path / "a.pth"
     source.write_bytes(b"weights" * 300_000)
     expected = sha256_file(source)
-    assert place_file(source, tmp_path / "copy.pth", move=False) == expected
-    assert source.exists() and (tmp_path / "copy.pth").read_bytes() == source.read_bytes()
+    assert store_file(source, "models/k/copy.pth") == expected
+    copy = tmp_path / "media" / "models" / "k" / "copy.pth"
+    assert source.exists() and copy.read_bytes() == source.read_bytes()
     inode = source.stat().st_ino
-    assert place_file(source, tmp_path / "moved.pth", move=True) == expected
-    assert not source.exists() and (tmp_path / "moved.pth").stat().st_ino == inode
-    with pytest.raises(FileExistsError):  # never over a file already there
-        place_file(tmp_path / "moved.pth", tmp_path / "copy.pth", move=False)
+    assert store_file(source, "models/k/moved.pth", move=True) == expected
+    assert not source.exists() and (copy.parent / "moved.pth").stat().st_ino == inode
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["copy.pth", "moved.pth"]  # no partial file left
 
 
 def finished_child(run: TrainingRun, tmp_path: Path):
@@ -37,6 +42,8 @@ def finished_child(run: TrainingRun, tmp_path: Path):
     export = export_coco(run.dataset, run.work_dir / "data", val_fraction=0.34, seed=0)
     (run.work_dir / "mmengine").mkdir(parents=True)
     (run.work_dir / "mmengine" / "epoch_2.pth").write_bytes(b"resumable")
+    (run.work_dir / "mmengine" / "last_checkpoint").write_text(str(run.work_dir / "mmengine" / "epoch_2.pth"))
+    sync_of(run).push()  # what the worker does before it registers
     output = run.work_dir / "output"
     output.mkdir()
     (output / "model.pth").write_bytes(b"slim weights")
@@ -68,17 +75,21 @@ def test_the_work_dir_goes_only_after_the_success_is_committed(world, tmp_path, 
     run.refresh_from_db()
     assert run.status == "succeeded" and TrainedModel.objects.filter(source_run=run, best_epoch=2).count() == 1
     assert (run.work_dir / "mmengine" / "epoch_2.pth").exists()  # still there until the commit
+    assert last_checkpoint(run) == f"runs/{run.pk}/checkpoints/epoch_2.pth"  # and the stored one too
     for callback in pending:
         callback()
-    assert not (run.work_dir / "mmengine").exists() and (run.work_dir / "data" / "val.json").exists()
+    assert not run.work_dir.exists()  # a worker's disk keeps nothing of a run that ended
+    assert last_checkpoint(run) is None  # a succeeded run is not resumed: its model is in the registry
 
 
 def test_a_registration_refused_at_the_last_moment_keeps_the_run_resumable(world, tmp_path):
     run = a_run(world, "cancelled")  # cancelled while its model was being registered
     export, outcome, history = finished_child(run, tmp_path)
-    models_before = TrainedModel.objects.count()
+    models_before, stored_before = TrainedModel.objects.count(), stored_names("models")
     with pytest.raises(ApplicationError, match="stopped being 'running'"):
         register_and_succeed(run, export, outcome=outcome, history=history, log_tail="done")
     assert TrainedModel.objects.count() == models_before  # rolled back, its stored files removed
-    assert (run.work_dir / "mmengine" / "epoch_2.pth").read_bytes() == b"resumable"
+    assert stored_names("models") == stored_before
+    with open_stored(last_checkpoint(run)) as fh:
+        assert fh.read() == b"resumable"
     assert TrainingRun.objects.get(pk=run.pk).status == "cancelled"

@@ -15,8 +15,10 @@ from datasets.selectors import describe_image_paths
 from engine.supervisor import ChildResult, child_environment, resource_environment, run_child, tail_text
 
 from ..models import TrainingRun
+from ..run_files import LOG
 from ..services import training_run_child_started, training_run_fail, training_run_progress
 from .scratch import cleanup_work_dir
+from .sync import RunSync
 
 logger = logging.getLogger("training.execution")
 Status = TrainingRun.Status
@@ -37,7 +39,8 @@ def end_unless_trained(run: TrainingRun, result: ChildResult) -> str | None:
     """Step 4: a child that was stopped, ran out of time or failed ends the run here (its status returned);
     None when it trained to the end."""
     if result.stopped:  # cancelled meanwhile: the cancel already set the status
-        cleanup_work_dir(run, keep_last_checkpoint=True)
+        sync_of(run).push_quietly()
+        cleanup_work_dir(run)
         return TrainingRun.objects.values_list("status", flat=True).get(pk=run.pk)
     if result.timed_out:
         return fail(
@@ -51,9 +54,11 @@ def end_unless_trained(run: TrainingRun, result: ChildResult) -> str | None:
 
 
 def fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
-    """Clean the scratch files first, so that a run seen as finished has nothing left in flight. Written once the
-    database is back if it is away (a restart): a run must not wait for the reaper to be seen failed."""
-    cleanup_work_dir(run, keep_last_checkpoint=True)
+    """Push what the run wrote (its log, its last checkpoint to resume from) to the storage if it answers, and clean
+    the scratch folder, so that a run seen as finished has nothing left in flight. Written once the database is back
+    if it is away (a restart): a run must not wait for the reaper to be seen failed."""
+    sync_of(run).push_quietly()
+    cleanup_work_dir(run)
     when_database_is_back(
         lambda: training_run_fail(run_id=run.pk, message=message, log_tail=log_tail),
         within=settings.TRAINING_HEARTBEAT_LIMIT,
@@ -62,17 +67,33 @@ def fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
     return Status.FAILED
 
 
+def sync_of(run: TrainingRun) -> RunSync:
+    """The pusher of the run's files to the storage: one per run object in this worker (it remembers what it
+    pushed)."""
+    sync = run.__dict__.get("_file_sync")
+    if sync is None:
+        sync = run.__dict__["_file_sync"] = RunSync(run.pk, run.work_dir)
+    return sync
+
+
 def supervise(run: TrainingRun, job_file: Path, *, processes: int = 1) -> ChildResult:
     """The child of every kind, watched until it exits, is cancelled or runs out of time: its progress into the
     run about once a second, its pid recorded for the reaper, the run's time limit and environment. While the
     database is away (a restart), the child trains on and its progress waits: the heartbeat resumes when the database
-    is back, unless the reaper failed the run meanwhile (then the child is stopped at the next write)."""
+    is back, unless the reaper failed the run meanwhile (then the child is stopped at the next write). Its files go
+    to the storage as it writes them (``RunSync``), and once more when the run ends."""
     outage = Outage(f"run {run.pk}'s progress")
+    sync = sync_of(run)
+
+    def progress(state: dict) -> bool:
+        sync.tick()
+        return outage.call(lambda: training_run_progress(run_id=run.pk, state=state), True)
+
     return run_child(
         job_file=job_file,
         events_file=run.work_dir / "events.jsonl",
         log_file=run.work_dir / "train.log",
-        on_progress=lambda state: outage.call(lambda: training_run_progress(run_id=run.pk, state=state), True),
+        on_progress=progress,
         on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
         interval=settings.TRAINING_PROGRESS_INTERVAL,
         timeout=run.effective_time_limit,
@@ -94,4 +115,4 @@ def crashed(run: TrainingRun) -> str:
         )
     else:
         message = f"Internal error in the worker (reference {reference}); the server log has the details."
-    return fail(run, message=message, log_tail=tail_text(run.work_dir / "train.log"))
+    return fail(run, message=message, log_tail=tail_text(run.work_dir / LOG))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
 from core.errors import ApplicationError
-from datasets.coco_export import build_coco, merge_documents, remap_classes
+from core.host_cache import local_files
+from core.storage import missing_files
+from datasets.coco_export import build_coco, localized, merge_documents, remap_classes
 from engine.evaluate import EvaluationJob
 from engine.supervisor import tail_text
 from models_registry.evaluations import evaluation_store
@@ -18,7 +19,7 @@ from models_registry.models import Evaluation, TrainedModel
 
 from ..models import TrainingManifest, TrainingRun
 from ..services import training_run_progress, training_run_record, training_run_succeed
-from .common import crashed, end_unless_trained, fail, supervise
+from .common import crashed, end_unless_trained, fail, supervise, sync_of
 from .scratch import cleanup_work_dir, prepare_work_dir
 
 Status = TrainingRun.Status
@@ -40,8 +41,8 @@ def evaluation_document(run: TrainingRun) -> tuple[dict, str, dict]:
     if split == "model":
         manifest = TrainingManifest.objects.get(run_id=model.source_run_id)
         doc = manifest.validation_coco
-        root = Path(settings.MEDIA_ROOT)
-        present = [i for i in doc["images"] if (root / i["file_name"]).is_file()]
+        missing = set(missing_files([i["file_name"] for i in doc["images"]]))
+        present = [i for i in doc["images"] if i["file_name"] not in missing]
         gone = len(doc["images"]) - len(present)
         kept_ids = {i["id"] for i in present}
         doc = {**doc, "images": present, "annotations": [a for a in doc["annotations"] if a["image_id"] in kept_ids]}
@@ -76,8 +77,14 @@ def execute(run: TrainingRun) -> str:
     try:
         work = prepare_work_dir(run)
         doc, label, details = evaluation_document(run)
+        model = evaluated_model(run)
+        # The model's files and the pictures, where this worker reads them: in place, or this host's cached copies.
+        local = local_files(
+            [(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)]
+            + [(i["file_name"], i.get("sha256", "")) for i in doc["images"]]
+        )
         gt_file = work / "gt.json"
-        gt_file.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        gt_file.write_text(json.dumps(localized(doc, local), ensure_ascii=False), encoding="utf-8")
         training_run_record(
             run_id=run.pk,
             export_summary={
@@ -86,13 +93,12 @@ def execute(run: TrainingRun) -> str:
                 "val_annotations": len(doc["annotations"]),
             },
         )
-        model = evaluated_model(run)
         job = EvaluationJob(
-            config_file=model.config.path,
-            checkpoint=model.checkpoint.path,
+            config_file=str(local.root / local.relative[model.config.name]),
+            checkpoint=str(local.root / local.relative[model.checkpoint.name]),
             classes=list(model.class_names),
             gt_file=str(gt_file),
-            image_root=str(settings.MEDIA_ROOT),
+            image_root=str(local.root),
             work_dir=str(work / "mmengine"),
             events_file=str(work / "events.jsonl"),
             result_file=str(work / "evaluation.json"),
@@ -106,6 +112,7 @@ def execute(run: TrainingRun) -> str:
         ended = end_unless_trained(run, result)
         if ended is not None:
             return ended
+        sync_of(run).push()  # the log and events stored before the run is seen succeeded
         store_and_succeed(run, job=job, label=label, details=details, doc=doc, log_tail=result.log_tail)
         return Status.SUCCEEDED
     except ApplicationError as exc:

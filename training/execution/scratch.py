@@ -1,5 +1,5 @@
-"""A run's scratch space (``TrainingRun.work_dir``): the free-disk floor before a run starts, and what is removed
-once it ends."""
+"""A run's scratch space on its worker's own disk (``TrainingRun.work_dir``): the free-disk floor before a run starts,
+and its removal once the run has ended."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import shutil
 from django.conf import settings
 
 from core.errors import ApplicationError
+from core.host_cache import prune_host_cache
 
 from ..models import TrainingRun
-from ..selectors import last_checkpoint
 
 
 def prepare_work_dir(run: TrainingRun):
@@ -30,22 +30,11 @@ def check_free_disk(path) -> None:
         raise ApplicationError(f"Only {free // 2**20} MiB free in the work area; a run needs {floor // 2**20} MiB.")
 
 
-def cleanup_work_dir(run: TrainingRun, *, keep_last_checkpoint: bool = False) -> None:
-    """Remove bulky scratch files (checkpoints, copies already in the registry); keep the log, the events and the
-    exported split (data/: which images were trained on and which held out) for later reading, and the last epoch
-    checkpoint of a run that did not finish, so that it can be resumed."""
-    work = run.work_dir
-    if not work.exists() or settings.TRAINING_KEEP_SCRATCH:
-        return
-    keep = last_checkpoint(run) if keep_last_checkpoint else None
-    for path in work.iterdir():
-        if path.name in ("train.log", "events.jsonl", "job.json", "result.json", "data"):
-            continue
-        if keep is not None and path == keep.parent:
-            for inner in path.iterdir():
-                if inner != keep:
-                    shutil.rmtree(inner, ignore_errors=True) if inner.is_dir() else inner.unlink(missing_ok=True)
-        elif path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+def cleanup_work_dir(run: TrainingRun) -> None:
+    """Remove the run's scratch folder once it has ended: what is kept of a run (its log, events and result, the last
+    checkpoint of a run that may be resumed) was pushed to the storage by then (``training.run_files``), and a
+    worker's disk keeps nothing of a run that ended. TRAINING_KEEP_SCRATCH keeps it all, for debugging. The host's
+    picture cache is pruned back to its bound."""
+    if not settings.TRAINING_KEEP_SCRATCH:
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+    prune_host_cache()  # the pictures this run fetched count as used now: older ones go first

@@ -11,10 +11,12 @@ from django.db import transaction
 
 from core.db import Outage, when_database_is_back
 from core.errors import ApplicationError
+from core.host_cache import local_files
+from core.storage import delete_stored, fetch_to
 from datasets.coco_export import CocoExport, export_coco
 from datasets.splits import DEFAULT_CELL_M
 from engine.config import build_overrides, checkpoint_epoch
-from engine.events import metrics_history, read_events, registered_epoch
+from engine.events import metrics_history, registered_epoch
 from engine.job import TrainingJob
 from engine.presets import get_preset
 from engine.supervisor import ChildResult, tail_text
@@ -23,13 +25,14 @@ from models_registry.models import Evaluation
 from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
 
 from ..models import TrainingRun
+from ..run_files import checkpoint_folder, stored_events
 from ..services import (
     training_run_progress,
     training_run_record,
     training_run_record_manifest,
     training_run_succeed,
 )
-from .common import crashed, end_unless_trained, fail, supervise
+from .common import crashed, end_unless_trained, fail, supervise, sync_of
 from .scratch import cleanup_work_dir, prepare_work_dir
 from .timings import PhaseTimer
 
@@ -55,6 +58,7 @@ def execute(run: TrainingRun) -> str:
             return ended
         outcome = json.loads((run.work_dir / "result.json").read_text(encoding="utf-8"))
         history = metrics_history_of(run, events)
+        sync_of(run).push()  # the log, events and result stored before the run is seen succeeded
         # One transaction that removes its stored artifacts if it rolls back: repeated once the database is back.
         when_database_is_back(
             lambda: register_and_succeed(run, export, outcome=outcome, history=history, log_tail=result.log_tail),
@@ -103,8 +107,8 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
             val_ann_file=str(export.val_file),
             image_root=str(export.image_root),
             work_dir=str(work / "mmengine"),
-            load_from=str(run.base_model.checkpoint.path) if run.base_model is not None else None,
-            resume_from=run.resume_checkpoint or None,
+            load_from=base_checkpoint(run),
+            resume_from=resume_checkpoint(run),
         ),
         classes=export.classes,
         work_dir=str(work / "mmengine"),
@@ -118,6 +122,30 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
     )
     job.write(work / "job.json")
     return work / "job.json"
+
+
+def base_checkpoint(run: TrainingRun) -> str | None:
+    """The local path of the base model's checkpoint (this host's cached copy where the files are in a bucket)."""
+    model = run.base_model
+    if model is None:
+        return None
+    local = local_files([(model.checkpoint.name, model.checkpoint_sha256)])
+    return str(local.root / local.relative[model.checkpoint.name])
+
+
+def resume_checkpoint(run: TrainingRun) -> str | None:
+    """The stored checkpoint a resumed attempt continues from, fetched into its scratch folder: the attempt it
+    resumes may have run on another host."""
+    if not run.resume_checkpoint:
+        return None
+    target = run.work_dir / "resume" / Path(run.resume_checkpoint).name
+    try:
+        return str(fetch_to(run.resume_checkpoint, target))
+    except FileNotFoundError:
+        raise ApplicationError(
+            f"The checkpoint this run resumes from is no longer stored ({Path(run.resume_checkpoint).name}); "
+            "retry the run instead."
+        ) from None
 
 
 def thresholds_of(run: TrainingRun) -> dict:
@@ -160,10 +188,15 @@ def metrics_history_of(run: TrainingRun, events: list[dict]) -> list[dict]:
 
     if run.resume_checkpoint and run.retry_of is not None:
         upto = checkpoint_epoch(run.resume_checkpoint)
-        events = [
-            e for e in read_events(run.retry_of.work_dir / "events.jsonl") if (e.get("epoch") or 0) <= upto
-        ] + events
+        events = [e for e in stored_events(run.retry_of.pk) if (e.get("epoch") or 0) <= upto] + events
     return metrics_history(events)
+
+
+def end_files(run: TrainingRun) -> None:
+    """Once a success has committed: no scratch folder, and no stored epoch checkpoint (only a failed or cancelled
+    run is resumed; the model is in the registry)."""
+    cleanup_work_dir(run)
+    delete_stored(checkpoint_folder(run.pk))
 
 
 def register_and_succeed(
@@ -171,7 +204,7 @@ def register_and_succeed(
 ) -> None:
     """Step 6: register the model and mark the run succeeded in one transaction; stored artifacts go if it rolls
     back, and the scratch space only once it has committed. Which epoch is registered is training's decision; the
-    registry stores what it is given."""
+    registry stores what it is given. The run's stored epoch checkpoint goes with the scratch space."""
 
     model = None
     try:
@@ -192,7 +225,7 @@ def register_and_succeed(
                 )
             if not training_run_succeed(run_id=run.pk, log_tail=log_tail, stop_reason=stop_reason_of(outcome)):
                 raise ApplicationError("The run stopped being 'running' before its model could be registered.")
-            transaction.on_commit(lambda: cleanup_work_dir(run))
+            transaction.on_commit(lambda: end_files(run))
     except BaseException:
         if model is not None:
             trained_model_delete_artifacts(model)

@@ -5,7 +5,6 @@ the acting user's permission here (``access.rules.require``), whatever interface
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -14,6 +13,7 @@ from django.utils import timezone
 from access.rules import Actor, require
 from audit.services import audit_record
 from core.errors import ApplicationError
+from core.storage import delete_stored
 from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
 from datasets.splits import split_preview
@@ -26,6 +26,7 @@ from workers.resources import assert_some_worker_can_take
 
 from ..kinds import KINDS
 from ..models import TrainingRun
+from ..run_files import run_folder
 from ..selectors import last_checkpoint
 from .evaluation_runs import evaluation_run_again
 from .queueing import may_prioritize, next_attempt, run_queue, with_site_defaults
@@ -241,7 +242,7 @@ def _new_attempt(*, run: TrainingRun, user: Actor, resume: bool) -> TrainingRun:
             retry_of=run,
             time_limit_seconds=run.time_limit_seconds,
             attempt=attempt,
-            resume_checkpoint=str(checkpoint) if checkpoint else "",
+            resume_checkpoint=checkpoint or "",
             # An attempt keeps the run's priority while its owner may still give it.
             priority=run.priority if may_prioritize(owner) else None,
         )
@@ -250,7 +251,7 @@ def _new_attempt(*, run: TrainingRun, user: Actor, resume: bool) -> TrainingRun:
             obj=run,
             actor=user,
             new_run=new.pk,
-            **({"checkpoint": checkpoint.name} if checkpoint else {}),
+            **({"checkpoint": checkpoint.rsplit("/", 1)[-1]} if checkpoint else {}),
         )
     return new
 
@@ -267,7 +268,8 @@ def training_run_resume(*, run: TrainingRun, user: Actor = None) -> TrainingRun:
 
 
 def training_run_delete(*, run: TrainingRun, user: Actor = None) -> None:
-    """Delete a finished run and, after the commit, its scratch files. Its model, if any, stays registered."""
+    """Delete a finished run and, after the commit, its stored files (log, events, last checkpoint). Its model, if
+    any, stays registered."""
     require(user, "training.delete_trainingrun", run, message=f"You may not delete run #{run.pk}.")
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
@@ -275,10 +277,10 @@ def training_run_delete(*, run: TrainingRun, user: Actor = None) -> None:
             raise ApplicationError(
                 f"Run #{run.pk} is {run.status}; cancel it before deleting it.", {"status": run.status}
             )
-        work = run.work_dir
+        folder = run_folder(run.pk)
         audit_record(action="deleted", obj=run, actor=user)
         run.delete()
-        transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
+        transaction.on_commit(lambda: delete_stored(folder))
 
 
 def _who(user: Actor) -> str:

@@ -1,0 +1,97 @@
+"""A run's files pushed from the worker's scratch folder to the storage as the run goes (``training.run_files``
+names them): the log and the progress events every DUMPSITE_RUN_SYNC_SECONDS when they changed, and each epoch
+checkpoint once mmengine has finished writing it (its ``last_checkpoint`` file names it), the one before it then
+removed: what resuming needs is in the storage when the worker's host is gone. A storage that does not answer stops
+the run with a message that says so. The log and the events are stored with this host's folders redacted."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from core.errors import ApplicationError
+from core.redact import redact_paths
+from core.storage import delete_file, storage_errors, store_file
+
+from ..run_files import PUSHED, checkpoint_folder, stored_name
+
+logger = logging.getLogger("training.execution")
+
+
+class RunSync:
+    def __init__(self, run_id: int, work: Path, *, every: float | None = None):
+        self.run_id, self.work = run_id, Path(work)
+        self.every = settings.DUMPSITE_RUN_SYNC_SECONDS if every is None else every
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.checkpoint: str | None = None  # stored name of the last checkpoint pushed
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        """Push a new checkpoint now, and the log and events if DUMPSITE_RUN_SYNC_SECONDS have passed since they
+        were last pushed."""
+        self._guarded(self._push_checkpoint)
+        if time.monotonic() - self.last >= self.every:
+            self.push()
+
+    def push(self) -> None:
+        """Push what changed now; ApplicationError when the storage does not take it."""
+        self.last = time.monotonic()
+        self._guarded(self._push_all)
+
+    def _push_all(self) -> None:
+        self._push_checkpoint()
+        for name in PUSHED:
+            self._push_if_changed(name)
+
+    def _guarded(self, push) -> None:
+        try:
+            push()
+        except storage_errors() as exc:
+            raise ApplicationError(
+                f"The storage did not take the run's files ({type(exc).__name__}: {str(exc)[:200]}); the run was "
+                "stopped. Retry it once the storage answers again, or resume it from its last stored checkpoint."
+            ) from exc
+
+    def push_quietly(self) -> None:
+        """The last push of a run that fails anyway: a storage that does not answer is logged, not raised."""
+        try:
+            self.push()
+        except ApplicationError as exc:
+            logger.warning("run %s: %s", self.run_id, exc)
+
+    def _push_if_changed(self, name: str) -> None:
+        path = self.work / name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return
+        mark = (stat.st_size, stat.st_mtime_ns)
+        if self.seen.get(name) == mark:
+            return
+        # Stored with this host's folders redacted: whoever reads it (the web, another host) does not know them.
+        with (
+            open(path, encoding="utf-8", errors="replace") as source,
+            tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.work, suffix=".push", delete=False) as copy,
+        ):
+            for line in source:
+                copy.write(redact_paths(line))
+        store_file(copy.name, stored_name(self.run_id, name), move=True)
+        self.seen[name] = mark
+
+    def _push_checkpoint(self) -> None:
+        marker = self.work / "mmengine" / "last_checkpoint"  # written by mmengine once a checkpoint is whole
+        try:
+            local = Path(marker.read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            return
+        name = f"{checkpoint_folder(self.run_id)}/{local.name}"
+        if name == self.checkpoint or not local.is_file():
+            return
+        store_file(local, name)
+        if self.checkpoint is not None:
+            delete_file(self.checkpoint)
+        self.checkpoint = name

@@ -1,0 +1,53 @@
+"""A run's files in the platform's storage, under ``runs/<id>/``: its log, its progress events, its result and the
+last epoch checkpoint of a run that may be resumed. The worker writes them in its own scratch folder and pushes them
+there as the run goes (``training.execution.sync``); the web, the API and a worker of another host read them here,
+never from a worker's disk."""
+
+from __future__ import annotations
+
+from core.storage import open_stored, read_stored_tail, stored_names
+from engine.config import checkpoint_epoch
+from engine.events import parse_events
+from engine.supervisor import last_lines
+
+LOG = "train.log"
+EVENTS = "events.jsonl"
+RESULT = "result.json"
+PUSHED = (LOG, EVENTS, RESULT)  # what is pushed as the run goes, and once more when it ends
+LOG_TAIL_BYTES = 16_000
+
+
+def stored_name(run_id: int, name: str) -> str:
+    return f"runs/{int(run_id)}/{name}"
+
+
+def run_folder(run_id: int) -> str:
+    return f"runs/{int(run_id)}"
+
+
+def checkpoint_folder(run_id: int) -> str:
+    return f"runs/{int(run_id)}/checkpoints"
+
+
+def stored_checkpoint(run_id: int) -> str | None:
+    """The stored name of the newest epoch checkpoint a run pushed (what resuming it starts from), or None."""
+    names = [n for n in stored_names(checkpoint_folder(run_id)) if n.endswith(".pth")]
+    return max(names, key=checkpoint_epoch) if names else None
+
+
+def stored_events(run_id: int) -> list[dict]:
+    """The run's progress events as last pushed (read in windows, never the whole file at once)."""
+    try:
+        with open_stored(stored_name(run_id, EVENTS)) as fh:
+            events, partial = [], b""
+            while block := fh.read(1 << 20):
+                lines = (partial + block).split(b"\n")
+                partial = lines.pop()
+                events += parse_events(lines)
+            return events + parse_events([partial])
+    except FileNotFoundError:
+        return []
+
+
+def stored_log_tail(run_id: int) -> str:
+    return last_lines(read_stored_tail(stored_name(run_id, LOG), LOG_TAIL_BYTES))
