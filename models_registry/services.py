@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import tempfile
 from datetime import timedelta
@@ -24,6 +25,8 @@ from engine.inspect import inspect_checkpoint
 from engine.presets import PRESETS
 
 from .models import METRIC_FIELDS, TrainedModel
+
+logger = logging.getLogger("models_registry")
 
 
 def sha256_file(path: Path) -> str:
@@ -51,9 +54,10 @@ def _store_artifacts(
             store_file(Path(source), f"{folder}/{name}", move=move)
     except storage_errors() as exc:
         delete_stored(folder)
+        # The details (the store's address among them) go to the log, not to the users.
+        logger.warning("the storage did not take the files of model %s: %s", key, exc)
         raise ApplicationError(
-            f"The storage did not take the model's files ({type(exc).__name__}: {str(exc)[:200]}); nothing was "
-            "registered."
+            f"The storage did not take the model's files ({type(exc).__name__}); nothing was registered."
         ) from exc
     except BaseException:
         delete_stored(folder)

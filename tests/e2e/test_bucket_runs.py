@@ -122,6 +122,7 @@ def test_a_bucket_gone_mid_run_fails_it_clearly_and_a_retry_succeeds_once_it_is_
         assert run.status == "failed", run.status
         assert "The storage did not take the run's files" in run.error_message, run.error_message
         assert "Retry it once the storage answers again" in run.error_message
+        assert s3_server.endpoint.split("//")[1] not in run.error_message  # the store's address stays in the log
         assert not TrainedModel.objects.filter(source_run=run).exists()  # nothing registered
         wait_for(lambda: not files_under(folders["runs"]), timeout=20, message="nothing left in flight")
 

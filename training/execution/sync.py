@@ -51,9 +51,11 @@ class RunSync:
         try:
             push()
         except storage_errors() as exc:
+            # The details (the store's address among them) go to the worker's log, not to the users.
+            logger.warning("run %s: the storage did not take its files: %s", self.run_id, exc)
             raise ApplicationError(
-                f"The storage did not take the run's files ({type(exc).__name__}: {str(exc)[:200]}); the run was "
-                "stopped. Retry it once the storage answers again, or resume it from its last stored checkpoint."
+                f"The storage did not take the run's files ({type(exc).__name__}); the run was stopped. Retry it "
+                "once the storage answers again, or resume it from its last stored checkpoint."
             ) from exc
 
     def push_quietly(self) -> None:
