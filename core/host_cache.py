@@ -90,6 +90,10 @@ class LocalFiles:
     relative: dict[str, str]
     counts: dict
 
+    def path(self, name: str) -> str:
+        """The local path of the stored file ``name``, for a child's job."""
+        return str(self.root / self.relative[name])
+
 
 def site_host_cache() -> HostCache:
     return HostCache(Path(settings.DUMPSITE_HOST_CACHE_ROOT), settings.DUMPSITE_HOST_CACHE_MAX_BYTES)

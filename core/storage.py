@@ -53,6 +53,11 @@ def s3_client() -> Any:
     return cast(Any, default_storage).connection.meta.client
 
 
+def is_missing(error: Any) -> bool:
+    """Whether a botocore ClientError says the object is not there."""
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 class RangeReader(io.RawIOBase):
     """A stored object of a bucket as a read-only, seekable file: each read past the buffer is one ranged GET of at
     least ``chunk`` bytes. What zipfile, a checkpoint's header or a JSON stream need, without the whole object."""
@@ -64,7 +69,7 @@ class RangeReader(io.RawIOBase):
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except self.client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_missing(exc):
                 raise FileNotFoundError(key) from None
             raise
         self.size: int = head["ContentLength"]
@@ -160,7 +165,7 @@ def copy_stored(name: str, path: Path | str) -> None:
         try:
             client.download_file(site_bucket().name, bucket_key(name), str(path))
         except client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_missing(exc):
                 raise FileNotFoundError(name) from None
             raise
     else:

@@ -141,8 +141,8 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
     # The model's files where this worker reads them: in place, or this host's cached copies of a bucket's.
     local = local_files([(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)])
     return DetectionJob(
-        config_file=str(local.root / local.relative[model.config.name]),
-        checkpoint=str(local.root / local.relative[model.checkpoint.name]),
+        config_file=local.path(model.config.name),
+        checkpoint=local.path(model.checkpoint.name),
         classes=classes,
         rasters=rasters,
         events_file=str(work / "events.jsonl"),

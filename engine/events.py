@@ -14,13 +14,25 @@ from pathlib import Path
 from .config import METRIC_KEYS
 
 
+class EventLines:
+    """The complete events of bytes fed in pieces: an unfinished last line waits for the next piece."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def feed(self, data: bytes) -> list[dict]:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        return parse_events(lines)
+
+
 class EventTail:
     """Reads the events appended to a file since the last read; an unfinished last line waits for the next read."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.offset = 0
-        self._partial = b""
+        self.lines = EventLines()
 
     def read_new(self) -> list[dict]:
         try:
@@ -30,9 +42,7 @@ class EventTail:
         except FileNotFoundError:
             return []
         self.offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        return parse_events(lines)
+        return self.lines.feed(data)
 
 
 def parse_events(lines: list[bytes]) -> list[dict]:

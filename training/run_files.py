@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from core.storage import open_stored, read_stored_tail, stored_names
 from engine.config import checkpoint_epoch
-from engine.events import parse_events
+from engine.events import EventLines, parse_events
 from engine.supervisor import last_lines
 
 LOG = "train.log"
@@ -17,16 +17,16 @@ PUSHED = (LOG, EVENTS, RESULT)  # what is pushed as the run goes, and once more 
 LOG_TAIL_BYTES = 16_000
 
 
-def stored_name(run_id: int, name: str) -> str:
-    return f"runs/{int(run_id)}/{name}"
-
-
 def run_folder(run_id: int) -> str:
     return f"runs/{int(run_id)}"
 
 
+def stored_name(run_id: int, name: str) -> str:
+    return f"{run_folder(run_id)}/{name}"
+
+
 def checkpoint_folder(run_id: int) -> str:
-    return f"runs/{int(run_id)}/checkpoints"
+    return stored_name(run_id, "checkpoints")
 
 
 def stored_checkpoint(run_id: int) -> str | None:
@@ -39,12 +39,10 @@ def stored_events(run_id: int) -> list[dict]:
     """The run's progress events as last pushed (read in windows, never the whole file at once)."""
     try:
         with open_stored(stored_name(run_id, EVENTS)) as fh:
-            events, partial = [], b""
+            events, lines = [], EventLines()
             while block := fh.read(1 << 20):
-                lines = (partial + block).split(b"\n")
-                partial = lines.pop()
-                events += parse_events(lines)
-            return events + parse_events([partial])
+                events += lines.feed(block)
+            return events + parse_events([lines.partial])
     except FileNotFoundError:
         return []
 

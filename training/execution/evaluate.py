@@ -94,8 +94,8 @@ def execute(run: TrainingRun) -> str:
             },
         )
         job = EvaluationJob(
-            config_file=str(local.root / local.relative[model.config.name]),
-            checkpoint=str(local.root / local.relative[model.checkpoint.name]),
+            config_file=local.path(model.config.name),
+            checkpoint=local.path(model.checkpoint.name),
             classes=list(model.class_names),
             gt_file=str(gt_file),
             image_root=str(local.root),

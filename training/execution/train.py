@@ -129,8 +129,7 @@ def base_checkpoint(run: TrainingRun) -> str | None:
     model = run.base_model
     if model is None:
         return None
-    local = local_files([(model.checkpoint.name, model.checkpoint_sha256)])
-    return str(local.root / local.relative[model.checkpoint.name])
+    return local_files([(model.checkpoint.name, model.checkpoint_sha256)]).path(model.checkpoint.name)
 
 
 def resume_checkpoint(run: TrainingRun) -> str | None:
