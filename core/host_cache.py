@@ -1,4 +1,5 @@
-"""A worker host's cache of stored files, on its own disk, keyed by their content (sha256).
+"""A worker host's own disk: its scratch folders (``host_scratch``) and its cache of stored files, keyed by their
+content (sha256).
 
 Dataset pictures are stored under their content hash and never change, so a picture fetched once for a run serves
 every later run on the same host: the second run on a dataset downloads nothing. A file is fetched to a unique
@@ -93,6 +94,12 @@ class LocalFiles:
     def path(self, name: str) -> str:
         """The local path of the stored file ``name``, for a child's job."""
         return str(self.root / self.relative[name])
+
+
+def host_scratch(*parts: str) -> Path:
+    """A folder of this host's scratch disk (``DUMPSITE_WORK_ROOT``): a worker's own, never shared with the web or
+    another host. ``parts`` are the platform's names (ids, random keys), never a user's text."""
+    return Path(settings.TRAINING_WORK_ROOT).joinpath(*parts)
 
 
 def site_host_cache() -> HostCache:

@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -117,12 +117,12 @@ class RangeReader(io.RawIOBase):
         self.buffer_start = self.position
 
 
-def open_stored(name: str, *, chunk: int = RANGE_CHUNK) -> io.BufferedReader | io.RawIOBase:
+def open_stored(name: str, *, chunk: int = RANGE_CHUNK) -> IO[bytes]:
     """The stored file ``name`` opened for reading by window: a plain file in the local folder, ranged GETs in a
     bucket. A context manager either way."""
     if not in_bucket():
         return open(default_storage.path(name), "rb")  # noqa: SIM115 - the caller closes it
-    return RangeReader(bucket_key(name), chunk=chunk)
+    return cast(IO[bytes], RangeReader(bucket_key(name), chunk=chunk))
 
 
 def download_url(name: str, *, filename: str) -> str | None:
@@ -180,6 +180,45 @@ def fetch_to(name: str, target: Path) -> Path:
     copy_stored(name, partial)
     os.replace(partial, target)
     return target
+
+
+def local_file(name: str) -> Path:
+    """The local folder's own file of the stored name ``name`` (the local backend only: a bucket has no path)."""
+    if in_bucket():
+        raise RuntimeError(f"{name} is in a bucket: it has no local path")
+    return Path(default_storage.path(name))
+
+
+def local_path(name: str, scratch: Path) -> Path:
+    """A local path to read the stored file ``name`` from: in place in the local folder (the local backend's own
+    file), else fetched to ``scratch / name`` (a worker's scratch; the caller removes it). FileNotFoundError when it
+    is not stored."""
+    if in_bucket():
+        return fetch_to(name, scratch / name)
+    if not local_file(name).is_file():
+        raise FileNotFoundError(name)
+    return local_file(name)
+
+
+def copy_within(source: str, name: str) -> None:
+    """Store a copy of the stored file ``source`` as ``name``: in a bucket the store copies it (a server-side copy,
+    in parts for a large object: no byte passes through this process); in the local folder it is linked, or copied
+    where the file system does not link. FileNotFoundError when ``source`` is not stored."""
+    if in_bucket():
+        client, bucket = s3_client(), site_bucket().name
+        try:
+            client.copy({"Bucket": bucket, "Key": bucket_key(source)}, bucket, bucket_key(name))
+        except client.exceptions.ClientError as exc:
+            if is_missing(exc):
+                raise FileNotFoundError(source) from None
+            raise
+        return
+    original, target = Path(default_storage.path(source)), Path(default_storage.path(name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(original, target)
+    except OSError:  # another file system, or a name taken: copied (a missing source raises FileNotFoundError)
+        _store_locally(original, target, move=False)
 
 
 class _Hashing(io.RawIOBase):
@@ -282,6 +321,32 @@ def stored_names(prefix: str) -> list[str]:
             f"{prefix}/{item['Key'][len(start) :]}" for item in page.get("Contents", ()) if item["Key"][-1] != "/"
         ]
     return sorted(names)
+
+
+def store_bytes(data: bytes, name: str) -> None:
+    """Store the small ``data`` (a rendered picture) under exactly ``name``, whole or not at all."""
+    if in_bucket():
+        s3_client().put_object(Bucket=site_bucket().name, Key=bucket_key(name), Body=data)
+        return
+    target = Path(default_storage.path(name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def read_stored(name: str, max_bytes: int) -> bytes | None:
+    """The whole stored file ``name`` when it holds at most ``max_bytes``; None when it is not stored or larger."""
+    try:
+        with open_stored(name, chunk=max_bytes + 1) as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    return data if len(data) <= max_bytes else None
 
 
 def read_stored_tail(name: str, max_bytes: int) -> bytes:

@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from core.host_cache import host_scratch
 from engine.presets import DEFAULT_PRESET, preset_choices
 
 
@@ -187,7 +188,7 @@ class TrainingRun(models.Model):
     @property
     def work_dir(self) -> Path:
         """Scratch directory of this run; derived from the id only, never from user text."""
-        return Path(settings.TRAINING_WORK_ROOT) / f"run-{self.pk}"
+        return host_scratch(f"run-{self.pk}")
 
     @property
     def effective_time_limit(self) -> int:
