@@ -61,7 +61,7 @@ def _run(user):
 
 def _platform(run, user, name: str) -> tuple[float, list[tuple[int, int, int, int]]]:
     """Service call to stored rows; the windows the import kept (from the tiles' names)."""
-    from datasets.imports import dataset_import_execute
+    from datasets.import_execution import dataset_import_execute
     from datasets.models import DatasetImage
     from detection.to_dataset import reviewed_sites_to_dataset
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
+
+from core.storage import open_stored
 
 from .coco_export import build_coco, merge_documents
 from .models import Dataset
@@ -76,13 +77,12 @@ def stream_coco_zip(doc: dict, on_image=None) -> Iterator[bytes]:
     """The archive of ``doc`` and its image files, as chunks. The JSON is deflated; images (already compressed)
     are stored. ``on_image()`` is called after each image (a progress bar)."""
     pipe = _Pipe()
-    root = Path(settings.MEDIA_ROOT)
     exported = {**doc, "images": [{k: v for k, v in i.items() if k != "source"} for i in doc["images"]]}
     with zipfile.ZipFile(pipe, "w") as archive:
         archive.writestr(COCO_NAME, json.dumps(exported, ensure_ascii=False), compress_type=zipfile.ZIP_DEFLATED)
         yield pipe.take()
         for image in doc["images"]:
-            with open(root / image["source"], "rb") as source, archive.open(image["file_name"], "w") as target:
+            with open_stored(image["source"]) as source, archive.open(image["file_name"], "w") as target:
                 while block := source.read(CHUNK):
                     target.write(block)
                     yield pipe.take()

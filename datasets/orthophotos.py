@@ -8,8 +8,10 @@ drone photo without georeferencing is kept too, marked as such: detections on it
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
-import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -20,12 +22,14 @@ from django.db import IntegrityError, transaction
 from access.rules import Actor, require
 from audit.services import audit_record
 from core.errors import ApplicationError
+from core.storage import storage_errors, store_file
 
 from .georef import window_footprint
 from .models import Dataset, Orthophoto, orthophoto_upload_to
 from .tiling import open_orthophoto
 
 CHUNK = 1 << 20
+logger = logging.getLogger(__name__)
 
 
 def footprint_wgs84(geotransform: list, srs: SpatialReference, width: int, height: int) -> Polygon | None:
@@ -75,7 +79,9 @@ def orthophoto_store(*, dataset: Dataset, source, name: str, created_by: Actor =
     require(created_by, "datasets.change_dataset", dataset, message=f"You may not add orthophotos to {dataset}.")
     label = Path(str(name or "orthophoto.tif")).name[:255]
     stub = Orthophoto(dataset=dataset)
-    staging = Path(settings.MEDIA_ROOT) / orthophoto_upload_to(stub, f".upload-{secrets.token_hex(8)}.tif")
+    # Checked in this process's temporary files (where Django keeps large uploads), stored once accepted.
+    folder = Path(tempfile.mkdtemp(prefix="orthophoto-", dir=settings.FILE_UPLOAD_TEMP_DIR))
+    staging = folder / "upload.tif"
     try:
         sha, size = _copy_hashed(source, staging)
         existing = Orthophoto.objects.filter(dataset=dataset, sha256=sha).first()
@@ -83,7 +89,6 @@ def orthophoto_store(*, dataset: Dataset, source, name: str, created_by: Actor =
             return existing
         ortho = open_orthophoto(staging, label, georeferenced=False)
         stored = orthophoto_upload_to(stub, f"{sha}.tif")
-        target = Path(settings.MEDIA_ROOT) / stored
         georeferenced = ortho.srs is not None
         row = Orthophoto(
             dataset=dataset,
@@ -104,7 +109,14 @@ def orthophoto_store(*, dataset: Dataset, source, name: str, created_by: Actor =
             created_by=created_by,
         )
         del ortho  # GDAL's handle on the staged file, before it moves
-        staging.replace(target)
+        try:
+            store_file(staging, stored, move=True)
+        except storage_errors() as exc:
+            logger.exception("orthophoto %s: the storage refused it", label)
+            raise ApplicationError(
+                f"The storage did not take the orthophoto ({type(exc).__name__}); nothing was added. Upload it again "
+                "once the storage answers."
+            ) from None
         row.file.name = stored
         try:
             with transaction.atomic():
@@ -112,6 +124,6 @@ def orthophoto_store(*, dataset: Dataset, source, name: str, created_by: Actor =
         except IntegrityError:  # the same file stored by a concurrent upload a moment ago
             return Orthophoto.objects.get(dataset=dataset, sha256=sha)
     finally:
-        staging.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
     audit_record(action="orthophoto added", obj=dataset, actor=created_by, orthophoto=row.pk, name=label)
     return row

@@ -2,11 +2,11 @@
 
 from django.conf import settings
 
-from core.file_cache import prune
+from core.file_cache import prune_stored
 from core.interface import audit_interface
 
-from .imports import dataset_import_execute
-from .views import thumbnail_root
+from .import_execution import dataset_import_execute
+from .views import THUMBNAILS
 
 
 def execute_import(import_id: int) -> str:
@@ -17,4 +17,4 @@ def execute_import(import_id: int) -> str:
 def clean_up() -> dict:
     """Scheduled (hourly): the thumbnails' cache kept under its budget."""
 
-    return {"thumbnails": prune(thumbnail_root(), settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}
+    return {"thumbnails": prune_stored(THUMBNAILS, settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}

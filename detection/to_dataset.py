@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 from access.rules import Actor, require
 from core.errors import ApplicationError
-from datasets.imports import orthophoto_tiling_create
+from datasets.imports import StoredUpload, orthophoto_tiling_create
 from datasets.models import Dataset, DatasetImport, Orthophoto
 from training.models import TrainingRun
 
@@ -81,7 +80,7 @@ def reviewed_sites_to_dataset(
     rejected = list(reviewed.filter(state=Detection.State.REJECTED).order_by("id")) if hard_negatives else []
     tile = tile_size or int(run.parameters.get("tile_size") or 1024)
     return orthophoto_tiling_create(
-        orthophotos=[Path(o.file.path) for o in orthos],
+        orthophotos=[StoredUpload(o.file.name, o.size_bytes, o.name) for o in orthos],
         annotations=collection(sites, "site"),
         negatives=collection(rejected, "false alarm") if rejected else None,
         options={

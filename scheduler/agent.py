@@ -14,7 +14,7 @@ import time
 
 from django.db import close_old_connections, connection
 
-from datasets.imports import dataset_imports_fail_stale
+from datasets.import_execution import dataset_imports_fail_stale
 from labelling.building import labelling_tasks_fail_stale
 from workers.models import Worker
 from workers.services import worker_heartbeat

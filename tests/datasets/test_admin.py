@@ -28,7 +28,7 @@ def test_thumbnails_are_served_only_for_visible_datasets(world):
 
 
 def test_a_coco_zip_is_uploaded_in_the_admin_and_its_import_followed_there(world, tmp_path):
-    from datasets.imports import dataset_import_execute
+    from datasets.import_execution import dataset_import_execute
     from datasets.models import DatasetImport
     from tests.datasets import zip_layouts
 

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from django.contrib.gis.gdal import CoordTransform, SpatialReference
 from django.contrib.gis.geos import Point, Polygon
+from django.core.files.storage import default_storage
 
 from core.errors import ApplicationError
-from datasets.imports import dataset_import_execute, imports_root
+from core.storage import stored_names
+from datasets.import_execution import dataset_import_execute
+from datasets.imports import stored_upload
 from datasets.models import Annotation, Dataset, DatasetImage, DatasetImport
 from datasets.splits import grid_cells, split_dataset
 from datasets.tiling import TilingOptions, tile_orthophotos, windows
@@ -204,7 +207,8 @@ def test_bad_input_is_refused_at_upload_with_its_reason_and_leaves_nothing(world
         options = {"tile_size": 10, "overlap": -1}
     message, field = BAD[case]
     imports_before = DatasetImport.objects.count()
-    left_before = set(imports_root().rglob("*")) if imports_root().exists() else set()
+    kept = Path(default_storage.path("imports"))
+    left_before = set(kept.rglob("*")) if kept.exists() else set()
     response = world.client("admin").post(
         "/api/datasets/tile-orthophoto/",
         {
@@ -220,7 +224,7 @@ def test_bad_input_is_refused_at_upload_with_its_reason_and_leaves_nothing(world
     if field:
         assert field in response.json()["errors"]
     assert not Dataset.objects.filter(name="tiles").exists() and DatasetImport.objects.count() == imports_before
-    assert (set(imports_root().rglob("*")) if imports_root().exists() else set()) == left_before
+    assert (set(kept.rglob("*")) if kept.exists() else set()) == left_before
 
 
 def _file(source, name=None):
@@ -256,7 +260,7 @@ def test_the_api_queues_a_tiling_that_the_worker_service_completes(world, ortho)
         DatasetImage.objects.filter(dataset=job.dataset, original_name__startswith="site 7_x").count()
         == job.images_imported
     )
-    assert not (imports_root() / job.key).exists()
+    assert not stored_names(stored_upload(job.key))
     detail = world.client("admin").get(f"/api/dataset-imports/{job.pk}/").json()
     assert detail["stats"]["tiles"] == 20 and detail["percent"] == 100.0
 

@@ -16,13 +16,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from guardian.shortcuts import assign_perm
 
-from datasets.imports import (
-    ProgressReporter,
-    dataset_import_create,
-    dataset_import_execute,
-    dataset_imports_fail_stale,
-    imports_root,
-)
+from core.storage import delete_stored, store_file, stored_names
+from datasets.import_execution import ProgressReporter, dataset_import_execute, dataset_imports_fail_stale
+from datasets.imports import dataset_import_create, imports_root, stored_upload
 from datasets.models import Annotation, Dataset, DatasetImage, DatasetImport
 from datasets.services import dataset_create, dataset_image_create
 from tests.datasets import zip_layouts
@@ -58,7 +54,8 @@ def test_each_tools_layout_becomes_a_dataset_with_its_boxes(world, tmp_path, lay
     assert response.status_code == 202, response.json()
     body = response.json()
     assert body["status"] == "queued" and body["layout"] == layout and body["archive_name"] == "export.zip"
-    assert (imports_root() / DatasetImport.objects.get(pk=body["id"]).key / "archive.zip").is_file()
+    key = DatasetImport.objects.get(pk=body["id"]).key
+    assert stored_names(stored_upload(key)) == [stored_upload(key, "archive.zip")]  # kept in the storage
 
     job = run_import(body["id"])
     assert job.status == "succeeded", job.error_message
@@ -67,7 +64,7 @@ def test_each_tools_layout_becomes_a_dataset_with_its_boxes(world, tmp_path, lay
     assert job.dataset.name == f"from {layout}" and job.dataset.class_names() == CLASSES
     assert job.dataset.created_by == world.users["admin"]
     assert boxes_of(job.dataset) == EXPECTED_BOXES
-    assert not (imports_root() / job.key).exists()  # the archive's folder is gone
+    assert stored_names(stored_upload(job.key)) == [] and not (imports_root() / job.key).exists()  # both gone
 
 
 def test_into_an_existing_dataset_classes_are_matched_by_name_and_known_images_reported(world, tmp_path):
@@ -183,7 +180,7 @@ def test_a_json_that_is_not_coco_fails_the_import_with_its_reason_and_creates_no
     archive = _zip(tmp_path / "a.zip", {"annotations.json": json.dumps({"hello": "world"}), "images/a.jpg": b"x"})
     job = run_import(upload(world.client("admin"), archive, dataset_name="not coco").json()["id"])
     assert job.status == "failed" and "annotations.json is not a COCO detection file" in job.error_message
-    assert not Dataset.objects.filter(name="not coco").exists() and not (imports_root() / job.key).exists()
+    assert not Dataset.objects.filter(name="not coco").exists() and not stored_names(stored_upload(job.key))
 
 
 def test_several_json_files_get_a_clear_error_and_the_choice_is_honoured(world, tmp_path):
@@ -222,7 +219,8 @@ def test_who_may_upload_where(world, tmp_path):
     assert world.client("owner").get(f"/api/dataset-imports/{job.pk}/").status_code == 404
     assert world.client("admin").get(f"/api/dataset-imports/{job.pk}/").status_code == 200
     queued = DatasetImport.objects.filter(status="queued")
-    assert queued.count() == 1 and (imports_root() / queued.get().key / "archive.zip").is_file()
+    key = queued.get().key
+    assert queued.count() == 1 and stored_names(stored_upload(key)) == [stored_upload(key, "archive.zip")]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -248,14 +246,13 @@ def test_progress_is_seen_by_others_while_the_import_transaction_is_open(roles):
     assert job.heartbeat_at is not None and job.eta_seconds(job.heartbeat_at) is None  # no start time: no ETA
 
 
-def test_an_import_whose_worker_stopped_reporting_is_failed_and_its_archive_removed(db):
+def test_an_import_whose_worker_stopped_reporting_is_failed_and_its_archive_removed(db, tmp_path):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    folder = imports_root() / "stale"
-    folder.mkdir(parents=True)
-    (folder / "archive.zip").write_bytes(b"PK")
+    (tmp_path / "archive.zip").write_bytes(b"PK")
+    store_file(tmp_path / "archive.zip", stored_upload("stale", "archive.zip"))
     long_ago = timezone.now() - timedelta(seconds=settings.DUMPSITE_IMPORT_STALE_SECONDS + 5)
     stale = DatasetImport.objects.create(key="stale", status="running", heartbeat_at=long_ago, new_dataset_name="a")
     fresh = DatasetImport.objects.create(
@@ -264,26 +261,30 @@ def test_an_import_whose_worker_stopped_reporting_is_failed_and_its_archive_remo
     assert dataset_imports_fail_stale() == 1
     stale.refresh_from_db()
     fresh.refresh_from_db()
-    assert stale.status == "failed" and "stopped reporting" in stale.error_message and not folder.exists()
+    assert stale.status == "failed" and "stopped reporting" in stale.error_message
+    assert not stored_names(stored_upload("stale"))
     assert fresh.status == "running"
 
 
 def test_the_service_refuses_before_writing_anything(world, tmp_path):
-    before = set(imports_root().rglob("*")) if imports_root().exists() else set()
+    kept = Path(settings.MEDIA_ROOT) / "imports"
+
+    def left() -> set:
+        return set(kept.rglob("*")) if kept.exists() else set()
+
+    before = left()
     with pytest.raises(Exception, match="You may not create datasets"):
         dataset_import_create(upload=None, dataset_name="x", user=world.users["viewer"])
     with pytest.raises(Exception, match="already exists"):
         dataset_import_create(upload=None, dataset_name="shared", user=world.users["admin"])
-    assert (set(imports_root().rglob("*")) if imports_root().exists() else set()) == before
+    assert left() == before
 
 
-def test_an_upload_a_worker_cannot_see_fails_with_a_reason(world, tmp_path):
-    import shutil
-
+def test_an_upload_the_storage_lost_fails_with_a_reason(world, tmp_path):
     job_id = upload(world.client("admin"), zip_layouts.plain(tmp_path / "p.zip"), dataset_name="lost").json()["id"]
-    shutil.rmtree(imports_root() / DatasetImport.objects.get(pk=job_id).key)  # a worker on other storage
+    delete_stored(stored_upload(DatasetImport.objects.get(pk=job_id).key))
     job = run_import(job_id)
-    assert job.status == "failed" and "the web and the workers must share it" in job.error_message
+    assert job.status == "failed" and "The upload is no longer stored" in job.error_message
 
 
 def test_an_uploader_who_lost_the_right_meanwhile_gets_a_failed_import_saying_so(world, tmp_path):

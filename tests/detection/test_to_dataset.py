@@ -8,7 +8,7 @@ import pytest
 from django.contrib.gis.geos import Point
 
 from core.errors import ApplicationError
-from datasets.imports import dataset_import_execute
+from datasets.import_execution import dataset_import_execute
 from datasets.models import Annotation, DatasetImage
 from datasets.orthophotos import orthophoto_store
 from detection.models import Detection

@@ -14,7 +14,8 @@ from django.contrib.auth.models import Group, User
 from PIL import Image
 from rest_framework.test import APIClient
 
-from datasets.imports import imports_root
+from core.storage import stored_names
+from datasets.imports import imports_root, stored_upload
 from datasets.models import Annotation, Dataset
 from tests.conftest import wait_for
 from tests.datasets import zip_layouts
@@ -106,7 +107,9 @@ def test_tool_layouts_are_imported_by_a_worker_with_their_report_and_progress(ro
     from datasets.models import DatasetImport
 
     keys = DatasetImport.objects.filter(created_by=admin).values_list("key", flat=True)
-    assert len(keys) == 5 and not any((imports_root() / key).exists() for key in keys)  # removed, whatever the outcome
+    assert len(keys) == 5 and not any(
+        (imports_root() / key).exists() or stored_names(stored_upload(key)) for key in keys
+    )  # removed, whatever the outcome
 
 
 def test_an_orthophoto_uploaded_through_the_api_is_tiled_by_a_worker(roles, worker, tmp_path):

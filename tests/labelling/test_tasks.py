@@ -14,11 +14,13 @@ from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
 from core.errors import ApplicationError
-from datasets.imports import dataset_import_create, dataset_import_execute
+from core.storage import copy_stored, stored_names
+from datasets.import_execution import dataset_import_execute
+from datasets.imports import dataset_import_create
 from datasets.models import Dataset
 from detection.models import Detection
 from labelling.acceptance import acceptance_by_model_version, labelling_task_acceptance
-from labelling.building import build_labelling_task, task_root
+from labelling.building import build_labelling_task, part_folder, task_folder
 from labelling.models import LabellingTask
 from labelling.selection import iou
 from labelling.services import labelling_task_create
@@ -36,6 +38,13 @@ def built(world, run, **parameters) -> LabellingTask:
     task.refresh_from_db()
     assert task.status == "succeeded", task.error
     return task
+
+
+def archive(task: LabellingTask, name: str, tmp_path: Path) -> Path:
+    """The task's stored archive ``name``, copied here."""
+    target = tmp_path / f"task-{task.pk}-{name}"
+    copy_stored(f"{task_folder(task.pk)}/{name}", target)
+    return target
 
 
 def unzip(path: Path, into: Path) -> Path:
@@ -60,9 +69,9 @@ def test_a_runs_tiles_carry_the_models_own_boxes(world, tmp_path):
     assert all(name.startswith("area_x") for name in by_name)
     assert {(i["width"], i["height"]) for i in task.images} <= {(320, 320), (320, 192)}
     assert task.stats == {"candidates": len(task.images), "chosen": len(task.images), "boxes": 4}
-    folder = task_root() / f"task-{task.pk}"
-    assert sorted(p.name for p in folder.iterdir()) == ["cvat-coco.zip", "cvat-xml.zip", "images", "label-studio.zip"]
-    read = read_with_tool("cvat_xml", unzip(folder / "cvat-xml.zip", tmp_path / "xml"))
+    names = ("cvat-coco.zip", "cvat-xml.zip", "label-studio.zip")  # the pictures are in each archive
+    assert stored_names(task_folder(task.pk)) == [f"{task_folder(task.pk)}/{name}" for name in names]
+    read = read_with_tool("cvat_xml", unzip(archive(task, "cvat-xml.zip", tmp_path), tmp_path / "xml"))
     for name, image in by_name.items():
         back = read["boxes"][name]
         assert [b[0] for b in back] == [b[0] for b in image["boxes"]]
@@ -76,7 +85,7 @@ def test_a_runs_tiles_carry_the_models_own_boxes(world, tmp_path):
 def test_what_comes_back_from_cvat_is_counted_box_by_box(world, tmp_path):
     run, _rows = reviewed_run(world, tmp_path)
     task = built(world, run, tile_size=320)
-    folder = unzip(task_root() / f"task-{task.pk}" / "cvat-coco.zip", tmp_path / "coco")
+    folder = unzip(archive(task, "cvat-coco.zip", tmp_path), tmp_path / "coco")
     sent = {i["name"]: i["boxes"] for i in task.images}
     first, second = sorted(n for n in sent if sent[n])[:2]
     keep, moved = sent[first][0], sent[second][0]
@@ -166,7 +175,7 @@ def test_refusals_change_nothing(world, tmp_path):
     build_labelling_task(task.pk)
     task.refresh_from_db()
     assert task.status == "failed" and "No tile matches the rule 'uncertain'" in task.error
-    assert not (task_root() / f"task-{task.pk}").exists() and not (task_root() / f".task-{task.pk}.part").exists()
+    assert not stored_names(task_folder(task.pk)) and not part_folder(task.pk).exists()
     with pytest.raises(ApplicationError, match="is failed: nothing was exported"):
         labelling_task_acceptance(task=task, dataset=world.dataset, user=publisher)
     with pytest.raises(CommandError, match=f"No detection run #{run.pk}"):
@@ -207,7 +216,7 @@ def test_a_task_whose_worker_died_is_failed_and_its_files_removed(world, tmp_pat
     now = timezone.now()
     LabellingTask.objects.filter(pk=dead.pk).update(status="running", heartbeat_at=now - stale_after() - timedelta(1))
     LabellingTask.objects.filter(pk=alive.pk).update(status="running", heartbeat_at=now - timedelta(seconds=30))
-    part = task_root() / f".task-{dead.pk}.part"
+    part = part_folder(dead.pk)
     part.mkdir(parents=True)
     assert labelling_tasks_fail_stale(now) == 1 and labelling_tasks_fail_stale(now) == 0
     dead.refresh_from_db()

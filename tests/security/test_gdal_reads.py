@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group, User
 from django.contrib.gis.gdal.libgdal import lgdal
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from core.errors import ApplicationError
-from datasets.imports import SITES, dataset_import_execute, imports_root
+from datasets.import_execution import dataset_import_execute
+from datasets.imports import SITES, stored_upload
 from datasets.models import Dataset, DatasetImage, DatasetImport
 from datasets.rasters import registered_drivers
 from datasets.tiling import open_orthophoto
@@ -145,7 +147,8 @@ def upload(client, ortho: Path, name: str = "ortho.tif"):
 
 
 def upload_folders() -> set:
-    return set(imports_root().glob("*")) if imports_root().exists() else set()
+    kept = Path(default_storage.path("imports"))
+    return set(kept.glob("*")) if kept.exists() else set()
 
 
 def assert_nothing_left(response):
@@ -194,7 +197,7 @@ def test_the_worker_refuses_a_vrt_in_its_upload_folder(tmp_path, secret, listene
     """The worker opens the stored files again: a file swapped after the web's check is refused there too."""
     user = User.objects.create_user("uploader")
     user.groups.add(Group.objects.get(name="Administrator"))
-    folder = imports_root() / "swapped"
+    folder = Path(default_storage.path(stored_upload("swapped")))  # the local folder: the storage of the tests
     folder.mkdir(parents=True)
     file_read_vrt(folder / "0.tif", secret)
     url_vrt(folder / "1.tif", listener.port)
