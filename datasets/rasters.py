@@ -31,7 +31,17 @@ from django.contrib.gis.gdal import GDALException, GDALRaster
 from django.contrib.gis.gdal.driver import Driver
 from django.contrib.gis.gdal.libgdal import lgdal
 
-from engine.raster import ALLOWED_DRIVERS, CONFIG, GDAL_OF_RASTER, KEPT_DRIVERS, RasterRefused, strings
+from core.storage import bucket_key, in_bucket, local_file, site_bucket
+from engine.raster import (
+    ALLOWED_DRIVERS,
+    CONFIG,
+    GDAL_OF_RASTER,
+    KEPT_DRIVERS,
+    BucketObject,
+    Raster,
+    RasterRefused,
+    strings,
+)
 
 _lock = threading.Lock()
 _configured = False
@@ -144,3 +154,26 @@ class MemoryRaster:
 
 
 __all__ = ["ALLOWED_DRIVERS", "GDALException", "MemoryRaster", "RasterRefused", "configure", "open_raster"]
+
+
+def bucket_object(name: str, *, secrets: bool = True) -> BucketObject:
+    """The site's bucket object of the stored file ``name``, as GDAL reads it (``/vsis3/``); without the credentials
+    (``secrets=False``) for a job file a child completes from its environment."""
+    bucket = site_bucket()
+    return BucketObject(
+        endpoint_url=bucket.endpoint_url,
+        region=bucket.region,
+        bucket=bucket.name,
+        key=bucket_key(name),
+        access_key=bucket.access_key if secrets else "",
+        secret_key=bucket.secret_key if secrets else "",
+        virtual_hosting=bucket.addressing_style == "virtual",
+    )
+
+
+def stored_raster(name: str) -> Raster:
+    """An orthophoto kept in the storage, opened for windowed reads under the policy: the local folder's file, or
+    the bucket's object read by ranged GETs (its ``/vsis3/`` name is the platform's, never a user's text)."""
+    if in_bucket():
+        return Raster.in_bucket(bucket_object(name))
+    return Raster(local_file(name))

@@ -11,7 +11,7 @@ a polygon through the first orthophoto's geotransform (a rotated grid gives a ro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,9 @@ from django.db import transaction
 
 from core.errors import ApplicationError
 from core.host_cache import local_files
+from core.storage import in_bucket, local_file
 from datasets.models import Orthophoto
+from datasets.rasters import bucket_object
 from engine.detect import DetectionJob
 from engine.geometry import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map
 from engine.supervisor import tail_text
@@ -120,6 +122,14 @@ def pixel_box_in(ortho: Orthophoto, to_frame: list[float], box: list[float]) -> 
     ]
 
 
+def raster_source(ortho: Orthophoto) -> dict:
+    """Where the child reads an orthophoto: the local folder's file, or the bucket's object by window (``/vsis3/``;
+    the job file names the object, the child's environment holds the credentials)."""
+    if in_bucket():
+        return {"object": asdict(bucket_object(ortho.file.name, secrets=False))}
+    return {"path": str(local_file(ortho.file.name))}
+
+
 def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame: Frame) -> DetectionJob:
     model = run.evaluated_model
     if model is None:
@@ -133,7 +143,9 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
         rasters.append(
             {
                 "id": ortho.pk,
-                "path": ortho.file.path,
+                **raster_source(ortho),
+                "width": ortho.width,
+                "height": ortho.height,
                 "frame": 0 if georeferenced else index + 1,
                 "to_frame": frame.to_frame(ortho) if georeferenced else IDENTITY,
             }

@@ -31,7 +31,7 @@ from typing import Any
 from .geometry import pixel_to_map, window_count, windows
 from .job import JsonJob
 from .loading import load_json_config, write_json
-from .raster import Raster, limit_block_cache
+from .raster import BucketObject, Raster, limit_block_cache
 
 MERGE_METHODS = ("greedy_nmm", "nms")
 PROGRESS_EVERY_S = 0.5
@@ -238,19 +238,33 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def open_raster(spec: dict) -> Raster:
+    """A job's orthophoto: a local file, or an object of the site's bucket read by window."""
+    if "object" in spec:
+        return Raster.in_bucket(BucketObject.from_job(spec["object"]))
+    return Raster(spec["path"])
+
+
+def raster_size(spec: dict) -> tuple[int, int]:
+    """The orthophoto's width and height: from the job (the worker knows them), else read from its header."""
+    if "width" in spec and "height" in spec:
+        return int(spec["width"]), int(spec["height"])
+    with open_raster(spec) as raster:
+        return raster.width, raster.height
+
+
 def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
     """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
     started = time.monotonic()
     limit_block_cache(BLOCK_CACHE_MB)
-    opened = [(spec, Raster(spec["path"])) for spec in job.rasters]
     overlap = overlap_pixels(job.tile_size, job.overlap)
-    total = sum(window_count(r.width, r.height, job.tile_size, overlap) for _, r in opened)
+    total = sum(window_count(*raster_size(spec), job.tile_size, overlap) for spec in job.rasters)
     model = Batcher(job)
     emit("setup", device=model.device)
     emit("start", max_epochs=0, max_iters=total)
     sweep = Sweep(job, model, total, emit)
-    for spec, raster in opened:
-        with raster:
+    for spec in job.rasters:  # one open at a time: a bucket's object may be read from this thread while it is open
+        with open_raster(spec) as raster:
             sweep.raster(spec, raster)
     emit("iter", epoch=0, iter=sweep.done, max_iters=total, eta=0.0)
     detections = []

@@ -125,6 +125,10 @@ def limit_block_cache(megabytes: int) -> None:
     library().GDALSetCacheMax64(min(megabytes, CACHE_MB) * 2**20)
 
 
+# The environment variables that give a child the site's bucket credentials (its job file names the object only).
+BUCKET_KEY_ENV, BUCKET_SECRET_ENV = "DUMPSITE_BUCKET_ACCESS_KEY", "DUMPSITE_BUCKET_SECRET_KEY"
+
+
 @dataclass(frozen=True)
 class BucketObject:
     """An object of the site's bucket, named by the platform (a stored file's key, never a user's text), with what
@@ -137,6 +141,16 @@ class BucketObject:
     access_key: str
     secret_key: str
     virtual_hosting: bool = False
+
+    @classmethod
+    def from_job(cls, spec: dict) -> BucketObject:
+        """The object a job file names, with the credentials from this process's environment."""
+        fields = {
+            **spec,
+            "access_key": os.environ.get(BUCKET_KEY_ENV, ""),
+            "secret_key": os.environ.get(BUCKET_SECRET_ENV, ""),
+        }
+        return cls(**fields)
 
     @property
     def vsi_path(self) -> str:

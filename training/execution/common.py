@@ -11,7 +11,9 @@ from pathlib import Path
 from django.conf import settings
 
 from core.db import DATABASE_ERRORS, Outage, first_line, when_database_is_back
+from core.storage import in_bucket, site_bucket
 from datasets.selectors import describe_image_paths
+from engine.raster import BUCKET_KEY_ENV, BUCKET_SECRET_ENV
 from engine.supervisor import ChildResult, child_environment, resource_environment, run_child, tail_text
 
 from ..models import TrainingRun
@@ -26,13 +28,18 @@ Status = TrainingRun.Status
 
 def child_environment_of(run: TrainingRun) -> dict:
     """The child's environment: the basics and the site's additions, and what the worker gave the run (its GPUs,
-    or none; thread counts for several processes)."""
-    return resource_environment(
+    or none; thread counts for several processes). A detection child reading orthophotos from the site's bucket
+    gets its credentials here, never in its job file."""
+    env = resource_environment(
         child_environment(tuple(settings.TRAINING_CHILD_ENV)),
         device=run.parameters.get("device", "cpu"),
         gpus=run.assigned_gpus,
         processes=int(run.parameters.get("processes") or 1),
     )
+    if run.kind == TrainingRun.Kind.DETECT and in_bucket():
+        bucket = site_bucket()
+        env.update({BUCKET_KEY_ENV: bucket.access_key, BUCKET_SECRET_ENV: bucket.secret_key})
+    return env
 
 
 def end_unless_trained(run: TrainingRun, result: ChildResult) -> str | None:
