@@ -1,14 +1,13 @@
 """Image thumbnails with their boxes drawn, for the admin (permission-checked: the dataset must be visible).
 
-The image is decoded once: the first view stores a small copy (``DUMPSITE_THUMBNAIL_ROOT``, named by the image's
-content hash), and every later view draws the current boxes on that copy. Images over the pixel limit are never
-decoded here.
+The image is decoded once: the first view stores a small copy in the storage (``cache/thumbnails/``, named by the
+image's content hash), and every later view draws the current boxes on that copy. Images over the pixel limit are
+never decoded here.
 """
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -16,7 +15,8 @@ from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 from PIL import Image, ImageDraw
 
-from core.file_cache import whole_jpeg, write_atomically
+from core.file_cache import cached_picture, keep_picture
+from core.storage import open_stored
 
 from .models import DatasetImage
 from .selectors import datasets_visible_to
@@ -25,30 +25,30 @@ THUMB = 160
 COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
 
 
-def thumbnail_root() -> Path:
-    return Path(settings.DUMPSITE_THUMBNAIL_ROOT or Path(settings.MEDIA_ROOT) / "thumbnails")
+THUMBNAILS = "cache/thumbnails"  # the stored folder of the thumbnails' cache
 
 
-def thumbnail_path(image: DatasetImage) -> Path:
-    return thumbnail_root() / image.sha256[:2] / f"{image.sha256}-{THUMB}.jpg"
+def thumbnail_name(image: DatasetImage) -> str:
+    return f"{THUMBNAILS}/{image.sha256[:2]}/{image.sha256}-{THUMB}.jpg"
 
 
 def base_thumbnail(image: DatasetImage) -> Image.Image:
     """The image scaled to fit THUMB x THUMB, from the cache or decoded once and stored (atomically)."""
     if image.width * image.height > settings.DUMPSITE_MAX_IMAGE_PIXELS:
         raise Http404("The image is over the pixel limit.")
-    path = thumbnail_path(image)
-    if whole_jpeg(path):
+    name = thumbnail_name(image)
+    cached = cached_picture(name)
+    if cached is not None:
         try:
-            with Image.open(path) as cached:
-                return cached.convert("RGB")
+            with Image.open(io.BytesIO(cached)) as picture:
+                return picture.convert("RGB")
         except OSError:
             pass
-    with image.image.open("rb") as fh, Image.open(fh) as img:
+    with open_stored(image.image.name) as fh, Image.open(fh) as img:  # from a bucket: ranged reads, never whole
         img.draft("RGB", (THUMB * 2, THUMB * 2))  # JPEG: decode at a fraction of the size
         img.thumbnail((THUMB, THUMB))  # other formats: reduce while resampling, no full-size copy kept
         small = img.convert("RGB")
-    write_atomically(path, lambda out: small.save(out, format="JPEG", quality=85))
+    keep_picture(name, lambda out: small.save(out, format="JPEG", quality=85))
     return small
 
 

@@ -3,25 +3,24 @@ site) outlined in the middle of its surroundings.
 
 - Cut with one windowed read through the platform's GDAL policy (``engine.raster``): never the whole orthophoto;
   GDAL resamples the window to at most twice the picture's size on read, Pillow finishes the reduction.
-- Drawn once: the picture is cached under ``MEDIA_ROOT/cache/crops`` (written atomically, named by the run, the
-  object and its pixel box, so a box moved by a later review draws a new picture), and pruned with the other
-  picture caches.
+- Drawn once: the picture is kept in the storage under ``cache/crops/`` (stored whole, named by the run, the object
+  and its pixel box, so a box moved by a later review draws a new picture), and pruned with the other picture
+  caches. An orthophoto in a bucket is read by window with ranged GETs (``datasets.rasters.stored_raster``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from django.conf import settings
 from django.contrib.gis.gdal import CoordTransform, GDALException, SpatialReference
 from django.contrib.gis.geos import GEOSException
 
 from core.errors import ApplicationError
-from core.file_cache import whole_jpeg, write_atomically
+from core.file_cache import cached_picture, keep_picture
 from datasets.models import Orthophoto
+from datasets.rasters import stored_raster
 from engine.geometry import map_to_pixel
-from engine.raster import Raster, RasterRefused
+from engine.raster import RasterRefused
 
 from .models import Detection, KnownSite
 
@@ -43,8 +42,7 @@ class Target:
     name: str
 
 
-def crop_root() -> Path:
-    return Path(settings.MEDIA_ROOT) / "cache" / "crops"
+CROPS = "cache/crops"  # the stored folder of the crops' cache
 
 
 def detection_target(detection: Detection) -> Target:
@@ -79,10 +77,10 @@ def site_target(site: KnownSite, orthophotos: list[Orthophoto]) -> Target | None
     return Target(best, (min(xs), min(ys), max(xs), max(ys)), "site", f"s{site.pk}")
 
 
-def crop_path(run_id: int, target: Target, *, side: int = SIDE, outline: bool = True) -> Path:
+def crop_name(run_id: int, target: Target, *, side: int = SIDE, outline: bool = True) -> str:
     box = "-".join(str(round(v)) for v in target.box)
     variant = f"-{side}" + ("" if outline else "-plain")
-    return crop_root() / f"run-{run_id}" / f"{target.name}-{box}{variant}.jpg"
+    return f"{CROPS}/run-{run_id}/{target.name}-{box}{variant}.jpg"
 
 
 def crop_window(target: Target) -> tuple[int, int, int, int]:
@@ -98,20 +96,21 @@ def crop_window(target: Target) -> tuple[int, int, int, int]:
     return left, top, right - left, bottom - top
 
 
-def crop_render(run_id: int, target: Target, *, side: int = SIDE, outline: bool = True) -> Path:
+def crop_render(run_id: int, target: Target, *, side: int = SIDE, outline: bool = True) -> bytes:
     """The crop's picture, ``side`` px at most, the box outlined or not (the review page draws its own, which the
     reviewer moves), drawn on first use."""
     # Pillow loads only where a picture is drawn
     from PIL import Image, ImageDraw
 
-    path = crop_path(run_id, target, side=side, outline=outline)
-    if whole_jpeg(path):
-        return path
+    name = crop_name(run_id, target, side=side, outline=outline)
+    cached = cached_picture(name)
+    if cached is not None:
+        return cached
     x, y, width, height = crop_window(target)
     scale = min(1.0, 2 * side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     try:
-        with Raster(target.orthophoto.file.path) as raster:
+        with stored_raster(target.orthophoto.file.name) as raster:
             pixels = raster.read_bytes(x, y, width, height, raster.colour_bands, size)
     except (RasterRefused, OSError) as exc:
         raise ApplicationError(f"The orthophoto {target.orthophoto.name!r} cannot be read: {exc}.") from None
@@ -126,4 +125,4 @@ def crop_render(run_id: int, target: Target, *, side: int = SIDE, outline: bool 
             outline=OUTLINE[target.kind],
             width=2,
         )
-    return write_atomically(path, lambda out: picture.save(out, "JPEG", quality=85))
+    return keep_picture(name, lambda out: picture.save(out, "JPEG", quality=85))

@@ -2,12 +2,12 @@
 
 from django.conf import settings
 
-from core.file_cache import prune
+from core.file_cache import prune_stored
 
-from .crops import crop_root
+from .crops import CROPS
 
 
 def clean_up() -> dict:
     """Scheduled (hourly): the crops' cache kept under its budget."""
 
-    return {"crops": prune(crop_root(), settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}
+    return {"crops": prune_stored(CROPS, settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)}

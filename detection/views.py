@@ -4,7 +4,7 @@ answer, 404, for a missing and a hidden one)."""
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404
+from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 
 from core.errors import ApplicationError
@@ -15,14 +15,14 @@ from .models import Detection, KnownSite
 from .selectors import detection_runs_visible_to
 
 
-def picture(run_id: int, target: Target | None, *, review: bool = False) -> FileResponse:
+def picture(run_id: int, target: Target | None, *, review: bool = False) -> HttpResponse:
     if target is None:
         raise Http404("No orthophoto of the run covers it.")
     try:
-        path = crop_render(run_id, target, side=REVIEW_SIDE, outline=False) if review else crop_render(run_id, target)
+        drawn = crop_render(run_id, target, side=REVIEW_SIDE, outline=False) if review else crop_render(run_id, target)
     except ApplicationError as exc:
         raise Http404(exc.message) from None
-    response = FileResponse(path.open("rb"), content_type="image/jpeg")
+    response = HttpResponse(drawn, content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=300"
     return response
 

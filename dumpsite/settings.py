@@ -203,8 +203,6 @@ DUMPSITE_MAX_IMAGE_BYTES = env_int("DUMPSITE_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
 # Largest accepted image, in pixels (width x height): a small compressed file can decode to gigabytes. The default
 # holds a 10,000 x 10,000 orthophoto tile.
 DUMPSITE_MAX_IMAGE_PIXELS = env_int("DUMPSITE_MAX_IMAGE_PIXELS", 100_000_000)
-# Where generated thumbnails are cached (made once per image, on first view); empty: MEDIA_ROOT/thumbnails.
-DUMPSITE_THUMBNAIL_ROOT = env_str("DUMPSITE_THUMBNAIL_ROOT", "")
 
 # Cache shared by every process (the database's): login and API throttling count here.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "dumpsite_cache"}}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.db.models import QuerySet
 
-from core.file_cache import whole_jpeg, write_atomically
+from core.file_cache import cached_picture, keep_picture
+from core.storage import open_stored
 from datasets.models import Dataset, DatasetImage
 
 from .models import Evaluation, EvaluationImage, TrainedModel
@@ -83,9 +81,12 @@ def gallery_images(evaluation: Evaluation, *, class_index: int | None = None, or
     return rows.order_by(*GALLERY_ORDERS.get(order, GALLERY_ORDERS["worst"]))
 
 
-def gallery_render_path(row: EvaluationImage) -> Path:
-    """Where the rendered picture of a gallery image is cached: a name made of ids only."""
-    return Path(settings.MEDIA_ROOT) / "cache" / "gallery" / str(row.evaluation_id) / f"{row.pk}.jpg"
+GALLERY = "cache/gallery"  # the stored folder of the gallery pictures' cache
+
+
+def gallery_render_name(row: EvaluationImage) -> str:
+    """The stored name of a gallery image's rendered picture: a name made of ids only."""
+    return f"{GALLERY}/{row.evaluation_id}/{row.pk}.jpg"
 
 
 # Colours of the gallery: boxes (ground truth) solid, detections thinner; what went wrong in warm colours.
@@ -98,16 +99,17 @@ COLOURS = {
 }
 
 
-def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 480) -> Path:
-    """Draw the image with its boxes and detections (once; later calls return the cached file)."""
+def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 480) -> bytes:
+    """The image drawn with its boxes and detections, as JPEG bytes (drawn once; later calls read the cached
+    picture). FileNotFoundError when the image is no longer stored."""
     # Pillow loads only where a picture is drawn
     from PIL import Image, ImageDraw
 
-    target = gallery_render_path(row)
-    if whole_jpeg(target):
-        return target
-    source = Path(settings.MEDIA_ROOT) / row.file_name
-    with Image.open(source) as opened:
+    name = gallery_render_name(row)
+    cached = cached_picture(name)
+    if cached is not None:
+        return cached
+    with open_stored(row.file_name) as source, Image.open(source) as opened:
         opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size
         img = opened.convert("RGB")
         scale = min(1.0, max_side / max(row.width, row.height))
@@ -120,6 +122,6 @@ def gallery_render(row: EvaluationImage, *, classes: list[str], max_side: int = 
         box = [x * scale, y * scale, (x + w) * scale, (y + h) * scale]
         colour = COLOURS["tp" if status == "tp" else "fp" if status == "fp" else "wrong_class"]
         draw.rectangle(box, outline=colour, width=1)
-        name = classes[cls] if cls < len(classes) else str(cls)
-        draw.text((box[0] + 2, max(0, box[1] - 11)), f"{name[:16]} {score:.2f}", fill=colour)
-    return write_atomically(target, lambda out: img.save(out, "JPEG", quality=82))
+        label = classes[cls] if cls < len(classes) else str(cls)
+        draw.text((box[0] + 2, max(0, box[1] - 11)), f"{label[:16]} {score:.2f}", fill=colour)
+    return keep_picture(name, lambda out: img.save(out, "JPEG", quality=82))

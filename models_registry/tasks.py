@@ -1,12 +1,11 @@
 """django-q2 entry points of the registry. Thin: they take ids and call one service."""
 
-from pathlib import Path
-
 from django.conf import settings
 
-from core.file_cache import prune
+from core.file_cache import prune_stored
 from core.interface import audit_interface
 
+from .evaluations import GALLERY
 from .predictions import prediction_execute, predictions_expire
 
 
@@ -20,5 +19,5 @@ def clean_up() -> dict:
 
     with audit_interface("worker"):
         expired = predictions_expire()
-    gallery = prune(Path(settings.MEDIA_ROOT) / "cache" / "gallery", settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)
+    gallery = prune_stored(GALLERY, settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)
     return {"predictions": expired, "gallery": gallery}

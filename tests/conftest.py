@@ -30,7 +30,6 @@ def isolated_file_tree():
         MEDIA_ROOT=root / "media",
         TRAINING_WORK_ROOT=root / "runs",
         DUMPSITE_HOST_CACHE_ROOT=root / "host-cache",
-        DUMPSITE_THUMBNAIL_ROOT="",
         TRAINING_MIN_FREE_BYTES=0,
     )
     override.enable()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import Http404, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -188,10 +188,10 @@ class EvaluationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         if item is None:
             raise Http404("No such gallery image.")
         try:
-            target = gallery_render(item, classes=(evaluation.confusion or {}).get("labels", [])[:-1])
+            picture = gallery_render(item, classes=(evaluation.confusion or {}).get("labels", [])[:-1])
         except FileNotFoundError:
             raise Http404("The image file is no longer in storage.") from None
-        response = FileResponse(open(target, "rb"), content_type="image/jpeg")  # noqa: SIM115 - closed by the response
+        response = HttpResponse(picture, content_type="image/jpeg")
         response["Cache-Control"] = "private, max-age=3600"
         return response
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.apps import apps
-from django.http import FileResponse
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, viewsets
@@ -88,7 +88,7 @@ class EvaluationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         evaluation = self.get_object()
         item = get_visible(evaluation.images.all(), row, "gallery image")
         try:
-            path = gallery_render(item, classes=evaluation.confusion.get("labels", [])[:-1])
+            picture = gallery_render(item, classes=evaluation.confusion.get("labels", [])[:-1])
         except FileNotFoundError:
             raise NotFound("The image file is no longer in storage.") from None
-        return FileResponse(open(path, "rb"), content_type="image/jpeg")  # noqa: SIM115 - closed by the response
+        return HttpResponse(picture, content_type="image/jpeg")

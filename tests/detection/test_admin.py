@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from django.contrib.gis.gdal import GDALRaster
 from django.contrib.gis.geos import MultiPolygon, Polygon
+from django.core.files.storage import default_storage
 from PIL import Image
 
 from datasets.models import Orthophoto
-from detection.crops import crop_path, detection_target
+from detection.crops import crop_name, detection_target
 from detection.models import Detection, KnownSite
 from detection.sites import site_figures
 from tests.detection.scenes import rotated, write_geotiff
@@ -114,7 +116,7 @@ def test_a_crop_is_cut_around_the_box_outlined_and_cached(world, tmp_path):
     client = world.staff_client("owner")
     response = client.get(f"/detection/detections/{detection.pk}/crop.jpg")
     assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
-    picture = np.array(Image.open(io.BytesIO(b"".join(response.streaming_content))).convert("RGB")).astype(int)
+    picture = np.array(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
     height, width = picture.shape[:2]
     assert max(width, height) <= 320
     # The window is the box with its own size on every side (120 px), so the square fills the middle third.
@@ -122,7 +124,7 @@ def test_a_crop_is_cut_around_the_box_outlined_and_cached(world, tmp_path):
     assert middle.mean() > 230 and picture[:20, :20].mean() < 90
     red = (picture[..., 0] > 180) & (picture[..., 1] < 110) & (picture[..., 2] < 110)
     assert red.sum() > 100  # the outline
-    cached = crop_path(world.detection_run.pk, detection_target(detection))
+    cached = Path(default_storage.path(crop_name(world.detection_run.pk, detection_target(detection))))
     first = cached.stat().st_mtime_ns
     assert client.get(f"/detection/detections/{detection.pk}/crop.jpg").status_code == 200
     assert cached.stat().st_mtime_ns == first  # drawn once
@@ -257,8 +259,8 @@ def test_the_review_crop_is_larger_and_leaves_the_box_to_the_page(world):
     client = world.staff_client("owner")
     plain = client.get(f"/detection/detections/{detection.pk}/crop.jpg?for=review")
     outlined = client.get(f"/detection/detections/{detection.pk}/crop.jpg")
-    plain_picture = Image.open(io.BytesIO(b"".join(plain.streaming_content))).convert("RGB")
-    outlined_picture = Image.open(io.BytesIO(b"".join(outlined.streaming_content))).convert("RGB")
+    plain_picture = Image.open(io.BytesIO(plain.content)).convert("RGB")
+    outlined_picture = Image.open(io.BytesIO(outlined.content)).convert("RGB")
     assert plain_picture.size == outlined_picture.size  # the world's window is smaller than either side
     difference = np.abs(np.asarray(plain_picture, int) - np.asarray(outlined_picture, int)).max(axis=2)
     assert (difference > 100).sum() > 50  # only the outlined one has the red box

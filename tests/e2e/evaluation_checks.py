@@ -74,7 +74,7 @@ def check_evaluation_runs(model: TrainedModel, other_dataset, api) -> None:
     errors = [row["errors"] for row in gallery["results"]]
     assert gallery["count"] == stored.counts["images"] and errors == sorted(errors, reverse=True)
     picture = api.get(gallery["results"][0]["image_url"])
-    assert picture.status_code == 200 and b"".join(picture.streaming_content)[:2] == b"\xff\xd8"
+    assert picture.status_code == 200 and picture.content[:2] == b"\xff\xd8"
 
     # 2. The command line, on the model's own recorded split: the same figures as the training run's validation.
     out = io.StringIO()

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.errors import ApplicationError
-from models_registry.evaluations import gallery_render_path
+from models_registry.evaluations import gallery_render_name
 from training.models import TrainingRun
 from training.services import training_run_resume, training_run_retry
 from training.services.evaluation_runs import evaluation_run_create
@@ -53,8 +55,8 @@ def test_gallery_filters_orders_and_renders_pictures_once(world):
     assert 'loading="lazy"' in page
     assert client.get(url + "?class=nothing-like-it").status_code == 200  # an unknown class: all images
     picture = client.get(pictures[0][0])
-    assert picture.status_code == 200 and b"".join(picture.streaming_content)[:2] == b"\xff\xd8"
-    cached = gallery_render_path(rows[0])
+    assert picture.status_code == 200 and picture.content[:2] == b"\xff\xd8"
+    cached = Path(default_storage.path(gallery_render_name(rows[0])))  # the local folder: the storage of the tests
     assert cached.is_file()
     stamp = cached.stat().st_mtime_ns
     client.get(pictures[0][0])

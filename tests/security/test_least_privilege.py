@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.files.storage import default_storage
 from django.utils import timezone
 from django_q.models import Schedule
 from rest_framework.test import APIClient
 
 from core.errors import ApplicationError
-from core.file_cache import prune, whole_jpeg
-from datasets.imports import dataset_import_execute, imports_root
+from core.file_cache import cached_picture, prune, prune_stored, stored_tree
+from core.storage import store_bytes, stored_names
+from datasets.import_execution import dataset_import_execute
+from datasets.imports import stored_upload
 from datasets.models import Annotation, DatasetImport
-from models_registry.evaluations import gallery_render, gallery_render_path
+from models_registry.evaluations import gallery_render, gallery_render_name
 from models_registry.models import Evaluation, Prediction
 from models_registry.predictions import prediction_create, predictions_expire
 from models_registry.selectors import evaluations_visible_to
@@ -60,7 +63,7 @@ def test_the_inspection_child_gets_a_minimal_environment_and_a_timeout_below_the
 def test_an_import_whose_uploader_was_deleted_fails_with_that_reason(roles, make_dataset):
     user = User.objects.create_user("leaver")
     user.groups.add(Group.objects.get(name="Administrator"))
-    folder = imports_root() / "orphan"
+    folder = Path(default_storage.path(stored_upload("orphan")))  # the local folder: the storage of the tests
     folder.mkdir(parents=True)
     (folder / "archive.zip").write_bytes(b"")
     job = DatasetImport.objects.create(key="orphan", new_dataset_name="orphaned", created_by=user)
@@ -70,7 +73,7 @@ def test_an_import_whose_uploader_was_deleted_fails_with_that_reason(roles, make
     assert job.error_message == (
         "The account that uploaded this was deleted before the import ran; nothing was imported."
     )
-    assert not folder.exists()
+    assert not stored_names(stored_upload("orphan"))
 
 
 def test_evaluations_of_a_deleted_dataset_are_seen_only_by_who_sees_every_dataset(world, make_dataset):
@@ -150,12 +153,23 @@ def test_the_bundle_is_built_once_and_stored(world):
 
 def test_a_half_written_gallery_picture_is_drawn_again_and_caches_are_pruned(world, tmp_path):
     row = world.evaluation.images.order_by("id").first()
-    target = gallery_render_path(row)
+    name = gallery_render_name(row)
+    target = Path(default_storage.path(name))  # the local folder: the storage of the tests
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(b"\xff\xd8 half a picture")  # a writer that died, or a truncated copy
-    assert not whole_jpeg(target)
-    assert gallery_render(row, classes=["waste"]) == target and whole_jpeg(target)
-    assert not list(target.parent.glob("*.part"))
+    assert cached_picture(name) is None
+    drawn = gallery_render(row, classes=["waste"])
+    assert drawn.startswith(b"\xff\xd8") and drawn.endswith(b"\xff\xd9") and target.read_bytes() == drawn
+    assert cached_picture(name) == drawn and not list(target.parent.glob("*.part"))
+
+    for i in range(5):  # a cache kept in the storage, pruned oldest first
+        store_bytes(b"x" * 1000, f"cache/pruned/{i % 2}/{i}.jpg")
+        os.utime(default_storage.path(f"cache/pruned/{i % 2}/{i}.jpg"), (1000 + i, 1000 + i))
+    assert prune_stored("cache/pruned", 2500) == {"removed": 3, "freed_bytes": 3000, "kept_bytes": 2000}
+    assert sorted(name for name, _, _ in stored_tree("cache/pruned")) == [
+        "cache/pruned/0/4.jpg",
+        "cache/pruned/1/3.jpg",
+    ]
 
     cache = tmp_path / "cache"
     cache.mkdir()

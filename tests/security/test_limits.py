@@ -58,13 +58,14 @@ def test_pillows_bomb_warning_is_a_refusal_not_a_warning(world, settings):
 
 
 def test_a_thumbnail_decodes_its_image_once(world, settings):
-    from datasets.views import thumbnail_path
+    from core.file_cache import cached_picture
+    from datasets.views import thumbnail_name
 
     image = DatasetImage.objects.filter(dataset=world.dataset).first()
     client = staff(world, "viewer")
     first = client.get(f"/datasets/images/{image.pk}/thumbnail.jpg")
     assert first.status_code == 200 and first["Content-Type"] == "image/jpeg"
-    assert thumbnail_path(image).is_file()
+    assert cached_picture(thumbnail_name(image)) is not None  # kept in the storage
     # The original is not read again: even gone, the thumbnail (with the current boxes) is served.
     with open(image.image.path, "wb") as fh:
         fh.write(b"not an image any more")
