@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from core.errors import ApplicationError
 from engine.detect import MERGE_METHODS
@@ -44,7 +43,8 @@ def model_image_size(model: TrainedModel) -> int:
     if run is not None and isinstance(run.parameters.get("image_size"), int):
         return int(run.parameters["image_size"])
     try:
-        config = json.loads(Path(model.config.path).read_text(encoding="utf-8"))
+        with model.config.open("rb") as fh:
+            config = json.load(fh)
         steps = config["test_dataloader"]["dataset"]["pipeline"]
         scale = next(step["scale"] for step in steps if "Resize" in str(step.get("type")) and step.get("scale"))
         return int(max(scale)) if isinstance(scale, list | tuple) else int(scale)

@@ -10,16 +10,17 @@ gets. The model must be runnable (a checkpoint and a config that names a test pi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon, Polygon
+from django.core.files.storage import default_storage
 from django.db import transaction
 
 from access.rules import Actor, require
 from audit.services import audit_record
 from core.errors import ApplicationError
+from core.storage import delete_file
 from datasets.models import Dataset, Orthophoto
 from datasets.orthophotos import orthophoto_store
 from datasets.selectors import orthophotos_visible_to
@@ -40,10 +41,11 @@ ZONE_MAX_VERTICES = 100_000
 
 def runnable_config(model: TrainedModel) -> None:
     """A checkpoint and a stored config with a test pipeline, or a refusal that says which is missing."""
-    if not model.checkpoint or not Path(model.checkpoint.path).is_file():
+    if not model.checkpoint or not default_storage.exists(model.checkpoint.name):
         raise ApplicationError(f"Model {model.name!r} has no checkpoint file.", {"model": "no checkpoint"})
     try:
-        config = json.loads(Path(model.config.path).read_text(encoding="utf-8"))
+        with model.config.open("rb") as fh:
+            config = json.load(fh)
         pipeline = config["test_dataloader"]["dataset"]["pipeline"]
         if not isinstance(pipeline, list) or not pipeline:
             raise KeyError("pipeline")
@@ -234,7 +236,7 @@ def forget_uploads(stored: list[Orthophoto]) -> None:
     """Files of orthophotos whose rows a refused request rolled back: removed, so that nothing is half-kept."""
     for ortho in stored:
         if not Orthophoto.objects.filter(pk=ortho.pk).exists():
-            Path(ortho.file.path).unlink(missing_ok=True)
+            delete_file(ortho.file.name)
 
 
 def detection_run_create_with_uploads(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from access.rules import can, visible
 from core.admin import ReadOnlyAdmin, fields_of, progress_bar
 from core.errors import ApplicationError
+from core.storage import stored_file_response
 from datasets.models import Dataset
 from datasets.selectors import datasets_visible_to
 from detection.selectors import detection_runs_visible_to
@@ -25,7 +26,7 @@ from models_registry.selectors import models_visible_to
 from training.models import TrainingRun
 
 from .acceptance import COUNTS, labelling_task_acceptance
-from .building import task_folder
+from .building import task_archive
 from .formats import FORMATS, archive_name
 from .models import LabellingTask
 from .selection import RULES
@@ -207,9 +208,14 @@ class LabellingTaskAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         task = self._task(request, pk)
         if fmt not in FORMATS or task.status != LabellingTask.Status.SUCCEEDED:
             raise Http404("No such archive.")
-        name = archive_name(fmt)
-        handle = (task_folder(task.pk) / name).open("rb")
-        return FileResponse(handle, as_attachment=True, filename=f"labelling-task-{task.pk}-{name}")
+        try:
+            return stored_file_response(
+                task_archive(task.pk, fmt),
+                filename=f"labelling-task-{task.pk}-{archive_name(fmt)}",
+                content_type="application/zip",
+            )
+        except FileNotFoundError:
+            raise Http404("The archive is no longer stored.") from None
 
     def _page(self, request, *, title: str, form, intro: str, submit: str, back: str, back_title: str):
         context = {

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import re
 import shutil
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,16 +27,19 @@ from django.contrib.gis.geos import Point
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from core.host_cache import host_scratch, local_files
 from core.redact import redact_paths
+from core.storage import delete_stored, storage_errors, store_file
 from datasets.models import DatasetImage, Orthophoto
+from datasets.rasters import stored_raster
 from datasets.services import ImageImport
 from detection.models import Detection
 from engine.geometry import pixel_to_map
-from engine.raster import Raster, RasterRefused
+from engine.raster import RasterRefused
 from models_registry.models import TrainedModel
 from models_registry.predictions import predict_files
 
-from .formats import write_archives
+from .formats import archive_name, write_archives
 from .models import LabellingTask
 from .selection import Candidate, Rule, choose
 
@@ -46,18 +50,19 @@ PREDICT_BATCH = 500  # pictures per prediction child
 WGS84 = SpatialReference(4326)
 
 
-def task_root() -> Path:
-    return Path(settings.MEDIA_ROOT) / "labelling"
+def task_folder(task_id: int) -> str:
+    """The stored folder of a finished task's archives."""
+    return f"labelling/task-{task_id}"
 
 
-def task_folder(task_id: int) -> Path:
-    """Where a finished task's pictures and archives are."""
-    return task_root() / f"task-{task_id}"
+def task_archive(task_id: int, fmt: str) -> str:
+    """The stored name of a finished task's archive in the format ``fmt``."""
+    return f"{task_folder(task_id)}/{archive_name(fmt)}"
 
 
 def part_folder(task_id: int) -> Path:
-    """Where a task is built, moved to ``task_folder`` whole when it is done."""
-    return task_root() / f".task-{task_id}.part"
+    """Where a worker builds a task (its own scratch); the archives are stored once it is whole."""
+    return host_scratch("labelling", f"task-{task_id}.part")
 
 
 def safe_stem(name: str) -> str:
@@ -149,7 +154,7 @@ def _cut(candidate: Candidate, target: Path) -> None:
 
     ortho, (x, y, w, h) = candidate.data["orthophoto"], candidate.data["window"]
     try:
-        with Raster(ortho.file.path) as raster:
+        with stored_raster(ortho.file.name) as raster:
             pixels = raster.read_bytes(x, y, w, h, raster.colour_bands, (w, h))
     except (RasterRefused, OSError) as exc:
         raise ApplicationError(f"The orthophoto {ortho.name!r} cannot be read: {exc}.") from None
@@ -181,14 +186,16 @@ def dataset_candidates(task: LabellingTask) -> list[Candidate]:
     """The dataset's enabled images with the model's boxes on them."""
     images = list(DatasetImage.objects.filter(dataset=task.dataset, enabled=True).order_by("id"))
     low = min(float(task.parameters["score_threshold"]), float(task.parameters["band"][0]))
-    paths = [Path(i.image.path) for i in images]
+    # The pictures where this worker reads them: in place, or this host's cached copies of a bucket's.
+    local = local_files([(i.image.name, i.sha256) for i in images])
+    paths = [Path(local.path(i.image.name)) for i in images]
     boxes = _predicted(task, task.model, paths, low, "running the model on the images")
     candidates = []
     for image, found in zip(images, boxes, strict=True):
         extension = Path(image.image.name).suffix.lower() or ".jpg"
         name = f"{image.pk}_{safe_stem(image.original_name or image.image.name)}{extension}"
         centre = (image.location.x, image.location.y) if image.location is not None else None
-        data = {"path": Path(image.image.path), "width": image.width, "height": image.height}
+        data = {"path": Path(local.path(image.image.name)), "width": image.width, "height": image.height}
         candidates.append(Candidate(key=name, boxes=found, centre=centre, data=data))
     return candidates
 
@@ -293,6 +300,23 @@ def add_to_label(task: LabellingTask, chosen: list[Candidate], folder: Path) -> 
     return {"to_label_added": added, "to_label_already_there": skipped}
 
 
+def _store_archives(folder: Path, final: str) -> None:
+    """The built task's archives into the storage (they hold the pictures), replacing an earlier build's."""
+    delete_stored(final)
+    for archive in sorted(p for p in folder.iterdir() if p.is_file()):
+        store_file(archive, f"{final}/{archive.name}", move=True)
+
+
+def task_failure_message(exc: Exception, task_id: int) -> str:
+    """The failed task's one line (a storage's address and a server's paths go to the log only)."""
+    if isinstance(exc, ApplicationError):
+        return exc.message
+    logger.exception("labelling task %s failed", task_id)
+    if isinstance(exc, storage_errors()) and not isinstance(exc, FileNotFoundError):
+        return f"The storage did not take the task's archives ({type(exc).__name__}); make the task again."
+    return f"{type(exc).__name__}: {exc}"
+
+
 def build_labelling_task(task_id: int) -> None:
     """The worker's entry: claim the queued task, build it, record the outcome."""
     now = timezone.now()
@@ -308,17 +332,17 @@ def build_labelling_task(task_id: int) -> None:
     folder.mkdir(parents=True)
     try:
         built = build(task, folder)
-        shutil.rmtree(final, ignore_errors=True)
-        folder.replace(final)
+        _store_archives(folder, final)
     except Exception as exc:  # noqa: BLE001 - every failure ends the task with one line
-        shutil.rmtree(folder, ignore_errors=True)
-        message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, ApplicationError):
-            logger.exception("labelling task %s failed", task_id)
+        message = task_failure_message(exc, task_id)
+        with suppress(*storage_errors()):
+            delete_stored(final)  # nothing half-stored is left
         LabellingTask.objects.filter(pk=task_id).update(
             status=Status.FAILED, error=redact_paths(message)[:2000], finished_at=timezone.now()
         )
         return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     LabellingTask.objects.filter(pk=task_id).update(
         status=Status.SUCCEEDED,
         images=built["images"],

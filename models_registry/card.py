@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
+from django.conf import settings
+from django.core.files.storage import default_storage
+
 from core.errors import ApplicationError
-from core.file_cache import write_atomically
+from core.storage import open_stored, store_file
 from engine.config import dumps_config_py, restore_tuples
 
 from .models import METRIC_FIELDS, TrainedModel
 from .selectors import model_lineage, visible_related_ids
 
 CARD_VERSION = 1
+CHECKPOINT_CHUNK = 1 * 2**20
 
 
 def stored_config(model: TrainedModel) -> dict:
@@ -193,21 +200,25 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def bundle_file(model: TrainedModel, user) -> Path:
-    """The bundle zip of the model as ``user`` may see it, built once and stored beside the model's artifacts
-    (``bundles/<digest>.zip``, the digest of everything but the checkpoint, whose sha256 the card holds): later
-    downloads serve the stored file, and two first downloads each write their own temporary file.
+def bundle_file(model: TrainedModel, user) -> str:
+    """The stored name of the bundle zip of the model as ``user`` may see it, built once and stored beside the
+    model's artifacts (``bundles/<digest>.zip``, the digest of everything but the checkpoint, whose sha256 the card
+    holds): later downloads serve the stored file. Built in this process's temporary files (the checkpoint read by
+    window from the storage), then stored whole: two first downloads each store a whole copy.
 
     ``model-<id>/``: ``checkpoint.pth``, ``config.py`` (stock MMDetection), ``config.json`` (the stored one),
     ``model_card.json``, ``model_card.md`` and ``SHA256SUMS`` (every file of the bundle)."""
     config_py = python_config(model).encode("utf-8")
     with model.config.open("rb") as fh:
         config_json = fh.read()
-    checkpoint_path = Path(model.checkpoint.path)
-    if not checkpoint_path.is_file():
+    try:
+        checkpoint_bytes = default_storage.size(model.checkpoint.name)
+    except FileNotFoundError:
+        checkpoint_bytes = None
+    if not checkpoint_bytes or not model.checkpoint.name:
         raise ApplicationError("The checkpoint of this model is missing from storage.")
     files = {
-        "checkpoint.pth": {"sha256": model.checkpoint_sha256, "bytes": checkpoint_path.stat().st_size},
+        "checkpoint.pth": {"sha256": model.checkpoint_sha256, "bytes": checkpoint_bytes},
         "config.py": {"sha256": _sha256(config_py), "bytes": len(config_py)},
         "config.json": {"sha256": _sha256(config_json), "bytes": len(config_json)},
     }
@@ -225,18 +236,20 @@ def bundle_file(model: TrainedModel, user) -> Path:
         "SHA256SUMS": "".join(f"{h}  {n}\n" for n, h in sums.items()).encode(),
     }
     digest = _sha256(json.dumps(sums, sort_keys=True).encode())[:24]
-    target = checkpoint_path.parent / "bundles" / f"{digest}.zip"
-    if target.is_file():
+    target = f"{posixpath.dirname(model.checkpoint.name)}/bundles/{digest}.zip"
+    if default_storage.exists(target):
         return target
-
-    def write(out) -> None:
-        with zipfile.ZipFile(out, "w") as zf:
+    with tempfile.TemporaryDirectory(prefix="bundle-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
+        built = Path(tmp) / "bundle.zip"
+        with zipfile.ZipFile(built, "w") as zf:
             # The checkpoint is stored, not deflated: weights do not compress, and the copy stays fast.
-            zf.write(checkpoint_path, f"{root}/checkpoint.pth", compress_type=zipfile.ZIP_STORED)
+            member = zipfile.ZipInfo(f"{root}/checkpoint.pth", date_time=(1980, 1, 1, 0, 0, 0))
+            with open_stored(model.checkpoint.name) as source, zf.open(member, "w", force_zip64=True) as out:
+                shutil.copyfileobj(source, out, CHECKPOINT_CHUNK)
             for name, data in small.items():
                 zf.writestr(f"{root}/{name}", data, compress_type=zipfile.ZIP_DEFLATED)
-
-    return write_atomically(target, write)
+        store_file(built, target, move=True)
+    return target
 
 
 def card_for_display(model: TrainedModel, user) -> tuple[dict, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -19,8 +18,10 @@ from django.utils import timezone
 
 from access.rules import require
 from core.errors import ApplicationError
+from core.host_cache import host_scratch, local_files
 from core.quotas import queue_share_check
 from core.redact import redact_paths
+from core.storage import delete_stored, local_path, storage_errors, store_file
 from datasets.images import clean_original_name, decode_image
 from engine.predict import PredictionError, run_prediction
 from engine.supervisor import child_environment
@@ -53,9 +54,11 @@ def _check_model(model: TrainedModel, user) -> None:
 
 
 def _job(model: TrainedModel, images: list[dict], out: Path, threshold: float) -> dict:
+    # The model's files where this process reads them: in place, or this host's cached copies of a bucket's.
+    local = local_files([(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)])
     return {
-        "config": model.config.path,
-        "checkpoint": model.checkpoint.path,
+        "config": local.path(model.config.name),
+        "checkpoint": local.path(model.checkpoint.name),
         "images": images,
         "score_threshold": threshold,
         "out": str(out),
@@ -102,7 +105,7 @@ def predict_files(
 
 
 def _scratch_root() -> Path:
-    root = Path(settings.TRAINING_WORK_ROOT) / "predictions"
+    root = host_scratch("predictions")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -143,7 +146,10 @@ def _enqueue(prediction_id: int) -> None:
 
 
 def _remove_files(key: str) -> None:
-    shutil.rmtree(Path(settings.MEDIA_ROOT) / "predictions" / key, ignore_errors=True)
+    try:
+        delete_stored(f"predictions/{key}")
+    except storage_errors():
+        logger.exception("prediction %s: its files were not removed from the storage", key)
 
 
 def prediction_execute(*, prediction_id: int) -> str:
@@ -155,16 +161,18 @@ def prediction_execute(*, prediction_id: int) -> str:
     if not claimed:
         return Prediction.objects.filter(pk=prediction_id).values_list("status", flat=True).first() or "missing"
     prediction = Prediction.objects.select_related("model").get(pk=prediction_id)
-    preview = Path(settings.MEDIA_ROOT) / "predictions" / prediction.key / "preview.jpg"
-    images = [{"path": prediction.image.path, "name": prediction.original_name, "preview": str(preview)}]
+    preview = f"predictions/{prediction.key}/preview.jpg"
     try:
         with tempfile.TemporaryDirectory(prefix="predict-", dir=_scratch_root()) as tmp:
+            image = local_path(prediction.image.name, Path(tmp))
+            images = [{"path": str(image), "name": prediction.original_name, "preview": f"{tmp}/preview.jpg"}]
             result = run_prediction(
                 _job(prediction.model, images, Path(tmp) / "out.json", prediction.score_threshold),
                 Path(tmp) / "job.json",
                 timeout=settings.DUMPSITE_PREDICT_TIMEOUT,
                 env=_environment(),
             )
+            store_file(Path(tmp) / "preview.jpg", preview, move=True)
     except PredictionError as exc:
         message = f"The model could not run: {redact_paths(str(exc))}"
     except Exception:  # noqa: BLE001 - a prediction never stays 'running'
@@ -175,7 +183,7 @@ def prediction_execute(*, prediction_id: int) -> str:
         Prediction.objects.filter(pk=prediction_id, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
             result=result["images"][0] | {"classes": result["classes"], "device": result["device"]},
-            preview=f"predictions/{prediction.key}/preview.jpg",
+            preview=preview,
             finished_at=timezone.now(),
         )
         return Status.SUCCEEDED

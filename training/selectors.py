@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any, cast
 
 from django.core.files.storage import default_storage
 
@@ -38,7 +39,7 @@ def run_log_lines(name: str, chunk_lines: int = 2000):
     """The whole stored log as redacted chunks of lines, for streaming a download without reading it whole."""
     with open_stored(name) as raw:
         batch = []
-        for line in io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8", errors="replace"):
+        for line in io.TextIOWrapper(io.BufferedReader(cast(Any, raw)), encoding="utf-8", errors="replace"):
             batch.append(line)
             if len(batch) >= chunk_lines:
                 yield redact_paths("".join(batch)).encode()

@@ -4,21 +4,22 @@ came back (the acceptance rate, per task and per model version)."""
 
 from __future__ import annotations
 
-from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from core.api import ActionPermission, error_body
 from core.errors import ApplicationError
+from core.storage import stored_file_response
 from datasets.selectors import datasets_visible_to
 from detection.selectors import detection_runs_visible_to
 from models_registry.selectors import models_visible_to
 
 from ..acceptance import acceptance_by_model_version, labelling_task_acceptance
-from ..building import task_folder
+from ..building import task_archive
 from ..formats import FORMATS, archive_name
 from ..selectors import labelling_tasks_visible_to
 from ..services import labelling_task_create
@@ -86,9 +87,11 @@ class LabellingTaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
             return Response(error_body("invalid", "Invalid input.", {"as": [f"One of {', '.join(FORMATS)}."]}), 400)
         if task.status != task.Status.SUCCEEDED:
             raise ApplicationError(f"Task #{task.pk} is {task.status}: nothing to download yet.", {"task": task.status})
-        path = task_folder(task.pk) / archive_name(fmt)
         name = f"labelling-task-{task.pk}-{archive_name(fmt)}"
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=name, content_type="application/zip")  # noqa: SIM115 - closed by the response
+        try:
+            return stored_file_response(task_archive(task.pk, fmt), filename=name, content_type="application/zip")
+        except FileNotFoundError:
+            raise NotFound("The archive is no longer stored.") from None
 
     @extend_schema(request=AcceptanceSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"], filter_backends=[])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -216,10 +216,8 @@ class TrainedModelViewSet(
             return response
         if artifact == "bundle":
             # Built once per model (and view of its lineage) and stored: a download reads the stored file.
-            path = cards.bundle_file(model, request.user)
-            return FileResponse(
-                open(path, "rb"),  # noqa: SIM115 - closed by the response
-                as_attachment=True,
+            return stored_file_response(
+                cards.bundle_file(model, request.user),
                 filename=f"model-{model.pk}-bundle.zip",
                 content_type="application/zip",
             )

@@ -20,6 +20,7 @@ import json
 import zipfile
 from pathlib import Path
 
+from core.storage import copy_stored, stored_names
 from datasets.models import Dataset, DatasetImport
 from datasets.orthophotos import orthophoto_store
 from detection.models import Detection
@@ -168,7 +169,7 @@ def check_review_loop(model: TrainedModel, user, tmp_path: Path) -> None:
     assert after > before, (before, after)
 
     check_labelling_from_a_dataset(tuned, reviewed, user, tmp_path)
-    check_disagreement_on_a_run(run, tuned, user)
+    check_disagreement_on_a_run(run, tuned, user, tmp_path)
 
 
 def check_labelling_from_a_dataset(model: TrainedModel, dataset: Dataset, user, tmp_path: Path) -> None:
@@ -184,7 +185,8 @@ def check_labelling_from_a_dataset(model: TrainedModel, dataset: Dataset, user, 
     assert task.status == "succeeded", task.error
     assert 0 < len(task.images) <= 8 and task.stats["candidates"] == dataset.images.filter(enabled=True).count()
     folder = tmp_path / "label-studio"
-    with zipfile.ZipFile(task_folder(task.pk) / "label-studio.zip") as zf:
+    copy_stored(f"{task_folder(task.pk)}/label-studio.zip", tmp_path / "label-studio.zip")
+    with zipfile.ZipFile(tmp_path / "label-studio.zip") as zf:
         zf.extractall(folder)
     read = read_with_tool("label_studio", folder)
     for image in task.images:
@@ -194,7 +196,7 @@ def check_labelling_from_a_dataset(model: TrainedModel, dataset: Dataset, user, 
         )
 
 
-def check_disagreement_on_a_run(run, second: TrainedModel, user) -> None:
+def check_disagreement_on_a_run(run, second: TrainedModel, user, tmp_path: Path) -> None:
     """The tiles of the first area where the old and the new model disagree: the worker cuts the run's tiles, runs
     the new model on them in a child process, and keeps those with a disagreement."""
     task = labelling_task_create(
@@ -208,8 +210,13 @@ def check_disagreement_on_a_run(run, second: TrainedModel, user) -> None:
     assert task.status == "succeeded", task.error
     assert task.stats["candidates"] > 4, task.stats  # a choice was made among more tiles than were kept
     assert task.stats["chosen"] == len(task.images) and 1 <= len(task.images) <= 4, task.stats
-    folder = task_folder(task.pk)
-    assert not (folder / "candidates").exists()  # the cut candidates are gone, the chosen ones kept
+    assert stored_names(task_folder(task.pk)) == [
+        f"{task_folder(task.pk)}/{name}" for name in ("cvat-coco.zip", "cvat-xml.zip", "label-studio.zip")
+    ]  # the archives alone: the cut candidates are gone, the chosen pictures are in each archive
+    folder = tmp_path / "disagreement"
+    copy_stored(f"{task_folder(task.pk)}/cvat-coco.zip", folder / "cvat-coco.zip")
+    with zipfile.ZipFile(folder / "cvat-coco.zip") as zf:
+        zf.extractall(folder)
     assert sorted(p.name for p in (folder / "images").iterdir()) == sorted(i["name"] for i in task.images)
     # On every chosen tile the two models really disagree: the new model, run here on the exported picture, has a
     # box the old one lacks, or lacks one it has (same class, IoU 0.5), at the exported threshold.

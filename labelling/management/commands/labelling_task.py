@@ -4,7 +4,6 @@ progress bar, and ``--out`` copies the three archives into a folder."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -12,11 +11,12 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from core.commands import USER_HELP, cli_call, cli_user
+from core.storage import copy_stored
 from datasets.selectors import dataset_by_ref
 from detection.selectors import detection_runs_visible_to
 from models_registry.selectors import models_visible_to
 
-from ...building import task_folder
+from ...building import task_archive
 from ...formats import FORMATS, archive_name
 from ...models import LabellingTask
 from ...selection import RULES
@@ -114,5 +114,5 @@ class Command(BaseCommand):
             out.mkdir(parents=True, exist_ok=True)
             for fmt in FORMATS:
                 name = archive_name(fmt)
-                shutil.copyfile(task_folder(task.pk) / name, out / f"labelling-task-{task.pk}-{name}")
+                copy_stored(task_archive(task.pk, fmt), out / f"labelling-task-{task.pk}-{name}")
             self.stdout.write(f"Archives in {out}.")
