@@ -148,8 +148,8 @@ class DatasetImport(models.Model):
     """Files uploaded through the API or the admin and imported by a worker: a COCO zip, or orthophotos with their
     annotated sites to cut into tiles; its target, progress and report.
 
-    The upload waits in a private folder of the shared work root (``imports/<key>/``) and is removed when the
-    import ends, however it ends."""
+    The upload waits in the storage (``imports/<key>/``, a random key) and is removed when the import ends, however
+    it ends."""
 
     class Kind(models.TextChoices):
         COCO_ZIP = "coco_zip", "COCO zip"

@@ -43,7 +43,7 @@ class TrainedModel(models.Model):
     architecture = models.CharField(max_length=64)
     class_names = models.JSONField(help_text="Ordered class names; index i is the model's label i.")
 
-    # Artifacts under MEDIA_ROOT/models/<artifact_key>/ (a random key: no user text in paths).
+    # Artifacts stored under models/<artifact_key>/ (a random key: no user text in names).
     artifact_key = models.CharField(max_length=32, unique=True)
     checkpoint = models.FileField(upload_to=artifact_upload_to, max_length=500)
     checkpoint_sha256 = models.CharField(max_length=64)
