@@ -214,6 +214,7 @@ def check_disagreement_on_a_run(run, second: TrainedModel, user, tmp_path: Path)
         f"{task_folder(task.pk)}/{name}" for name in ("cvat-coco.zip", "cvat-xml.zip", "label-studio.zip")
     ]  # the archives alone: the cut candidates are gone, the chosen pictures are in each archive
     folder = tmp_path / "disagreement"
+    folder.mkdir(parents=True)
     copy_stored(f"{task_folder(task.pk)}/cvat-coco.zip", folder / "cvat-coco.zip")
     with zipfile.ZipFile(folder / "cvat-coco.zip") as zf:
         zf.extractall(folder)
