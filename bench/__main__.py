@@ -17,6 +17,7 @@ BENCHMARKS = [
     "evaluation",
     "gallery",
     "scale_out",
+    "storage",
     "queue_latency",
     "coco_export",
     "zip_import",
