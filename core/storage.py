@@ -195,9 +195,10 @@ def local_path(name: str, scratch: Path) -> Path:
     is not stored."""
     if in_bucket():
         return fetch_to(name, scratch / name)
-    if not local_file(name).is_file():
+    path = local_file(name)
+    if not path.is_file():
         raise FileNotFoundError(name)
-    return local_file(name)
+    return path
 
 
 def copy_within(source: str, name: str) -> None:
