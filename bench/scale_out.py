@@ -1,29 +1,34 @@
 """One run on 2 processes (torch.distributed, gloo) against the same run on 1 process, through the real worker:
 the same images per iteration (batch 8 on one process, 4 on each of two) and epochs, alternated. Informative: this
 machine has 2 cores, so two processes of one thread each compete for what one process of two threads had; the
-figure says what the platform's multi-process path costs or gains here, not what GPUs would do."""
+figure says what the platform's multi-process path costs or gains here, not what GPUs would do.
+
+Then the same 2-process run across two "hosts" (two more clusters on this machine, host identities and loopback
+addresses of their own, one CPU slot each: `nodes` 2 x `processes` 1) against one host x 2 processes: the gang's
+gathering and the rendezvous' start-up printed, and the mAP against the one-host runs' own spread."""
 
 from __future__ import annotations
 
 import time
 
-from .common import Cluster, Figure, median
+from .common import SCRATCH, Cluster, Figure, median
 from .training import ensure_demo_dataset
 
 EPOCHS = 3
 PAIRS = 2
 
 
-def _train(dataset, processes: int) -> tuple[float, float, float]:
-    """Wall time from queued to finished, training time (the child's life) and mAP50 of one run."""
+def _train(dataset, processes: int, nodes: int = 1) -> tuple[float, float, float, float]:
+    """Wall time from queued to finished, training time (the child's life), mAP50, and the time from queued to the
+    training's start (gathering the hosts, the export, the config and the processes' start-up) of one run."""
     from models_registry.models import TrainedModel
     from training.models import TrainingRun
     from training.services import training_run_create
 
     run = training_run_create(
         dataset=dataset,
-        name=f"bench scale-out {processes}p",
-        parameters={"epochs": EPOCHS, "processes": processes, "batch_size": 8 // processes},
+        name=f"bench scale-out {nodes}x{processes}p",
+        parameters={"epochs": EPOCHS, "processes": processes, "nodes": nodes, "batch_size": 8 // (processes * nodes)},
     )
     while not (run := TrainingRun.objects.get(pk=run.pk)).is_finished:
         time.sleep(0.2)
@@ -32,25 +37,44 @@ def _train(dataset, processes: int) -> tuple[float, float, float]:
     model = TrainedModel.objects.get(source_run=run)
     assert run.finished_at is not None and model.bbox_mAP_50 is not None
     wall = (run.finished_at - run.created_at).total_seconds()
-    return wall, run.timings.get("training", 0.0), model.bbox_mAP_50
+    before = sum(run.timings.get(phase, 0.0) for phase in ("queued", "export", "config", "startup"))
+    return wall, run.timings.get("training", 0.0), model.bbox_mAP_50, before
+
+
+def host(name: str, address: str) -> Cluster:
+    """A worker cluster on a 'host' of its own on this machine: one CPU slot, its own scratch folder and cache."""
+    return Cluster(
+        f"worker-scale-out-{name}.log",
+        DUMPSITE_HOST_ID=name,
+        DUMPSITE_HOST_ADDRESS=address,
+        DUMPSITE_WORKER_CPU_SLOTS="1",
+        DUMPSITE_WORK_ROOT=str(SCRATCH / name / "runs"),
+        DUMPSITE_HOST_CACHE_ROOT=str(SCRATCH / name / "cache"),
+    )
+
+
+KINDS = {"1 process": (1, 1), "1 host x 2": (2, 1), "2 hosts x 1": (1, 2)}
 
 
 def run() -> list[Figure]:
     dataset = ensure_demo_dataset()
-    results: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
-    with Cluster("worker-scale-out.log"):
+    results: dict[str, list[tuple[float, float, float, float]]] = {kind: [] for kind in KINDS}
+    with Cluster("worker-scale-out.log"), host("bench-node-a", "127.0.0.1"), host("bench-node-b", "127.0.0.2"):
         for i in range(PAIRS):
-            for processes in (1, 2):
-                results[processes].append(_train(dataset, processes))
-                wall, training, map50 = results[processes][-1]
+            for kind, (processes, nodes) in KINDS.items():
+                results[kind].append(_train(dataset, processes, nodes))
+                wall, training, map50, before = results[kind][-1]
                 print(
-                    f"  pair {i + 1}/{PAIRS}, {processes} process(es): {wall:.1f} s (training {training:.1f} s), "
-                    f"mAP50 {map50:.3f}",
+                    f"  round {i + 1}/{PAIRS}, {kind}: {wall:.1f} s (training {training:.1f} s, before it "
+                    f"{before:.1f} s), mAP50 {map50:.3f}",
                     flush=True,
                 )
-    one, two = (median([r[0] for r in results[p]]) for p in (1, 2))
-    one_t, two_t = (median([r[1] for r in results[p]]) for p in (1, 2))
-    maps = {p: median([r[2] for r in results[p]]) for p in (1, 2)}
+    one, two, hosts = (median([r[0] for r in results[k]]) for k in KINDS)
+    one_t, two_t, hosts_t = (median([r[1] for r in results[k]]) for k in KINDS)
+    maps = {k: median([r[2] for r in results[k]]) for k in KINDS}
+    two_before, hosts_before = (median([r[3] for r in results[k]]) for k in ("1 host x 2", "2 hosts x 1"))
+    spread = [r[2] for r in results["1 host x 2"]]
+    noise = max(max(spread) - min(spread), 0.05)
     return [
         Figure(
             "scale_out",
@@ -65,8 +89,23 @@ def run() -> list[Figure]:
         Figure(
             "scale_out",
             f"mAP50 after {EPOCHS} epochs, 2 processes vs 1 process",
-            f"{maps[2]:.3f} vs {maps[1]:.3f}",
+            f"{maps['1 host x 2']:.3f} vs {maps['1 process']:.3f}",
             "informative",
             None,
+        ),
+        Figure(
+            "scale_out",
+            "2 hosts x 1 process / 1 host x 2 processes, same run: median wall (training); queued to training start",
+            f"{hosts:.1f} s / {two:.1f} s = {hosts / two:.2f}x (training {hosts_t:.1f} s / {two_t:.1f} s); "
+            f"{hosts_before:.1f} s / {two_before:.1f} s before training, overhead {hosts_before - two_before:+.1f} s",
+            "printed",
+            None,
+        ),
+        Figure(
+            "scale_out",
+            "mAP50, 2 hosts x 1 process vs 1 host x 2 processes (noise: the one-host runs' spread, at least 0.05)",
+            f"{maps['2 hosts x 1']:.3f} vs {maps['1 host x 2']:.3f} (noise {noise:.3f})",
+            "within the noise",
+            abs(maps["2 hosts x 1"] - maps["1 host x 2"]) <= noise,
         ),
     ]

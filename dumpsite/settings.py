@@ -245,6 +245,19 @@ TRAINING_WORKER_FORGET = env_int("DUMPSITE_WORKER_FORGET", 7 * 24 * 3600)
 # Seconds a worker cluster has, after SIGTERM or SIGINT, to stop its processes and fail the runs it held; then what is
 # left of it is killed and it exits (a stop never hangs: systemd and container runtimes wait only so long).
 DUMPSITE_WORKER_STOP_LIMIT = float(env_str("DUMPSITE_WORKER_STOP_LIMIT", "25"))
+# Runs across several hosts (`nodes` > 1): the address the other hosts reach this one on (empty: this host takes no
+# part in such runs), the ports the first host's rendezvous may listen on, the seconds the hosts of a run have to
+# gather (a host that reserved a run is free again after it), and the seconds of silence after which a host of a
+# running run counts as lost (every host then stops its processes of that run).
+DUMPSITE_HOST_ADDRESS = env_str("DUMPSITE_HOST_ADDRESS", "")
+_low, _dash, _high = env_str("DUMPSITE_RENDEZVOUS_PORTS", "29400-29499").strip().partition("-")
+if not (_low.isdigit() and (_high.isdigit() or not _dash)):
+    raise ImproperlyConfigured("DUMPSITE_RENDEZVOUS_PORTS must be a port or a range of ports, e.g. 29400-29499.")
+DUMPSITE_RENDEZVOUS_PORTS = (int(_low), int(_high or _low))
+if not 1024 <= DUMPSITE_RENDEZVOUS_PORTS[0] <= DUMPSITE_RENDEZVOUS_PORTS[1] <= 65535:
+    raise ImproperlyConfigured("DUMPSITE_RENDEZVOUS_PORTS must lie within 1024-65535, the lower port first.")
+DUMPSITE_GANG_TIMEOUT = float(env_str("DUMPSITE_GANG_TIMEOUT", "60"))
+DUMPSITE_NODE_SILENCE = float(env_str("DUMPSITE_NODE_SILENCE", "10"))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

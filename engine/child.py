@@ -44,7 +44,9 @@ def build_config(job: TrainingJob) -> Any:
 def _best_checkpoint(runner: Any, work_dir: str) -> str:
     """The checkpoint CheckpointHook kept as best; the last one when no epoch produced metrics (no detections)."""
     best = runner.message_hub.get_info("best_ckpt")
-    if best and os.path.isfile(best):
+    # A resumed attempt inherits the name of the attempt it resumed: that file is not this attempt's (another host's
+    # scratch folder, or one being removed), so only a best checkpoint of this attempt's own folder counts.
+    if best and os.path.isfile(best) and os.path.dirname(os.path.abspath(best)) == os.path.abspath(work_dir):
         return best
     candidates = glob.glob(os.path.join(work_dir, f"best_{BEST_METRIC.replace('/', '_')}_epoch_*.pth"))
     if not candidates:
@@ -90,6 +92,25 @@ def apply_transfer(cfg: Any, job: TrainingJob) -> dict | None:
 def rank() -> int:
     """This process's rank among the run's processes (torchrun sets RANK); 0 for a single process."""
     return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This process's rank on its own host (torchrun sets LOCAL_RANK): on each host of a run across hosts, local
+    rank 0 writes the files that host's processes read."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def check_node_rank() -> None:
+    """A run across hosts: rank 0 must be node 0's (its worker alone registers what rank 0 writes). The platform
+    numbers the hosts as torch's c10d rendezvous does (by address); a rendezvous that disagreed is refused here,
+    before anything trains."""
+    expected = os.environ.get("DUMPSITE_NODE_RANK")
+    given = os.environ.get("GROUP_RANK")
+    if expected is not None and given is not None and given != expected:
+        raise RuntimeError(
+            f"The rendezvous made this host node {given}, the platform node {expected}: the hosts' addresses "
+            "(DUMPSITE_HOST_ADDRESS) must be distinct and each host's own."
+        )
 
 
 def world_size() -> int:
@@ -166,10 +187,11 @@ def train(job: TrainingJob) -> dict:
     cfg = build_config(job)
     distributed = world_size() > 1
     if distributed:
+        check_node_rank()
         init_distributed(cuda=device == "cuda")
     config_file = os.path.join(job.output_dir, "config.json")
     publish_file = os.path.join(job.output_dir, "model_config.json")
-    if rank() == 0:  # the files every rank trains from: written once, read by all after the barrier
+    if local_rank() == 0:  # the files every rank of this host trains from: written once, read after the barrier
         os.makedirs(job.work_dir, exist_ok=True)
         os.makedirs(job.output_dir, exist_ok=True)
         transfer = apply_transfer(cfg, job)

@@ -78,6 +78,16 @@ PARAM_SPECS: dict[str, ParamSpec] = {
             ),
         ),
         ParamSpec(
+            "nodes",
+            int,
+            1,
+            16,
+            help=(
+                "Hosts the run trains on together, each with `processes` training processes (their workers take it "
+                "together or not at all); each iteration sees batch_size x processes x nodes images."
+            ),
+        ),
+        ParamSpec(
             "device",
             str,
             choices=("cpu", "gpu"),
@@ -105,6 +115,7 @@ COMMON_DEFAULTS = {
     "amp": False,
     "data_workers": 0,
     "processes": 1,
+    "nodes": 1,
     "device": "cpu",
     "accumulate": 1,
     "patience": 0,
@@ -178,5 +189,5 @@ def validate_params(architecture: str, given: dict | None) -> dict:
 
 
 def total_batch_size(params: dict) -> int:
-    """Images per iteration over all processes (the batch size is per process)."""
-    return int(params.get("batch_size") or 0) * int(params.get("processes") or 1)
+    """Images per iteration over all processes of all hosts (the batch size is per process)."""
+    return int(params.get("batch_size") or 0) * int(params.get("processes") or 1) * int(params.get("nodes") or 1)

@@ -45,6 +45,8 @@ CHILD_ENV_NAMES = (
     "CUDA_VISIBLE_DEVICES",
     "CUDA_DEVICE_ORDER",
     "NVIDIA_VISIBLE_DEVICES",
+    "GLOO_SOCKET_IFNAME",
+    "NCCL_SOCKET_IFNAME",
     "TORCH_HOME",
     "MPLCONFIGDIR",
     "XDG_CACHE_HOME",
@@ -76,15 +78,41 @@ def resource_environment(
     return env
 
 
-def child_argv(job_file: Path, module: str, processes: int = 1) -> list[str]:
-    """One process, or ``processes`` of them under torchrun (one host, a rendezvous of its own on a free port)."""
-    if processes <= 1:
+@dataclass(frozen=True)
+class Rendezvous:
+    """This host's place in a run across ``nodes`` hosts: torch's c10d rendezvous listens on node 0's ``endpoint``
+    (its address and a port of the site's range) and ranks the hosts by their ``local_addr``; node 0 hosts it."""
+
+    run_id: str
+    nodes: int
+    node_rank: int
+    endpoint: tuple[str, int]
+    local_addr: str
+    join_timeout: int
+
+    def argv(self) -> list[str]:
+        host, port = self.endpoint
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        return [
+            f"--nnodes={self.nodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={host}:{port}",
+            f"--rdzv-id={self.run_id}",
+            f"--rdzv-conf=is_host={'1' if self.node_rank == 0 else '0'},join_timeout={self.join_timeout}",
+            f"--local-addr={self.local_addr}",
+        ]
+
+
+def child_argv(job_file: Path, module: str, processes: int = 1, rendezvous: Rendezvous | None = None) -> list[str]:
+    """One process, or ``processes`` of them under torchrun: on one host a rendezvous of its own on a free port, or
+    this host's part of a run across hosts (``rendezvous``)."""
+    if processes <= 1 and rendezvous is None:
         return [sys.executable, "-m", module, str(job_file)]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *(rendezvous.argv() if rendezvous is not None else ["--standalone"]),
         f"--nproc-per-node={processes}",
         "--max-restarts=0",
         "-m",
@@ -239,11 +267,15 @@ def run_child(
     env: dict | None = None,
     module: str = "engine.child",
     processes: int = 1,
+    rendezvous: Rendezvous | None = None,
 ) -> ChildResult:
     """Run the child with ``env`` (default: :func:`child_environment`), never the worker's whole environment; with
-    ``processes`` > 1, that many ranks under torchrun. However it ends, no process of the job is left."""
-    argv = child_argv(job_file, module, processes)
+    ``processes`` > 1, that many ranks under torchrun, and with a ``rendezvous`` this host's ranks of a run across
+    hosts. However it ends, no process of the job is left."""
+    argv = child_argv(job_file, module, processes, rendezvous)
     child_env = dict(child_environment() if env is None else env)
+    if rendezvous is not None:  # each rank checks that the rendezvous ranked this host as the platform did
+        child_env["DUMPSITE_NODE_RANK"] = str(rendezvous.node_rank)
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), child_env.get("PYTHONPATH")]))
     child_env["PYTHONUNBUFFERED"] = "1"
     # The child (each rank) ends itself when this process dies: a training without its supervisor runs unwatched.
@@ -295,7 +327,7 @@ def run_child(
         raise
     finally:
         exited.close()
-    if result.stopped or result.timed_out or processes > 1:
+    if result.stopped or result.timed_out or processes > 1 or rendezvous is not None:
         kill_job_processes(job_file)  # ranks live in sessions of their own: end any that outlived torchrun
     fold_progress(state, keep(tail.read_new()))
     result.returncode = proc.wait()

@@ -11,14 +11,17 @@ import logging
 from collections.abc import Set
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from training.execution import training_run_execute
-from training.models import TrainingRun
-from training.services import training_run_claim
+from training.models import RunNode, TrainingRun
+from training.services import nodes_of, run_node_reserve, training_run_claim
 from workers.models import Worker
 from workers.resources import Capacity, capacity_of, need_of
 from workers.services import current_worker
+
+from .gang import gang_part
 
 logger = logging.getLogger(__name__)
 Status = TrainingRun.Status
@@ -29,9 +32,13 @@ def free_capacity(worker) -> Capacity:
     """What ``worker`` has that its running runs do not hold."""
     used_gpus: set[str] = set()
     used_slots = 0
-    for gpus, params in TrainingRun.objects.filter(worker=worker, status=TrainingRun.Status.RUNNING).values_list(
-        "assigned_gpus", "parameters"
-    ):
+    held = list(
+        TrainingRun.objects.filter(worker=worker, status=TrainingRun.Status.RUNNING).values_list(
+            "assigned_gpus", "parameters"
+        )
+    )
+    held += [(part.gpus, part.run.parameters) for part in parts_held(worker)]
+    for gpus, params in held:
         need = need_of(params)
         if need.device == "gpu":
             used_gpus.update(gpus)
@@ -40,6 +47,27 @@ def free_capacity(worker) -> Capacity:
     return Capacity(
         gpus=tuple(g for g in worker.gpus if g not in used_gpus), cpu_slots=max(0, worker.cpu_slots - used_slots)
     )
+
+
+def parts_held(worker: Worker) -> list[RunNode]:
+    """The parts of runs across hosts that ``worker`` holds and that its runs do not count already: reservations not
+    run out yet, and the running parts of other nodes than node 0 (node 0's run is recorded as this worker's)."""
+    now = timezone.now()
+    return list(
+        RunNode.objects.filter(worker=worker)
+        .filter(
+            Q(state=RunNode.State.RESERVED, reserved_until__gt=now, run__status=Status.QUEUED)
+            | Q(state=RunNode.State.RUNNING, run__status=Status.RUNNING, node_rank__gt=0)
+        )
+        .select_related("run")
+    )
+
+
+def host_waits_on(worker: Worker) -> set[int]:
+    """Queued runs across hosts this worker's host holds a part of, or gave up on lately: its next take passes them
+    by (the part is waited on by another process, or the host pauses)."""
+    parts = RunNode.objects.filter(host=worker.host, run__status=Status.QUEUED, reserved_until__gt=timezone.now())
+    return set(parts.values_list("run_id", flat=True))
 
 
 def queue_order():
@@ -51,32 +79,38 @@ def next_run_for(worker: Worker, free=None) -> tuple[TrainingRun | None, list[st
     queued run it could ever take, if it fits what is free."""
     capacity = capacity_of(worker)
     free = free_capacity(worker) if free is None else free
-    for run in queue_order().only("id", "parameters", "priority", "created_at"):
+    passed = host_waits_on(worker)
+    for run in queue_order().only("id", "kind", "parameters", "priority", "created_at"):
         need = need_of(run.parameters)
-        if not capacity.can_ever(need):
-            continue  # another worker's run
+        if not capacity.can_ever(need) or run.pk in passed:
+            continue  # another worker's run, or one this host waits on already
+        if nodes_of(run) > 1 and not worker.address:
+            continue  # the other hosts could not reach this one
         gpus = free.take(need)
         return (run, gpus) if gpus is not None else (None, [])
     return None, []
 
 
-def training_run_claim_next(*, worker: Worker) -> TrainingRun | None:
+def training_run_claim_next(*, worker: Worker) -> TrainingRun | RunNode | None:
     """Claim the run ``worker`` takes next, with its GPUs. The worker's row is locked meanwhile, so that two
     processes of one cluster never count the same free GPU twice; the claim itself is the conditional UPDATE
-    of ``training_run_claim`` (of several clusters, one wins; the loser looks again)."""
+    of ``training_run_claim`` (of several clusters, one wins; the loser looks again). For a run across hosts, the
+    part of it reserved for this host (``training.services.nodes``)."""
     for _ in range(10):
         with transaction.atomic():
             worker = Worker.objects.select_for_update().get(pk=worker.pk)
             run, gpus = next_run_for(worker)
             if run is None:
                 return None
+            if nodes_of(run) > 1:  # a part of it reserved; the gang is waited for outside this transaction
+                return run_node_reserve(run_id=run.pk, worker=worker, gpus=gpus)
             if training_run_claim(run_id=run.pk, worker=worker, gpus=gpus):
                 return TrainingRun.objects.get(pk=run.pk)
     return None
 
 
 def idle_processes(worker: Worker) -> int:
-    busy = TrainingRun.objects.filter(worker=worker, status=Status.RUNNING).count()
+    busy = TrainingRun.objects.filter(worker=worker, status=Status.RUNNING).count() + len(parts_held(worker))
     return max(0, worker.processes - busy)
 
 
@@ -108,6 +142,11 @@ def training_run_take(*, run_id: int | None = None) -> str:
     result."""
     worker = current_worker()
     run = training_run_claim_next(worker=worker)
+    if isinstance(run, RunNode):
+        try:
+            return gang_part(run, training_runs_wake)
+        finally:
+            wake_if_runs_wait()
     if run is None:
         status = TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first() if run_id else None
         logger.info("worker %s took no run now (run %s is %s)", worker.name, run_id, status)
@@ -115,7 +154,11 @@ def training_run_take(*, run_id: int | None = None) -> str:
     try:
         status = training_run_execute(run_id=run.pk)
     finally:
-        # What this run held is free again: a run waiting for it (or for a worker) gets a take.
-        if TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists():
-            training_runs_wake()
+        wake_if_runs_wait()
     return f"run {run.pk}: {status}"
+
+
+def wake_if_runs_wait() -> None:
+    """What a run (or a part of one) held is free again: a run waiting for it (or for a worker) gets a take."""
+    if TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists():
+        training_runs_wake()

@@ -50,3 +50,22 @@ def test_no_secret_key_no_start_outside_debug():
         text=True,
     )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def test_a_bad_rendezvous_port_range_is_refused_at_start():
+    for value, reason in (
+        ("29400-", "must be a port or a range of ports"),
+        ("ports", "must be a port or a range of ports"),
+        ("29499-29400", "the lower port first"),
+        ("80-90", "within 1024-65535"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup()"],
+            cwd=ROOT,
+            timeout=120,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "dumpsite.settings", "DUMPSITE_RENDEZVOUS_PORTS": value},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode != 0 and reason in result.stderr, (value, result.stderr[-500:])
+        assert result.stderr.strip().splitlines()[-1].startswith("django.core.exceptions.ImproperlyConfigured: ")

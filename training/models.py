@@ -233,6 +233,40 @@ class TrainingManifest(models.Model):
         }
 
 
+class RunNode(models.Model):
+    """One host's part in a run across several hosts (``nodes`` > 1): first its reservation (held until
+    ``reserved_until``, so no host waits for the others for ever), then, once every host has reserved, its node rank
+    and its heartbeat while its processes train. Node 0 hosts the rendezvous and rank 0, which alone writes."""
+
+    class State(models.TextChoices):
+        RESERVED = "reserved", "Reserved"
+        RUNNING = "running", "Running"
+        GAVE_UP = "gave_up", "Gave up waiting"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="nodes")
+    worker = models.ForeignKey("workers.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    host = models.CharField(max_length=255, help_text="The host identity (DUMPSITE_HOST_ID).")
+    address = models.CharField(max_length=255, help_text="Where the other hosts reach it (DUMPSITE_HOST_ADDRESS).")
+    pid = models.IntegerField(help_text="The worker process that holds this part.")
+    process_started = models.FloatField(help_text="That process's start (engine.processes.started_at).")
+    gpus = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RESERVED)
+    node_rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True, help_text="Node 0's rendezvous port.")
+    reserved_until = models.DateTimeField(help_text="A reservation's end; for a host that gave up, its pause.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    message = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "host"], name="one_part_per_host")]
+        ordering = ["run", "node_rank", "address"]
+
+    def __str__(self) -> str:
+        return f"run #{self.run_id} on {self.host} (node {self.node_rank if self.node_rank is not None else '?'})"
+
+
 class TrainingRunUserObjectPermission(UserObjectPermissionBase):
     content_object = models.ForeignKey(TrainingRun, on_delete=models.CASCADE)
 

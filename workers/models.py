@@ -12,6 +12,12 @@ class Worker(models.Model):
     name = models.CharField(max_length=300, unique=True, help_text="host:pid of the cluster's main process.")
     host = models.CharField(max_length=255, db_index=True, help_text="The host identity (DUMPSITE_HOST_ID).")
     pid = models.IntegerField()
+    address = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Where other hosts reach it (DUMPSITE_HOST_ADDRESS; empty: no runs across hosts).",
+    )
     gpus = ArrayField(models.CharField(max_length=32), default=list, blank=True, help_text="GPU ids it declared.")
     cpu_slots = models.PositiveIntegerField(default=1, help_text="Training processes it runs at once on its CPUs.")
     processes = models.PositiveIntegerField(default=1, help_text="Runs it executes at once (django-q2 workers).")

@@ -74,7 +74,11 @@ def assert_some_worker_can_take(params: dict) -> None:
     need = need_of(params)
     known = [(settings.DUMPSITE_HOST_ID + " (this host's settings)", declared_capacity())]
     since = timezone.now() - timedelta(seconds=settings.TRAINING_WORKER_FORGET)
-    known += [(w.name, capacity_of(w)) for w in Worker.objects.filter(heartbeat_at__gte=since)]
+    workers = list(Worker.objects.filter(heartbeat_at__gte=since))
+    known += [(w.name, capacity_of(w)) for w in workers]
+    nodes = int(params.get("nodes") or 1)
+    if nodes > 1:
+        assert_enough_hosts(need, nodes, workers)
     if any(capacity.can_ever(need) for _, capacity in known):
         return
     unit = (lambda c: len(c.gpus)) if need.device == "gpu" else (lambda c: c.cpu_slots)
@@ -85,3 +89,18 @@ def assert_some_worker_can_take(params: dict) -> None:
         f"{need.count}, device {need.device}), and the largest worker, {name}, has {largest.describe()}.",
         {what: f"needs {need.describe()}; the largest worker has {largest.describe()}"},
     )
+
+
+def assert_enough_hosts(need: Need, nodes: int, workers: list[Worker]) -> None:
+    """A run across ``nodes`` hosts needs that many hosts, each reachable by the others (an address) with a worker
+    that could take one host's part: refused at once when the site has fewer."""
+    able = {w.host for w in workers if w.address and capacity_of(w).can_ever(need)}
+    if settings.DUMPSITE_HOST_ADDRESS and declared_capacity().can_ever(need):
+        able.add(settings.DUMPSITE_HOST_ID)
+    if len(able) < nodes:
+        raise ApplicationError(
+            f"No {nodes} hosts of this site could take this run together: it needs {nodes} hosts with "
+            f"{need.describe()} each and an address the others reach (DUMPSITE_HOST_ADDRESS), and the site has "
+            f"{len(able)}.",
+            {"nodes": f"at most {len(able)} host{'s' if len(able) != 1 else ''} of this site could take a part"},
+        )

@@ -27,6 +27,7 @@ def worker_register(*, pid: int | None = None, processes: int = 1) -> Worker:
         defaults={
             "host": settings.DUMPSITE_HOST_ID,
             "pid": pid,
+            "address": settings.DUMPSITE_HOST_ADDRESS,
             "gpus": list(capacity.gpus),
             "cpu_slots": capacity.cpu_slots,
             "processes": max(1, processes),

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.db.models import Exists, OuterRef
 from django.shortcuts import redirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from access.rules import can, visible
 from core.admin import AccessControlledAdmin, VisibleRelatedOnlyFilter, fields_of, parse_ids
@@ -78,7 +78,7 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
         ),
         ("Curves", {"fields": ("curves",)}),
         ("Parameters", {"fields": ("parameters_table", "weight_transfer_html", "device", "export_table")}),
-        ("Resources", {"fields": ("priority", "resources", "worker_link")}),
+        ("Resources", {"fields": ("priority", "resources", "hosts_table", "worker_link")}),
         ("Outcome", {"fields": ("stop_reason", "error_message", "log")}),
         ("History", {"fields": ("history",)}),
     ]
@@ -108,14 +108,30 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
     def resources(self, obj):
         params = obj.parameters or {}
         processes = int(params.get("processes") or 1)
+        nodes = int(params.get("nodes") or 1)
         device = params.get("device", "cpu")
         gpus = f" (GPUs {', '.join(obj.assigned_gpus)})" if obj.assigned_gpus else ""
+        hosts = f" on each of {nodes} hosts" if nodes > 1 else ""
         batch = params.get("batch_size")
         if not batch:
-            return f"{processes} × {device}{gpus}"
+            return f"{processes} × {device}{gpus}{hosts}"
         return (
-            f"{processes} process{'es' if processes != 1 else ''} on {device}{gpus}; batch {batch} per process = "
-            f"{total_batch_size(params)} images per iteration"
+            f"{processes} process{'es' if processes != 1 else ''} on {device}{gpus}{hosts}; batch {batch} per process "
+            f"= {total_batch_size(params)} images per iteration"
+        )
+
+    @admin.display(description="hosts")
+    def hosts_table(self, obj):
+        parts = list(obj.nodes.exclude(node_rank__isnull=True).order_by("node_rank"))
+        if not parts:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((p.node_rank, p.host, p.address, p.get_state_display(), p.message or "") for p in parts),
+        )
+        return format_html(
+            "<table><tr><th>node</th><th>host</th><th>address</th><th>state</th><th>message</th></tr>{}</table>", rows
         )
 
     @admin.display(description="worker")

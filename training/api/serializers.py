@@ -54,9 +54,12 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     trained_model = serializers.SerializerMethodField(help_text="Id of the model this run registered, if any.")
     duration_seconds = serializers.FloatField(read_only=True)
     priority = serializers.SerializerMethodField(help_text="normal or high.")
-    processes = serializers.SerializerMethodField(help_text="Training processes of the run (torch.distributed).")
+    processes = serializers.SerializerMethodField(
+        help_text="Training processes of the run (torch.distributed), on each of its hosts."
+    )
+    nodes = serializers.SerializerMethodField(help_text="Hosts the run trains on together (1: one host).")
     total_batch_size = serializers.SerializerMethodField(
-        help_text="Images per iteration over all processes: the batch size is per process."
+        help_text="Images per iteration over all processes of all hosts: the batch size is per process."
     )
     worker: serializers.SlugRelatedField = serializers.SlugRelatedField(
         slug_field="name", read_only=True, help_text="The worker cluster (host:pid) that took the run."
@@ -81,6 +84,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "device",
             "priority",
             "processes",
+            "nodes",
             "total_batch_size",
             "worker",
             "assigned_gpus",
@@ -106,6 +110,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     def get_processes(self, obj) -> int:
         return int(obj.parameters.get("processes") or 1)
+
+    def get_nodes(self, obj) -> int:
+        return int(obj.parameters.get("nodes") or 1)
 
     def get_total_batch_size(self, obj) -> int | None:
         return total_batch_size(obj.parameters) or None

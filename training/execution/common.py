@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -14,7 +15,14 @@ from core.db import DATABASE_ERRORS, Outage, first_line, when_database_is_back
 from core.storage import in_bucket, site_bucket
 from datasets.selectors import describe_image_paths
 from engine.raster import BUCKET_KEY_ENV, BUCKET_SECRET_ENV
-from engine.supervisor import ChildResult, child_environment, resource_environment, run_child, tail_text
+from engine.supervisor import (
+    ChildResult,
+    Rendezvous,
+    child_environment,
+    resource_environment,
+    run_child,
+    tail_text,
+)
 
 from ..models import TrainingRun
 from ..run_files import LOG
@@ -83,18 +91,32 @@ def sync_of(run: TrainingRun) -> RunSync:
     return sync
 
 
-def supervise(run: TrainingRun, job_file: Path, *, processes: int = 1) -> ChildResult:
+def supervise(
+    run: TrainingRun,
+    job_file: Path,
+    *,
+    processes: int = 1,
+    rendezvous: Rendezvous | None = None,
+    watch: Callable[[], str | None] | None = None,
+) -> ChildResult:
     """The child of every kind, watched until it exits, is cancelled or runs out of time: its progress into the
     run about once a second, its pid recorded for the reaper, the run's time limit and environment. While the
     database is away (a restart), the child trains on and its progress waits: the heartbeat resumes when the database
     is back, unless the reaper failed the run meanwhile (then the child is stopped at the next write). Its files go
-    to the storage as it writes them (``RunSync``), and once more when the run ends."""
+    to the storage as it writes them (``RunSync``), and once more when the run ends. Node 0 of a run across hosts
+    (``rendezvous``) also asks ``watch`` at each tick whether another host was lost or failed: the run then fails
+    with what it says, and this host's processes stop."""
     outage = Outage(f"run {run.pk}'s progress")
     sync = sync_of(run)
 
     def progress(state: dict) -> bool:
         sync.tick()
-        return outage.call(lambda: training_run_progress(run_id=run.pk, state=state), True)
+        going = outage.call(lambda: training_run_progress(run_id=run.pk, state=state), True)
+        problem = watch() if going and watch is not None else None
+        if problem:
+            training_run_fail(run_id=run.pk, message=problem, log_tail=tail_text(run.work_dir / LOG))
+            return False
+        return going
 
     return run_child(
         job_file=job_file,
@@ -106,6 +128,7 @@ def supervise(run: TrainingRun, job_file: Path, *, processes: int = 1) -> ChildR
         timeout=run.effective_time_limit,
         env=child_environment_of(run),
         processes=processes,
+        rendezvous=rendezvous,
     )
 
 

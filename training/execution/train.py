@@ -27,12 +27,14 @@ from models_registry.services import trained_model_delete_artifacts, trained_mod
 from ..models import TrainingRun
 from ..run_files import checkpoint_folder, stored_events
 from ..services import (
+    nodes_of,
     training_run_progress,
     training_run_record,
     training_run_record_manifest,
     training_run_succeed,
 )
 from .common import crashed, end_unless_trained, fail, supervise, sync_of
+from .nodes import leader_rendezvous, problem_of, waited_problem
 from .scratch import cleanup_work_dir, prepare_work_dir
 from .timings import PhaseTimer
 
@@ -75,9 +77,9 @@ def execute(run: TrainingRun) -> str:
         timings.save()
 
 
-def export_dataset(run: TrainingRun) -> CocoExport:
+def export_dataset(run: TrainingRun, *, record: bool = True) -> CocoExport:
     """Step 1: a fresh work dir, and the dataset exported to COCO in it, split by the run's strategy; what went to
-    each side is recorded as the run's manifest."""
+    each side is recorded as the run's manifest (by node 0 only, in a run across hosts)."""
     work = prepare_work_dir(run)
     params = run.parameters
     export = export_coco(
@@ -88,8 +90,9 @@ def export_dataset(run: TrainingRun) -> CocoExport:
         strategy=params.get("split", "random"),
         cell_size_m=params.get("split_cell_m", DEFAULT_CELL_M),
     )
-    training_run_record(run_id=run.pk, export_summary=export.as_dict())
-    training_run_record_manifest(run_id=run.pk, manifest=export.manifest, validation=export.validation)
+    if record:
+        training_run_record(run_id=run.pk, export_summary=export.as_dict())
+        training_run_record_manifest(run_id=run.pk, manifest=export.manifest, validation=export.validation)
     return export
 
 
@@ -176,9 +179,17 @@ def stop_reason_of(outcome: dict) -> str:
 
 
 def train(run: TrainingRun, job_file: Path) -> ChildResult:
-    """Step 3: the training child, watched until it exits, is cancelled or runs out of time."""
-
-    return supervise(run, job_file, processes=int(run.parameters.get("processes") or 1))
+    """Step 3: the training child, watched until it exits, is cancelled or runs out of time. Node 0 of a run across
+    hosts starts the rendezvous and watches the other hosts; a failure there explains its own."""
+    processes = int(run.parameters.get("processes") or 1)
+    if nodes_of(run) == 1:
+        return supervise(run, job_file, processes=processes)
+    result = supervise(
+        run, job_file, processes=processes, rendezvous=leader_rendezvous(run), watch=lambda: problem_of(run, 0)
+    )
+    if result.returncode != 0 and not (result.stopped or result.timed_out):
+        result.error = waited_problem(run, 0) or result.error
+    return result
 
 
 def metrics_history_of(run: TrainingRun, events: list[dict]) -> list[dict]:

@@ -18,6 +18,15 @@ from .lifecycle import (
     training_run_record_manifest,
     training_run_succeed,
 )
+from .nodes import (
+    nodes_of,
+    run_node_beat,
+    run_node_end,
+    run_node_give_up,
+    run_node_release,
+    run_node_reserve,
+    run_node_set_port,
+)
 from .queueing import TASK, training_run_enqueue
 from .runs import (
     RunPlan,
@@ -33,6 +42,13 @@ from .runs import (
 
 __all__ = [
     "TASK",
+    "nodes_of",
+    "run_node_beat",
+    "run_node_end",
+    "run_node_give_up",
+    "run_node_release",
+    "run_node_reserve",
+    "run_node_set_port",
     "RunPlan",
     "evaluation_run_create",
     "training_run_cancel",

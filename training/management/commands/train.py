@@ -97,11 +97,12 @@ class Command(BaseCommand):
                 time_limit_seconds=opts["time_limit"],
                 priority=opts["priority"],
             )
-        processes = run.parameters.get("processes", 1)
+        processes, nodes = run.parameters.get("processes", 1), run.parameters.get("nodes", 1)
+        hosts = f" on each of {nodes} hosts" if nodes > 1 else ""
         spread = (
-            f", {processes} processes x batch {run.parameters['batch_size']} = {total_batch_size(run.parameters)} "
-            "images per iteration"
-            if processes > 1
+            f", {processes} processes{hosts} x batch {run.parameters['batch_size']} = "
+            f"{total_batch_size(run.parameters)} images per iteration"
+            if processes * nodes > 1
             else ""
         )
         self.stdout.write(
