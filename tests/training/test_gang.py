@@ -194,3 +194,25 @@ def test_a_rank_refuses_a_rendezvous_that_ranked_its_host_otherwise(monkeypatch)
     monkeypatch.setenv("GROUP_RANK", "0")
     with pytest.raises(RuntimeError, match="The rendezvous made this host node 0, the platform node 1"):
         check_node_rank()
+
+
+def test_each_host_of_a_gpu_run_gives_its_ranks_its_own_gpus(make_dataset, one_slot_here, settings):
+    from training.execution.common import child_environment_of
+
+    settings.TRAINING_WORKER_GPUS = []
+    dataset = make_dataset()
+    a = Worker.objects.create(
+        name="a:1", host="a", address="10.0.0.1", pid=1, gpus=["0", "1"], processes=1, heartbeat_at=timezone.now()
+    )
+    b = Worker.objects.create(
+        name="b:1", host="b", address="10.0.0.2", pid=1, gpus=["2", "3"], processes=1, heartbeat_at=timezone.now()
+    )
+    run = queued(dataset, nodes=2, processes=2, device="gpu")
+    training_run_claim_next(worker=a)
+    training_run_claim_next(worker=b)
+    run.refresh_from_db()
+    parts = {p.host: p for p in RunNode.objects.filter(run=run)}
+    assert (parts["a"].gpus, parts["b"].gpus, run.assigned_gpus) == (["0", "1"], ["2", "3"], ["0", "1"])
+    assert child_environment_of(run)["CUDA_VISIBLE_DEVICES"] == "0,1"  # node 0
+    assert child_environment_of(run, gpus=parts["b"].gpus)["CUDA_VISIBLE_DEVICES"] == "2,3"  # node 1, on b
+    assert free_capacity(b).gpus == () and free_capacity(a).gpus == ()

@@ -34,14 +34,15 @@ logger = logging.getLogger("training.execution")
 Status = TrainingRun.Status
 
 
-def child_environment_of(run: TrainingRun) -> dict:
+def child_environment_of(run: TrainingRun, gpus: list[str] | None = None) -> dict:
     """The child's environment: the basics and the site's additions, and what the worker gave the run (its GPUs,
     or none; thread counts for several processes). A detection child reading orthophotos from the site's bucket
-    gets its credentials here, never in its job file."""
+    gets its credentials here, never in its job file. Another host's part of a run across hosts gives its own
+    ``gpus``: the run records node 0's."""
     env = resource_environment(
         child_environment(tuple(settings.TRAINING_CHILD_ENV)),
         device=run.parameters.get("device", "cpu"),
-        gpus=run.assigned_gpus,
+        gpus=run.assigned_gpus if gpus is None else gpus,
         processes=int(run.parameters.get("processes") or 1),
     )
     if run.kind == TrainingRun.Kind.DETECT and in_bucket():

@@ -98,7 +98,7 @@ def run_part(run: TrainingRun, part: RunNode, job_file, rendezvous: Rendezvous) 
         on_progress=progress,
         interval=settings.TRAINING_PROGRESS_INTERVAL,
         timeout=run.effective_time_limit,
-        env=child_environment_of(run),
+        env=child_environment_of(run, gpus=list(part.gpus)),
         processes=int(run.parameters.get("processes") or 1),
         rendezvous=rendezvous,
     )
