@@ -325,7 +325,8 @@ def stored_names(prefix: str) -> list[str]:
 
 
 def store_bytes(data: bytes, name: str) -> None:
-    """Store the small ``data`` (a rendered picture) under exactly ``name``, whole or not at all."""
+    """Store the small ``data`` (a rendered picture, a dataset image) under exactly ``name``, whole or not at all: one
+    PUT to a bucket, or locally a file written beside and renamed into place."""
     if in_bucket():
         s3_client().put_object(Bucket=site_bucket().name, Key=bucket_key(name), Body=data)
         return

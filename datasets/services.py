@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 from datetime import datetime
 from typing import Any
 
 from django.contrib.gis.geos import Point, Polygon
-from django.core.files.base import ContentFile
 from django.db import transaction
 
 from access.roles import CREATOR_PERMS
 from access.rules import Actor, grant, require
 from core.errors import ApplicationError
+from core.storage import store_bytes
 
 from .georef import read_georeference
 from .images import clean_original_name, decode_image
-from .models import Annotation, Dataset, DatasetClass, DatasetImage
+from .models import Annotation, Dataset, DatasetClass, DatasetImage, dataset_image_upload_to
 
 MAX_CLASS_NAME_LENGTH = 100
 
@@ -176,7 +177,10 @@ def dataset_image_build(
         captured_at=captured_at,
         source=source or {},
     )
-    image.image.save(f"{decoded.sha256}.{decoded.extension}", ContentFile(content), save=False)
+    # One PUT under a name of its own (its hash and a random part): no request to ask whether the name is taken, and
+    # an import that rolls back removes only what it stored, never a file of the same content another one kept.
+    image.image.name = dataset_image_upload_to(image, f"{decoded.sha256}-{secrets.token_hex(4)}.{decoded.extension}")
+    store_bytes(content, image.image.name)
     image.georeference = geo
     return image
 
