@@ -9,6 +9,7 @@ gathering and the rendezvous' start-up printed, and the mAP against the one-host
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from .common import SCRATCH, Cluster, Figure, median
@@ -34,6 +35,11 @@ def _train(dataset, processes: int, nodes: int = 1) -> tuple[float, float, float
         time.sleep(0.2)
     if run.status != "succeeded":
         raise RuntimeError(f"run {run.pk} {run.status}: {run.error_message}")
+    for _ in range(50):  # the worker records the run's phases just after its success commits
+        if run.timings.get("registration") is not None:
+            break
+        time.sleep(0.1)
+        run.refresh_from_db(fields=["timings"])
     model = TrainedModel.objects.get(source_run=run)
     assert run.finished_at is not None and model.bbox_mAP_50 is not None
     wall = (run.finished_at - run.created_at).total_seconds()
@@ -42,9 +48,13 @@ def _train(dataset, processes: int, nodes: int = 1) -> tuple[float, float, float
 
 
 def host(name: str, address: str) -> Cluster:
-    """A worker cluster on a 'host' of its own on this machine: one CPU slot, its own scratch folder and cache."""
+    """A worker cluster on a 'host' of its own on this machine: one CPU slot and one core's threads (a rank would
+    otherwise take both cores, as on a host of its own, and the two 'hosts' would fight over them), its own scratch
+    folder and cache."""
     return Cluster(
         f"worker-scale-out-{name}.log",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
         DUMPSITE_HOST_ID=name,
         DUMPSITE_HOST_ADDRESS=address,
         DUMPSITE_WORKER_CPU_SLOTS="1",
@@ -59,16 +69,23 @@ KINDS = {"1 process": (1, 1), "1 host x 2": (2, 1), "2 hosts x 1": (1, 2)}
 def run() -> list[Figure]:
     dataset = ensure_demo_dataset()
     results: dict[str, list[tuple[float, float, float, float]]] = {kind: [] for kind in KINDS}
-    with Cluster("worker-scale-out.log"), host("bench-node-a", "127.0.0.1"), host("bench-node-b", "127.0.0.2"):
-        for i in range(PAIRS):
-            for kind, (processes, nodes) in KINDS.items():
+    for i in range(PAIRS):
+        for kind, (processes, nodes) in KINDS.items():
+            # One host's runs on the one-host cluster alone, the two hosts' on theirs alone: a run is never taken by
+            # a cluster of the other setting (the 'hosts' have one core's threads each).
+            with contextlib.ExitStack() as clusters:
+                if nodes == 1:
+                    clusters.enter_context(Cluster("worker-scale-out.log"))
+                else:
+                    clusters.enter_context(host("bench-node-a", "127.0.0.1"))
+                    clusters.enter_context(host("bench-node-b", "127.0.0.2"))
                 results[kind].append(_train(dataset, processes, nodes))
-                wall, training, map50, before = results[kind][-1]
-                print(
-                    f"  round {i + 1}/{PAIRS}, {kind}: {wall:.1f} s (training {training:.1f} s, before it "
-                    f"{before:.1f} s), mAP50 {map50:.3f}",
-                    flush=True,
-                )
+            wall, training, map50, before = results[kind][-1]
+            print(
+                f"  round {i + 1}/{PAIRS}, {kind}: {wall:.1f} s (training {training:.1f} s, before it "
+                f"{before:.1f} s), mAP50 {map50:.3f}",
+                flush=True,
+            )
     one, two, hosts = (median([r[0] for r in results[k]]) for k in KINDS)
     one_t, two_t, hosts_t = (median([r[1] for r in results[k]]) for k in KINDS)
     maps = {k: median([r[2] for r in results[k]]) for k in KINDS}

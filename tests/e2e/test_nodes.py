@@ -45,6 +45,8 @@ def host(tmp_path: Path, name: str):
         DUMPSITE_WORK_ROOT=str(folders[0]),
         DUMPSITE_HOST_CACHE_ROOT=str(folders[1]),
         DUMPSITE_WORKER_CPU_SLOTS="1",
+        OMP_NUM_THREADS="1",  # one core each, as two hosts of one core would have: not both cores twice over
+        MKL_NUM_THREADS="1",
         DUMPSITE_NODE_SILENCE=str(SILENCE),
         DUMPSITE_GANG_TIMEOUT="60",
         DUMPSITE_RENDEZVOUS_PORTS="29610-29619",

@@ -119,15 +119,37 @@ def supervise(
             return False
         return going
 
+    return watched_child(
+        run,
+        job_file,
+        on_progress=progress,
+        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
+        processes=processes,
+        rendezvous=rendezvous,
+    )
+
+
+def watched_child(
+    run: TrainingRun,
+    job_file: Path,
+    *,
+    on_progress: Callable[[dict], bool],
+    on_start: Callable[[int], None] | None = None,
+    processes: int = 1,
+    rendezvous: Rendezvous | None = None,
+    gpus: list[str] | None = None,
+) -> ChildResult:
+    """The run's child (or this host's ranks of it) in the run's scratch folder, with its time limit and
+    environment, watched by ``on_progress`` at the site's progress interval."""
     return run_child(
         job_file=job_file,
         events_file=run.work_dir / "events.jsonl",
-        log_file=run.work_dir / "train.log",
-        on_progress=progress,
-        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
+        log_file=run.work_dir / LOG,
+        on_progress=on_progress,
+        on_start=on_start,
         interval=settings.TRAINING_PROGRESS_INTERVAL,
         timeout=run.effective_time_limit,
-        env=child_environment_of(run),
+        env=child_environment_of(run, gpus=gpus),
         processes=processes,
         rendezvous=rendezvous,
     )

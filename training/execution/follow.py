@@ -10,12 +10,12 @@ import secrets
 from django.conf import settings
 
 from core.errors import ApplicationError
-from engine.supervisor import ChildResult, Rendezvous, run_child, tail_text
+from engine.supervisor import ChildResult, Rendezvous, tail_text
 
 from ..models import RunNode, TrainingManifest, TrainingRun
 from ..run_files import LOG
 from ..services import run_node_end, training_run_fail
-from .common import child_environment_of
+from .common import watched_child
 from .nodes import LeaderLost, SplitChanged, node_part, problem_of, rendezvous_of, wait_for_node0, waited_problem
 from .scratch import cleanup_work_dir
 from .train import export_dataset, write_job
@@ -91,14 +91,11 @@ def run_part(run: TrainingRun, part: RunNode, job_file, rendezvous: Rendezvous) 
             return False
         return True
 
-    return run_child(
-        job_file=job_file,
-        events_file=run.work_dir / "events.jsonl",
-        log_file=run.work_dir / LOG,
+    return watched_child(
+        run,
+        job_file,
         on_progress=progress,
-        interval=settings.TRAINING_PROGRESS_INTERVAL,
-        timeout=run.effective_time_limit,
-        env=child_environment_of(run, gpus=list(part.gpus)),
         processes=int(run.parameters.get("processes") or 1),
         rendezvous=rendezvous,
+        gpus=list(part.gpus),
     )
