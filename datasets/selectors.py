@@ -91,7 +91,8 @@ def dataset_assert_trainable(dataset: Dataset, *, min_images: int = 2) -> dict:
     return summary
 
 
-_STORED_IMAGE = re.compile(r"(?:[^\s'\"]*/)?datasets/(\d+)/images/([0-9a-f]{64})\.[A-Za-z0-9]+")
+# Its stored name: its hash, then a random part (images stored since the one-PUT import) or none, and its extension.
+_STORED_IMAGE = re.compile(r"(?:[^\s'\"]*/)?datasets/(\d+)/images/([0-9a-f]{64})(?:[-_][0-9A-Za-z]+)?\.[A-Za-z0-9]+")
 
 
 def describe_image_paths(message: str) -> str:

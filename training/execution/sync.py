@@ -1,14 +1,18 @@
 """A run's files pushed from the worker's scratch folder to the storage as the run goes (``training.run_files``
 names them): the log and the progress events every DUMPSITE_RUN_SYNC_SECONDS when they changed, and each epoch
-checkpoint once mmengine has finished writing it (its ``last_checkpoint`` file names it), the one before it then
-removed: what resuming needs is in the storage when the worker's host is gone. A storage that does not answer stops
-the run with a message that says so. The log and the events are stored with this host's folders redacted."""
+checkpoint once mmengine has finished writing it (its ``last_checkpoint`` file names it, and a snapshot of it is
+whole and unchanged while copied), the one before it then removed: what resuming needs is in the storage when the
+worker's host is gone. A storage that does not answer stops the run with a message that says so. The log and the
+events are stored with this host's folders redacted."""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from django.conf import settings
@@ -28,6 +32,7 @@ class RunSync:
         self.every = settings.DUMPSITE_RUN_SYNC_SECONDS if every is None else every
         self.seen: dict[str, tuple[int, int]] = {}
         self.checkpoint: str | None = None  # stored name of the last checkpoint pushed
+        self.checkpoint_mark: tuple[int, int] | None = None  # its size and modification time when it was pushed
         self.last = time.monotonic()
 
     def tick(self) -> None:
@@ -91,9 +96,39 @@ class RunSync:
         except FileNotFoundError:
             return
         name = f"{checkpoint_folder(self.run_id)}/{local.name}"
-        if name == self.checkpoint or not local.is_file():
+        try:
+            mark = _mark(local)
+        except FileNotFoundError:
             return
-        store_file(local, name)
-        if self.checkpoint is not None:
+        if (name, mark) == (self.checkpoint, self.checkpoint_mark):
+            return
+        # mmengine writes an epoch's checkpoint again, in place and under the same name, once its validation made it
+        # the best (to record that in it): a copy taken meanwhile would be cut. So a snapshot is stored only when the
+        # file did not change while it was copied and is a whole zip archive (what torch.save writes); else the
+        # next tick tries again.
+        snapshot = self.work / f".{local.name}.push"
+        try:
+            shutil.copyfile(local, snapshot)
+            if _mark(local) != mark or not _whole_zip(snapshot):
+                return
+            store_file(snapshot, name, move=True)
+        finally:
+            snapshot.unlink(missing_ok=True)
+        if self.checkpoint is not None and self.checkpoint != name:
             delete_file(self.checkpoint)
-        self.checkpoint = name
+        self.checkpoint, self.checkpoint_mark = name, mark
+
+
+def _mark(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _whole_zip(path: Path) -> bool:
+    """Whether ``path`` is a whole zip archive: its central directory at its end lists members that lie within it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = path.stat().st_size
+            return all(info.header_offset + info.compress_size <= size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return False

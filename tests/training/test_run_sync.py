@@ -1,0 +1,89 @@
+"""The run's checkpoints pushed to the storage only whole: mmengine writes an epoch's checkpoint a second time, in
+place under the same name, once its validation made it the best, and a copy taken while it does so would be cut (a
+stored checkpoint that torch then refuses: "failed finding central directory")."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+from core.storage import open_stored, stored_names
+from training.execution import sync as sync_module
+from training.execution.sync import RunSync
+from training.run_files import checkpoint_folder
+
+
+def checkpoint_bytes(payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # torch.save writes a zip archive like this one
+        archive.writestr("archive/data.pkl", payload)
+    return buffer.getvalue()
+
+
+def epoch(work: Path, n: int, content: bytes) -> Path:
+    folder = work / "mmengine"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"epoch_{n}.pth"
+    path.write_bytes(content)
+    (folder / "last_checkpoint").write_text(str(path))
+    return path
+
+
+def stored(run_id: int, n: int) -> bytes | None:
+    name = f"{checkpoint_folder(run_id)}/epoch_{n}.pth"
+    if name not in stored_names(checkpoint_folder(run_id)):
+        return None
+    with open_stored(name) as fh:
+        return fh.read()
+
+
+def test_a_checkpoint_written_again_under_its_name_is_pushed_again(tmp_path):
+    sync = RunSync(7001, tmp_path, every=0)
+    first = checkpoint_bytes(b"epoch 1 as trained")
+    epoch(tmp_path, 1, first)
+    sync.push()
+    assert stored(7001, 1) == first
+    again = checkpoint_bytes(b"epoch 1 with its best score recorded, a little longer")
+    epoch(tmp_path, 1, again)
+    sync.push()
+    assert stored(7001, 1) == again  # before: the same name counted as pushed, and the first copy stayed
+    second = checkpoint_bytes(b"epoch 2")
+    epoch(tmp_path, 2, second)
+    sync.push()
+    assert stored(7001, 2) == second and stored(7001, 1) is None  # the one before it removed
+
+
+def test_a_cut_checkpoint_is_not_pushed_and_the_last_whole_one_stays(tmp_path):
+    sync = RunSync(7002, tmp_path, every=0)
+    whole = checkpoint_bytes(b"epoch 1" * 1000)
+    epoch(tmp_path, 1, whole)
+    sync.push()
+    epoch(tmp_path, 1, whole[: len(whole) // 2])  # being written again: only its first half there yet
+    sync.push()
+    assert stored(7002, 1) == whole
+    epoch(tmp_path, 1, whole)  # written to the end
+    sync.push()
+    assert stored(7002, 1) == whole
+
+
+def test_a_checkpoint_that_changes_while_it_is_copied_waits_for_the_next_tick(tmp_path, monkeypatch):
+    sync = RunSync(7003, tmp_path, every=0)
+    path = epoch(tmp_path, 1, checkpoint_bytes(b"epoch 1"))
+    rewritten = checkpoint_bytes(b"epoch 1, the best so far")
+    copied = []
+    copy = shutil.copyfile
+
+    def copy_then_rewrite(source, target):
+        copy(source, target)
+        if not copied:  # mmengine writes it again just after the snapshot was taken
+            copied.append(True)
+            path.write_bytes(rewritten)
+
+    monkeypatch.setattr(sync_module.shutil, "copyfile", copy_then_rewrite)
+    sync.push()
+    assert stored(7003, 1) is None  # the snapshot no longer matched the file: not stored
+    sync.push()
+    assert stored(7003, 1) == rewritten
+    assert not list(tmp_path.glob(".*.push"))  # no snapshot left behind
