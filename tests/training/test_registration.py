@@ -4,7 +4,9 @@ its stored checkpoint)."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,11 +39,21 @@ def test_a_file_is_stored_with_its_hash_computed_on_the_way_or_moved(tmp_path, s
     assert sorted(p.name for p in copy.parent.iterdir()) == ["copy.pth", "moved.pth"]  # no partial file left
 
 
+def zip_of(payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+    return buffer.getvalue()
+
+
+RESUMABLE = zip_of(b"resumable")
+
+
 def finished_child(run: TrainingRun, tmp_path: Path):
     """What a training child leaves in the run's work dir: the export, an epoch checkpoint, the slim model."""
     export = export_coco(run.dataset, run.work_dir / "data", val_fraction=0.34, seed=0)
     (run.work_dir / "mmengine").mkdir(parents=True)
-    (run.work_dir / "mmengine" / "epoch_2.pth").write_bytes(b"resumable")
+    (run.work_dir / "mmengine" / "epoch_2.pth").write_bytes(RESUMABLE)  # a zip archive, as torch.save writes
     (run.work_dir / "mmengine" / "last_checkpoint").write_text(str(run.work_dir / "mmengine" / "epoch_2.pth"))
     sync_of(run).push()  # what the worker does before it registers
     output = run.work_dir / "output"
@@ -91,5 +103,5 @@ def test_a_registration_refused_at_the_last_moment_keeps_the_run_resumable(world
     assert TrainedModel.objects.count() == models_before  # rolled back, its stored files removed
     assert stored_names("models") == stored_before
     with open_stored(last_checkpoint(run)) as fh:
-        assert fh.read() == b"resumable"
+        assert fh.read() == RESUMABLE
     assert TrainingRun.objects.get(pk=run.pk).status == "cancelled"
