@@ -87,3 +87,13 @@ def test_a_checkpoint_that_changes_while_it_is_copied_waits_for_the_next_tick(tm
     sync.push()
     assert stored(7003, 1) == rewritten
     assert not list(tmp_path.glob(".*.push"))  # no snapshot left behind
+
+
+def test_a_marker_being_written_or_naming_nothing_yet_is_passed_over(tmp_path):
+    sync = RunSync(7004, tmp_path, every=0)
+    (tmp_path / "mmengine").mkdir()
+    (tmp_path / "mmengine" / "last_checkpoint").write_text("")  # mmengine has opened it, not written it yet
+    sync.push()
+    (tmp_path / "mmengine" / "last_checkpoint").write_text(str(tmp_path / "mmengine" / "epoch_1.pth"))  # not there
+    sync.push()
+    assert stored_names(checkpoint_folder(7004)) == []

@@ -96,6 +96,8 @@ class RunSync:
         except FileNotFoundError:
             return
         name = f"{checkpoint_folder(self.run_id)}/{local.name}"
+        if not local.name or not local.is_file():  # the marker is being written, or names a file not there yet
+            return
         try:
             mark = _mark(local)
         except FileNotFoundError:
@@ -108,8 +110,12 @@ class RunSync:
         # next tick tries again.
         snapshot = self.work / f".{local.name}.push"
         try:
-            shutil.copyfile(local, snapshot)
-            if _mark(local) != mark or not _whole_zip(snapshot):
+            try:
+                shutil.copyfile(local, snapshot)
+                taken = _mark(local) == mark and _whole_zip(snapshot)
+            except OSError:  # removed or replaced meanwhile: this host's disk, not the storage
+                taken = False
+            if not taken:
                 return
             store_file(snapshot, name, move=True)
         finally:
