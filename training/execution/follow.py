@@ -16,7 +16,7 @@ from ..models import RunNode, TrainingManifest, TrainingRun
 from ..run_files import LOG
 from ..services import run_node_end, training_run_fail
 from .common import watched_child
-from .nodes import LeaderLost, SplitChanged, node_part, problem_of, rendezvous_of, wait_for_node0, waited_problem
+from .nodes import LeaderLost, SplitChanged, problem_of, rendezvous_of, wait_for_node0, waited_problem
 from .scratch import cleanup_work_dir
 from .train import export_dataset, write_job
 
@@ -53,7 +53,7 @@ def training_run_follow(*, node_id: int) -> str:
         job_file = write_job(run, export)
         port = wait_for_node0(
             "its rendezvous port",
-            lambda: RunNode.objects.filter(pk=node_part(run, 0).pk).values_list("port", flat=True).first(),
+            lambda: RunNode.objects.filter(run_id=run.pk, node_rank=0).values_list("port", flat=True).first(),
             run,
             rank,
             timeout=settings.DUMPSITE_GANG_TIMEOUT,
