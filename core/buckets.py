@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How the platform talks to the store, in botocore's client and in core.bucket_puts alike: a store that does not
+# answer fails a request within seconds (3 tries) rather than after botocore's minute-long connect timeout and 5 tries.
+CONNECT_TIMEOUT = 5  # seconds
+READ_TIMEOUT = 60  # seconds
+ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class Bucket:

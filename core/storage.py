@@ -328,7 +328,10 @@ def store_bytes(data: bytes, name: str) -> None:
     """Store the small ``data`` (a rendered picture, a dataset image) under exactly ``name``, whole or not at all: one
     PUT to a bucket, or locally a file written beside and renamed into place."""
     if in_bucket():
-        s3_client().put_object(Bucket=site_bucket().name, Key=bucket_key(name), Body=data)
+        # botocore is loaded only by a site that keeps its files in a bucket
+        from .bucket_puts import put_small
+
+        put_small(site_bucket(), bucket_key(name), data)
         return
     target = Path(default_storage.path(name))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from core.buckets import Bucket
+from core.buckets import ATTEMPTS, CONNECT_TIMEOUT, READ_TIMEOUT, Bucket
 
 # The variables that only mean something with a bucket: set without DUMPSITE_STORAGE_URL, they are a mistake.
 PART_BYTES = 8 * 2**20
@@ -92,14 +92,12 @@ def storage_backend(bucket: Bucket | None, *, presign_seconds: int) -> dict:
             "region_name": bucket.region,
             "access_key": bucket.access_key,
             "secret_key": bucket.secret_key,
-            # A store that does not answer fails a request within seconds (3 tries: a run stops saying so) rather
-            # than after botocore's minute-long connect timeout and 5 tries.
             "client_config": Config(
                 s3={"addressing_style": bucket.addressing_style},
                 signature_version="s3v4",
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                retries={"max_attempts": ATTEMPTS, "mode": "standard"},
             ),
             "file_overwrite": False,  # a second file of one name gets a name of its own, as on a disk
             "default_acl": None,  # the bucket's policy decides; nothing is made public
