@@ -16,17 +16,18 @@ from training.execution import training_run_execute
 from training.execution.follow import training_run_follow
 from training.execution.nodes import NodeBeat
 from training.models import RunNode, TrainingRun
-from training.services import run_node_end, run_node_give_up, run_node_release
+from training.services import run_node_end, run_node_give_up, run_node_hold, run_node_release
 
 logger = logging.getLogger(__name__)
 WAKE_EVERY = 5.0  # seconds between two asks for a take while the other hosts are missing
+HOLD_EVERY = 1.0  # seconds between two signs that this host still waits (DUMPSITE_NODE_SILENCE drops a silent one)
 
 
 def gang_wait(node: RunNode, wake: Callable[[], None], *, poll: float = 0.5) -> RunNode | None:
     """The part once every host has reserved (its node rank set), or None when the run went (cancelled) or the
     reservation ran out first. While it waits it asks, now and then, for a take: the run's one task reached one
     host only, and another host's cluster may be idle."""
-    asked = time.monotonic()
+    asked = held = time.monotonic()
     while True:
         current = RunNode.objects.select_related("run").filter(pk=node.pk).first()
         if current is None:
@@ -40,6 +41,9 @@ def gang_wait(node: RunNode, wake: Callable[[], None], *, poll: float = 0.5) -> 
             if run_node_give_up(node_id=current.pk):
                 return None
             continue  # the gang completed meanwhile
+        if time.monotonic() - held >= HOLD_EVERY:
+            held = time.monotonic()
+            run_node_hold(node_id=current.pk)
         if time.monotonic() - asked >= WAKE_EVERY:
             asked = time.monotonic()
             wake()

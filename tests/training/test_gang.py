@@ -131,6 +131,31 @@ def test_a_reservation_that_runs_out_frees_the_host_and_pauses_it(make_dataset, 
     assert isinstance(again, RunNode) and again.state == "reserved"
 
 
+def test_a_reservation_its_host_stopped_holding_is_not_counted_in_the_gang(make_dataset, one_slot_here, settings):
+    settings.DUMPSITE_NODE_SILENCE = 10
+    dataset = make_dataset()
+    a, b, c = worker("a", "10.0.0.1"), worker("b", "10.0.0.2"), worker("c", "10.0.0.3")
+    run = queued(dataset, nodes=2)
+    dead = training_run_claim_next(worker=a)
+    # a's worker died while it waited: its reservation was last held 11 s ago, and b does not gather with it.
+    RunNode.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=11))
+    part_b = training_run_claim_next(worker=b)
+    assert isinstance(part_b, RunNode) and part_b.state == "reserved"
+    assert TrainingRun.objects.get(pk=run.pk).status == "queued"
+    assert list(RunNode.objects.filter(run=run).values_list("host", flat=True)) == ["b"]
+    # A waiting host holds its part: b's wait keeps it counted, and c completes the gang with b.
+    settings.DUMPSITE_GANG_TIMEOUT = 1.5
+    RunNode.objects.filter(pk=part_b.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=9.5), reserved_until=timezone.now() + timedelta(seconds=1.2)
+    )
+    assert gang_wait(part_b, lambda: None, poll=0.05) is None  # ran out: nobody came meanwhile
+    part_b.refresh_from_db()
+    assert part_b.state == "gave_up" and timezone.now() - part_b.heartbeat_at < timedelta(seconds=2)
+    RunNode.objects.filter(pk=part_b.pk).update(state="reserved", reserved_until=timezone.now() + timedelta(seconds=30))
+    assert isinstance(training_run_claim_next(worker=c), RunNode)
+    assert dict(RunNode.objects.filter(run=run).values_list("host", "node_rank")) == {"b": 0, "c": 1}
+
+
 def test_a_run_cancelled_while_its_hosts_gather_releases_them(make_dataset, one_slot_here):
     dataset = make_dataset()
     a = worker("a", "10.0.0.1")

@@ -45,6 +45,8 @@ def run_node_reserve(*, run_id: int, worker: Worker, gpus: list[str]) -> RunNode
         parts = RunNode.objects.filter(run=run)
         parts.filter(state=State.RESERVED, reserved_until__lte=now).delete()  # ran out: that host is free again
         parts.filter(state=State.GAVE_UP, reserved_until__lte=now).delete()  # its pause is over
+        # A reservation whose process stopped holding it (its worker died while it waited) counts no more.
+        parts.filter(state=State.RESERVED, heartbeat_at__lt=now - _silence()).delete()
         if parts.filter(host=worker.host).exists() or parts.filter(address=worker.address).exists():
             return None
         node = RunNode.objects.create(
@@ -56,6 +58,7 @@ def run_node_reserve(*, run_id: int, worker: Worker, gpus: list[str]) -> RunNode
             process_started=started or 0.0,
             gpus=list(gpus),
             reserved_until=now + timedelta(seconds=settings.DUMPSITE_GANG_TIMEOUT),
+            heartbeat_at=now,
         )
         reserved = list(parts.filter(state=State.RESERVED).order_by("address", "host"))
         if len(reserved) >= nodes_of(run):
@@ -90,6 +93,16 @@ def run_node_give_up(*, node_id: int) -> bool:
     return (
         RunNode.objects.filter(pk=node_id, state=State.RESERVED).update(state=State.GAVE_UP, reserved_until=pause) == 1
     )
+
+
+def _silence() -> timedelta:
+    return timedelta(seconds=settings.DUMPSITE_NODE_SILENCE)
+
+
+def run_node_hold(*, node_id: int) -> None:
+    """A reservation's process is still waiting for the other hosts (every second): one that stops holding it for
+    ``DUMPSITE_NODE_SILENCE`` seconds is not counted in a gang."""
+    RunNode.objects.filter(pk=node_id, state=State.RESERVED).update(heartbeat_at=timezone.now())
 
 
 def run_node_release(*, node_id: int) -> None:
