@@ -55,7 +55,7 @@ def finished_child(run: TrainingRun, tmp_path: Path):
     (run.work_dir / "mmengine").mkdir(parents=True)
     (run.work_dir / "mmengine" / "epoch_2.pth").write_bytes(RESUMABLE)  # a zip archive, as torch.save writes
     (run.work_dir / "mmengine" / "last_checkpoint").write_text(str(run.work_dir / "mmengine" / "epoch_2.pth"))
-    sync_of(run).push()  # what the worker does before it registers
+    sync_of(run).push()  # as the worker stored it while the run trained
     output = run.work_dir / "output"
     output.mkdir()
     (output / "model.pth").write_bytes(b"slim weights")

@@ -1,10 +1,13 @@
-"""The run's checkpoints pushed to the storage only whole: mmengine writes an epoch's checkpoint a second time, in
-place under the same name, once its validation made it the best, and a copy taken while it does so would be cut (a
-stored checkpoint that torch then refuses: "failed finding central directory")."""
+"""The run's checkpoints pushed to the storage once and only whole: mmengine writes an epoch's checkpoint a second
+time, in place under the same name, once its validation made it the best, and a copy taken while it does so would be
+cut (a stored checkpoint that torch then refuses: "failed finding central directory"); while the run trains, an
+epoch's checkpoint is pushed once its validation ended or the next epoch trains, the last epoch's at the run's end
+only if the run does not succeed."""
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 from core.storage import open_stored, stored_names
 from training.execution import sync as sync_module
 from training.execution.sync import RunSync
-from training.run_files import checkpoint_folder
+from training.run_files import EVENTS, checkpoint_folder
 
 
 def checkpoint_bytes(payload: bytes) -> bytes:
@@ -97,3 +100,35 @@ def test_a_marker_being_written_or_naming_nothing_yet_is_passed_over(tmp_path):
     (tmp_path / "mmengine" / "last_checkpoint").write_text(str(tmp_path / "mmengine" / "epoch_1.pth"))  # not there
     sync.push()
     assert stored_names(checkpoint_folder(7004)) == []
+
+
+def events(work: Path, *lines: dict) -> None:
+    with open(work / EVENTS, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+def test_while_the_run_trains_an_epoch_is_pushed_once_final_and_the_last_one_at_a_failed_end(tmp_path):
+    sync = RunSync(7005, tmp_path, every=3600)
+    events(tmp_path, {"event": "start", "max_epochs": 3}, {"event": "iter", "epoch": 1})
+    first = checkpoint_bytes(b"epoch 1 as trained")
+    epoch(tmp_path, 1, first)
+    sync.tick()
+    assert stored(7005, 1) is None  # its validation may still make it the best and mmengine write it again
+    rewritten = checkpoint_bytes(b"epoch 1 with its best score recorded")
+    epoch(tmp_path, 1, rewritten)
+    events(tmp_path, {"event": "val", "epoch": 1})
+    sync.tick()
+    assert stored(7005, 1) == rewritten  # pushed once, final
+    events(tmp_path, {"event": "iter", "epoch": 2}, {"event": "iter", "epoch": 3})  # epoch 2 not validated
+    epoch(tmp_path, 2, checkpoint_bytes(b"epoch 2"))
+    sync.tick()
+    assert stored(7005, 2) == checkpoint_bytes(b"epoch 2") and stored(7005, 1) is None  # epoch 3 trains: final
+    last = checkpoint_bytes(b"epoch 3")
+    epoch(tmp_path, 3, last)
+    events(tmp_path, {"event": "val", "epoch": 3})
+    sync.tick()
+    assert stored(7005, 3) is None  # the last epoch waits for the run's end
+    sync.push_files()  # a run that succeeded: its files, no checkpoint
+    assert stored(7005, 3) is None and f"runs/7005/{EVENTS}" in stored_names("runs/7005")
+    sync.push()  # a run that failed or was cancelled: what resuming starts from
+    assert stored(7005, 3) == last and stored(7005, 2) is None

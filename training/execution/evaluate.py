@@ -112,7 +112,7 @@ def execute(run: TrainingRun) -> str:
         ended = end_unless_trained(run, result)
         if ended is not None:
             return ended
-        sync_of(run).push()  # the log and events stored before the run is seen succeeded
+        sync_of(run).push_files()  # the log and events stored before the run is seen succeeded
         store_and_succeed(run, job=job, label=label, details=details, doc=doc, log_tail=result.log_tail)
         return Status.SUCCEEDED
     except ApplicationError as exc:

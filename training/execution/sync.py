@@ -1,9 +1,15 @@
 """A run's files pushed from the worker's scratch folder to the storage as the run goes (``training.run_files``
 names them): the log and the progress events every DUMPSITE_RUN_SYNC_SECONDS when they changed, and each epoch
-checkpoint once mmengine has finished writing it (its ``last_checkpoint`` file names it, and a snapshot of it is
-whole and unchanged while copied), the one before it then removed: what resuming needs is in the storage when the
-worker's host is gone. A storage that does not answer stops the run with a message that says so. The log and the
-events are stored with this host's folders redacted."""
+checkpoint once it is final, the one before it then removed: what resuming needs is in the storage when the worker's
+host is gone. A storage that does not answer stops the run with a message that says so. The log and the events are
+stored with this host's folders redacted.
+
+An epoch's checkpoint is final once that epoch's validation ended (the progress events say so) or the next epoch
+trains: mmengine writes the checkpoint again, in place and under the same name, when its validation made it the
+best, and pushing it before that doubled the bytes sent for every epoch that improved. It is pushed whole only (a
+snapshot unchanged while copied, a whole zip archive). The last epoch's checkpoint waits for the run's end: a run
+that succeeds has its model in the registry and needs none, one that fails or is cancelled pushes it then.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -20,8 +27,10 @@ from django.conf import settings
 from core.errors import ApplicationError
 from core.redact import redact_paths
 from core.storage import delete_file, storage_errors, store_file
+from engine.config import checkpoint_epoch
+from engine.events import EventTail
 
-from ..run_files import PUSHED, checkpoint_folder, stored_name
+from ..run_files import EVENTS, PUSHED, checkpoint_folder, stored_name
 
 logger = logging.getLogger("training.execution")
 
@@ -34,23 +43,48 @@ class RunSync:
         self.checkpoint: str | None = None  # stored name of the last checkpoint pushed
         self.checkpoint_mark: tuple[int, int] | None = None  # its size and modification time when it was pushed
         self.last = time.monotonic()
+        self.events = EventTail(self.work / EVENTS)
+        self.max_epochs = 0  # of the training, from its first "start" event
+        self.trained = self.validated = 0  # the epoch training is in; the last one whose validation ended
 
     def tick(self) -> None:
-        """Push a new checkpoint now, and the log and events if DUMPSITE_RUN_SYNC_SECONDS have passed since they
-        were last pushed."""
-        self._guarded(self._push_checkpoint)
+        """Push a checkpoint that became final now, and the log and events if DUMPSITE_RUN_SYNC_SECONDS have passed
+        since they were last pushed."""
+        self._follow_events()
+        self._guarded(lambda: self._push_checkpoint(final=self._final))
         if time.monotonic() - self.last >= self.every:
-            self.push()
+            self.push_files()
 
     def push(self) -> None:
-        """Push what changed now; ApplicationError when the storage does not take it."""
-        self.last = time.monotonic()
-        self._guarded(self._push_all)
+        """Push what changed now, the last checkpoint whatever its epoch (a run that ends without success: what
+        resuming it starts from); ApplicationError when the storage does not take it."""
+        self.push_files()
+        self._guarded(lambda: self._push_checkpoint(final=lambda epoch: True))
 
-    def _push_all(self) -> None:
-        self._push_checkpoint()
+    def push_files(self) -> None:
+        """Push the log, events and result if they changed (a run that trained to its end: no checkpoint needed)."""
+        self.last = time.monotonic()
+        self._guarded(self._push_files)
+
+    def _push_files(self) -> None:
         for name in PUSHED:
             self._push_if_changed(name)
+
+    def _follow_events(self) -> None:
+        for event in self.events.read_new():
+            kind, epoch = event.get("event"), event.get("epoch")
+            if kind == "start" and not self.max_epochs:
+                self.max_epochs = int(event.get("max_epochs") or 0)
+            elif kind == "iter" and isinstance(epoch, int):
+                self.trained = max(self.trained, epoch)
+            elif kind == "val" and isinstance(epoch, int):
+                self.validated = max(self.validated, epoch)
+
+    def _final(self, epoch: int) -> bool:
+        """Whether mmengine is done writing the checkpoint of ``epoch`` while the run trains on."""
+        if epoch == 0 or epoch >= self.max_epochs:
+            return False  # not an epoch's checkpoint, or the last one: the run's end decides
+        return self.validated >= epoch or self.trained > epoch
 
     def _guarded(self, push) -> None:
         try:
@@ -89,7 +123,7 @@ class RunSync:
         store_file(copy.name, stored_name(self.run_id, name), move=True)
         self.seen[name] = mark
 
-    def _push_checkpoint(self) -> None:
+    def _push_checkpoint(self, *, final: Callable[[int], bool]) -> None:
         marker = self.work / "mmengine" / "last_checkpoint"  # written by mmengine once a checkpoint is whole
         try:
             local = Path(marker.read_text(encoding="utf-8").strip())
@@ -98,16 +132,17 @@ class RunSync:
         name = f"{checkpoint_folder(self.run_id)}/{local.name}"
         if not local.name or not local.is_file():  # the marker is being written, or names a file not there yet
             return
+        if not final(checkpoint_epoch(local.name)):
+            return
         try:
             mark = _mark(local)
         except FileNotFoundError:
             return
         if (name, mark) == (self.checkpoint, self.checkpoint_mark):
             return
-        # mmengine writes an epoch's checkpoint again, in place and under the same name, once its validation made it
-        # the best (to record that in it): a copy taken meanwhile would be cut. So a snapshot is stored only when the
-        # file did not change while it was copied and is a whole zip archive (what torch.save writes); else the
-        # next tick tries again.
+        # mmengine may still write it again (a run's last push, whatever the epoch): a copy taken meanwhile would be
+        # cut. So a snapshot is stored only when the file did not change while it was copied and is a whole zip
+        # archive (what torch.save writes); else the next tick tries again.
         snapshot = self.work / f".{local.name}.push"
         try:
             try:

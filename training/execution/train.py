@@ -60,7 +60,7 @@ def execute(run: TrainingRun) -> str:
             return ended
         outcome = json.loads((run.work_dir / "result.json").read_text(encoding="utf-8"))
         history = metrics_history_of(run, events)
-        sync_of(run).push()  # the log, events and result stored before the run is seen succeeded
+        sync_of(run).push_files()  # the log, events and result stored before the run is seen succeeded
         # One transaction that removes its stored artifacts if it rolls back: repeated once the database is back.
         when_database_is_back(
             lambda: register_and_succeed(run, export, outcome=outcome, history=history, log_tail=result.log_tail),
