@@ -21,9 +21,9 @@ from django.conf import settings
 
 from core.errors import ApplicationError
 
-from .import_batch import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
+from .import_batch import BATCH, ImageImport, ImportReport, InOrder, flush_images, import_classes, import_threads
 from .models import Dataset, DatasetImage
-from .services import ImageImport, annotation_build
+from .services import annotation_build
 from .zips import ZipContents, check_coco_size
 
 
@@ -189,7 +189,10 @@ def import_document(
         raise ApplicationError("Import into a new dataset (a name) or an existing one, not both.", {"dataset": "one"})
     categories = _categories(doc["categories"])
     report = ImportReport()
-    with ImageImport() as batch, ThreadPoolExecutor(import_threads(), thread_name_prefix="import") as pool:
+    with (
+        ImageImport(upload_threads=import_threads()) as batch,
+        ThreadPoolExecutor(import_threads(), thread_name_prefix="import") as pool,
+    ):
         classes = _target(
             dataset_name=dataset_name,
             dataset=dataset,

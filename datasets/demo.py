@@ -16,9 +16,9 @@ import numpy as np
 from django.contrib.gis.geos import Point, Polygon
 from PIL import Image, ImageDraw, ImageFilter
 
+from .import_batch import ImageImport
 from .models import Dataset
 from .services import (
-    ImageImport,
     annotation_build,
     annotations_bulk_create,
     dataset_create,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,58 +22,6 @@ from .images import clean_original_name, decode_image
 from .models import Annotation, Dataset, DatasetClass, DatasetImage, dataset_image_upload_to
 
 MAX_CLASS_NAME_LENGTH = 100
-
-
-class ImageImport:
-    """Many images as one unit: one transaction, and every file it stored removed again if it does not commit.
-
-    ``dataset_image_create`` on its own keeps its row and its file together; an import of many images (whose rows
-    roll back together) goes through this object, so that no file outlives its row::
-
-        with ImageImport() as batch:
-            dataset = dataset_create(...)
-            image = batch.add(dataset=dataset, content=..., original_name=...)
-    """
-
-    def __init__(self) -> None:
-        self.stored: list[str] = []
-        self._atomic = transaction.atomic()
-
-    def __enter__(self) -> ImageImport:
-        self._atomic.__enter__()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        try:
-            self._atomic.__exit__(exc_type, exc, tb)  # commits, or rolls back the rows
-        except BaseException:
-            self._remove_files()
-            raise
-        if exc_type is not None:
-            self._remove_files()
-
-    def add(self, **kwargs: Any) -> DatasetImage:
-        """``dataset_image_create(**kwargs)``, its file removed again if the import does not commit."""
-        image = dataset_image_create(**kwargs)
-        self.stored.append(image.image.name)
-        return image
-
-    def build(self, **kwargs: Any) -> DatasetImage:
-        """``dataset_image_build(**kwargs)``: checked and stored, its row left to the caller's ``bulk_create``;
-        the file is removed again if the import does not commit."""
-        image = dataset_image_build(**kwargs)
-        self.stored.append(image.image.name)
-        return image
-
-    def discard(self, image: DatasetImage) -> None:
-        """Remove the file of a built image that will not be saved after all (a duplicate, say)."""
-        DatasetImage._meta.get_field("image").storage.delete(image.image.name)
-        self.stored.remove(image.image.name)
-
-    def _remove_files(self) -> None:
-        storage = DatasetImage._meta.get_field("image").storage
-        for name in self.stored:
-            storage.delete(name)
 
 
 def validate_class_names(names: object) -> list[str]:
@@ -151,9 +100,10 @@ def dataset_image_build(
     altitude_m: float | None = None,
     enabled: bool = True,
     source: dict | None = None,
+    store: Callable[[bytes, str], None] = store_bytes,
 ) -> DatasetImage:
-    """Check an image (format, size, pixels, full decode, geometry in WGS 84) and store its file under its
-    content hash; the row is not saved. Duplicates are the caller's to check (one query each, or a set).
+    """Check an image (format, size, pixels, full decode, geometry in WGS 84) and store its file (with ``store``)
+    under its content hash; the row is not saved. Duplicates are the caller's to check (one query each, or a set).
 
     What the file itself says about its place and time (GeoTIFF footprint, EXIF GPS and capture time) fills the
     fields the caller left empty; ``image.georeference`` keeps what was found, for reports."""
@@ -180,7 +130,7 @@ def dataset_image_build(
     # One PUT under a name of its own (its hash and a random part): no request to ask whether the name is taken, and
     # an import that rolls back removes only what it stored, never a file of the same content another one kept.
     image.image.name = dataset_image_upload_to(image, f"{decoded.sha256}-{secrets.token_hex(4)}.{decoded.extension}")
-    store_bytes(content, image.image.name)
+    store(content, image.image.name)
     image.georeference = geo
     return image
 

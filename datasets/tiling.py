@@ -32,10 +32,10 @@ from engine.geometry import NO_GEOTRANSFORM, pixel_to_map, window_count, windows
 
 from .georef import window_footprint
 from .grid import PlacedSites, Tile, tile_boxes
-from .import_batch import BATCH, ImportReport, InOrder, flush_images, import_classes, import_threads
+from .import_batch import BATCH, ImageImport, ImportReport, InOrder, flush_images, import_classes, import_threads
 from .models import DatasetImage
 from .rasters import RasterRefused, open_raster
-from .services import ImageImport, annotation_build
+from .services import annotation_build
 from .sites import Annotations, Site, read_annotations
 
 MAX_TILE = 4096
@@ -317,7 +317,10 @@ def tile_orthophotos(
     report.rejected.extend(found.rejected)
     placed = {site.label for sites in sites_per_orthophoto(orthos, found) for site in sites}
     report.rejected.extend((s.label, "outside every orthophoto") for s in found.sites if s.label not in placed)
-    with ImageImport() as batch, ThreadPoolExecutor(import_threads(), thread_name_prefix="tiling") as pool:
+    with (
+        ImageImport(upload_threads=import_threads()) as batch,
+        ThreadPoolExecutor(import_threads(), thread_name_prefix="tiling") as pool,
+    ):
         class_names = found.class_names
         classes = dict(
             zip(

@@ -30,9 +30,9 @@ from core.errors import ApplicationError
 from core.host_cache import host_scratch, local_files
 from core.redact import redact_paths
 from core.storage import delete_stored, storage_errors, store_file
+from datasets.import_batch import ImageImport
 from datasets.models import DatasetImage, Orthophoto
 from datasets.rasters import stored_raster
-from datasets.services import ImageImport
 from detection.models import Detection
 from engine.geometry import pixel_to_map
 from engine.raster import RasterRefused
