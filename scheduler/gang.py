@@ -25,9 +25,10 @@ HOLD_EVERY = 1.0  # seconds between two signs that this host still waits (DUMPSI
 
 def gang_wait(node: RunNode, wake: Callable[[], None], *, poll: float = 0.5) -> RunNode | None:
     """The part once every host has reserved (its node rank set), or None when the run went (cancelled) or the
-    reservation ran out first. While it waits it asks, now and then, for a take: the run's one task reached one
-    host only, and another host's cluster may be idle."""
-    asked = held = time.monotonic()
+    reservation ran out first. While it waits it asks for a take, at once and then every WAKE_EVERY seconds: the
+    run's one task reached one host only, and another host's cluster may be idle."""
+    held = time.monotonic()
+    asked = held - WAKE_EVERY  # at once: the run's one task reached this host only
     while True:
         current = RunNode.objects.select_related("run").filter(pk=node.pk).first()
         if current is None:

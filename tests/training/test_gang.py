@@ -121,6 +121,7 @@ def test_a_reservation_that_runs_out_frees_the_host_and_pauses_it(make_dataset, 
     part = training_run_claim_next(worker=a)
     woken: list[int] = []
     assert gang_wait(part, lambda: woken.append(1), poll=0.05) is None
+    assert woken == [1]  # asked for a take at once (the other hosts' clusters may be idle), not after 5 s
     part.refresh_from_db()
     assert part.state == "gave_up"
     assert TrainingRun.objects.get(pk=run.pk).status == "queued"
