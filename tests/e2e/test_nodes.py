@@ -1,8 +1,8 @@
 """Runs across two hosts: two real worker clusters on this machine under different host identities and addresses
 (127.0.0.1 and 127.0.0.2, both loopback), each with a scratch folder and a picture cache of its own and one CPU slot,
 so that a run of two processes fits no single host. torchrun's c10d rendezvous on node 0's address, gloo on CPUs.
-A run trains and registers its model; a cancel ends every rank on both hosts within seconds; a killed host's worker
-fails the run within seconds with its name, leaves no process on either host, and the run resumes."""
+A run trains and registers its model; a cancel and a time limit end every rank on both hosts within seconds; a killed
+host's worker fails the run within seconds with its name, leaves no process on either host, and the run resumes."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_a_run_across_two_hosts_trains_and_registers_its_model(two_hosts, tmp_pa
     assert not rank_processes(tmp_path)
 
 
-def test_a_cancel_ends_every_rank_on_both_hosts_within_seconds(two_hosts, tmp_path):
+def test_a_cancel_or_a_time_limit_ends_every_rank_on_both_hosts_within_seconds(two_hosts, tmp_path):
     dataset = demo_dataset_create(name="two hosts, cancelled", images=24, seed=22)
     run = training(training_run_create(dataset=dataset, parameters={"epochs": 8, "nodes": 2}).pk)
     assert len(rank_processes(tmp_path)) >= 4  # torchrun and one rank on each host
@@ -128,6 +128,21 @@ def test_a_cancel_ends_every_rank_on_both_hosts_within_seconds(two_hosts, tmp_pa
     assert run.status == "cancelled"
     wait_for(
         lambda: {p.state for p in parts(run).values()} == {"done"},
+        timeout=30,
+        message="both hosts' parts ended",
+    )
+
+    # The same hosts, a run with a time limit: node 0 stops its ranks when it runs out, and node 1's follow.
+    limited = training_run_create(dataset=dataset, parameters={"epochs": 20, "nodes": 2}, time_limit_seconds=40)
+    training(limited.pk)
+    assert len(rank_processes(tmp_path)) >= 4
+    limited = finished(limited.pk, timeout=120)
+    ended = time.monotonic()
+    assert limited.status == "failed" and "time limit of 40 s" in limited.error_message, limited.error_message
+    wait_for(lambda: not rank_processes(tmp_path), timeout=15, interval=0.2, message="no rank left on either host")
+    assert time.monotonic() - ended < 15
+    wait_for(
+        lambda: len(parts(limited)) == 2 and "running" not in {p.state for p in parts(limited).values()},
         timeout=30,
         message="both hosts' parts ended",
     )
