@@ -272,6 +272,7 @@ def run_child(
     """Run the child with ``env`` (default: :func:`child_environment`), never the worker's whole environment; with
     ``processes`` > 1, that many ranks under torchrun, and with a ``rendezvous`` this host's ranks of a run across
     hosts. However it ends, no process of the job is left."""
+    job_file = Path(job_file).absolute()  # the child runs in its folder (below): a relative name would not be found
     argv = child_argv(job_file, module, processes, rendezvous)
     child_env = dict(child_environment() if env is None else env)
     if rendezvous is not None:  # each rank checks that the rendezvous ranked this host as the platform did
@@ -285,7 +286,10 @@ def run_child(
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             argv,
-            cwd=PROJECT_ROOT,
+            # In the job's own folder (the run's scratch): what a library writes beside itself lands there and goes
+            # with it (mmengine's distributed validation collects its ranks' results in ./.dist_test), never in the
+            # code's folder, which may be read-only.
+            cwd=job_file.parent,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

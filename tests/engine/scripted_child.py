@@ -17,6 +17,8 @@ def main() -> int:
     script = json.loads(Path(sys.argv[1]).read_text())
     if script.get("dump_env"):
         Path(script["dump_env"]).write_text(json.dumps(dict(os.environ)))
+    if script.get("dump_cwd"):
+        Path(script["dump_cwd"]).write_text(os.getcwd())
     if script.get("ignore_term"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if script.get("grandchild_pid_file"):

@@ -124,3 +124,11 @@ def test_the_child_gets_a_minimal_environment(tmp_path, monkeypatch):
     assert result.returncode == 0, result.log_tail
     seen = json.loads(dump.read_text())
     assert "DJANGO_SECRET_KEY" not in seen and "POSTGRES_PASSWORD" not in seen and seen["OMP_NUM_THREADS"] == "2"
+
+
+def test_the_child_runs_in_its_jobs_folder_not_the_codes(tmp_path):
+    job = tmp_path / "run-7"
+    job.mkdir()
+    result = run(job, steps=1, dump_cwd=str(tmp_path / "cwd.txt"))
+    assert result.returncode == 0, result.log_tail
+    assert (tmp_path / "cwd.txt").read_text() == str(job)  # what it writes beside itself goes with the run
