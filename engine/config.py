@@ -176,6 +176,9 @@ def build_overrides(
         "metric": "bbox",
         "format_only": False,
         "backend_args": None,
+        # The ranks' results are gathered through the process group (all_gather_object: gloo on CPUs, NCCL on
+        # GPUs); mmengine's "cpu" mode writes them to a folder every rank must see, which hosts do not share.
+        "collect_device": "gpu",
     }
     val_loader = loader(val_ann_file, test_pipeline, True, params["batch_size"])
     return {

@@ -83,6 +83,7 @@ def test_overrides_golden():
         "metric": "bbox",
         "format_only": False,
         "backend_args": None,
+        "collect_device": "gpu",  # through the process group: no folder shared between hosts
     }
     assert o["optim_wrapper"]["optimizer"] == {
         "type": "AdamW",
