@@ -69,10 +69,10 @@ def put_small(bucket: Bucket, key: str, data: bytes) -> None:
     """Store ``data`` under ``key`` in one PUT (whole or not at all, as S3 stores any PUT)."""
     url = object_url(bucket, key)
     headers = {"Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream"}
-    credentials = Credentials(bucket.access_key, bucket.secret_key)
+    signer = S3SigV4Auth(Credentials(bucket.access_key, bucket.secret_key), "s3", bucket.region)
     for attempt in range(1, ATTEMPTS + 1):
         request = AWSRequest(method="PUT", url=url, data=data, headers=headers)
-        S3SigV4Auth(credentials, "s3", bucket.region).add_auth(request)  # signs the body's SHA-256 (no checksum header)
+        signer.add_auth(request)  # signs the body's SHA-256 (no checksum header)
         try:
             response = _session(bucket).send(request.prepare())
         except AGAIN_ERRORS:

@@ -58,8 +58,9 @@ class ImageImport:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         failed = self.uploads.finish(cancel=exc_type is not None) if self.uploads is not None else None
-        if failed is not None and exc_type is None:  # every row was written, one of the files was not stored
-            exc_type, exc, tb = type(failed), failed, failed.__traceback__
+        raised = failed if exc_type is None else None  # every row was written, one of the files was not stored
+        if raised is not None:
+            exc_type, exc, tb = type(raised), raised, raised.__traceback__
         try:
             self._atomic.__exit__(exc_type, exc, tb)  # commits, or rolls back the rows
         except BaseException:
@@ -67,8 +68,8 @@ class ImageImport:
             raise
         if exc_type is not None:
             self._remove_files()
-        if exc is failed and failed is not None:
-            raise failed
+        if raised is not None:
+            raise raised
 
     def add(self, **kwargs: Any) -> DatasetImage:
         """``dataset_image_create(**kwargs)``, its file removed again if the import does not commit."""
@@ -98,7 +99,7 @@ class ImageImport:
 
 
 class Uploads:
-    """Files stored by ``threads`` threads of their own, at most twice as many waiting (their bytes held): a
+    """Files stored by ``threads`` threads of their own, at most three per thread waiting (their bytes held): a
     caller that gets ahead waits for room. The first failure is raised by the next ``store`` and by ``finish``."""
 
     def __init__(self, threads: int):
