@@ -11,6 +11,7 @@ ROLES: dict[str, list[str]] = {
         "datasets.view_dataset",
         "models_registry.view_published_trainedmodel",
         "models_registry.view_trainedmodel_statistics",
+        "notifications.add_webhooksubscription",
     ],
     # Trains on datasets and sees its own runs and models (object permissions as their creator).
     "Trainer": [
@@ -24,6 +25,7 @@ ROLES: dict[str, list[str]] = {
         "detection.review_detection",
         "labelling.add_labellingtask",
         "labelling.view_labellingtask",
+        "notifications.add_webhooksubscription",
     ],
     # Reviews every run and model and decides what goes to production.
     "Publisher": [
@@ -39,6 +41,7 @@ ROLES: dict[str, list[str]] = {
         "detection.review_detection",
         "labelling.add_labellingtask",
         "labelling.view_labellingtask",
+        "notifications.add_webhooksubscription",
     ],
     # Everything on datasets, runs and models.
     "Administrator": [
@@ -61,6 +64,12 @@ ROLES: dict[str, list[str]] = {
         "detection.review_detection",
         "labelling.add_labellingtask",
         "labelling.view_labellingtask",
+        # Every webhook subscription (to help their owners, or stop one) and the mails the platform sent.
+        "notifications.add_webhooksubscription",
+        "notifications.view_webhooksubscription",
+        "notifications.change_webhooksubscription",
+        "notifications.delete_webhooksubscription",
+        "notifications.view_outgoingmail",
     ],
 }
 

@@ -25,6 +25,7 @@ from core.storage import local_path, storage_errors
 from .coco_import import import_coco_zip
 from .imports import ARCHIVE, NEGATIVES, SITES, discard_upload, imports_root, stored_upload
 from .models import DatasetImport
+from .notices import import_end
 from .sites import read_sites_file
 from .tiling import TilingOptions, tile_orthophotos
 from .zips import ZipLimits, check_zip
@@ -131,7 +132,7 @@ def dataset_import_execute(*, import_id: int) -> str:
             finished_at=timezone.now(),
         )
         when_database_is_back(
-            lambda: DatasetImport.objects.filter(pk=import_id, status=Status.RUNNING).update(**succeeded),
+            lambda: import_end(import_id, **succeeded),
             within=settings.DUMPSITE_IMPORT_STALE_SECONDS,
             what=f"import {import_id}'s end",
         )
@@ -140,9 +141,7 @@ def dataset_import_execute(*, import_id: int) -> str:
         shutil.rmtree(scratch, ignore_errors=True)
         discard_upload(job.key)
     when_database_is_back(
-        lambda: DatasetImport.objects.filter(pk=import_id, status=Status.RUNNING).update(
-            status=Status.FAILED, error_message=message[:4000], finished_at=timezone.now()
-        ),
+        lambda: import_end(import_id, status=Status.FAILED, error_message=message[:4000], finished_at=timezone.now()),
         within=settings.DUMPSITE_IMPORT_STALE_SECONDS,
         what=f"import {import_id}'s failure",
     )
@@ -192,7 +191,9 @@ def dataset_imports_fail_stale(now=None) -> int:
     limit = now - timedelta(seconds=settings.DUMPSITE_IMPORT_STALE_SECONDS)
     failed = 0
     for job in DatasetImport.objects.filter(status=Status.RUNNING, heartbeat_at__lt=limit).only("pk", "key"):
-        failed += DatasetImport.objects.filter(pk=job.pk, status=Status.RUNNING, heartbeat_at__lt=limit).update(
+        failed += import_end(
+            job.pk,
+            where={"heartbeat_at__lt": limit},  # unless it reported meanwhile
             status=Status.FAILED,
             error_message=(
                 f"The worker stopped reporting for over {settings.DUMPSITE_IMPORT_STALE_SECONDS} s (it died or was "

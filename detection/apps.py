@@ -11,9 +11,13 @@ class DetectionConfig(AppConfig):
         from training.kinds import register_kind
 
         # Django's app loading, as above: the kind's execution and retry need the models
-        from .execution import execute
+        from .execution import execute, run_figures
         from .services import detection_run_again
 
         register_kind(
-            "detect", execute=execute, again=detection_run_again, compare="detection.admin.figures.compare_rows"
+            "detect",
+            execute=execute,
+            again=detection_run_again,
+            compare="detection.admin.figures.compare_rows",
+            figures=run_figures,
         )

@@ -256,3 +256,18 @@ def store_and_succeed(run: TrainingRun, *, job: DetectionJob, orthos: list, fram
         if not training_run_succeed(run_id=run.pk, log_tail=log_tail, stop_reason=stop):
             raise ApplicationError("The run stopped being 'running' before its detections could be stored.")
     cleanup_work_dir(run)
+
+
+def run_figures(run: TrainingRun) -> dict[str, str]:
+    """What a detection run's end is told with: what it found, and how it did against the known sites."""
+    summary = run.export_summary or {}
+    if "detections" not in summary:
+        return {}
+    figures = {
+        "detections": f"{summary['detections']} ({summary.get('ignored', 0)} in ignore zones)",
+        "orthophotos": str(summary.get("orthophotos", "")),
+    }
+    sites = summary.get("sites")
+    if sites and sites.get("recall") is not None:
+        figures["site recall"] = f"{sites['recall']:.3f} of {sites['sites']} known sites"
+    return figures

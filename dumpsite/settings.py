@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "training",
     "detection",
     "labelling",
+    "notifications",
     "scheduler",
     "audit",
 ]
@@ -341,6 +342,8 @@ SPECTACULAR_SETTINGS = {
         # A model's origin (trained, registered) and a detection's (model, reviewer) are different choice sets.
         "DetectionOriginEnum": "detection.models.Detection.Origin",
         "OriginEnum": "models_registry.models.TrainedModel.Origin",  # its name before detections had an origin
+        "WebhookEventEnum": "notifications.models.Event",
+        "DeliveryStatusEnum": "notifications.models.WebhookDelivery.Status",
     },
 }
 
@@ -369,3 +372,6 @@ SILENCED_SYSTEM_CHECKS = ["gis.W001"]
 TRAINING_HEARTBEAT_LIMIT = env_int("DUMPSITE_HEARTBEAT_LIMIT", 60)
 # The reaper's schedule, in minutes.
 TRAINING_REAPER_MINUTES = env_int("DUMPSITE_REAPER_MINUTES", 1)
+
+# Webhooks, e-mail and the public URL their links start with.
+from dumpsite.settings_notify import *  # noqa: E402, F403

@@ -12,6 +12,7 @@ from detection.api.views import DetectionRunViewSet, DetectionViewSet, IgnoreZon
 from detection.views import detection_crop, site_crop
 from labelling.api.views import LabellingTaskViewSet
 from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
+from notifications.api import DeliveryViewSet, NotificationSettingsView, SubscriptionViewSet
 from training.api import TrainingRunViewSet
 
 router = DefaultRouter()
@@ -28,6 +29,8 @@ router.register("detection-runs", DetectionRunViewSet, basename="detectionrun")
 router.register("ignore-zones", IgnoreZoneViewSet, basename="ignorezone")
 router.register("detections", DetectionViewSet, basename="detection")
 router.register("labelling-tasks", LabellingTaskViewSet, basename="labellingtask")
+router.register("webhooks", SubscriptionViewSet, basename="webhooksubscription")
+router.register("webhook-deliveries", DeliveryViewSet, basename="webhookdelivery")
 
 # Admin pages of models that moved app (the table stayed): old links and bookmarks lead to the new place.
 MOVED_ADMIN = {"training/worker": "workers/worker"}
@@ -44,6 +47,7 @@ urlpatterns = [
     path("datasets/images/<int:pk>/thumbnail.jpg", image_thumbnail, name="dataset-image-thumbnail"),
     path("detection/detections/<int:pk>/crop.jpg", detection_crop, name="detection-crop"),
     path("detection/sites/<int:pk>/crop.jpg", site_crop, name="known-site-crop"),
+    path("api/me/notifications/", NotificationSettingsView.as_view(), name="notification-settings"),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

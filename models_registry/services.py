@@ -25,6 +25,7 @@ from engine.inspect import inspect_checkpoint
 from engine.presets import PRESETS
 
 from .models import METRIC_FIELDS, TrainedModel
+from .notices import publication_told
 
 logger = logging.getLogger("models_registry")
 
@@ -269,6 +270,7 @@ def trained_model_publish(*, model: TrainedModel, user: Actor = None) -> Trained
     model.is_published, model.published_at, model.published_by = True, timezone.now(), user
     model.save(update_fields=["is_published", "published_at", "published_by"])
     audit_record(action="published", obj=model, actor=user)
+    publication_told(model, published=True, user=user)
     return model
 
 
@@ -280,6 +282,7 @@ def trained_model_unpublish(*, model: TrainedModel, user: Actor = None) -> Train
         model.is_published, model.published_at, model.published_by = False, None, None
         model.save(update_fields=["is_published", "published_at", "published_by"])
         audit_record(action="unpublished", obj=model, actor=user)
+        publication_told(model, published=False, user=user)
     return model
 
 

@@ -99,6 +99,9 @@ def worker_env(db_name: str, **extra: str) -> dict:
         DUMPSITE_MIN_FREE_BYTES="0",
         DUMPSITE_Q_POLL="0.1",
         DUMPSITE_PROGRESS_INTERVAL="0.5",
+        # The tests' webhook receivers listen on the loopback address; a failed delivery is tried again quickly.
+        DUMPSITE_WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32",
+        DUMPSITE_WEBHOOK_RETRY_BASE="0.5",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

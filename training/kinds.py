@@ -18,6 +18,8 @@ class RunKind:
     # The dotted path of (user, models) -> (rows, charts) that the models' compare page adds for runs of the kind
     # (imported when the page is drawn: admin code is not loaded while apps start); "": nothing.
     compare: str = ""
+    # (run) -> the figures its end is told with (webhook bodies, the owner's mail): {"label": "value"}
+    figures: Callable[[Any], dict[str, str]] | None = None
 
 
 KINDS: dict[str, RunKind] = {}
@@ -29,5 +31,6 @@ def register_kind(
     execute: Callable[[Any], str],
     again: Callable[..., Any],
     compare: str = "",
+    figures: Callable[[Any], dict[str, str]] | None = None,
 ) -> None:
-    KINDS[kind] = RunKind(execute=execute, again=again, compare=compare)
+    KINDS[kind] = RunKind(execute=execute, again=again, compare=compare, figures=figures)

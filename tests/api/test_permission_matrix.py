@@ -54,11 +54,37 @@ def labelling_task(*, built: bool = False, returned: bool = False):
     return prepare
 
 
+def webhook(world):
+    """The owner's webhook subscription, with one delivery in its log."""
+    import uuid
+
+    from django.utils import timezone
+
+    from access.rules import grant
+    from notifications.models import WebhookDelivery, WebhookSubscription
+    from notifications.services import CREATOR_PERMS
+
+    owner = world.users["owner"]
+    sub = WebhookSubscription.objects.create(
+        url="http://93.184.216.34/hook", secret="s" * 32, events=["run.failed"], created_by=owner
+    )
+    grant(owner, CREATOR_PERMS, sub)
+    world.webhook = sub
+    world.delivery = WebhookDelivery.objects.create(
+        subscription=sub,
+        event="run.failed",
+        event_id=uuid.uuid4(),
+        body={"event": "run.failed"},
+        created_at=timezone.now(),
+    )
+
+
 R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
 ORTHO, DR, Z, DT = "{orthophoto}", "{detection_run}", "{ignore_zone}", "{detection}"
 DETECTION = ("/api/orthophotos/", "/api/detection-runs/", "/api/ignore-zones/", "/api/detections/")
 IMG, A, IMP = "{image}", "{annotation}", "{dataset_import}"
 LT = "{labelling_task}"
+WH, WD = "{webhook}", "{delivery}"
 BUILT, RETURNED = labelling_task(built=True), labelling_task(returned=True)
 #      name                 method  path                                       prepare              body
 ENDPOINTS = [
@@ -146,6 +172,17 @@ ENDPOINTS = [
     ("ignore zone delete", "delete", f"/api/ignore-zones/{Z}/", None, None),
     ("model delete", "delete", f"/api/trained-models/{M}/", None, None),
     ("token obtain", "post", "/api/auth/token/", None, {"username": "admin"}),
+    ("webhooks list", "get", "/api/webhooks/", webhook, None),
+    ("webhook create", "post", "/api/webhooks/", None, {"url": "http://93.184.216.34/in", "events": ["run.failed"]}),
+    ("webhook detail", "get", f"/api/webhooks/{WH}/", webhook, None),
+    ("webhook update", "patch", f"/api/webhooks/{WH}/", webhook, {"name": "renamed"}),
+    ("webhook delete", "delete", f"/api/webhooks/{WH}/", webhook, None),
+    ("webhook deliveries", "get", f"/api/webhooks/{WH}/deliveries/", webhook, None),
+    ("webhook deliveries list", "get", "/api/webhook-deliveries/", webhook, None),
+    ("webhook delivery detail", "get", f"/api/webhook-deliveries/{WD}/", webhook, None),
+    ("webhook redeliver", "post", f"/api/webhook-deliveries/{WD}/redeliver/", webhook, None),
+    ("my notification settings", "get", "/api/me/notifications/", None, None),
+    ("my notification settings update", "patch", "/api/me/notifications/", None, {"email_on_run_end": False}),
 ]
 
 #                        anonymous viewer owner other_trainer publisher admin
@@ -248,6 +285,18 @@ EXPECTED = {
     "ignore zone delete": (401, 403, 403, 403, 403, 204),
     "model delete": (401, 404, 204, 404, 403, 204),
     "token obtain": (400, 400, 400, 400, 400, 400),  # open to all; a password is needed
+    # Webhooks: every role may subscribe; a subscription and its log are its owner's (and every Administrator's).
+    "webhooks list": (401, 200, 200, 200, 200, 200),
+    "webhook create": (401, 201, 201, 201, 201, 201),
+    "webhook detail": (401, 404, 200, 404, 404, 200),
+    "webhook update": (401, 404, 200, 404, 404, 200),
+    "webhook delete": (401, 404, 204, 404, 404, 204),
+    "webhook deliveries": (401, 404, 200, 404, 404, 200),
+    "webhook deliveries list": (401, 200, 200, 200, 200, 200),
+    "webhook delivery detail": (401, 404, 200, 404, 404, 200),
+    "webhook redeliver": (401, 404, 201, 404, 404, 201),
+    "my notification settings": (401, 200, 200, 200, 200, 200),
+    "my notification settings update": (401, 200, 200, 200, 200, 200),
 }
 
 CASES = [(name, role, EXPECTED[name][i]) for name, *_ in ENDPOINTS for i, role in enumerate(ROLES)]
@@ -315,6 +364,8 @@ def test_permission_matrix(world, name, role, expected):
         annotation=Annotation.objects.filter(image__dataset=world.dataset).order_by("id").first().pk,
         dataset_import=world.dataset_import.pk,
         labelling_task=getattr(getattr(world, "labelling_task", None), "pk", None),
+        webhook=getattr(getattr(world, "webhook", None), "pk", None),
+        delivery=getattr(getattr(world, "delivery", None), "pk", None),
         **(
             {
                 **{k: getattr(world, k).pk for k in ("orthophoto", "detection_run", "ignore_zone")},

@@ -27,6 +27,7 @@ from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_
 from tests.e2e.loop_checks import check_review_loop
 from tests.e2e.model_checks import api_client, check_downloads_in_stock_mmdetection, check_predict
 from tests.e2e.scale_out_checks import check_two_processes
+from tests.e2e.webhook_checks import check_other_kinds_told, check_run_end_told, subscribe_operator
 from training.models import TrainingRun
 from training.run_files import LOG, stored_events, stored_log_tail, stored_name
 from training.selectors import last_checkpoint
@@ -80,11 +81,12 @@ def follow(run_id: int, timeout: float) -> tuple[TrainingRun, list[tuple[str, fl
     raise AssertionError(f"run {run_id} did not finish in {timeout} s; last seen {seen[-3:]}")
 
 
-def test_train_from_scratch_then_fine_tune(worker, tmp_path):
+def test_train_from_scratch_then_fine_tune(worker, tmp_path, settings):
     from core.commands import ensure_operator
 
     dataset = demo_dataset_create(name="e2e-demo", images=200, seed=3)
     ensure_operator()  # the command line acts as the one administrator, as after scripts/setup.sh
+    receiver, secret = subscribe_operator(settings)  # a webhook (answering 500 twice first) and the mail
 
     # 1. Through the command line, as an operator would: `manage.py train --wait`.
     out, err, failure = io.StringIO(), io.StringIO(), []
@@ -111,6 +113,7 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
     assert not failure, f"{failure!r}\n{out.getvalue()}\n{worker.output()[-3000:]}"
     assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
     assert "succeeded" in out.getvalue() and "mAP50" in out.getvalue()
+    check_run_end_told(receiver, secret, run, worker)
 
     # Progress was visible while it trained, and ended complete.
     assert any(status == "running" and 0 < percent < 100 for status, percent in seen), seen[:40]
@@ -205,6 +208,7 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path):
 
     # 7b. Detection runs over whole orthophotos built here: seams, two parts, rotation, nodata, pixels, cancel.
     check_detection_runs(model, get_user_model().objects.get(username="operator"), tmp_path / "detect")
+    check_other_kinds_told(receiver, secret)
 
     # 7c. The loop back to training data: review a run, its sites into a dataset, fine-tune, better site recall;
     # then a labelling task of that dataset run through the new model, read by Label Studio's converter.

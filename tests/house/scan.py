@@ -15,6 +15,7 @@ PACKAGES = (
     "core",
     "access",
     "audit",
+    "notifications",
     "workers",
     "datasets",
     "models_registry",
@@ -24,7 +25,18 @@ PACKAGES = (
     "scheduler",
     "dumpsite",
 )
-APPS = ("access", "audit", "workers", "datasets", "models_registry", "training", "detection", "labelling", "scheduler")
+APPS = (
+    "access",
+    "audit",
+    "notifications",
+    "workers",
+    "datasets",
+    "models_registry",
+    "training",
+    "detection",
+    "labelling",
+    "scheduler",
+)
 
 
 @dataclass(frozen=True)

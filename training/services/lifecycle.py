@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -19,6 +20,7 @@ from engine.processes import started_at, this_process
 from workers.models import Worker
 
 from ..models import TrainingManifest, TrainingRun
+from ..notices import run_ended
 
 logger = logging.getLogger(__name__)
 Status = TrainingRun.Status
@@ -111,6 +113,7 @@ def training_run_progress(*, run_id: int, state: dict) -> bool:
     return TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(**fields) == 1
 
 
+@transaction.atomic
 def _finish(run_id: int, status: str, **fields: Any) -> bool:
     finished = (
         TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
@@ -124,28 +127,41 @@ def _finish(run_id: int, status: str, **fields: Any) -> bool:
             obj=TrainingRun.objects.only("name").get(pk=run_id),
             **({"reason": fields["error_message"][:500]} if fields.get("error_message") else {}),
         )
+        run_ended(run_id)
     return finished
 
 
 def training_run_fail_stale(*, run: TrainingRun, cutoff: datetime, message: str) -> bool:
     """running -> failed for a run whose last heartbeat is older than ``cutoff`` (its worker is gone). One
     conditional UPDATE: of several reapers, or a reaper and a last heartbeat, exactly one outcome wins."""
+    with transaction.atomic():
+        return _fail_stale(run, cutoff, message)
+
+
+def _fail_stale(run: TrainingRun, cutoff: datetime, message: str) -> bool:
     updated = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=cutoff).update(
         status=Status.FAILED, finished_at=timezone.now(), training_pid=None, error_message=redact_paths(message)
     )
     if updated:
         audit_record(action="failed", obj=run, reason=message, reaped=True)
+        run_ended(run.pk)
     return updated == 1
 
 
 def training_run_fail_gone(*, run: TrainingRun, message: str) -> bool:
     """running -> failed for a run whose worker process is gone (seen on its own host). Conditional on the same
     worker process still being recorded: a run claimed again meanwhile is not touched."""
+    with transaction.atomic():
+        return _fail_gone(run, message)
+
+
+def _fail_gone(run: TrainingRun, message: str) -> bool:
     updated = TrainingRun.objects.filter(
         pk=run.pk, status=Status.RUNNING, worker_pid=run.worker_pid, worker_started=run.worker_started
     ).update(status=Status.FAILED, finished_at=timezone.now(), training_pid=None, error_message=redact_paths(message))
     if updated:
         audit_record(action="failed", obj=run, reason=message, reaped=True)
+        run_ended(run.pk)
     return updated == 1
 
 

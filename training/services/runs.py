@@ -26,6 +26,7 @@ from workers.resources import assert_some_worker_can_take
 
 from ..kinds import KINDS
 from ..models import TrainingRun
+from ..notices import run_ended
 from ..run_files import run_folder
 from ..selectors import last_checkpoint
 from .evaluation_runs import evaluation_run_again
@@ -185,6 +186,7 @@ def training_run_create(
     )
 
 
+@transaction.atomic
 def training_run_cancel(*, run: TrainingRun, user: Actor = None) -> TrainingRun:
     """queued -> cancelled at once; running -> cancelled, and the worker stops the training process group at its
     next progress tick (about a second). Finished runs are refused. ``user`` needs the run's schedule permission."""
@@ -199,6 +201,7 @@ def training_run_cancel(*, run: TrainingRun, user: Actor = None) -> TrainingRun:
             f"Run #{run.pk} is {run.status}; only queued or running runs can be cancelled.", {"status": run.status}
         )
     audit_record(action="cancelled", obj=run, actor=user)
+    run_ended(run.pk)
     return run
 
 

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.utils import timezone
 
+from notifications.dispatcher import Dispatcher
 from scheduler.agent import Agent
 from scheduler.reaper import training_runs_end_stopped, training_runs_reconcile_host
 from workers.models import Worker
@@ -20,13 +21,16 @@ from workers.shutdown import StopSignal, call_with_deadline, descendants, end_pr
 
 # Seconds the cluster gets to stop its processes itself before what is left of them is ended.
 STOP_GRACE = 10
+# Seconds the outbox's dispatcher gets to finish the sends it started (a send's own timeouts are shorter).
+DISPATCHER_GRACE = 10
 
 
 class Command(BaseCommand):
     help = (
-        "Start a worker cluster on this host: django-q2's cluster (training runs, evaluations, predict checks) and "
-        "its agent (heartbeat; idle capacity offered to waiting runs). It declares DUMPSITE_WORKER_GPUS and "
-        "DUMPSITE_WORKER_CPU_SLOTS under the host identity DUMPSITE_HOST_ID, and takes only runs that fit them. "
+        "Start a worker cluster on this host: django-q2's cluster (training runs, evaluations, predict checks), "
+        "its agent (heartbeat; idle capacity offered to waiting runs) and the outbox's dispatcher (webhooks, mail). "
+        "It declares DUMPSITE_WORKER_GPUS and DUMPSITE_WORKER_CPU_SLOTS under the host identity DUMPSITE_HOST_ID, "
+        "and takes only runs that fit them. "
         "Stop it with SIGTERM or Ctrl-C."
     )
 
@@ -67,10 +71,17 @@ class Command(BaseCommand):
         cluster.start()
         agent = Agent(worker, tick=settings.TRAINING_WORKER_TICK)
         agent.start()
+        dispatcher = Dispatcher() if settings.DUMPSITE_DISPATCHER else None
+        if dispatcher is not None:
+            dispatcher.start()
         try:
             stop.wait(while_true=cluster.sentinel.is_alive)
         finally:
+            if dispatcher is not None:
+                dispatcher.stop()
             self.stop(cluster, agent, worker, stop)
+            if dispatcher is not None:
+                dispatcher.join(timeout=DISPATCHER_GRACE)
 
     def stop(self, cluster, agent: Agent, worker: Worker, stop: StopSignal) -> None:
         """The agent; then the cluster, gracefully for a few seconds (idle processes end at once; one busy with a
