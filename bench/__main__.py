@@ -27,6 +27,9 @@ BENCHMARKS = [
     "reviewed_sites",
     "api_lists",
     "web_footprint",
+    "webhooks",
+    "metrics",
+    "load",
 ]
 
 

@@ -9,7 +9,9 @@ case "${1:-web}" in
   web)
     shift 2>/dev/null || true
     echo web > "$role_file"
-    exec gunicorn dumpsite.wsgi --bind "0.0.0.0:${PORT:-8000}" --workers "${WEB_CONCURRENCY:-4}" \
+    # /metrics sums every gunicorn process's request and database metrics (prometheus_client's multiprocess mode).
+    export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/dumpsite-metrics}"
+    exec gunicorn -c python:dumpsite.gunicorn_conf dumpsite.wsgi --bind "0.0.0.0:${PORT:-8000}" --workers "${WEB_CONCURRENCY:-4}" \
       --timeout "${WEB_TIMEOUT:-120}" --access-logfile - "$@"
     ;;
   worker)

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "django_q",
+    "django_prometheus",
     "access",
     "datasets",
     "models_registry",
@@ -72,11 +73,14 @@ INSTALLED_APPS = [
     "detection",
     "labelling",
     "notifications",
+    "monitoring",
     "scheduler",
     "audit",
 ]
 
 MIDDLEWARE = [
+    # Requests, their latency and answers by view, for /metrics (first and last: they time the rest).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "dumpsite.body_limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -88,6 +92,7 @@ MIDDLEWARE = [
     "access.auth.LoginThrottleMiddleware",
     "audit.services.AuditInterfaceMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "dumpsite.urls"
@@ -113,7 +118,8 @@ ASGI_APPLICATION = "dumpsite.asgi.application"
 # PostgreSQL + PostGIS. Defaults point at a local server; the password comes from the environment (.env).
 DATABASES = {
     "default": {
-        "ENGINE": "django.contrib.gis.db.backends.postgis",
+        # PostGIS, its queries counted and timed for /metrics (django-prometheus's wrapper of Django's backend).
+        "ENGINE": "django_prometheus.db.backends.postgis",
         "NAME": env_str("POSTGRES_DB", "dumpsite"),
         "USER": env_str("POSTGRES_USER", "dumpsite"),
         "PASSWORD": env_str("POSTGRES_PASSWORD", ""),

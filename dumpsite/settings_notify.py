@@ -1,4 +1,5 @@
-"""Settings of notifications (webhooks and e-mail), read from the environment; imported by ``settings``."""
+"""Settings of notifications (webhooks and e-mail) and monitoring (``/metrics``), read from the environment;
+imported by ``settings``."""
 
 from __future__ import annotations
 
@@ -39,3 +40,7 @@ EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("DJANGO_EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("DJANGO_EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "dumpsite@localhost")
+
+# /metrics: open to a scraper with this bearer token, or from these networks (CIDRs); closed when neither is set.
+DUMPSITE_METRICS_TOKEN = env_str("DUMPSITE_METRICS_TOKEN", "")
+DUMPSITE_METRICS_ALLOWED_NETWORKS = env_list("DUMPSITE_METRICS_ALLOWED_NETWORKS", [])

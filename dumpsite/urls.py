@@ -12,6 +12,7 @@ from detection.api.views import DetectionRunViewSet, DetectionViewSet, IgnoreZon
 from detection.views import detection_crop, site_crop
 from labelling.api.views import LabellingTaskViewSet
 from models_registry.api import EvaluationViewSet, PredictionViewSet, TrainedModelViewSet
+from monitoring.views import metrics
 from notifications.api import DeliveryViewSet, NotificationSettingsView, SubscriptionViewSet
 from training.api import TrainingRunViewSet
 
@@ -44,6 +45,7 @@ urlpatterns = [
         for old, new in MOVED_ADMIN.items()
     ),
     path("admin/", admin.site.urls),
+    path("metrics", metrics, name="metrics"),
     path("datasets/images/<int:pk>/thumbnail.jpg", image_thumbnail, name="dataset-image-thumbnail"),
     path("detection/detections/<int:pk>/crop.jpg", detection_crop, name="detection-crop"),
     path("detection/sites/<int:pk>/crop.jpg", site_crop, name="known-site-crop"),

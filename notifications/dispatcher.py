@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -71,15 +72,18 @@ class Dispatcher(threading.Thread):
             connection.close()
 
     def wait(self) -> None:
-        """Until the outbox's channel is notified, or ``poll`` seconds."""
+        """Until the outbox's channel is notified, ``poll`` seconds pass, or the dispatcher is stopped (seen within
+        a second, whatever ``poll`` is)."""
         connection.ensure_connection()
         raw = connection.connection
         if self.listening_on is not raw:  # a new connection listens afresh
             with connection.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")
             self.listening_on = raw
-        for _ in raw.notifies(timeout=self.poll, stop_after=1):
-            pass
+        deadline = time.monotonic() + self.poll
+        while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            if any(True for _ in raw.notifies(timeout=min(left, 1.0), stop_after=1)):
+                return
 
     def stop(self) -> None:
         self.stopping.set()

@@ -16,6 +16,7 @@ from django.db import close_old_connections, connection
 
 from datasets.import_execution import dataset_imports_fail_stale
 from labelling.building import labelling_tasks_fail_stale
+from workers.gpus import gpu_memory
 from workers.models import Worker
 from workers.services import worker_heartbeat
 
@@ -23,6 +24,7 @@ from .queue import training_runs_offer
 from .reaper import training_runs_reap_stale, training_runs_reconcile_host
 
 logger = logging.getLogger(__name__)
+GPU_READ_EVERY = 15.0  # seconds between two readings of the GPUs' memory (nvidia-smi takes tens of ms)
 
 
 class Agent(threading.Thread):
@@ -32,6 +34,7 @@ class Agent(threading.Thread):
         self.tick = tick
         self.stopping = threading.Event()
         self.offered: dict[int, float] = {}  # run id -> when the agent last asked for a take for it
+        self.gpus_read = -GPU_READ_EVERY  # when the GPUs' memory was last read
 
     def run(self) -> None:
         try:
@@ -45,7 +48,12 @@ class Agent(threading.Thread):
             connection.close()
 
     def beat(self) -> None:
-        worker_heartbeat(self.worker)
+        now = time.monotonic()
+        if self.worker.gpus and now - self.gpus_read >= GPU_READ_EVERY:
+            self.gpus_read = now
+            worker_heartbeat(self.worker, gpu_memory=gpu_memory(self.worker.gpus))
+        else:
+            worker_heartbeat(self.worker)
         training_runs_reconcile_host()
         training_runs_reap_stale()
         dataset_imports_fail_stale()

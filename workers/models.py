@@ -19,6 +19,9 @@ class Worker(models.Model):
         help_text="Where other hosts reach it (DUMPSITE_HOST_ADDRESS; empty: no runs across hosts).",
     )
     gpus = ArrayField(models.CharField(max_length=32), default=list, blank=True, help_text="GPU ids it declared.")
+    gpu_memory = models.JSONField(
+        default=list, blank=True, help_text="Per declared GPU: memory in use and in all (bytes), as last reported."
+    )
     cpu_slots = models.PositiveIntegerField(default=1, help_text="Training processes it runs at once on its CPUs.")
     processes = models.PositiveIntegerField(default=1, help_text="Runs it executes at once (django-q2 workers).")
     started_at = models.DateTimeField(auto_now_add=True)

@@ -38,8 +38,10 @@ def worker_register(*, pid: int | None = None, processes: int = 1) -> Worker:
     return worker
 
 
-def worker_heartbeat(worker: Worker) -> None:
-    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now(), stopped_at=None)
+def worker_heartbeat(worker: Worker, *, gpu_memory: list[dict] | None = None) -> None:
+    """The cluster is alive (and, when given, what its GPUs hold now)."""
+    fields = {} if gpu_memory is None else {"gpu_memory": gpu_memory}
+    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now(), stopped_at=None, **fields)
 
 
 def worker_stop(worker: Worker) -> None:

@@ -22,6 +22,7 @@ PACKAGES = (
     "training",
     "detection",
     "labelling",
+    "monitoring",
     "scheduler",
     "dumpsite",
 )

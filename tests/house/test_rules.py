@@ -44,6 +44,17 @@ ALLOWED = {
         "detection",
         "engine",
     },
+    "monitoring": {
+        "access",
+        "core",
+        "audit",
+        "notifications",
+        "workers",
+        "datasets",
+        "models_registry",
+        "training",
+        "labelling",
+    },
     "scheduler": {"core", "audit", "notifications", "datasets", "training", "workers", "labelling", "engine"},
     "dumpsite": set(PACKAGES) - {"dumpsite"},
 }
