@@ -1,5 +1,5 @@
-"""The load of `bash bench/run.sh load`: API clients as scripts and dashboards use it, each waiting 1 to 2 s between
-requests (a client polling progress every second or two): a run's progress most often, the lists of runs and models,
+"""The load of `bash bench/run.sh load`: API clients as scripts and dashboards use it, each waiting 2 to 4 s between
+requests (a client polling progress every few seconds): a run's progress most often, the lists of runs and models,
 a model card. Behind a TLS proxy, as production is (``X-Forwarded-Proto: https``). Run by locust, headless."""
 
 import os
@@ -10,7 +10,7 @@ RUN, MODEL, TOKEN = os.environ["LOAD_RUN"], os.environ["LOAD_MODEL"], os.environ
 
 
 class ApiClient(HttpUser):
-    wait_time = between(1, 2)
+    wait_time = between(2, 4)
 
     def on_start(self):
         self.client.headers.update({"Authorization": f"Token {TOKEN}", "X-Forwarded-Proto": "https"})

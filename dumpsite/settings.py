@@ -252,6 +252,9 @@ TRAINING_WORKER_FORGET = env_int("DUMPSITE_WORKER_FORGET", 7 * 24 * 3600)
 # Seconds a worker cluster has, after SIGTERM or SIGINT, to stop its processes and fail the runs it held; then what is
 # left of it is killed and it exits (a stop never hangs: systemd and container runtimes wait only so long).
 DUMPSITE_WORKER_STOP_LIMIT = float(env_str("DUMPSITE_WORKER_STOP_LIMIT", "25"))
+# The niceness of `manage.py worker` and everything it starts (trainings, imports, detection): batch work yields the
+# CPU to a web process or database on the same host while it waits for it, and runs at full speed when nothing does.
+DUMPSITE_WORKER_NICE = env_int("DUMPSITE_WORKER_NICE", 10)
 # Runs across several hosts (`nodes` > 1): the address the other hosts reach this one on (empty: this host takes no
 # part in such runs), the ports the first host's rendezvous may listen on, the seconds the hosts of a run have to
 # gather (a host that reserved a run is free again after it), and the seconds of silence after which a host of a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -64,6 +65,17 @@ def assert_stopped(worker, way, sent_at: float) -> None:
     assert took < LIMIT
 
 
+def assert_yields_cpu(pid: int) -> None:
+    """The worker and its processes run DUMPSITE_WORKER_NICE (10) nicer than what started them; leading its own
+    session, its group is weighed at 10 too."""
+    expected = min(19, os.nice(0) + 10)
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        assert process.nice() == expected, process.cmdline()
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():  # kernels with session groups
+        assert autogroup.read_text().strip().endswith("nice 10"), autogroup.read_text()
+
+
 def test_idle_workers_that_processed_tasks_stop_within_seconds_on_every_signal_way(transactional_db, tmp_path):
     db_name = connection.settings_dict["NAME"]
     for round_ in range(ROUNDS):
@@ -79,6 +91,8 @@ def test_idle_workers_that_processed_tasks_stop_within_seconds_on_every_signal_w
                 timeout=120,
                 message="the clusters to run",
             )
+            if round_ == 0:
+                assert_yields_cpu(workers[0].proc.pid)
             wanted = Success.objects.count() + 4 * len(WAYS)
             for i in range(4 * len(WAYS)):
                 async_task("math.floor", i + 0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -23,6 +24,21 @@ from workers.shutdown import StopSignal, call_with_deadline, descendants, end_pr
 STOP_GRACE = 10
 # Seconds the outbox's dispatcher gets to finish the sends it started (a send's own timeouts are shorter).
 DISPATCHER_GRACE = 10
+
+
+def yield_cpu(nice: int) -> None:
+    """Run this worker, and what it starts, at ``nice``: batch work yields the CPU to a web process or a database on
+    the same host. Where the kernel groups processes by session (autogroup), niceness only weighs within a group:
+    a worker that leads its own session (a service, a container, a test's cluster) lowers its group's weight too.
+    Started from a terminal it shares the shell's group and leaves that alone."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    if os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice))
+        except OSError:  # no autogroup on this kernel, or not allowed
+            pass
 
 
 class Command(BaseCommand):
@@ -52,6 +68,7 @@ class Command(BaseCommand):
         from django_q.conf import Conf
 
         settings.SECRET_KEY  # noqa: B018 - the cluster signs its tasks: refuse to start without a key
+        yield_cpu(settings.DUMPSITE_WORKER_NICE)
         # First the truth about this host: runs whose worker process died with an earlier cluster fail now.
         for run_id in training_runs_reconcile_host():
             self.stdout.write(f"Run #{run_id} failed: its worker process on this host is gone.")
