@@ -26,18 +26,8 @@ PACKAGES = (
     "scheduler",
     "dumpsite",
 )
-APPS = (
-    "access",
-    "audit",
-    "notifications",
-    "workers",
-    "datasets",
-    "models_registry",
-    "training",
-    "detection",
-    "labelling",
-    "scheduler",
-)
+# The Django apps (an app's admin, API and views are its own): every package but the engine, the kernel, the project.
+APPS = tuple(p for p in PACKAGES if p not in ("engine", "core", "dumpsite"))
 
 
 @dataclass(frozen=True)
