@@ -108,13 +108,22 @@ class RangeReader(io.RawIOBase):
     def _fill(self, wanted: int) -> None:
         end = min(self.size, self.position + max(wanted, self.chunk)) - 1
         # If-Match: a file replaced under the reader fails loudly instead of mixing two versions' bytes.
-        response = self.client.get_object(
-            Bucket=self.bucket, Key=self.key, Range=f"bytes={self.position}-{end}", IfMatch=self.etag
-        )
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self.key, Range=f"bytes={self.position}-{end}", IfMatch=self.etag
+            )
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise StoredFileChanged(self.key) from None
+            raise
         self.requests += 1
         with response["Body"] as body:
             self.buffer = body.read()
         self.buffer_start = self.position
+
+
+class StoredFileChanged(OSError):
+    """A stored file was replaced while it was read (a run's log and events are pushed anew every few seconds)."""
 
 
 def open_stored(name: str, *, chunk: int = RANGE_CHUNK) -> IO[bytes]:
@@ -356,13 +365,18 @@ def read_stored(name: str, max_bytes: int) -> bytes | None:
 
 def read_stored_tail(name: str, max_bytes: int) -> bytes:
     """The last ``max_bytes`` of the stored file ``name`` (one ranged read); b"" when it is not stored."""
-    try:
-        with open_stored(name, chunk=max_bytes) as fh:
-            size = fh.seek(0, io.SEEK_END)
-            fh.seek(max(0, size - max_bytes))
-            return fh.read()
-    except FileNotFoundError:
-        return b""
+    for attempt in range(3):  # a file pushed anew between the size and the read is read again
+        try:
+            with open_stored(name, chunk=max_bytes) as fh:
+                size = fh.seek(0, io.SEEK_END)
+                fh.seek(max(0, size - max_bytes))
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+        except StoredFileChanged:
+            if attempt == 2:
+                raise
+    return b""
 
 
 def storage_errors() -> tuple[type[BaseException], ...]:

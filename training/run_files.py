@@ -5,7 +5,7 @@ never from a worker's disk."""
 
 from __future__ import annotations
 
-from core.storage import open_stored, read_stored_tail, stored_names
+from core.storage import StoredFileChanged, open_stored, read_stored_tail, stored_names
 from engine.config import checkpoint_epoch
 from engine.events import EventLines, parse_events
 from engine.supervisor import last_lines
@@ -37,14 +37,19 @@ def stored_checkpoint(run_id: int) -> str | None:
 
 def stored_events(run_id: int) -> list[dict]:
     """The run's progress events as last pushed (read in windows, never the whole file at once)."""
-    try:
-        with open_stored(stored_name(run_id, EVENTS)) as fh:
-            events, lines = [], EventLines()
-            while block := fh.read(1 << 20):
-                events += lines.feed(block)
-            return events + parse_events([lines.partial])
-    except FileNotFoundError:
-        return []
+    for attempt in range(3):  # pushed anew while it was read: read the new one
+        try:
+            with open_stored(stored_name(run_id, EVENTS)) as fh:
+                events, lines = [], EventLines()
+                while block := fh.read(1 << 20):
+                    events += lines.feed(block)
+                return events + parse_events([lines.partial])
+        except FileNotFoundError:
+            return []
+        except StoredFileChanged:
+            if attempt == 2:
+                raise
+    return []
 
 
 def stored_log_tail(run_id: int) -> str:

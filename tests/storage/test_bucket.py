@@ -15,6 +15,7 @@ from django.core.files.storage import default_storage
 
 from core.storage import (
     RangeReader,
+    StoredFileChanged,
     bucket_key,
     delete_stored,
     download_url,
@@ -112,7 +113,7 @@ def test_a_reader_fails_loudly_when_the_object_is_replaced_under_it(bucket_stora
     assert reader.read(10) == b"a" * 10
     s3_server.client().put_object(Bucket=s3_server.bucket, Key=bucket_key(name), Body=b"b" * 3 * MiB)
     reader.seek(2 * MiB)
-    with pytest.raises(Exception, match="PreconditionFailed|412"):
+    with pytest.raises(StoredFileChanged, match="uploads/a"):  # a 412 of the If-Match, said as what it means
         reader.read(10)
 
 

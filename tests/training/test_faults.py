@@ -120,11 +120,26 @@ def test_resume_needs_a_finished_attempt_with_a_checkpoint(make_dataset):
     run.refresh_from_db()
     with pytest.raises(ApplicationError, match="kept no checkpoint"):
         training_run_resume(run=run)
-    for epoch in (2, 10):  # what a worker pushed to the storage (on any host)
+    for epoch in (2, 4):  # what a worker pushed to the storage (on any host), of its 5 epochs
         default_storage.save(f"runs/{run.pk}/checkpoints/epoch_{epoch}.pth", ContentFile(b"x"))
     resumed = training_run_resume(run=run)
-    assert resumed.resume_checkpoint == f"runs/{run.pk}/checkpoints/epoch_10.pth" and resumed.retry_of == run
+    assert resumed.resume_checkpoint == f"runs/{run.pk}/checkpoints/epoch_4.pth" and resumed.retry_of == run
     assert resumed.parameters == run.parameters and resumed.name.endswith("(resumed)")
+
+
+def test_a_run_whose_checkpoint_is_of_its_last_epoch_is_not_resumed(make_dataset):
+    """Its host died after the last epoch trained (in the final validation, say): nothing is left to train, and a
+    resume would end at once without a checkpoint of its own. Refused, saying so; nothing is queued."""
+    from training.services import training_run_resume
+
+    run = training_run_create(dataset=make_dataset(), parameters={"epochs": 3})
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed")
+    run.refresh_from_db()
+    default_storage.save(f"runs/{run.pk}/checkpoints/epoch_3.pth", ContentFile(b"x"))
+    before = TrainingRun.objects.count()
+    with pytest.raises(ApplicationError, match=r"stopped after its last epoch \(3 of 3\) had trained"):
+        training_run_resume(run=run)
+    assert TrainingRun.objects.count() == before
 
 
 def test_a_resume_whose_stored_checkpoint_is_gone_fails_saying_so(make_dataset):

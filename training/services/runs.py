@@ -17,6 +17,7 @@ from core.storage import delete_stored
 from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
 from datasets.splits import split_preview
+from engine.config import checkpoint_epoch
 from engine.params import ParamError, validate_params
 from engine.presets import DEFAULT_PRESET, PRESETS, family_of, get_preset
 from engine.transfer import describe_transfer
@@ -228,6 +229,15 @@ def _new_attempt(*, run: TrainingRun, user: Actor, resume: bool) -> TrainingRun:
         raise ApplicationError(
             f"Run #{run.pk} kept no checkpoint (it stopped before its first epoch ended); retry it instead.",
             {"checkpoint": "none"},
+        )
+    epochs = int(run.parameters.get("epochs") or run.max_epochs or 0)
+    if checkpoint is not None and epochs and checkpoint_epoch(checkpoint) >= epochs:
+        # Nothing would train: mmengine's runner would end at once with no checkpoint of the attempt's own.
+        raise ApplicationError(
+            f"Run #{run.pk} stopped after its last epoch ({epochs} of {epochs}) had trained: its checkpoint holds "
+            "all the training there is to resume. Retry it to train again, or register the checkpoint as a base "
+            "model.",
+            {"checkpoint": "final epoch"},
         )
     _check_user_may_train(user, dataset=run.dataset, base_model=run.base_model)
     owner = run.created_by or user
