@@ -109,8 +109,8 @@ class PlatformCollector(Collector):
         phases = []
         for phase in TrainingRun.PHASES:
             value = f"(timings->>'{phase}')::float"
-            phases.append(", ".join([*(f"count(*) FILTER (WHERE {value} <= {b})" for b in PHASE_BUCKETS)]))
-            phases[-1] += f", count({value}), sum({value})"
+            buckets = [f"count(*) FILTER (WHERE {value} <= {b})" for b in PHASE_BUCKETS]
+            phases.append(", ".join([*buckets, f"count({value})", f"sum({value})"]))
         (flat,) = rows(f"SELECT {', '.join(phases)} FROM {runs} WHERE status = 'succeeded'")  # noqa: S608
         width = len(PHASE_BUCKETS) + 2
         found = {}

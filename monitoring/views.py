@@ -31,11 +31,10 @@ def allowed(request: HttpRequest) -> bool:
 
 def registry() -> CollectorRegistry:
     """This process's metrics (or every gunicorn worker's, in multiprocess mode) and the platform's."""
+    found = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        found = CollectorRegistry()
         multiprocess.MultiProcessCollector(found)
     else:
-        found = CollectorRegistry()
         found.register(_Everything())
     found.register(PlatformCollector())
     return found

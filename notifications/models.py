@@ -111,10 +111,6 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["-started_at"]
 
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
 
 class NotificationSettings(models.Model):
     """What a user wants to be told by e-mail (nothing by default)."""

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from access.rules import visible
 
-from .models import DeliveryAttempt, WebhookDelivery, WebhookSubscription
+from .models import WebhookDelivery, WebhookSubscription
 
 
 def subscriptions_visible_to(user) -> QuerySet[WebhookSubscription]:
@@ -16,7 +16,3 @@ def subscriptions_visible_to(user) -> QuerySet[WebhookSubscription]:
 
 def deliveries_visible_to(user) -> QuerySet[WebhookDelivery]:
     return WebhookDelivery.objects.filter(subscription__in=subscriptions_visible_to(user))
-
-
-def attempts_of(delivery: WebhookDelivery) -> QuerySet[DeliveryAttempt]:
-    return delivery.attempt_log.order_by("-started_at")

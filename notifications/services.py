@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from access.rules import Actor, can, grant, require
+from access.rules import Actor, grant, require
 from audit.services import audit_record
 from core.errors import ApplicationError
 
@@ -225,10 +225,6 @@ def webhook_delivery_redeliver(*, delivery: WebhookDelivery, user: Actor) -> Web
     audit_record(action="redelivered", obj=subscription, actor=user, delivery=str(delivery.pk), new=str(new_id))
     wake_dispatchers()
     return again
-
-
-def may_see_subscription(user: Actor, subscription: WebhookSubscription) -> bool:
-    return can(user, "notifications.view_webhooksubscription", subscription)
 
 
 @transaction.atomic

@@ -5,7 +5,6 @@ ended the run."""
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.urls import reverse
 
 from access.rules import visible
@@ -83,5 +82,4 @@ def run_ended(run_id: int) -> None:
     it), so that a rolled-back end tells nobody."""
     run = TrainingRun.objects.select_related("created_by").get(pk=run_id)
     if run.status in TrainingRun.FINISHED and (run.kind == Kind.TRAIN or run.kind in KIND_EVENTS):
-        with transaction.atomic():
-            notice_emit(run_notice(run))
+        notice_emit(run_notice(run))  # atomic itself: a savepoint in the caller's transaction

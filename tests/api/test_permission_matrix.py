@@ -7,77 +7,14 @@ object but not do that to it. The run and its model belong to "owner" (a Trainer
 import pytest
 
 from datasets.models import Annotation
+from tests.api.matrix_prepare import (
+    confirm_detections,
+    labelling_task,
+    set_detection_status,
+    set_status,
+    webhook,
+)
 from tests.world import ROLES
-from training.models import TrainingRun
-
-
-def set_status(status):
-    def prepare(world):
-        TrainingRun.objects.filter(pk=world.run.pk).update(status=status)
-
-    return prepare
-
-
-def confirm_detections(world):
-    world.detection_run.detections.update(state="confirmed")
-
-
-def set_detection_status(status):
-    def prepare(world):
-        TrainingRun.objects.filter(pk=world.detection_run.pk).update(status=status)
-
-    return prepare
-
-
-def labelling_task(*, built: bool = False, returned: bool = False):
-    """The owner's labelling task of their detection run (built by the worker's function where asked; where
-    ``returned``, its exported images are the dataset's, as if they had come back labelled)."""
-
-    def prepare(world):
-        from labelling.building import build_labelling_task
-        from labelling.models import LabellingTask
-        from labelling.services import labelling_task_create
-
-        task = labelling_task_create(
-            user=world.users["owner"], detection_run=world.detection_run, parameters={"tile_size": 64}
-        )
-        if built or returned:
-            build_labelling_task(task.pk)
-        if returned:
-            images = [
-                {"name": i.original_name, "width": i.width, "height": i.height, "boxes": []}
-                for i in world.dataset.images.all()
-            ]
-            LabellingTask.objects.filter(pk=task.pk).update(images=images)
-        world.labelling_task = task
-
-    return prepare
-
-
-def webhook(world):
-    """The owner's webhook subscription, with one delivery in its log."""
-    import uuid
-
-    from django.utils import timezone
-
-    from access.rules import grant
-    from notifications.models import WebhookDelivery, WebhookSubscription
-    from notifications.services import CREATOR_PERMS
-
-    owner = world.users["owner"]
-    sub = WebhookSubscription.objects.create(
-        url="http://93.184.216.34/hook", secret="s" * 32, events=["run.failed"], created_by=owner
-    )
-    grant(owner, CREATOR_PERMS, sub)
-    world.webhook = sub
-    world.delivery = WebhookDelivery.objects.create(
-        subscription=sub,
-        event="run.failed",
-        event_id=uuid.uuid4(),
-        body={"event": "run.failed"},
-        created_at=timezone.now(),
-    )
-
 
 R, M, P, D, Q, E = "{run}", "{model}", "{published}", "{dataset}", "{prediction}", "{evaluation}"
 ORTHO, DR, Z, DT = "{orthophoto}", "{detection_run}", "{ignore_zone}", "{detection}"
