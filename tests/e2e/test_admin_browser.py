@@ -244,8 +244,8 @@ def detect_from_the_model_page(page, live_server, model, dataset, tmp_path):
     assert run.status == "succeeded", run.error_message
     count = Detection.objects.filter(run=run).count()
     assert count >= 1 and KnownSite.objects.filter(run=run).count() == 1
-    page.reload()
-    page.wait_for_selector("#detection-map path.detection-on-map", timeout=10000)
+    # The page reloads itself once its progress poll sees the run end (a reload of our own could collide with it).
+    page.wait_for_selector("#detection-map path.detection-on-map", timeout=30000)
     assert page.locator("#detection-map path.footprint").count() == 1
     assert page.locator("#detection-map path.known-site").count() == 1
     assert page.locator("#detection-map path.detection-on-map").count() == min(count, 3000)
