@@ -4,17 +4,16 @@ memory). The same importer reads it back (``zips.py`` finds the plain layout).""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from django.http import StreamingHttpResponse
 
 from core.storage import open_stored
+from core.zip_stream import ZipPipe
 
 from .coco_export import build_coco, merge_documents
 from .models import Dataset
@@ -42,28 +41,6 @@ def export_document(dataset: Dataset, *, image_ids: Iterable[int] | None = None)
     return doc
 
 
-class _Pipe(io.RawIOBase):
-    """A write-only stream whose bytes are taken out as they come (zipfile writes to it; the response reads)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.chunks: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.chunks.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data, self.chunks = b"".join(self.chunks), []
-        return data
-
-
 def zip_response(doc: dict, filename: str):
     """A streamed HTTP download of the archive (web processes and the API)."""
 
@@ -76,7 +53,7 @@ def zip_response(doc: dict, filename: str):
 def stream_coco_zip(doc: dict, on_image=None) -> Iterator[bytes]:
     """The archive of ``doc`` and its image files, as chunks. The JSON is deflated; images (already compressed)
     are stored. ``on_image()`` is called after each image (a progress bar)."""
-    pipe = _Pipe()
+    pipe = ZipPipe()
     exported = {**doc, "images": [{k: v for k, v in i.items() if k != "source"} for i in doc["images"]]}
     with zipfile.ZipFile(pipe, "w") as archive:
         archive.writestr(COCO_NAME, json.dumps(exported, ensure_ascii=False), compress_type=zipfile.ZIP_DEFLATED)

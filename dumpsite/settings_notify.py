@@ -44,3 +44,16 @@ DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "dumpsite@localhost")
 # /metrics: open to a scraper with this bearer token, or from these networks (CIDRs); closed when neither is set.
 DUMPSITE_METRICS_TOKEN = env_str("DUMPSITE_METRICS_TOKEN", "")
 DUMPSITE_METRICS_ALLOWED_NETWORKS = env_list("DUMPSITE_METRICS_ALLOWED_NETWORKS", [])
+
+# Experiment tracking. Every training run writes TensorBoard event files (stored with the run). With a tracking URI
+# (an MLflow server, or a local store such as sqlite:////var/lib/mlflow/mlflow.db), runs are MLflow runs too, and a
+# published model is registered as a version of the MLflow registered model "<prefix><model name>". The training
+# child gets the MLFLOW_* variables named in DUMPSITE_MLFLOW_CHILD_ENV (a server's credentials) besides.
+DUMPSITE_MLFLOW_TRACKING_URI = env_str("DUMPSITE_MLFLOW_TRACKING_URI", "")
+DUMPSITE_MLFLOW_EXPERIMENT = env_str("DUMPSITE_MLFLOW_EXPERIMENT", "dumpsite")
+DUMPSITE_MLFLOW_ARTIFACT_LOCATION = env_str("DUMPSITE_MLFLOW_ARTIFACT_LOCATION", "")
+DUMPSITE_MLFLOW_MODEL_PREFIX = env_str("DUMPSITE_MLFLOW_MODEL_PREFIX", "")
+DUMPSITE_MLFLOW_CHILD_ENV = env_list(
+    "DUMPSITE_MLFLOW_CHILD_ENV",
+    ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS"],
+)

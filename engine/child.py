@@ -203,6 +203,11 @@ def train(job: TrainingJob) -> dict:
     # Train from the stored JSON: the Runner dumps its config under the name it was loaded from, so it writes
     # JSON too; no Python source is ever written.
     run_cfg = load_json_config(config_file)
+    if job.tracking:
+        # mmengine's visualization backends: child only, and only for a run that tracks
+        from .tracking import backends
+
+        run_cfg.visualizer.vis_backends = backends({**job.tracking, "events_file": job.events_file})
     if distributed:
         distributed_config(run_cfg, cuda=device == "cuda")
     keep = None
@@ -345,6 +350,11 @@ def main(argv: list[str]) -> int:
             train(training)
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt/SystemExit
         traceback.print_exc()
+        if "mlflow" in sys.modules:  # an MLflow run ends FAILED, not FINISHED by mlflow's own exit hook
+            # only where a run tracked to MLflow (mmengine and mlflow already loaded)
+            from .tracking import end_failed
+
+            end_failed()
         _record_error(job, exc)
         return 1
     assert job is not None

@@ -2,7 +2,8 @@
 
 Events: ``setup`` {device, transfer}; ``start`` {max_epochs, max_iters, iters_per_epoch};
 ``iter`` {epoch, iter, max_iters, losses, lr, eta};
-``val`` {epoch, metrics}; ``done`` {}; ``error`` {message}. Each also has ``time`` (Unix seconds).
+``val`` {epoch, metrics}; ``tracking`` {mlflow: {run_id, experiment_id}}; ``done`` {}; ``error`` {message}.
+Each also has ``time`` (Unix seconds).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def fold_progress(state: dict, events: list[dict]) -> dict:
         if kind == "setup":
             # Read once by the progress writer, which stores it on the run and takes it out of the state.
             state["setup"] = {"device": ev.get("device") or "", "transfer": ev.get("transfer")}
+        elif kind == "tracking":  # taken out of the state and stored on the run by the progress writer, as setup
+            state["tracking"] = {"mlflow": ev.get("mlflow")}
         elif kind == "start":
             state.update(max_epochs=ev.get("max_epochs"), max_iters=ev.get("max_iters"))
         elif kind == "iter":

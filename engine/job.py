@@ -42,3 +42,6 @@ class TrainingJob(JsonJob):
     # Once trained, the registered checkpoint is evaluated on the validation split at these thresholds
     # ({"score_threshold", "iou_threshold"}); None: not evaluated (benchmarks of the training alone).
     evaluation: dict | None = None
+    # Experiment tracking (``tracking.backends``): {"tensorboard_dir", "mlflow": None or {"tracking_uri",
+    # "experiment", "run_name", "tags", "params", "artifact_location"}}; None: mmengine's local files only.
+    tracking: dict | None = None

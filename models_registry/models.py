@@ -71,7 +71,11 @@ class TrainedModel(models.Model):
     library_versions = models.JSONField(
         default=dict, blank=True, help_text="Versions of Python, torch, CUDA, mmcv, mmengine and mmdet that made it."
     )
-
+    mlflow_registration = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Its version in the site's MLflow registry once published: {name, version, at, error}.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_models"
     )

@@ -24,6 +24,7 @@ from engine.config import dumps_config_json, set_classes
 from engine.inspect import inspect_checkpoint
 from engine.presets import PRESETS
 
+from .mlflow_versions import mlflow_sync_enqueue
 from .models import METRIC_FIELDS, TrainedModel
 from .notices import publication_told
 
@@ -266,11 +267,14 @@ def trained_model_publish(*, model: TrainedModel, user: Actor = None) -> Trained
     if model.origin == TrainedModel.Origin.TRAINED and run is not None and run.status != "succeeded":
         raise ApplicationError("Only models of succeeded runs (or registered base models) can be published.")
     if model.is_published:
+        if (model.mlflow_registration or {}).get("error"):  # publishing again retries what MLflow refused
+            mlflow_sync_enqueue(model.pk)
         return model
     model.is_published, model.published_at, model.published_by = True, timezone.now(), user
     model.save(update_fields=["is_published", "published_at", "published_by"])
     audit_record(action="published", obj=model, actor=user)
     publication_told(model, published=True, user=user)
+    mlflow_sync_enqueue(model.pk)
     return model
 
 
@@ -283,6 +287,7 @@ def trained_model_unpublish(*, model: TrainedModel, user: Actor = None) -> Train
         model.save(update_fields=["is_published", "published_at", "published_by"])
         audit_record(action="unpublished", obj=model, actor=user)
         publication_told(model, published=False, user=user)
+        mlflow_sync_enqueue(model.pk)
     return model
 
 

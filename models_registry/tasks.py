@@ -6,6 +6,7 @@ from core.file_cache import prune_stored
 from core.interface import audit_interface
 
 from .evaluations import GALLERY
+from .mlflow_versions import mlflow_model_sync
 from .predictions import prediction_execute, predictions_expire
 
 
@@ -21,3 +22,8 @@ def clean_up() -> dict:
         expired = predictions_expire()
     gallery = prune_stored(GALLERY, settings.DUMPSITE_PICTURE_CACHE_MAX_BYTES)
     return {"predictions": expired, "gallery": gallery}
+
+
+def sync_to_mlflow(model_id: int) -> dict:
+    """After a publication or withdrawal: the model's version in the site's MLflow registry."""
+    return mlflow_model_sync(model_id=model_id)

@@ -1,4 +1,5 @@
-"""No module outside the training child's path imports torch or mmdet: the web process stays light."""
+"""No module outside the training child's path imports torch or mmdet (nor mlflow, which the workers load only when
+they track to it): the web process stays light."""
 
 import json
 import subprocess
@@ -15,6 +16,7 @@ CHILD_ONLY = {
     "engine.checkpoints",
     "engine.progress_hook",
     "engine.vis_backend",
+    "engine.tracking",
 }
 
 SCRIPT = r"""
@@ -35,7 +37,7 @@ from django.test import Client
 from django.test.utils import setup_test_environment
 setup_test_environment()
 status = Client().get("/admin/login/").status_code
-heavy = sorted(m for m in ("torch", "mmdet", "mmengine", "mmcv", "cv2") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "mmdet", "mmengine", "mmcv", "cv2", "mlflow", "tensorboard") if m in sys.modules)
 print(json.dumps({"imported": imported, "heavy": heavy, "status": status}))
 """
 

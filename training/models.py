@@ -136,6 +136,11 @@ class TrainingRun(models.Model):
             "loading), training (until the process exits), registration. A run that failed lacks the later ones."
         ),
     )
+    tracking = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Where the run is tracked besides: its MLflow run ({mlflow: {run_id, experiment_id}}).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_runs"
     )

@@ -14,6 +14,7 @@ LOG = "train.log"
 EVENTS = "events.jsonl"
 RESULT = "result.json"
 PUSHED = (LOG, EVENTS, RESULT)  # what is pushed as the run goes, and once more when it ends
+TENSORBOARD = "tensorboard"  # a folder of TensorBoard event files, pushed as they change (binary: not redacted)
 LOG_TAIL_BYTES = 16_000
 
 
@@ -50,6 +51,11 @@ def stored_events(run_id: int) -> list[dict]:
             if attempt == 2:
                 raise
     return []
+
+
+def stored_tensorboard_files(run_id: int) -> list[str]:
+    """The stored names of the run's TensorBoard event files."""
+    return stored_names(stored_name(run_id, TENSORBOARD))
 
 
 def stored_log_tail(run_id: int) -> str:

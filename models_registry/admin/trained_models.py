@@ -106,6 +106,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
                     "config_sha256",
                     "parameter_count",
                     "training_duration",
+                    "mlflow_registration",
                     "created_by",
                     "created_at",
                 )

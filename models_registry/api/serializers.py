@@ -72,6 +72,7 @@ class TrainedModelSerializer(serializers.ModelSerializer):
             "training_duration_seconds",
             "checkpoint_sha256",
             "config_sha256",
+            "mlflow_registration",
             "created_by",
             "created_at",
         ]

@@ -1,7 +1,9 @@
 """What the permission matrix's rows prepare before their request: a run's state, confirmed detections, a labelling
-task, a webhook subscription with a delivery (tests/api/test_permission_matrix.py)."""
+task, a webhook subscription with a delivery, a run's TensorBoard file (tests/api/test_permission_matrix.py)."""
 
+from core.storage import store_bytes
 from training.models import TrainingRun
+from training.run_files import TENSORBOARD, stored_name
 
 
 def set_status(status):
@@ -9,6 +11,10 @@ def set_status(status):
         TrainingRun.objects.filter(pk=world.run.pk).update(status=status)
 
     return prepare
+
+
+def tensorboard_file(world):
+    store_bytes(b"an event file", stored_name(world.run.pk, f"{TENSORBOARD}/events.out.tfevents.1.host"))
 
 
 def confirm_detections(world):

@@ -221,6 +221,7 @@ def test_openapi_schema_is_valid_and_documents_every_endpoint(db):
         "/api/training-runs/{id}/progress/": ["get"],
         "/api/training-runs/{id}/metrics/": ["get"],
         "/api/training-runs/{id}/log/": ["get"],
+        "/api/training-runs/{id}/tensorboard/": ["get"],
         "/api/trained-models/": ["get"],
         "/api/trained-models/{id}/": ["get", "patch", "delete"],
         "/api/trained-models/{id}/publish/": ["post"],

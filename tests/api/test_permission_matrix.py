@@ -12,6 +12,7 @@ from tests.api.matrix_prepare import (
     labelling_task,
     set_detection_status,
     set_status,
+    tensorboard_file,
     webhook,
 )
 from tests.world import ROLES
@@ -49,6 +50,7 @@ ENDPOINTS = [
     ("run progress", "get", f"/api/training-runs/{R}/progress/", None, None),
     ("run metrics", "get", f"/api/training-runs/{R}/metrics/", None, None),
     ("run log", "get", f"/api/training-runs/{R}/log/", None, None),
+    ("run tensorboard", "get", f"/api/training-runs/{R}/tensorboard/", tensorboard_file, None),
     ("run create", "post", "/api/training-runs/", None, "create"),
     ("run cancel", "post", f"/api/training-runs/{R}/cancel/", set_status("queued"), None),
     ("run retry", "post", f"/api/training-runs/{R}/retry/", set_status("failed"), None),
@@ -150,6 +152,7 @@ EXPECTED = {
     "run progress": (401, 404, 200, 404, 200, 200),
     "run metrics": (401, 404, 200, 404, 200, 200),
     "run log": (401, 404, 200, 404, 200, 200),
+    "run tensorboard": (401, 404, 200, 404, 200, 200),
     "run create": (401, 403, 201, 201, 403, 201),
     "run cancel": (401, 404, 200, 404, 403, 200),
     "run retry": (401, 404, 201, 404, 403, 201),
@@ -325,6 +328,7 @@ PRIVATE_PATHS = [
     "/api/training-runs/{run}/metrics/",
     "/api/training-runs/{run}/log/",
     "/api/training-runs/{run}/log/?download=1",
+    "/api/training-runs/{run}/tensorboard/",
     "/api/trained-models/{model}/",
     "/api/trained-models/{model}/metrics/",
     "/api/trained-models/{model}/lineage/",

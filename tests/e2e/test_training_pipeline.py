@@ -27,6 +27,7 @@ from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_
 from tests.e2e.loop_checks import check_review_loop
 from tests.e2e.model_checks import api_client, check_downloads_in_stock_mmdetection, check_predict
 from tests.e2e.scale_out_checks import check_two_processes
+from tests.e2e.tracking_checks import check_mlflow_model_version, check_mlflow_run, check_tensorboard_files, mlflow_env
 from tests.e2e.webhook_checks import check_other_kinds_told, check_run_end_told, subscribe_operator
 from training.models import TrainingRun
 from training.run_files import LOG, stored_events, stored_log_tail, stored_name
@@ -255,7 +256,8 @@ EVIL = ['pile "quoted"\nwith newline', "__import__('os').system('touch {sentinel
 TEMPLATES = ["{{$DUMPSITE_PROBE_SECRET:x}}", "{{ fileDirname }}", "{{ _base_.model }}"]
 
 
-def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, monkeypatch):
+def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, monkeypatch, settings):
+    """Also the run's experiment tracking: TensorBoard files and an MLflow run in a store on local files."""
     import secrets
 
     import torch
@@ -271,7 +273,10 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
         tmp_path / "qcluster.log",
         DUMPSITE_KEEP_SCRATCH="1",
         DUMPSITE_PROBE_SECRET=secret,
+        **mlflow_env(tmp_path),
     )
+    for name, value in mlflow_env(tmp_path).items():  # this process enqueues the publication's MLflow task
+        setattr(settings, name, value)
     try:
         sentinel = tmp_path / "pwned"
         names = TEMPLATES[:2] + [n.format(sentinel=sentinel) for n in EVIL] + TEMPLATES[2:]
@@ -293,10 +298,12 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
         assert secret not in "".join(environ.values()) and "PATH" in environ
 
         run, _ = follow(run.pk, TRAIN_TIMEOUT)
+        assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
+        model = TrainedModel.objects.get(source_run=run)
+        mlflow_run_id = check_mlflow_run(tmp_path, run, names, secret)
+        check_mlflow_model_version(tmp_path, model, mlflow_run_id, worker)
     finally:
         stop_worker(worker)
-    assert run.status == "succeeded", f"{run.error_message}\n{run.log_tail[-3000:]}"
-    model = TrainedModel.objects.get(source_run=run)
     assert model.class_names == names
 
     # The stored config carries the names literally, holds no template pattern in its text (a stock loader with
@@ -336,6 +343,7 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
 
     admin = get_user_model().objects.create_superuser("root", password=None)
     client = api_client(admin)
+    check_tensorboard_files(client, run, names, tmp_path)
     dl = tmp_path / "dl"
     dl.mkdir()
     config = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "config"}).content

@@ -79,7 +79,7 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
         ("Curves", {"fields": ("curves",)}),
         ("Parameters", {"fields": ("parameters_table", "weight_transfer_html", "device", "export_table")}),
         ("Resources", {"fields": ("priority", "resources", "hosts_table", "worker_link")}),
-        ("Outcome", {"fields": ("stop_reason", "error_message", "log")}),
+        ("Outcome", {"fields": ("stop_reason", "error_message", "log", "tracking_links")}),
         ("History", {"fields": ("history",)}),
     ]
     readonly_fields = fields_of(fieldsets)  # a run's page is a view: actions change its state
@@ -162,6 +162,20 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
         return format_html(
             '<a href="{}" id="run-results">Evaluation #{}: per class, curves, gallery</a>', url, evaluation.pk
         )
+
+    @admin.display(description="experiment tracking")
+    def tracking_links(self, obj):
+        """The run's TensorBoard files (a zip from the API) and its MLflow run, where it has them."""
+        parts = []
+        if obj.kind == TrainingRun.Kind.TRAIN and obj.started_at:
+            url = reverse("trainingrun-tensorboard", args=[obj.pk])
+            parts.append(format_html('<a href="{}" id="tensorboard-files">TensorBoard files (zip)</a>', url))
+        mlflow = (obj.tracking or {}).get("mlflow") or {}
+        if mlflow.get("run_id"):
+            parts.append(
+                format_html("MLflow run <code>{}</code> (experiment {})", mlflow["run_id"], mlflow["experiment_id"])
+            )
+        return format_html_join(" · ", "{}", ((p,) for p in parts)) if parts else "—"
 
     def has_add_permission(self, request):
         return False  # runs start through the "Start training run" form, which calls the service

@@ -12,12 +12,14 @@ from rest_framework.response import Response
 
 from access.rules import can, visible
 from core.api import ActionPermission, error_body
+from core.zip_stream import stream_stored_zip
 from datasets.coco_zip import export_document, zip_response
 from datasets.selectors import datasets_visible_to
 from models_registry.selectors import models_visible_to
 
 from .. import services
 from ..models import TrainingManifest, TrainingRun
+from ..run_files import stored_tensorboard_files
 from ..selectors import run_log_file, run_log_lines, run_log_tail, run_metrics, run_split_image_ids
 from ..services.evaluation_runs import evaluation_run_create
 from .serializers import (
@@ -61,6 +63,7 @@ class TrainingRunViewSet(
         "resume": "training.schedule_trainingrun",
         "metrics": "training.view_trainingrun_statistics",
         "log": "training.view_trainingrun_statistics",
+        "tensorboard": "training.view_trainingrun_statistics",
     }
     filterset_class = TrainingRunFilter
     search_fields = ["name", "dataset__name"]
@@ -251,3 +254,17 @@ class TrainingRunViewSet(
             response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.log"'
             return response
         return Response({"tail": run_log_tail(run)})
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def tensorboard(self, request, pk=None):
+        """The run's TensorBoard event files as a zip (``run-N/events.out.tfevents.*``): unzip them into a folder
+        and run ``tensorboard --logdir`` on it. Written as the run trains and stored with it."""
+        run = self.get_object()
+        names = stored_tensorboard_files(run.pk)
+        if not names:
+            raise NotFound("This run has no TensorBoard files (it has not logged yet).")
+        members = [(f"run-{run.pk}/{name.rsplit('/', 1)[-1]}", name) for name in names]
+        response = StreamingHttpResponse(stream_stored_zip(members), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-tensorboard.zip"'
+        return response

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 
 from core.db import DATABASE_ERRORS, Outage, first_line, when_database_is_back
+from core.mlflow_client import mlflow_enabled, mlflow_run_terminated
 from core.storage import in_bucket, site_bucket
 from datasets.selectors import describe_image_paths
 from engine.raster import BUCKET_KEY_ENV, BUCKET_SECRET_ENV
@@ -37,10 +38,13 @@ Status = TrainingRun.Status
 def child_environment_of(run: TrainingRun, gpus: list[str] | None = None) -> dict:
     """The child's environment: the basics and the site's additions, and what the worker gave the run (its GPUs,
     or none; thread counts for several processes). A detection child reading orthophotos from the site's bucket
-    gets its credentials here, never in its job file. Another host's part of a run across hosts gives its own
-    ``gpus``: the run records node 0's."""
+    gets its credentials here, never in its job file, as a training that tracks to MLflow gets the server's. Another
+    host's part of a run across hosts gives its own ``gpus``: the run records node 0's."""
+    extra = tuple(settings.TRAINING_CHILD_ENV)
+    if run.kind == TrainingRun.Kind.TRAIN and settings.DUMPSITE_MLFLOW_TRACKING_URI:
+        extra += tuple(settings.DUMPSITE_MLFLOW_CHILD_ENV)  # the tracking server's credentials, where it has some
     env = resource_environment(
-        child_environment(tuple(settings.TRAINING_CHILD_ENV)),
+        child_environment(extra),
         device=run.parameters.get("device", "cpu"),
         gpus=run.assigned_gpus if gpus is None else gpus,
         processes=int(run.parameters.get("processes") or 1),
@@ -57,6 +61,7 @@ def end_unless_trained(run: TrainingRun, result: ChildResult) -> str | None:
     if result.stopped:  # cancelled meanwhile: the cancel already set the status
         sync_of(run).push_quietly()
         cleanup_work_dir(run)
+        tracking_ended(run, "KILLED")
         return TrainingRun.objects.values_list("status", flat=True).get(pk=run.pk)
     if result.timed_out:
         return fail(
@@ -75,12 +80,26 @@ def fail(run: TrainingRun, *, message: str, log_tail: str) -> str:
     if it is away (a restart): a run must not wait for the reaper to be seen failed."""
     sync_of(run).push_quietly()
     cleanup_work_dir(run)
+    tracking_ended(run, "FAILED")
     when_database_is_back(
         lambda: training_run_fail(run_id=run.pk, message=message, log_tail=log_tail),
         within=settings.TRAINING_HEARTBEAT_LIMIT,
         what=f"run {run.pk}'s failure",
     )
     return Status.FAILED
+
+
+def tracking_ended(run: TrainingRun, status: str) -> None:
+    """The MLflow run of a training that did not end it itself (stopped, out of time, failed): ended ``status``."""
+    if run.kind != TrainingRun.Kind.TRAIN or not mlflow_enabled():
+        return
+    try:
+        tracking = TrainingRun.objects.values_list("tracking", flat=True).get(pk=run.pk) or {}
+    except DATABASE_ERRORS:
+        return  # the database is away: the run's failure waits for it, the MLflow run stays as it is
+    run_id = (tracking.get("mlflow") or {}).get("run_id")
+    if run_id:
+        mlflow_run_terminated(run_id, status)
 
 
 def sync_of(run: TrainingRun) -> RunSync:

@@ -30,7 +30,7 @@ from core.storage import delete_file, storage_errors, store_file
 from engine.config import checkpoint_epoch
 from engine.events import EventTail
 
-from ..run_files import EVENTS, PUSHED, checkpoint_folder, stored_name
+from ..run_files import EVENTS, PUSHED, TENSORBOARD, checkpoint_folder, stored_name
 
 logger = logging.getLogger("training.execution")
 
@@ -69,6 +69,9 @@ class RunSync:
     def _push_files(self) -> None:
         for name in PUSHED:
             self._push_if_changed(name)
+        folder = self.work / TENSORBOARD
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            self._push_binary_if_changed(f"{TENSORBOARD}/{path.name}")
 
     def _follow_events(self) -> None:
         for event in self.events.read_new():
@@ -121,6 +124,25 @@ class RunSync:
             for line in source:
                 copy.write(redact_paths(line))
         store_file(copy.name, stored_name(self.run_id, name), move=True)
+        self.seen[name] = mark
+
+    def _push_binary_if_changed(self, name: str) -> None:
+        """A file stored as it is (TensorBoard's event files hold no folder of this host: the config they record is
+        the published one), from a copy: the writer may append to it meanwhile, and a reader of an event file stops
+        at a record cut short."""
+        path = self.work / name
+        try:
+            mark = _mark(path)
+        except FileNotFoundError:
+            return
+        if self.seen.get(name) == mark or not path.is_file():
+            return
+        snapshot = self.work / f".{path.name}.push"
+        try:
+            shutil.copyfile(path, snapshot)
+            store_file(snapshot, stored_name(self.run_id, name), move=True)
+        finally:
+            snapshot.unlink(missing_ok=True)
         self.seen[name] = mark
 
     def _push_checkpoint(self, *, final: Callable[[int], bool]) -> None:

@@ -25,7 +25,7 @@ from models_registry.models import Evaluation
 from models_registry.services import trained_model_delete_artifacts, trained_model_register_from_run
 
 from ..models import TrainingRun
-from ..run_files import checkpoint_folder, stored_events
+from ..run_files import TENSORBOARD, checkpoint_folder, stored_events
 from ..services import (
     nodes_of,
     training_run_progress,
@@ -122,9 +122,45 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
         amp=bool(run.parameters.get("amp")),
         device=run.parameters.get("device", "cpu"),
         evaluation=thresholds_of(run),
+        tracking=tracking_of(run, export),
     )
     job.write(work / "job.json")
     return work / "job.json"
+
+
+def tracking_of(run: TrainingRun, export: CocoExport) -> dict:
+    """Where the child records the run besides its own files: TensorBoard event files in the scratch folder (stored
+    with the run), and an MLflow run where the site names a tracking URI, tagged with the platform's ids and links."""
+    mlflow = None
+    if settings.DUMPSITE_MLFLOW_TRACKING_URI:
+        public = settings.DUMPSITE_PUBLIC_URL.rstrip("/")
+        mlflow = {
+            "tracking_uri": settings.DUMPSITE_MLFLOW_TRACKING_URI,
+            "experiment": settings.DUMPSITE_MLFLOW_EXPERIMENT,
+            "artifact_location": settings.DUMPSITE_MLFLOW_ARTIFACT_LOCATION,
+            "run_name": f"run-{run.pk} {run.name}"[:250],
+            "tags": {
+                "dumpsite.run_id": str(run.pk),
+                "dumpsite.run_url": f"{public}/api/training-runs/{run.pk}/",
+                "dumpsite.admin_url": f"{public}/admin/training/trainingrun/{run.pk}/change/",
+                "dumpsite.dataset_id": str(run.dataset_id),
+                "dumpsite.architecture": run.architecture,
+                "dumpsite.classes": json.dumps(export.classes, ensure_ascii=False)[:5000],
+                **({"dumpsite.base_model_id": str(run.base_model_id)} if run.base_model_id else {}),
+                **({"dumpsite.resumes_run_id": str(run.retry_of_id)} if run.resume_checkpoint else {}),
+            },
+            "params": {
+                "architecture": run.architecture,
+                "dataset_id": run.dataset_id,
+                "classes": len(export.classes),
+                "train_images": export.train_images,
+                "val_images": export.val_images,
+                "train_boxes": export.train_annotations,
+                "val_boxes": export.val_annotations,
+                **{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in run.parameters.items()},
+            },
+        }
+    return {"tensorboard_dir": str(run.work_dir / TENSORBOARD), "mlflow": mlflow}
 
 
 def base_checkpoint(run: TrainingRun) -> str | None:

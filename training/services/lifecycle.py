@@ -98,6 +98,9 @@ def training_run_progress(*, run_id: int, state: dict) -> bool:
         if setup.get("transfer"):
             transfer = TrainingRun.objects.values_list("weight_transfer", flat=True).get(pk=run_id) or {}
             fields["weight_transfer"] = {**transfer, "applied": setup["transfer"]}
+    tracking = state.pop("tracking", None)  # sent once by a run that tracks to MLflow
+    if tracking is not None:
+        fields["tracking"] = tracking
     if state.get("max_iters"):
         fields.update(max_iters=state["max_iters"], progress_percent=min(100.0, state.get("percent") or 0.0))
     if state.get("max_epochs"):
