@@ -9,4 +9,5 @@ export POSTGRES_DB=dumpsite_bench DUMPSITE_MEDIA_ROOT="$PWD/var/bench/media" DUM
 runuser -u postgres -- psql -X -q -tc "SELECT 1 FROM pg_database WHERE datname='dumpsite_bench'" | grep -q 1 \
   || runuser -u postgres -- psql -X -q -c "CREATE DATABASE dumpsite_bench OWNER $POSTGRES_USER"
 .venv/bin/python manage.py migrate --noinput -v 0
+.venv/bin/python manage.py createcachetable  # the database cache (throttling, the workers' cluster state)
 exec .venv/bin/python -m bench "$@"
