@@ -49,6 +49,7 @@ DUMPSITE_METRICS_ALLOWED_NETWORKS = env_list("DUMPSITE_METRICS_ALLOWED_NETWORKS"
 # (an MLflow server, or a local store such as sqlite:////var/lib/mlflow/mlflow.db), runs are MLflow runs too, and a
 # published model is registered as a version of the MLflow registered model "<prefix><model name>". The training
 # child gets the MLFLOW_* variables named in DUMPSITE_MLFLOW_CHILD_ENV (a server's credentials) besides.
+DUMPSITE_TENSORBOARD = env_bool("DUMPSITE_TENSORBOARD", True)
 DUMPSITE_MLFLOW_TRACKING_URI = env_str("DUMPSITE_MLFLOW_TRACKING_URI", "")
 DUMPSITE_MLFLOW_EXPERIMENT = env_str("DUMPSITE_MLFLOW_EXPERIMENT", "dumpsite")
 DUMPSITE_MLFLOW_ARTIFACT_LOCATION = env_str("DUMPSITE_MLFLOW_ARTIFACT_LOCATION", "")

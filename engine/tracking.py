@@ -1,9 +1,10 @@
 """Experiment tracking of a training run, through mmengine's visualization backends. Child-process only (mmengine).
 
-Every run writes TensorBoard event files into its own folder (``TrackingJob.tensorboard_dir``), which the worker
-stores with the run. With an MLflow tracking URI in the job, the run is also an MLflow run: the platform's run
-parameters and tags when it starts, every logged scalar (the loss and learning rate each logging interval, the
-validation metrics each epoch), the config as an artifact, and FINISHED or FAILED at its end.
+Every run writes TensorBoard event files into its own folder (the job's ``tracking["tensorboard_dir"]``; none where
+the site turned them off), which the worker stores with the run. With an MLflow tracking URI in the job, the run is
+also an MLflow run: the platform's run parameters and tags when it starts, every logged scalar (the loss and
+learning rate each logging interval, the validation metrics each epoch), the config as an artifact, and FINISHED or
+FAILED at its end.
 
 mmengine's own backends write the config as Python source (``pretty_text``: ``config.py`` for MLflow, a text summary
 for TensorBoard) and MLflow's uploads every ``.py``, ``.json`` and ``.log`` file of the work dir at its close
@@ -110,13 +111,15 @@ def backends(tracking: dict) -> list[dict]:
     """The visualizer's backends for a run: the local one (mmengine's scalars.json and config.json, kept for whoever
     inspects a work dir), TensorBoard, and MLflow when the job names a tracking URI."""
     out: list[dict] = [{"type": "JsonConfigLocalVisBackend"}]
-    out.append({"type": "DumpsiteTensorboardVisBackend", "save_dir": tracking["tensorboard_dir"]})
+    if tracking.get("tensorboard_dir"):
+        out.append({"type": "DumpsiteTensorboardVisBackend", "save_dir": tracking["tensorboard_dir"]})
     mlflow = tracking.get("mlflow")
     if mlflow:
         out.append(
             {
                 "type": "DumpsiteMLflowVisBackend",
-                "save_dir": tracking["tensorboard_dir"],  # unused with a tracking URI; mmengine requires one
+                # Unused with a tracking URI, but mmengine's backend needs a folder that exists.
+                "save_dir": os.path.dirname(os.path.abspath(tracking["events_file"])),
                 "tracking_uri": mlflow["tracking_uri"],
                 "exp_name": mlflow["experiment"],
                 "run_name": mlflow["run_name"],

@@ -33,6 +33,8 @@ def check_tensorboard_files(client, run: TrainingRun, names: list[str], tmp_path
     interval, the validation metrics of each epoch, the config with the class names literal and no folder of ours."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    run.refresh_from_db()
+    assert client.get(f"/api/training-runs/{run.pk}/").json()["tracking"] == run.tracking  # the MLflow run's id
     response = client.get(f"/api/training-runs/{run.pk}/tensorboard/")
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     folder = tmp_path / "tensorboard"

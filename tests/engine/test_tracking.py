@@ -45,6 +45,8 @@ def test_backends_are_the_local_one_and_tensorboard_and_mlflow_only_with_a_uri(t
     full = tracking.backends({"tensorboard_dir": "tb", "mlflow": mlflow, "events_file": "ev.jsonl"})
     assert full[-1]["type"] == "DumpsiteMLflowVisBackend" and full[-1]["events_file"] == "ev.jsonl"
     assert full[-1]["artifact_location"] is None  # the store's default where the site names none
+    no_tensorboard = tracking.backends({"tensorboard_dir": None, "mlflow": mlflow, "events_file": "ev.jsonl"})
+    assert [b["type"] for b in no_tensorboard] == ["JsonConfigLocalVisBackend", "DumpsiteMLflowVisBackend"]
 
 
 def test_tensorboard_records_scalars_and_the_published_config_as_json(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from core.storage import open_stored, stored_names
 from training.execution import sync as sync_module
 from training.execution.sync import RunSync
-from training.run_files import EVENTS, checkpoint_folder
+from training.run_files import EVENTS, TENSORBOARD, checkpoint_folder, stored_tensorboard_files
 
 
 def checkpoint_bytes(payload: bytes) -> bytes:
@@ -132,3 +132,22 @@ def test_while_the_run_trains_an_epoch_is_pushed_once_final_and_the_last_one_at_
     assert stored(7005, 3) is None and f"runs/7005/{EVENTS}" in stored_names("runs/7005")
     sync.push()  # a run that failed or was cancelled: what resuming starts from
     assert stored(7005, 3) == last and stored(7005, 2) is None
+
+
+def test_tensorboard_files_are_pushed_as_they_are_whenever_they_changed(tmp_path):
+    folder = tmp_path / TENSORBOARD
+    folder.mkdir()
+    event_file = folder / "events.out.tfevents.1.host.1.0"
+    record = bytes(range(256)) + f"{tmp_path}".encode()  # binary, and stored byte for byte (nothing redacted)
+    event_file.write_bytes(record)
+    sync = RunSync(41, tmp_path, every=0)
+    sync.push_files()
+    name = f"runs/41/{TENSORBOARD}/{event_file.name}"
+    with open_stored(name) as fh:
+        assert fh.read() == record
+    with event_file.open("ab") as fh:
+        fh.write(b"more")
+    sync.push_files()
+    with open_stored(name) as fh:
+        assert fh.read() == record + b"more"
+    assert stored_tensorboard_files(41) == [name] and not list(tmp_path.glob(".*.push"))

@@ -93,6 +93,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "retry_of",
             "time_limit_seconds",
             "timings",
+            "tracking",
             "created_by",
             "created_at",
             "started_at",

@@ -128,7 +128,7 @@ def write_job(run: TrainingRun, export: CocoExport) -> Path:
     return work / "job.json"
 
 
-def tracking_of(run: TrainingRun, export: CocoExport) -> dict:
+def tracking_of(run: TrainingRun, export: CocoExport) -> dict | None:
     """Where the child records the run besides its own files: TensorBoard event files in the scratch folder (stored
     with the run), and an MLflow run where the site names a tracking URI, tagged with the platform's ids and links."""
     mlflow = None
@@ -160,7 +160,8 @@ def tracking_of(run: TrainingRun, export: CocoExport) -> dict:
                 **{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in run.parameters.items()},
             },
         }
-    return {"tensorboard_dir": str(run.work_dir / TENSORBOARD), "mlflow": mlflow}
+    tensorboard = str(run.work_dir / TENSORBOARD) if settings.DUMPSITE_TENSORBOARD else None
+    return {"tensorboard_dir": tensorboard, "mlflow": mlflow} if tensorboard or mlflow else None
 
 
 def base_checkpoint(run: TrainingRun) -> str | None:
