@@ -328,12 +328,26 @@ def exit_with_parent(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def yield_group_cpu() -> None:
+    """The supervisor starts the child in a session of its own (so that it is signalled as a group), and where the
+    kernel groups processes by session (autogroup) niceness only weighs within a group: the niceness the child
+    inherits from its worker would weigh against nothing but itself. So the child's group (its own, or torchrun's)
+    takes that niceness too, and a training yields the CPU to the web and the database on its host."""
+    nice = os.nice(0)
+    if nice > 0 and os.getsid(0) in (os.getpid(), os.getppid()):
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice))
+        except OSError:  # no autogroup on this kernel, or not allowed
+            pass
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m engine.child JOB_FILE", file=sys.stderr)
         return 2
     job: TrainingJob | EvaluationJob | DetectionJob | None = None
     exit_with_parent()
+    yield_group_cpu()
     try:
         data = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
         if data.get("kind") == "evaluate":  # an evaluation run: the same process, watched the same way
