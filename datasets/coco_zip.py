@@ -13,13 +13,12 @@ from pathlib import Path
 from django.http import StreamingHttpResponse
 
 from core.storage import open_stored
-from core.zip_stream import ZipPipe
+from core.zip_stream import CHUNK, ZipPipe
 
 from .coco_export import build_coco, merge_documents
 from .models import Dataset
 
 COCO_NAME = "annotations.json"
-CHUNK = 1024 * 1024
 
 
 def export_document(dataset: Dataset, *, image_ids: Iterable[int] | None = None) -> dict:
