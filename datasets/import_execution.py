@@ -93,6 +93,7 @@ def dataset_import_execute(*, import_id: int) -> str:
         "add_classes": job.add_classes,
         "created_by": job.created_by,
     }
+    succeeded: dict[str, Any] | None = None
     try:
         if job.created_by_id is None:
             raise ApplicationError(
@@ -115,7 +116,6 @@ def dataset_import_execute(*, import_id: int) -> str:
         logger.exception("dataset import %s crashed (reference %s)", import_id, reference)
         message = f"Internal error in the worker (reference {reference}); the server log has the details."
     else:
-        # Committed: its end is written once the database is back should it have gone away just now.
         succeeded = dict(
             status=Status.SUCCEEDED,
             dataset=report.dataset,
@@ -131,15 +131,19 @@ def dataset_import_execute(*, import_id: int) -> str:
             stats=report.stats,
             finished_at=timezone.now(),
         )
+    finally:
+        # Before the end is written: whoever sees the import ended finds its upload gone.
+        shutil.rmtree(scratch, ignore_errors=True)
+        discard_upload(job.key)
+    if succeeded is not None:
+        end = succeeded
+        # Committed: its end is written once the database is back should it have gone away just now.
         when_database_is_back(
-            lambda: import_end(import_id, **succeeded),
+            lambda: import_end(import_id, **end),
             within=settings.DUMPSITE_IMPORT_STALE_SECONDS,
             what=f"import {import_id}'s end",
         )
         return Status.SUCCEEDED
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        discard_upload(job.key)
     when_database_is_back(
         lambda: import_end(import_id, status=Status.FAILED, error_message=message[:4000], finished_at=timezone.now()),
         within=settings.DUMPSITE_IMPORT_STALE_SECONDS,
