@@ -21,6 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.models import Schedule
 
+from core.mlflow_client import mlflow_enabled
 from engine.processes import is_alive
 from engine.supervisor import kill_training_process
 from training.models import TrainingRun
@@ -28,6 +29,7 @@ from training.services import training_run_fail_gone, training_run_fail_stale
 from workers.models import Worker
 
 logger = logging.getLogger(__name__)
+END_TRACKING_TASK = "scheduler.tasks.end_tracking"
 
 
 def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
@@ -47,6 +49,7 @@ def training_runs_reap_stale(*, limit_seconds: int | None = None) -> list[int]:
         reaped.append(run.pk)
         if run.worker_host == settings.DUMPSITE_HOST_ID:
             _end_leftovers(run)
+        tracking_end_enqueue(run)
         logger.warning("training run %s reaped: no heartbeat since %s", run.pk, last)
     return reaped
 
@@ -93,6 +96,7 @@ def _fail_gone(runs, message_of: Callable[[TrainingRun], str], why: str) -> list
             continue  # it ended meanwhile, or another agent of this host was first
         failed.append(run.pk)
         _end_leftovers(run)
+        tracking_end_enqueue(run)
         logger.warning("training run %s failed: %s (%s)", run.pk, why, run.worker_process)
     return failed
 
@@ -104,6 +108,16 @@ def _end_leftovers(run: TrainingRun) -> None:
     pid = run.training_pid if is_alive(run.training_pid, run.training_started) else None
     if kill_training_process(pid, run.work_dir / "job.json"):
         logger.warning("killed the orphaned training processes of run %s (pid %s)", run.pk, run.training_pid)
+
+
+def tracking_end_enqueue(run: TrainingRun) -> None:
+    """A reaped run's MLflow run, which its dead training left RUNNING, is ended FAILED by a worker task: the
+    tracking server may be slow or away, and the reaper runs in the agent's tick."""
+    if (run.tracking or {}).get("mlflow", {}).get("run_id") and mlflow_enabled():
+        # django-q2's task module loads its cluster machinery: only when sending
+        from django_q.tasks import async_task
+
+        async_task(END_TRACKING_TASK, run.pk, "FAILED", task_name=f"training-run-{run.pk}-tracking", group="training")
 
 
 def reaper_schedule_ensure() -> None:
