@@ -11,6 +11,7 @@ config (JSON) and ``result.json`` for the worker to register. Exit status 0 mean
 
 from __future__ import annotations
 
+import atexit
 import copy
 import glob
 import json
@@ -376,5 +377,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def exit_without_teardown(code: int) -> None:
+    """Exit as Python would, less the finalisation of every module: after a training that took 1.4 s (torch's and
+    mmengine's objects freed one by one; measured beside ``os._exit``), and the run's owner waits for it. The exit
+    hooks still run first (7 ms: the logs flushed and closed, MLflow's and torch's own), then the streams are
+    flushed and the process ends."""
+    atexit._run_exitfuncs()  # what a normal exit runs before the teardown; CPython's, and no public equivalent
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_without_teardown(main(sys.argv))
