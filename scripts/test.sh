@@ -19,4 +19,6 @@ fi
 .venv/bin/ruff format --check .
 # Types (mypy.ini): Django's and DRF's plugins, every function of the engine and of the services annotated.
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# Two test processes (tests/parallel.py): one's waits on workers, trainings and servers overlap the other's tests.
+# Arguments after these win (`-n 0` runs in this process).
+exec .venv/bin/python -m pytest -n "${DUMPSITE_TEST_PROCESSES:-2}" --dist worksteal "$@"

@@ -20,6 +20,8 @@ from PIL import Image
 
 from workers.cluster import start_cluster, stop_cluster, wait_for
 
+pytest_plugins = ["tests.parallel"]  # two workers share this machine (scripts/test.sh)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_file_tree():

@@ -30,7 +30,7 @@ from tests.conftest import start_worker, stop_worker, wait_for, worker_env
 from tests.e2e.waiting import finished, training
 from training.services import training_run_create
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 4000
