@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -278,7 +279,8 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     for name, value in mlflow_env(tmp_path).items():  # this process enqueues the publication's MLflow task
         setattr(settings, name, value)
     try:
-        sentinel = tmp_path / "pwned"
+        # A short path of its own: a class name is at most 100 characters, and tmp_path can be long (xdist).
+        sentinel = Path(tempfile.mkdtemp(prefix="dumpsite-")) / "pwned"
         names = TEMPLATES[:2] + [n.format(sentinel=sentinel) for n in EVIL] + TEMPLATES[2:]
         dataset = tiles_dataset("hostile", names, count=24, seed=5)
         run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4})
@@ -355,6 +357,7 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     stock = run_stock_mmdet(dl, dl / "config.py", dl / "checkpoint.pth", image)
     assert stock["classes"] == stock["config_classes"] == stock["init_classes"] == names
     assert not sentinel.exists()
+    sentinel.parent.rmdir()
 
 
 def test_corrupt_image_fails_the_run_with_a_readable_error(worker, settings):
