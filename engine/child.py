@@ -176,6 +176,8 @@ def train(job: TrainingJob) -> dict:
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
+    from . import transforms  # noqa: F401 - registers this platform's transforms (DumpsiteTranspose) with mmdet
+
     # torch / MMDetection load only where this runs (a child process), never on import
     from .checkpoints import install_safe_globals, save_weights
     from .device import describe_device, library_versions, select_device

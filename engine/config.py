@@ -36,14 +36,28 @@ def set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
-def pipelines(size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+# The training pipeline's orientations (run parameter ``orientations``); tiles seen from above have no "up".
+ORIENTATIONS = {
+    "none": [],
+    # Half the images as they are, a quarter mirrored left-right, a quarter upside down.
+    "flips": [{"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]}],
+    # All eight orientations of the square, equally likely: four flips (none, left-right, upside down, both) times
+    # a transpose or not (engine.transforms); the quarter turns are among them. Boxes stay exact.
+    "all": [
+        {"type": "RandomFlip", "prob": [0.25, 0.25, 0.25], "direction": ["horizontal", "vertical", "diagonal"]},
+        {"type": "DumpsiteTranspose", "prob": 0.5},
+    ],
+}
+DEFAULT_ORIENTATIONS = "flips"  # what runs trained with before the parameter existed
+
+
+def pipelines(size: int, orientations: str = DEFAULT_ORIENTATIONS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     scale = [size, size]
     train: list[dict[str, Any]] = [
         {"type": "LoadImageFromFile"},
         {"type": "LoadAnnotations", "with_bbox": True},
         {"type": "Resize", "scale": scale, "keep_ratio": True},
-        # Aerial tiles have no "up": flip both ways.
-        {"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]},
+        *copy.deepcopy(ORIENTATIONS[orientations]),
         {"type": "PackDetInputs"},
     ]
     test: list[dict[str, Any]] = [
@@ -138,7 +152,7 @@ def build_overrides(
     """The override dict for ``preset``'s base config. ``params`` must come from ``validate_params``."""
     if num_workers is None:
         num_workers = params.get("data_workers", 0)
-    train_pipeline, test_pipeline = pipelines(params["image_size"])
+    train_pipeline, test_pipeline = pipelines(params["image_size"], params.get("orientations", DEFAULT_ORIENTATIONS))
     metainfo = {"classes": list(classes)}
 
     def dataset(ann_file: str, pipeline: list[dict], test_mode: bool) -> dict:

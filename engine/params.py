@@ -63,6 +63,16 @@ PARAM_SPECS: dict[str, ParamSpec] = {
             0.95,
             help="Overlap (IoU) from which a detection matches a box in the confusion matrix and the gallery.",
         ),
+        ParamSpec(
+            "orientations",
+            str,
+            choices=("none", "flips", "all"),
+            help=(
+                "Orientations the training images are shown in: none; flips (left-right or upside down, a quarter "
+                "of the images each); all (the eight orientations of the square, flips, quarter turns and diagonal "
+                "mirrors, equally likely). Boxes stay exact."
+            ),
+        ),
         ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
         ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
         ParamSpec("amp", bool, help="Mixed precision (float16 autocast with loss scaling); needs a GPU."),
@@ -119,6 +129,7 @@ COMMON_DEFAULTS = {
     "device": "cpu",
     "accumulate": 1,
     "patience": 0,
+    "orientations": "flips",
     "split": "random",
     "split_cell_m": 250.0,
     "score_threshold": 0.3,

@@ -283,7 +283,8 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
         sentinel = Path(tempfile.mkdtemp(prefix="dumpsite-")) / "pwned"
         names = TEMPLATES[:2] + [n.format(sentinel=sentinel) for n in EVIL] + TEMPLATES[2:]
         dataset = tiles_dataset("hostile", names, count=24, seed=5)
-        run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4})
+        # All eight orientations: this platform's own transform in a real training, and in the config served below.
+        run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4, "orientations": "all"})
 
         # The training child gets an explicit, minimal environment: no database password, no secret key, nothing
         # else of the worker's.
@@ -334,7 +335,9 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     # Nothing anywhere in the run's scratch space is Python source (mmengine's own dumps are JSON here too).
     assert (run.work_dir / "mmengine").is_dir() and list(run.work_dir.rglob("*.pth"))
     assert not list(run.work_dir.rglob("*.py")), list(run.work_dir.rglob("*.py"))
-    assert json.loads(next(run.work_dir.rglob("vis_data/config.json")).read_text())["model"]["type"] == "RetinaNet"
+    trained = json.loads(next(run.work_dir.rglob("vis_data/config.json")).read_text())
+    assert trained["model"]["type"] == "RetinaNet"
+    assert {"type": "DumpsiteTranspose", "prob": 0.5} in trained["train_dataloader"]["dataset"]["pipeline"]
     assert not sentinel.exists()
 
     # The Python config served for stock MMDetection keeps every name an inert literal: init_detector and
