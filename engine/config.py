@@ -37,7 +37,7 @@ def set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 # The training pipeline's orientations (run parameter ``orientations``); tiles seen from above have no "up".
-ORIENTATIONS = {
+ORIENTATIONS: dict[str, list[dict[str, Any]]] = {
     "none": [],
     # Half the images as they are, a quarter mirrored left-right, a quarter upside down.
     "flips": [{"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]}],
