@@ -17,6 +17,7 @@ CHILD_ONLY = {
     "engine.progress_hook",
     "engine.vis_backend",
     "engine.tracking",
+    "engine.transforms",
 }
 
 SCRIPT = r"""
