@@ -43,7 +43,7 @@ def registered_name(model: TrainedModel) -> str:
 def version_fields(model: TrainedModel) -> dict:
     public = settings.DUMPSITE_PUBLIC_URL.rstrip("/")
     run = model.source_run
-    mlflow_run = ((run.tracking or {}).get("mlflow") or {}) if run is not None else {}
+    mlflow_run = run.mlflow_tracking if run is not None else {}
     return {
         "source": f"{public}/api/trained-models/{model.pk}/download/?artifact=bundle",
         "run_id": mlflow_run.get("run_id") or None,

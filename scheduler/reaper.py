@@ -113,7 +113,7 @@ def _end_leftovers(run: TrainingRun) -> None:
 def tracking_end_enqueue(run: TrainingRun) -> None:
     """A reaped run's MLflow run, which its dead training left RUNNING, is ended FAILED by a worker task: the
     tracking server may be slow or away, and the reaper runs in the agent's tick."""
-    if (run.tracking or {}).get("mlflow", {}).get("run_id") and mlflow_enabled():
+    if run.mlflow_tracking.get("run_id") and mlflow_enabled():
         # django-q2's task module loads its cluster machinery: only when sending
         from django_q.tasks import async_task
 

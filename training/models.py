@@ -187,6 +187,11 @@ class TrainingRun(models.Model):
         return f"#{self.pk} {self.name}"
 
     @property
+    def mlflow_tracking(self) -> dict:
+        """Its MLflow run as its training reported it (``run_id``, ``experiment_id``); empty when it has none."""
+        return (self.tracking or {}).get("mlflow") or {}
+
+    @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
 

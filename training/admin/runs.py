@@ -170,7 +170,7 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
         if obj.kind == TrainingRun.Kind.TRAIN and obj.started_at:
             url = reverse("trainingrun-tensorboard", args=[obj.pk])
             parts.append(format_html('<a href="{}" id="tensorboard-files">TensorBoard files (zip)</a>', url))
-        mlflow = (obj.tracking or {}).get("mlflow") or {}
+        mlflow = obj.mlflow_tracking
         if mlflow.get("run_id"):
             parts.append(
                 format_html("MLflow run <code>{}</code> (experiment {})", mlflow["run_id"], mlflow["experiment_id"])
