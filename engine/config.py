@@ -15,6 +15,7 @@ import os
 import re
 from typing import Any
 
+from .pipelines import pipelines
 from .presets import Preset
 
 METRIC_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
@@ -34,39 +35,6 @@ def set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
         target = target.setdefault(key, {})
     target[path[-1]] = value
-
-
-# The training pipeline's orientations (run parameter ``orientations``); tiles seen from above have no "up".
-ORIENTATIONS: dict[str, list[dict[str, Any]]] = {
-    "none": [],
-    # Half the images as they are, a quarter mirrored left-right, a quarter upside down.
-    "flips": [{"type": "RandomFlip", "prob": [0.25, 0.25], "direction": ["horizontal", "vertical"]}],
-    # All eight orientations of the square, equally likely: four flips (none, left-right, upside down, both) times
-    # a transpose or not (engine.transforms); the quarter turns are among them. Boxes stay exact.
-    "all": [
-        {"type": "RandomFlip", "prob": [0.25, 0.25, 0.25], "direction": ["horizontal", "vertical", "diagonal"]},
-        {"type": "DumpsiteTranspose", "prob": 0.5},
-    ],
-}
-DEFAULT_ORIENTATIONS = "flips"  # what runs trained with before the parameter existed
-
-
-def pipelines(size: int, orientations: str = DEFAULT_ORIENTATIONS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    scale = [size, size]
-    train: list[dict[str, Any]] = [
-        {"type": "LoadImageFromFile"},
-        {"type": "LoadAnnotations", "with_bbox": True},
-        {"type": "Resize", "scale": scale, "keep_ratio": True},
-        *copy.deepcopy(ORIENTATIONS[orientations]),
-        {"type": "PackDetInputs"},
-    ]
-    test: list[dict[str, Any]] = [
-        {"type": "LoadImageFromFile"},
-        {"type": "Resize", "scale": scale, "keep_ratio": True},
-        {"type": "LoadAnnotations", "with_bbox": True},
-        {"type": "PackDetInputs", "meta_keys": ["img_id", "img_path", "ori_shape", "img_shape", "scale_factor"]},
-    ]
-    return train, test
 
 
 def _schedule(params: dict) -> list[dict]:
@@ -152,13 +120,14 @@ def build_overrides(
     """The override dict for ``preset``'s base config. ``params`` must come from ``validate_params``."""
     if num_workers is None:
         num_workers = params.get("data_workers", 0)
-    train_pipeline, test_pipeline = pipelines(params["image_size"], params.get("orientations", DEFAULT_ORIENTATIONS))
+    train_pipeline, test_pipeline = pipelines(params["image_size"], params)
     metainfo = {"classes": list(classes)}
 
     def dataset(ann_file: str, pipeline: list[dict], test_mode: bool) -> dict:
-        ds = {
+        ds: dict[str, Any] = {
             "_delete_": True,
-            "type": "CocoDataset",
+            # the platform's dataset keeps each image's ground resolution, for resampling to target_gsd
+            "type": "DumpsiteCocoDataset" if params.get("target_gsd") else "CocoDataset",
             "data_root": image_root,
             "ann_file": ann_file,
             "data_prefix": {"img": ""},

@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .config import pipelines, publishable_config, set_path
+from .config import publishable_config, set_path
 from .loading import resolve_base_config
+from .pipelines import pipelines
 from .presets import get_preset
 from .processes import PROJECT_ROOT
 from .supervisor import child_environment

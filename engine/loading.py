@@ -38,7 +38,8 @@ def load_json_config(path: str) -> Any:
     # torch / MMDetection load only where this runs (a child process), never on import
     from mmengine.config import Config
 
-    from . import vis_backend  # noqa: F401 - registers JsonConfigLocalVisBackend
+    from . import transforms, vis_backend  # noqa: F401 - register the platform's transforms and dataset, and
+    # JsonConfigLocalVisBackend: a stored config may name them
 
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)

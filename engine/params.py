@@ -73,6 +73,53 @@ PARAM_SPECS: dict[str, ParamSpec] = {
                 "mirrors, equally likely). Boxes stay exact."
             ),
         ),
+        ParamSpec(
+            "colour",
+            str,
+            choices=("none", "jitter"),
+            help=(
+                "Photometric jitter of the training images: none; jitter (hue, saturation and brightness in HSV, and "
+                "contrast, each a little at random), for light, season and camera differences."
+            ),
+        ),
+        ParamSpec(
+            "scale_jitter",
+            float,
+            0.0,
+            0.5,
+            help=(
+                "Random resized crops: each training image is scaled by a random factor within 1 - x and 1 + x "
+                "before the crop (0: off)."
+            ),
+        ),
+        ParamSpec(
+            "resize",
+            str,
+            choices=("whole", "crops"),
+            help=(
+                "How images meet the network: whole (each image shrunk or enlarged so its longest side is "
+                "image_size); crops (images at full resolution, or resampled to target_gsd: training on crops of "
+                "image_size px around boxes, validation and detection on whole images). Crops keep small objects "
+                "small-but-visible on large tiles."
+            ),
+        ),
+        ParamSpec(
+            "crop_box_share",
+            float,
+            0.0,
+            1.0,
+            help="With resize crops: share of training crops placed around a box; the rest fall anywhere (background).",
+        ),
+        ParamSpec(
+            "target_gsd",
+            float,
+            0.0,
+            10.0,
+            help=(
+                "Ground resolution in metres per pixel every image is resampled to, from its footprint (0: off; "
+                "needs resize crops). Images without a footprint are used as they are."
+            ),
+        ),
         ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
         ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
         ParamSpec("amp", bool, help="Mixed precision (float16 autocast with loss scaling); needs a GPU."),
@@ -130,11 +177,19 @@ COMMON_DEFAULTS = {
     "accumulate": 1,
     "patience": 0,
     "orientations": "flips",
+    "colour": "none",
+    "scale_jitter": 0.0,
+    "resize": "whole",
+    "crop_box_share": 0.75,
+    "target_gsd": 0.0,
     "split": "random",
     "split_cell_m": 250.0,
     "score_threshold": 0.3,
     "iou_threshold": 0.5,
 }
+
+
+MIN_TARGET_GSD = 0.005  # 5 mm per pixel: finer than any drone flight this platform is meant for
 
 
 class ParamError(ValueError):
@@ -194,6 +249,12 @@ def validate_params(architecture: str, given: dict | None) -> dict:
     errors.update(bad)
     if "image_size" not in errors and params["image_size"] % 32:
         errors["image_size"] = f"{params['image_size']} is not a multiple of 32"
+    if "target_gsd" not in errors and 0 < params["target_gsd"] < MIN_TARGET_GSD:
+        errors["target_gsd"] = f"0 (off) or at least {MIN_TARGET_GSD} m per pixel"
+    elif "target_gsd" not in errors and params["target_gsd"] and params["resize"] != "crops":
+        errors["target_gsd"] = (
+            "needs resize 'crops': with resize 'whole' every image is scaled to image_size whatever its resolution"
+        )
     if errors:
         raise ParamError(errors)
     return params

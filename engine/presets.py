@@ -6,7 +6,29 @@ No preset loads ImageNet weights (nothing may be downloaded); weights come from 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """An anchor generator as MMDetection's ``AnchorGenerator`` builds it: per level, ``base * scale`` for each
+    scale, in each aspect ratio (height / width)."""
+
+    strides: tuple[int, ...]
+    scales: tuple[float, ...]  # multiples of the stride (RetinaNet: octave_base_scale * 2 ** (i / scales_per_octave))
+    ratios: tuple[float, ...]
+    pos_iou: float  # the assigner's positive IoU threshold
+
+    def shapes(self, scale: float = 1.0) -> list[tuple[float, float]]:
+        """Every anchor's (width, height) in pixels, ``scale`` times the configured size."""
+        out = []
+        for stride in self.strides:
+            for ratio in self.ratios:
+                for s in self.scales:
+                    size = stride * s * scale
+                    out.append((size / math.sqrt(ratio), size * math.sqrt(ratio)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,8 @@ class Preset:
     family: str = ""
     description: str = ""
     notes: dict = field(default_factory=dict)
+    # The anchors of its base config with the overrides (engine.anchors compares a dataset's boxes with them).
+    anchors: AnchorSpec | None = None
 
 
 RETINANET_R18_TINY = Preset(
@@ -61,6 +85,13 @@ RETINANET_R18_TINY = Preset(
     },
     num_classes_paths=(("bbox_head", "num_classes"),),
     class_dependent=("bbox_head.retina_cls",),
+    # retinanet_r18_fpn: octave_base_scale 4, scales_per_octave 3, strides 8 to 128; MaxIoUAssigner at 0.5
+    anchors=AnchorSpec(
+        strides=(8, 16, 32, 64, 128),
+        scales=tuple(4 * 2 ** (i / 3) for i in range(3)),
+        ratios=(0.5, 1.0, 2.0),
+        pos_iou=0.5,
+    ),
     description="Trains from scratch on a CPU in minutes; for tests, demos and small tile sets.",
 )
 
@@ -84,6 +115,8 @@ FASTER_RCNN_R50 = Preset(
     num_classes_paths=(("roi_head", "bbox_head", "num_classes"),),
     # fc_reg is class-specific too (4 box deltas per class: reg_class_agnostic is False in this config).
     class_dependent=("roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg"),
+    # the RPN's anchors: scale 8, strides 4 to 64; its assigner's positive IoU 0.7
+    anchors=AnchorSpec(strides=(4, 8, 16, 32, 64), scales=(8.0,), ratios=(0.5, 1.0, 2.0), pos_iou=0.7),
     description="The reference system's detector; meant for a GPU and a registered base model to start from.",
 )
 
@@ -104,6 +137,7 @@ FASTER_RCNN_R50_SMALL = Preset(
     num_classes_paths=FASTER_RCNN_R50.num_classes_paths,
     class_dependent=FASTER_RCNN_R50.class_dependent,
     family=FASTER_RCNN_R50.key,
+    anchors=AnchorSpec(strides=(4, 8, 16, 32, 64), scales=(4.0,), ratios=(0.5, 1.0, 2.0), pos_iou=0.7),
     description=(
         "Faster R-CNN with 16 px anchors, 1344 px input and more proposals: small objects (tyres, bags, small "
         "piles) on large tiles. Fine-tunes from the same model-zoo checkpoints as faster_rcnn_r50_fpn."

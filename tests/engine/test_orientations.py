@@ -13,8 +13,9 @@ from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.utils import register_all_modules
 
 import engine.transforms  # noqa: F401 - registers DumpsiteTranspose, as the training child does
-from engine.config import ORIENTATIONS, build_overrides, pipelines
+from engine.config import build_overrides
 from engine.params import ParamError, validate_params
+from engine.pipelines import ORIENTATIONS, pipelines
 from engine.presets import PRESETS
 
 HEIGHT, WIDTH = 40, 48  # not square: a transpose changes the shape, nothing may be cut off
@@ -105,11 +106,13 @@ def test_the_parameter_is_checked_defaults_to_flips_and_reaches_the_config_as_da
 
     params = validate_params("retinanet_r18_tiny", {"orientations": "all", "image_size": 320})
     o = overrides(params)
-    assert o["train_dataloader"]["dataset"]["pipeline"] == pipelines(320, "all")[0]
+    assert o["train_dataloader"]["dataset"]["pipeline"] == pipelines(320, {"orientations": "all"})[0]
     assert {"type": "DumpsiteTranspose", "prob": 0.5} in o["train_dataloader"]["dataset"]["pipeline"]
-    assert o["val_dataloader"]["dataset"]["pipeline"] == pipelines(320, "none")[1]  # validation is not augmented
+    # validation is not augmented
+    assert o["val_dataloader"]["dataset"]["pipeline"] == pipelines(320, {"orientations": "none"})[1]
     del params["orientations"]  # a run stored before the parameter existed trains as it did
-    assert overrides(params)["train_dataloader"]["dataset"]["pipeline"] == pipelines(320, "flips")[0]
+    flips = pipelines(320, {"orientations": "flips"})[0]
+    assert overrides(params)["train_dataloader"]["dataset"]["pipeline"] == flips
 
 
 def test_the_transpose_refuses_a_probability_outside_zero_and_one():
