@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class CocoExport:
     train_annotations: int
     val_annotations: int
     split: dict
+    # The training split's ground resolution (``ground_resolution_of``); empty when no image has a footprint.
+    ground_resolution: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # the host cache's hits, misses and bytes fetched (from a bucket)
     # What was written, kept so that the worker reads neither file back: what went to each side, and the
     # validation document (the ground truth its evaluation is stored with).
@@ -54,6 +57,7 @@ class CocoExport:
             "train_annotations": self.train_annotations,
             "val_annotations": self.val_annotations,
             "split": self.split,
+            **({"ground_resolution": self.ground_resolution} if self.ground_resolution else {}),
             **({"cache": self.cache} if self.cache else {}),
         }
 
@@ -77,7 +81,7 @@ def build_coco(
     images = list(
         DatasetImage.objects.filter(dataset=dataset, enabled=True)
         .order_by("id")
-        .values_list("id", "image", "width", "height", "sha256")
+        .values_list("id", "image", "width", "height", "sha256", "gsd_m")
     )
     boxes: dict[int, list[tuple]] = {}
     for row in (
@@ -109,10 +113,13 @@ def build_coco(
 
     def document(selected: set[int]) -> dict:
         doc_images, doc_annotations = [], []
-        for image_id, name, width, height, sha256 in images:
+        for image_id, name, width, height, sha256, gsd in images:
             if image_id not in selected:
                 continue
-            doc_images.append({"id": image_id, "file_name": name, "width": width, "height": height, "sha256": sha256})
+            entry = {"id": image_id, "file_name": name, "width": width, "height": height, "sha256": sha256}
+            if gsd is not None:  # metres per pixel, from the footprint: what target_gsd resamples from
+                entry["gsd"] = round(gsd, 6)
+            doc_images.append(entry)
             for box_id, class_id, x, y, w, h, polygon in boxes.get(image_id, ()):
                 doc_annotations.append(
                     {
@@ -199,9 +206,26 @@ def export_coco(
         train_annotations=len(train["annotations"]),
         val_annotations=len(val["annotations"]),
         split=train["info"]["split"],
+        ground_resolution=ground_resolution_of(train),
         manifest=manifest_of(train, val),
         validation=val,
     )
+
+
+def ground_resolution_of(doc: dict) -> dict:
+    """The ground sample distance of a document's images that have one (metres per pixel: smallest, median,
+    largest), and the median ground length of their longest side (metres): what a model trained on them saw."""
+    gsds = sorted(i["gsd"] for i in doc["images"] if i.get("gsd"))
+    if not gsds:
+        return {}
+    sides = sorted(i["gsd"] * max(i["width"], i["height"]) for i in doc["images"] if i.get("gsd"))
+    return {
+        "images": len(gsds),
+        "min_m": gsds[0],
+        "median_m": round(statistics.median(gsds), 6),
+        "max_m": gsds[-1],
+        "longest_side_median_m": round(statistics.median(sides), 3),
+    }
 
 
 def localized(doc: dict, local: LocalFiles) -> dict:

@@ -6,8 +6,30 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.gis.db import models
-from django.db.models import Q
+from django.db.models import F, FloatField, Func, Q
+from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+
+def gsd_field() -> models.GeneratedField:
+    """Ground sample distance, metres per pixel: the square root of the footprint's area on the spheroid over the
+    pixel count. Computed by PostgreSQL from the footprint, so whatever sets a footprint (an import, a tiling, a
+    review) sets it; null without a footprint."""
+    return models.GeneratedField(
+        expression=Func(
+            Func(
+                Cast("footprint", models.PolygonField(srid=4326, geography=True)),
+                function="ST_Area",
+                output_field=FloatField(),
+            )
+            / (Cast(F("width"), FloatField()) * Cast(F("height"), FloatField())),
+            function="sqrt",
+            output_field=FloatField(),
+        ),
+        output_field=FloatField(null=True),
+        db_persist=True,
+        help_text="Ground sample distance in metres per pixel, from the footprint.",
+    )
 
 
 def dataset_image_upload_to(instance: DatasetImage, filename: str) -> str:
@@ -69,6 +91,10 @@ class DatasetImage(models.Model):
     location = models.PointField(srid=4326, null=True, blank=True, help_text="Centre of the tile (WGS 84).")
     footprint = models.PolygonField(srid=4326, null=True, blank=True, help_text="Ground outline of the tile.")
     altitude_m = models.FloatField(null=True, blank=True, help_text="Camera altitude (EXIF GPS), metres.")
+    # Ground sample distance, metres per pixel: the square root of the footprint's area on the spheroid over the
+    # pixel count. Computed by PostgreSQL from the footprint, so whatever sets a footprint (an import, a tiling, a
+    # review) sets it; null without a footprint.
+    gsd_m = gsd_field()
     captured_at = models.DateTimeField(null=True, blank=True)
     source = models.JSONField(
         default=dict, blank=True, help_text="Where it came from, when not an upload (a reviewed detection run)."

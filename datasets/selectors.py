@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from django.db.models import Count, F, Q
+from django.db.models import Aggregate, Count, F, FloatField, Max, Min, Q
 from django.db.models.functions import Coalesce
 
 from access.rules import own_or_all, visible
@@ -53,6 +53,26 @@ def datasets_with_stats(queryset):
         .select_related("created_by")
         .prefetch_related("classes")
     )
+
+
+class Median(Aggregate):
+    """PostgreSQL's continuous median of a column (``percentile_cont(0.5)``)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def ground_resolution(dataset: Dataset, *, enabled_only: bool = False) -> dict | None:
+    """The ground sample distance of the dataset's images with a footprint, metres per pixel: how many have one,
+    the smallest, the median and the largest; None when none has."""
+    images = DatasetImage.objects.filter(dataset=dataset, gsd_m__isnull=False)
+    if enabled_only:
+        images = images.filter(enabled=True)
+    row = images.aggregate(images=Count("id"), min_m=Min("gsd_m"), median_m=Median("gsd_m"), max_m=Max("gsd_m"))
+    if not row["images"]:
+        return None
+    return {"images": row["images"], **{k: round(row[k], 5) for k in ("min_m", "median_m", "max_m")}}
 
 
 def dataset_training_summary(dataset: Dataset) -> dict:

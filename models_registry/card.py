@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from core.errors import ApplicationError
 from core.storage import open_stored, store_file
 from engine.config import dumps_config_py, restore_tuples
+from engine.pipelines import stock_config
 
 from .models import METRIC_FIELDS, TrainedModel
 from .selectors import model_lineage, visible_related_ids
@@ -51,7 +52,9 @@ def python_config(model: TrainedModel) -> str:
         f"MMDetection config of model #{model.pk} ({model.architecture}), written by the dump-site training "
         f"platform.\nLoad it with mmdet.apis.init_detector(<this file>, <the checkpoint>) or DetInferencer."
     )
-    return dumps_config_py(data, header=header)
+    if model.gsd_m:
+        header += f"\nTrained at {model.gsd_m:g} m per pixel: resample imagery to it before detection."
+    return dumps_config_py(stock_config(data), header=header)
 
 
 def _sha256(data: bytes) -> str:
@@ -110,6 +113,8 @@ def model_card(model: TrainedModel, user, files: dict[str, dict] | None = None) 
             {"id": a["id"], "name": a["name"]} for a in lineage
         ],  # nearest base model first; hidden ones are "(not visible to you)"
         "parameter_count": model.parameter_count,
+        # metres per pixel the network saw in training; detection resamples imagery to it
+        "ground_resolution_m": model.gsd_m,
         "library_versions": model.library_versions or {},
         "files": files or {"checkpoint.pth": {"sha256": model.checkpoint_sha256}},
     }
@@ -121,6 +126,12 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def _gsd(metres) -> str:
+    if metres is None:
+        return "unknown (no training image had a footprint)"
+    return f"{metres * 100:.2f} cm per pixel; resample imagery to it before detection"
 
 
 def _cell(text) -> str:
@@ -137,6 +148,7 @@ def card_markdown(card: dict) -> str:
         f"- Architecture: `{card['architecture']}` ({_fmt(card['parameter_count'])} parameters)",
         f"- Origin: {card['origin']}; created {card['created_at']} by {_cell(card['created_by'] or '—')}",
         f"- Published: {'yes' if card['published'] else 'no'}",
+        f"- Ground resolution trained at: {_gsd(card.get('ground_resolution_m'))}",
         "",
         "## Classes (label index: name)",
         "",

@@ -67,6 +67,14 @@ class TrainedModel(models.Model):
         default=list, blank=True, help_text="Per-epoch validation metrics and mean loss."
     )
     training_duration = models.DurationField(null=True, blank=True)
+    gsd_m = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Ground resolution the network saw in training, metres per pixel (the run's target_gsd, else the median "
+            "of its training images'); detection resamples imagery to it. Null: unknown (no footprints)."
+        ),
+    )
     parameter_count = models.BigIntegerField(null=True, blank=True)
     library_versions = models.JSONField(
         default=dict, blank=True, help_text="Versions of Python, torch, CUDA, mmcv, mmengine and mmdet that made it."

@@ -111,10 +111,13 @@ def _create_with_artifacts(
         raise
 
 
-def trained_model_register_from_run(*, run: Any, result: dict, history: list[dict], best: dict | None) -> TrainedModel:
+def trained_model_register_from_run(
+    *, run: Any, result: dict, history: list[dict], best: dict | None, gsd_m: float | None = None
+) -> TrainedModel:
     """Register what a successful run produced: the slim best checkpoint, its config, class map and metrics.
 
-    The caller (training) decides which epoch is registered and passes its entry of ``history`` as ``best``."""
+    The caller (training) decides which epoch is registered and passes its entry of ``history`` as ``best``, and
+    the ground resolution the network saw (``gsd_m``, metres per pixel; None: unknown)."""
     if best is None:
         raise ApplicationError("The run produced no validation metrics; nothing to register.")
     metrics: dict[str, Any] = {field: best.get(field) for field in METRIC_FIELDS}
@@ -134,6 +137,7 @@ def trained_model_register_from_run(*, run: Any, result: dict, history: list[dic
         parameter_count=result.get("parameter_count"),
         library_versions=result.get("versions") or {},
         training_duration=timedelta(seconds=float(result.get("duration_s") or 0)),
+        gsd_m=gsd_m,
         created_by=run.created_by,
         **metrics,
     )

@@ -90,7 +90,7 @@ def inspection(parameter_count: int | None = None) -> dict:
     return {"parameter_count": parameter_count, "config": {"model": {"type": "RetinaNet"}}}
 
 
-def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
+def register_model(run: TrainingRun, tmp_path, history=None, gsd_m=None) -> TrainedModel:
     ckpt, cfg = tmp_path / f"m{run.pk}.pth", tmp_path / f"c{run.pk}.json"
     ckpt.write_bytes(b"weights of run %d" % run.pk)
     # A config a detection run accepts (a test pipeline); the worker is never asked to run it here.
@@ -104,6 +104,7 @@ def register_model(run: TrainingRun, tmp_path, history=None) -> TrainedModel:
         run=run,
         history=history,
         best=history[-1],
+        gsd_m=gsd_m,
         result={
             "model_file": str(ckpt),
             "config_file": str(cfg),

@@ -20,7 +20,7 @@ from core.errors import ApplicationError
 from ..coco_zip import export_document, zip_response
 from ..imports import may_import
 from ..models import Annotation, Dataset, DatasetClass, DatasetImage
-from ..selectors import boxes_on_map, datasets_visible_to, datasets_with_stats
+from ..selectors import boxes_on_map, datasets_visible_to, datasets_with_stats, ground_resolution
 from ..services import annotation_update, dataset_image_update, dataset_update
 from .imports import import_page, tile_page
 
@@ -32,8 +32,26 @@ MAP_BOXES_LIMIT = 10000
 class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
     list_display = ("name", "image_count", "annotation_count", "created_by", "created_at")
     search_fields = ("name", "description")
-    fields = ("name", "description", "class_counts", "images_link", "map", "created_by", "created_at", "updated_at")
-    readonly_fields = ("class_counts", "images_link", "map", "created_by", "created_at", "updated_at")
+    fields = (
+        "name",
+        "description",
+        "class_counts",
+        "ground_resolution",
+        "images_link",
+        "map",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "class_counts",
+        "ground_resolution",
+        "images_link",
+        "map",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
     actions = ["export_coco_zip"]
 
     class Media:
@@ -99,6 +117,19 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 ((c.position + 1, c.name, c.boxes, c.images) for c in rows),
             ),
+        )
+
+    @admin.display(description="ground resolution")
+    def ground_resolution(self, obj):
+        gsd = ground_resolution(obj)
+        if gsd is None:
+            return "unknown: no image has a footprint"
+        return format_html(
+            '<span id="ground-resolution">{} to {} cm per pixel, median {} cm ({} of {} images, from their '
+            "footprints)</span>",
+            *(f"{gsd[k] * 100:.1f}" for k in ("min_m", "max_m", "median_m")),
+            gsd["images"],
+            obj.image_count,
         )
 
     @admin.display(description="images")

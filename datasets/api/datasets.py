@@ -31,6 +31,7 @@ from .serializers import (
     ClassesAddSerializer,
     DatasetClassSerializer,
     DatasetCreateSerializer,
+    DatasetDetailSerializer,
     DatasetFilter,
     DatasetImageSerializer,
     DatasetImportSerializer,
@@ -93,9 +94,12 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
 
     def _detail(self, dataset, code=status.HTTP_200_OK) -> Response:
         fresh = self.get_queryset().get(pk=dataset.pk)
-        return Response(DatasetSerializer(fresh, context=self.get_serializer_context()).data, status=code)
+        return Response(DatasetDetailSerializer(fresh, context=self.get_serializer_context()).data, status=code)
 
-    @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetSerializer})
+    def get_serializer_class(self):
+        return DatasetDetailSerializer if self.action == "retrieve" else super().get_serializer_class()
+
+    @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetDetailSerializer})
     def create(self, request, *args, **kwargs):
         """Create an empty dataset with its classes (in order: category ids 1..N); you may then change it."""
         data = _valid(DatasetCreateSerializer, request.data)
@@ -104,7 +108,7 @@ class DatasetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.
         )
         return self._detail(dataset, status.HTTP_201_CREATED)
 
-    @extend_schema(request=DatasetUpdateSerializer, responses=DatasetSerializer)
+    @extend_schema(request=DatasetUpdateSerializer, responses=DatasetDetailSerializer)
     def partial_update(self, request, *args, **kwargs):
         """Rename the dataset or change its description."""
         dataset = self.get_object()

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from core.filters import ApiFilterSet, UtcIsoDateTimeFilter
 
 from ..models import Annotation, Dataset, DatasetClass, DatasetImage, DatasetImport
+from ..selectors import ground_resolution
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
@@ -66,6 +67,26 @@ class DatasetSerializer(serializers.ModelSerializer):
         ]
 
 
+class GroundResolutionSerializer(serializers.Serializer):
+    images = serializers.IntegerField(help_text="Images with a footprint, whose ground resolution is known.")
+    min_m = serializers.FloatField(help_text="Finest ground sample distance, metres per pixel.")
+    median_m = serializers.FloatField()
+    max_m = serializers.FloatField(help_text="Coarsest ground sample distance, metres per pixel.")
+
+
+class DatasetDetailSerializer(DatasetSerializer):
+    ground_resolution = serializers.SerializerMethodField(
+        help_text="Ground sample distance of the images with a footprint (null when none has one)."
+    )
+
+    class Meta(DatasetSerializer.Meta):
+        fields = [*DatasetSerializer.Meta.fields, "ground_resolution"]
+
+    @extend_schema_field(GroundResolutionSerializer(allow_null=True))
+    def get_ground_resolution(self, obj) -> dict | None:
+        return ground_resolution(obj)
+
+
 class DatasetImageSerializer(serializers.ModelSerializer):
     location = GeoJSONField()
     footprint = GeoJSONField()
@@ -83,6 +104,7 @@ class DatasetImageSerializer(serializers.ModelSerializer):
             "location",
             "footprint",
             "altitude_m",
+            "gsd_m",
             "captured_at",
             "annotation_count",
             "created_at",

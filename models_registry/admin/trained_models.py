@@ -106,6 +106,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
                     "config_sha256",
                     "parameter_count",
                     "training_duration",
+                    "gsd_m",
                     "mlflow_registration",
                     "created_by",
                     "created_at",

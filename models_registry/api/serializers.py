@@ -69,6 +69,7 @@ class TrainedModelSerializer(serializers.ModelSerializer):
             "best_epoch",
             *METRIC_FIELDS,
             "parameter_count",
+            "gsd_m",
             "training_duration_seconds",
             "checkpoint_sha256",
             "config_sha256",

@@ -97,6 +97,7 @@ def test_tiles_boxes_match_the_sites_clipped_to_each_tile_within_a_pixel(ortho):
     for image in DatasetImage.objects.filter(dataset=dataset).order_by("id"):
         tx, ty = window_of(image)
         assert (image.width, image.height) == (512, 512)
+        assert image.gsd_m == pytest.approx(PIXEL, rel=0.002)  # computed by PostgreSQL from the footprint
         cell = Polygon.from_bbox((X0 + tx * PIXEL, Y0 - (ty + 512) * PIXEL, X0 + (tx + 512) * PIXEL, Y0 - ty * PIXEL))
         expected = {}
         for name, site in sites:
