@@ -3,6 +3,8 @@ cancel and retry actions, shared by every admin of runs (training runs, and dete
 
 from __future__ import annotations
 
+import base64
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
@@ -14,10 +16,14 @@ from core.admin import progress_bar, related_link, related_model_html
 from core.charts import Series, epoch_map_chart, line_chart
 from core.errors import ApplicationError
 from core.formatting import duration as format_duration
+from core.storage import open_stored
 
 from . import services
 from .models import TrainingRun
-from .selectors import run_log_tail, run_metrics
+from .run_files import stored_samples
+from .selectors import run_log_tail, run_metrics, run_pipeline
+
+SAMPLE_MAX_BYTES = 2 * 2**20  # a sample picture read for the page, at most
 
 BADGE_COLOURS = {
     "queued": "#8a8a8a",
@@ -116,18 +122,55 @@ class RunColumns:
             format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", sorted(obj.parameters.items())),
         )
 
+    @admin.display(description="training pipeline")
+    def pipeline_steps(self, obj):
+        steps = run_pipeline(obj)
+        if not steps:
+            return "—"
+        return format_html('<ol id="pipeline">{}</ol>', format_html_join("", "<li>{}</li>", ((s,) for s in steps)))
+
+    @admin.display(description="first training batch")
+    def samples_html(self, obj):
+        """The first batch as the network saw it, boxes drawn (inline pictures: a few small JPEGs)."""
+        pictures = []
+        for entry in stored_samples(obj.pk):
+            try:
+                with open_stored(entry["name"]) as fh:
+                    data = base64.b64encode(fh.read(SAMPLE_MAX_BYTES)).decode()
+            except FileNotFoundError:
+                continue
+            caption = f"{entry.get('width')} x {entry.get('height')} px, {entry.get('boxes')} boxes" + (
+                f", {entry['ignored']} ignored" if entry.get("ignored") else ""
+            )
+            pictures.append((data, caption, caption))
+        if not pictures:
+            return "— (saved at the run's first iteration)"
+        return format_html(
+            '<div class="samples" id="samples">{}</div><p class="help">Green: boxes the model learns; orange: boxes '
+            "a crop cut too much, ignored.</p>",
+            format_html_join(
+                "",
+                '<figure style="display:inline-block;margin:0 8px 8px 0"><img src="data:image/jpeg;base64,{}" '
+                'alt="{}" style="max-width:256px;max-height:256px"><figcaption>{}</figcaption></figure>',
+                pictures,
+            ),
+        )
+
     @admin.display(description="exported split")
     def export_table(self, obj):
         keys = ("train_images", "val_images", "train_annotations", "val_annotations", "classes")
-        return (
-            format_html(
-                '<table class="kv">{}</table>',
-                format_html_join(
-                    "",
-                    "<tr><th>{}</th><td>{}</td></tr>",
-                    [(k, obj.export_summary.get(k)) for k in keys if k in obj.export_summary],
-                ),
+        rows = [(k, obj.export_summary.get(k)) for k in keys if k in obj.export_summary]
+        gsd = obj.export_summary.get("ground_resolution") if obj.export_summary else None
+        if gsd:
+            rows.append(
+                (
+                    "ground resolution (training split)",
+                    f"{gsd['min_m'] * 100:.1f} to {gsd['max_m'] * 100:.1f} cm per pixel, median "
+                    f"{gsd['median_m'] * 100:.1f} cm ({gsd['images']} images with a footprint)",
+                )
             )
+        return (
+            format_html('<table class="kv">{}</table>', format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
             if obj.export_summary
             else "—"
         )

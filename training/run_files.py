@@ -5,9 +5,12 @@ never from a worker's disk."""
 
 from __future__ import annotations
 
+import json
+import re
+
 from core.storage import StoredFileChanged, open_stored, read_stored_tail, stored_names
 from engine.config import checkpoint_epoch
-from engine.events import EventLines, parse_events
+from engine.events import SAMPLES, EventLines, parse_events
 from engine.supervisor import last_lines
 
 LOG = "train.log"
@@ -56,6 +59,21 @@ def stored_events(run_id: int) -> list[dict]:
 def stored_tensorboard_files(run_id: int) -> list[str]:
     """The stored names of the run's TensorBoard event files."""
     return stored_names(stored_name(run_id, TENSORBOARD))
+
+
+def stored_samples(run_id: int) -> list[dict]:
+    """The first training batch as the network saw it (``engine.progress_hook.TrainingSamplesHook``): each
+    sample's entry of ``samples.json`` with ``name``, its stored name; [] before the run's first iteration."""
+    try:
+        with open_stored(stored_name(run_id, f"{SAMPLES}/samples.json")) as fh:
+            index = json.loads(fh.read(1 << 20))
+    except (FileNotFoundError, ValueError):
+        return []
+    return [
+        {**entry, "name": stored_name(run_id, f"{SAMPLES}/{entry['file']}")}
+        for entry in index
+        if isinstance(entry, dict) and re.fullmatch(r"sample_\d+\.jpg", str(entry.get("file")))
+    ]
 
 
 def stored_log_tail(run_id: int) -> str:

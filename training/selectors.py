@@ -10,11 +10,15 @@ from django.core.files.storage import default_storage
 from core.errors import ApplicationError
 from core.redact import redact_paths
 from core.storage import open_stored
+from datasets.models import Annotation
 from engine.events import metrics_history
+from engine.pipelines import describe as describe_pipeline
+from engine.pipelines import gsd_factor
 
 from .models import TrainingManifest, TrainingRun
 from .run_files import LOG, stored_checkpoint, stored_events, stored_log_tail, stored_name
 
+BOX_SAMPLE = 200_000  # boxes a dry run's size report looks at, at most
 MAX_CURVE_POINTS = 500
 
 
@@ -81,3 +85,28 @@ def run_split_image_ids(run: TrainingRun, side: str) -> list[int]:
             {"run": "no recorded split"},
         )
     return list(manifest.train_image_ids if side == "train" else manifest.val_image_ids)
+
+
+def box_sizes_seen(dataset: Any, params: dict, *, limit: int = BOX_SAMPLE) -> list[tuple[float, float]]:
+    """The (width, height) of the dataset's enabled boxes as a run of ``params`` shows them to the network: scaled
+    with the whole image to image_size, or at full resolution (resampled to target_gsd where the image's ground
+    resolution is known). Up to ``limit`` boxes, a deterministic spread over the dataset."""
+    boxes = Annotation.objects.filter(image__dataset=dataset, image__enabled=True, enabled=True)
+    step = max(1, boxes.count() // limit)
+    rows = boxes.order_by("id").values_list("id", "width", "height", "image__width", "image__height", "image__gsd_m")
+    size, crops = params["image_size"], params.get("resize") == "crops"
+    target = float(params.get("target_gsd") or 0)
+    out = []
+    for box_id, width, height, image_w, image_h, gsd in rows.iterator(chunk_size=20000):
+        if box_id % step:
+            continue
+        factor = gsd_factor(gsd, target) if crops else size / max(image_w, image_h)
+        out.append((width * factor, height * factor))
+    return out
+
+
+def run_pipeline(run: TrainingRun) -> list[str] | None:
+    """A training run's pipeline in words (``engine.pipelines.describe``); None for other kinds."""
+    if run.kind != TrainingRun.Kind.TRAIN or "image_size" not in (run.parameters or {}):
+        return None
+    return describe_pipeline(run.parameters)

@@ -1,7 +1,11 @@
 """What the permission matrix's rows prepare before their request: a run's state, confirmed detections, a labelling
-task, a webhook subscription with a delivery, a run's TensorBoard file (tests/api/test_permission_matrix.py)."""
+task, a webhook subscription with a delivery, a run's TensorBoard file and training samples
+(tests/api/test_permission_matrix.py)."""
+
+import json
 
 from core.storage import store_bytes
+from engine.events import SAMPLES
 from training.models import TrainingRun
 from training.run_files import TENSORBOARD, stored_name
 
@@ -15,6 +19,13 @@ def set_status(status):
 
 def tensorboard_file(world):
     store_bytes(b"an event file", stored_name(world.run.pk, f"{TENSORBOARD}/events.out.tfevents.1.host"))
+
+
+def training_samples(world):
+    """The first training batch as the training child leaves it: one picture and its index."""
+    store_bytes(b"\xff\xd8 a picture", stored_name(world.run.pk, f"{SAMPLES}/sample_0.jpg"))
+    index = [{"file": "sample_0.jpg", "width": 8, "height": 8, "boxes": 1, "ignored": 0}]
+    store_bytes(json.dumps(index).encode(), stored_name(world.run.pk, f"{SAMPLES}/samples.json"))
 
 
 def confirm_detections(world):

@@ -13,6 +13,7 @@ from tests.api.matrix_prepare import (
     set_detection_status,
     set_status,
     tensorboard_file,
+    training_samples,
     webhook,
 )
 from tests.world import ROLES
@@ -51,6 +52,8 @@ ENDPOINTS = [
     ("run metrics", "get", f"/api/training-runs/{R}/metrics/", None, None),
     ("run log", "get", f"/api/training-runs/{R}/log/", None, None),
     ("run tensorboard", "get", f"/api/training-runs/{R}/tensorboard/", tensorboard_file, None),
+    ("run samples", "get", f"/api/training-runs/{R}/samples/", training_samples, None),
+    ("run sample", "get", f"/api/training-runs/{R}/samples/{{sample}}/", training_samples, None),
     ("run create", "post", "/api/training-runs/", None, "create"),
     ("run cancel", "post", f"/api/training-runs/{R}/cancel/", set_status("queued"), None),
     ("run retry", "post", f"/api/training-runs/{R}/retry/", set_status("failed"), None),
@@ -153,6 +156,8 @@ EXPECTED = {
     "run metrics": (401, 404, 200, 404, 200, 200),
     "run log": (401, 404, 200, 404, 200, 200),
     "run tensorboard": (401, 404, 200, 404, 200, 200),
+    "run samples": (401, 404, 200, 404, 200, 200),
+    "run sample": (401, 404, 200, 404, 200, 200),
     "run create": (401, 403, 201, 201, 403, 201),
     "run cancel": (401, 404, 200, 404, 403, 200),
     "run retry": (401, 404, 201, 404, 403, 201),
@@ -306,6 +311,7 @@ def test_permission_matrix(world, name, role, expected):
         labelling_task=getattr(getattr(world, "labelling_task", None), "pk", None),
         webhook=getattr(getattr(world, "webhook", None), "pk", None),
         delivery=getattr(getattr(world, "delivery", None), "pk", None),
+        sample=0,
         **(
             {
                 **{k: getattr(world, k).pk for k in ("orthophoto", "detection_run", "ignore_zone")},
@@ -329,6 +335,8 @@ PRIVATE_PATHS = [
     "/api/training-runs/{run}/log/",
     "/api/training-runs/{run}/log/?download=1",
     "/api/training-runs/{run}/tensorboard/",
+    "/api/training-runs/{run}/samples/",
+    "/api/training-runs/{run}/samples/0/",
     "/api/trained-models/{model}/",
     "/api/trained-models/{model}/metrics/",
     "/api/trained-models/{model}/lineage/",

@@ -17,12 +17,14 @@ from pathlib import Path
 import psutil
 import pytest
 from django.core.management import call_command
+from django.test import Client
 
 from core.storage import open_stored
 from datasets.demo import demo_dataset_create
 from models_registry.models import TrainedModel
 from models_registry.services import sha256_file
 from tests.conftest import wait_for
+from tests.e2e.aerial_checks import AERIAL, check_aerial_run, give_footprints
 from tests.e2e.detection_checks import check_detection_runs
 from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_results
 from tests.e2e.loop_checks import check_review_loop
@@ -283,8 +285,10 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
         sentinel = Path(tempfile.mkdtemp(prefix="dumpsite-")) / "pwned"
         names = TEMPLATES[:2] + [n.format(sentinel=sentinel) for n in EVIL] + TEMPLATES[2:]
         dataset = tiles_dataset("hostile", names, count=24, seed=5)
-        # All eight orientations: this platform's own transform in a real training, and in the config served below.
-        run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4, "orientations": "all"})
+        give_footprints(dataset)  # half at 5 cm per pixel: resampled to the run's 10 cm
+        # The aerial recipe (all eight orientations, crops, colour, resampling): this platform's own transforms
+        # and dataset in a real training, and in the config served below.
+        run = training_run_create(dataset=dataset, parameters={"epochs": 1, "batch_size": 4, **AERIAL})
 
         # The training child gets an explicit, minimal environment: no database password, no secret key, nothing
         # else of the worker's.
@@ -349,6 +353,9 @@ def test_hostile_class_names_train_as_plain_data(tmp_path, transactional_db, mon
     admin = get_user_model().objects.create_superuser("root", password=None)
     client = api_client(admin)
     check_tensorboard_files(client, run, names, tmp_path)
+    staff = Client()
+    staff.force_login(admin)
+    check_aerial_run(client, staff, run, model, trained)
     dl = tmp_path / "dl"
     dl.mkdir()
     config = client.get(f"/api/trained-models/{model.pk}/download/", {"artifact": "config"}).content

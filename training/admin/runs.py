@@ -77,7 +77,19 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
             {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration", "timings_table")},
         ),
         ("Curves", {"fields": ("curves",)}),
-        ("Parameters", {"fields": ("parameters_table", "weight_transfer_html", "device", "export_table")}),
+        (
+            "Parameters",
+            {
+                "fields": (
+                    "parameters_table",
+                    "pipeline_steps",
+                    "samples_html",
+                    "weight_transfer_html",
+                    "device",
+                    "export_table",
+                )
+            },
+        ),
         ("Resources", {"fields": ("priority", "resources", "hosts_table", "worker_link")}),
         ("Outcome", {"fields": ("stop_reason", "error_message", "log", "tracking_links")}),
         ("History", {"fields": ("history",)}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import StreamingHttpResponse
+from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from access.rules import can, visible
 from core.api import ActionPermission, error_body
+from core.storage import open_stored
 from core.zip_stream import stream_stored_zip
 from datasets.coco_zip import export_document, zip_response
 from datasets.selectors import datasets_visible_to
@@ -19,8 +20,8 @@ from models_registry.selectors import models_visible_to
 
 from .. import services
 from ..models import TrainingManifest, TrainingRun
-from ..run_files import stored_tensorboard_files
-from ..selectors import run_log_file, run_log_lines, run_log_tail, run_metrics, run_split_image_ids
+from ..run_files import stored_samples, stored_tensorboard_files
+from ..selectors import run_log_file, run_log_lines, run_log_tail, run_metrics, run_pipeline, run_split_image_ids
 from ..services.evaluation_runs import evaluation_run_create
 from .serializers import (
     PROGRESS_MODEL_FIELDS,
@@ -64,6 +65,8 @@ class TrainingRunViewSet(
         "metrics": "training.view_trainingrun_statistics",
         "log": "training.view_trainingrun_statistics",
         "tensorboard": "training.view_trainingrun_statistics",
+        "samples": "training.view_trainingrun_statistics",
+        "sample": "training.view_trainingrun_statistics",
     }
     filterset_class = TrainingRunFilter
     search_fields = ["name", "dataset__name"]
@@ -107,6 +110,8 @@ class TrainingRunViewSet(
                     "parameters": plan.parameters,
                     "weight_transfer": plan.weight_transfer,
                     "split": plan.split,
+                    "pipeline": plan.pipeline,
+                    "boxes": plan.boxes,
                 }
             )
         run = services.training_run_create(
@@ -268,3 +273,42 @@ class TrainingRunViewSet(
         response = StreamingHttpResponse(stream_stored_zip(members), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-tensorboard.zip"'
         return response
+
+    @extend_schema(
+        responses=inline_serializer(
+            "RunSamples",
+            {
+                "pipeline": serializers.ListField(child=serializers.CharField(), allow_null=True),
+                "samples": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def samples(self, request, pk=None):
+        """What the model was trained on: the pipeline in words, and the first training batch as the network saw
+        it (scaled, cropped, oriented, coloured), each picture with its boxes drawn (green: learnt; orange: cut by
+        a crop, ignored) and its URL. Empty until the run's first iteration."""
+        run = self.get_object()
+        pictures = [
+            {
+                "index": i,
+                "url": request.build_absolute_uri(f"{request.path.rstrip('/')}/{i}/"),
+                **{k: entry.get(k) for k in ("width", "height", "boxes", "ignored")},
+            }
+            for i, entry in enumerate(stored_samples(run.pk))
+        ]
+        return Response({"pipeline": run_pipeline(run), "samples": pictures})
+
+    @extend_schema(
+        operation_id="training_runs_sample_retrieve",
+        parameters=[OpenApiParameter("index", OpenApiTypes.INT, OpenApiParameter.PATH)],
+        responses={(200, "image/jpeg"): OpenApiTypes.BINARY},
+    )
+    @action(detail=True, methods=["get"], url_path=r"samples/(?P<index>[0-9]{1,3})", filter_backends=[])
+    def sample(self, request, pk=None, index=None):
+        """One picture of the first training batch (JPEG)."""
+        run = self.get_object()
+        samples = stored_samples(run.pk)
+        if int(index) >= len(samples):
+            raise NotFound("This run has no such sample.")
+        return FileResponse(open_stored(samples[int(index)]["name"]), content_type="image/jpeg")

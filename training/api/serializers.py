@@ -13,6 +13,7 @@ from engine.params import PARAM_SPECS, total_batch_size
 from engine.presets import preset_choices
 
 from ..models import TrainingRun
+from ..selectors import run_pipeline
 from ..services.evaluation_runs import EVALUATION_PARAMS, SPLITS
 
 
@@ -64,6 +65,10 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     worker: serializers.SlugRelatedField = serializers.SlugRelatedField(
         slug_field="name", read_only=True, help_text="The worker cluster (host:pid) that took the run."
     )
+    pipeline = serializers.SerializerMethodField(
+        help_text="A training run's pipeline in words, one step each: how its images were scaled, cropped, oriented "
+        "and coloured, and how validation saw them (null for other kinds)."
+    )
 
     class Meta:
         model = TrainingRun
@@ -86,6 +91,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "processes",
             "nodes",
             "total_batch_size",
+            "pipeline",
             "worker",
             "assigned_gpus",
             "stop_reason",
@@ -117,6 +123,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     def get_total_batch_size(self, obj) -> int | None:
         return total_batch_size(obj.parameters) or None
+
+    def get_pipeline(self, obj) -> list[str] | None:
+        return run_pipeline(obj)
 
 
 PRIORITY_FIELD: dict[str, Any] = {

@@ -30,7 +30,7 @@ from core.storage import delete_file, storage_errors, store_file
 from engine.config import checkpoint_epoch
 from engine.events import EventTail
 
-from ..run_files import EVENTS, PUSHED, TENSORBOARD, checkpoint_folder, stored_name
+from ..run_files import EVENTS, PUSHED, SAMPLES, TENSORBOARD, checkpoint_folder, stored_name
 
 logger = logging.getLogger("training.execution")
 
@@ -69,9 +69,10 @@ class RunSync:
     def _push_files(self) -> None:
         for name in PUSHED:
             self._push_if_changed(name)
-        folder = self.work / TENSORBOARD
-        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-            self._push_binary_if_changed(f"{TENSORBOARD}/{path.name}")
+        for name in (TENSORBOARD, SAMPLES):
+            folder = self.work / name
+            for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+                self._push_binary_if_changed(f"{name}/{path.name}")
 
     def _follow_events(self) -> None:
         for event in self.events.read_new():

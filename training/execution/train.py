@@ -18,6 +18,7 @@ from datasets.splits import DEFAULT_CELL_M
 from engine.config import build_overrides, checkpoint_epoch
 from engine.events import metrics_history, registered_epoch
 from engine.job import TrainingJob
+from engine.pipelines import trained_gsd
 from engine.presets import get_preset
 from engine.supervisor import ChildResult, tail_text
 from models_registry.evaluations import evaluation_store
@@ -257,7 +258,13 @@ def register_and_succeed(
     try:
         with transaction.atomic():
             best = registered_epoch(history, outcome.get("checkpoint_epoch"))
-            model = trained_model_register_from_run(run=run, result=outcome, history=history, best=best)
+            model = trained_model_register_from_run(
+                run=run,
+                result=outcome,
+                history=history,
+                best=best,
+                gsd_m=trained_gsd(run.parameters, export.ground_resolution),
+            )
             if outcome.get("evaluation_file"):
                 split = export.validation["info"].get("split") or {}
                 evaluation_store(

@@ -5,8 +5,9 @@ the acting user's permission here (``access.rules.require``), whatever interface
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,8 +18,10 @@ from core.storage import delete_stored
 from datasets.models import Dataset
 from datasets.selectors import dataset_assert_trainable
 from datasets.splits import split_preview
+from engine.anchors import box_report
 from engine.config import checkpoint_epoch
 from engine.params import ParamError, validate_params
+from engine.pipelines import describe as describe_pipeline
 from engine.presets import DEFAULT_PRESET, PRESETS, family_of, get_preset
 from engine.transfer import describe_transfer
 from models_registry.models import TrainedModel
@@ -29,7 +32,7 @@ from ..kinds import KINDS
 from ..models import TrainingRun
 from ..notices import run_ended
 from ..run_files import run_folder
-from ..selectors import last_checkpoint
+from ..selectors import box_sizes_seen, last_checkpoint
 from .evaluation_runs import evaluation_run_again
 from .queueing import may_prioritize, next_attempt, run_queue, with_site_defaults
 
@@ -62,6 +65,10 @@ class RunPlan:
     parameters: dict
     weight_transfer: dict
     split: dict = field(default_factory=dict)  # what a spatial or time split will do (random: nothing to say)
+    # Said by a preview only: the training pipeline in words, and the boxes as the network will see them
+    # against the preset's anchors (engine.anchors).
+    pipeline: list[str] = field(default_factory=list)
+    boxes: dict = field(default_factory=dict)
 
 
 def training_run_plan(
@@ -127,7 +134,13 @@ def training_run_preview(
     _check_user_may_train(user, dataset=dataset, base_model=base_model)
     if architecture is None:
         architecture = base_model.architecture if base_model else DEFAULT_PRESET
-    return training_run_plan(dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters)
+    plan = training_run_plan(dataset=dataset, architecture=architecture, base_model=base_model, parameters=parameters)
+    sizes = np.array(box_sizes_seen(dataset, plan.parameters), dtype=np.float64)
+    return replace(
+        plan,
+        pipeline=describe_pipeline(plan.parameters),
+        boxes=box_report(sizes, get_preset(architecture).anchors),
+    )
 
 
 @transaction.atomic

@@ -8,6 +8,7 @@ from access.rules import get_visible
 from core.commands import USER_HELP, cli_call, cli_user
 from core.formatting import duration, metric
 from datasets.selectors import dataset_by_ref
+from engine.anchors import summary_lines
 from engine.params import PARAM_SPECS, total_batch_size
 from engine.presets import PRESETS
 from models_registry.models import TrainedModel
@@ -83,9 +84,13 @@ class Command(BaseCommand):
             if plan.split:
                 self.stdout.write("Split: " + ", ".join(f"{k} {v}" for k, v in plan.split.items()))
             if opts["dry_run"]:
-                self.stdout.write(
-                    "Parameters: " + ", ".join(f"{k}={v}" for k, v in plan.parameters.items()) + ". Nothing queued."
-                )
+                self.stdout.write("Parameters: " + ", ".join(f"{k}={v}" for k, v in plan.parameters.items()) + ".")
+                self.stdout.write("Training pipeline:")
+                for step in plan.pipeline:
+                    self.stdout.write(f"  - {step}")
+                for line in summary_lines(plan.boxes):
+                    self.stdout.write(line)
+                self.stdout.write("Nothing queued.")
                 return
             run = training_run_create(
                 dataset=dataset,
