@@ -26,7 +26,9 @@ from datasets.models import Orthophoto
 from datasets.rasters import bucket_object
 from engine.detect import DetectionJob
 from engine.geometry import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map
+from engine.pipelines import gsd_factor
 from engine.supervisor import tail_text
+from models_registry.models import TrainedModel
 from training.execution.common import crashed, end_unless_trained, fail, supervise, sync_of
 from training.execution.scratch import cleanup_work_dir, prepare_work_dir
 from training.models import TrainingRun
@@ -130,6 +132,14 @@ def raster_source(ortho: Orthophoto) -> dict:
     return {"path": str(local_file(ortho.file.name))}
 
 
+def raster_scale(model: TrainedModel, ortho: Orthophoto, params: dict) -> float:
+    """The model's pixels per pixel of the orthophoto: its ground resolution over the model's, where the run
+    resamples (the default) and both are known; else 1."""
+    if not params.get("resample", True) or not model.gsd_m or not ortho.pixel_size_m:
+        return 1.0
+    return round(gsd_factor(ortho.pixel_size_m, model.gsd_m), 6)
+
+
 def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame: Frame) -> DetectionJob:
     model = run.evaluated_model
     if model is None:
@@ -148,6 +158,7 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
                 "height": ortho.height,
                 "frame": 0 if georeferenced else index + 1,
                 "to_frame": frame.to_frame(ortho) if georeferenced else IDENTITY,
+                "scale": raster_scale(model, ortho, params),
             }
         )
     # The model's files where this worker reads them: in place, or this host's cached copies of a bucket's.
@@ -248,6 +259,9 @@ def store_and_succeed(run: TrainingRun, *, job: DetectionJob, orthos: list, fram
             "ignored": ignored,
             "by_class": classes,
             "coordinates": "map" if frame.geotransform is not None else "pixel",
+            # the model's pixels per pixel of each orthophoto (1: read as it is; else resampled to the model's
+            # ground resolution)
+            "scales": {str(spec["id"]): spec.get("scale", 1.0) for spec in job.rasters},
             "frame_srid": frame.srs.srid if frame.srs is not None else None,
             **({"sites": sites} if sites is not None else {}),
         }

@@ -13,7 +13,21 @@ from workers.resources import assert_some_worker_can_take, site_defaults
 SPECS: dict[str, ParamSpec] = {
     s.name: s
     for s in (
-        ParamSpec("tile_size", int, 64, 4096, help="Window side in pixels (default: the model's training size)."),
+        ParamSpec(
+            "tile_size",
+            int,
+            64,
+            4096,
+            help="Window side in pixels as the model sees them (default: the model's training size).",
+        ),
+        ParamSpec(
+            "resample",
+            bool,
+            help=(
+                "Resample each orthophoto to the ground resolution the model was trained at, where both are known "
+                "(default true): a model trained on 3 cm drone tiles sees a 10 cm orthophoto enlarged to 3 cm."
+            ),
+        ),
         ParamSpec("overlap", float, 0.0, 0.5, help="Share of a window its neighbour overlaps."),
         ParamSpec("score_threshold", float, 0.01, 1.0, help="Boxes scoring below are dropped before merging."),
         ParamSpec("merge", str, choices=MERGE_METHODS, help="greedy_nmm (SAHI's GREEDYNMM) or nms."),
@@ -25,6 +39,7 @@ SPECS: dict[str, ParamSpec] = {
     )
 }
 DEFAULTS = {
+    "resample": True,
     "overlap": 0.2,
     "score_threshold": 0.3,
     "merge": "greedy_nmm",
@@ -38,8 +53,11 @@ DEFAULT_TILE = 1024
 
 def model_image_size(model: TrainedModel) -> int:
     """The size the model was trained at: its training run's ``image_size``, else the longest side of the Resize
-    in its stored config's test pipeline, else 1024."""
+    in its stored config's test pipeline, else 1024. A model trained on crops validated on whole images at full
+    resolution: 1024 too (the crops' size would only multiply the windows)."""
     run = model.source_run
+    if run is not None and run.parameters.get("resize") == "crops":
+        return DEFAULT_TILE
     if run is not None and isinstance(run.parameters.get("image_size"), int):
         return int(run.parameters["image_size"])
     try:

@@ -27,6 +27,7 @@ from typing import Any
 from .config import BEST_METRIC, checkpoint_epoch, dumps_config_json, publishable_config, restore_tuples
 from .detect import DetectionJob, detect
 from .evaluate import DETECTIONS_PREFIX, EvaluationJob, analyse_detections, detections_file, evaluate
+from .events import SAMPLES
 from .job import TrainingJob
 from .loading import load_json_config, resolve_base_config, write_json
 from .processes import is_alive, started_at
@@ -181,7 +182,7 @@ def train(job: TrainingJob) -> dict:
     # torch / MMDetection load only where this runs (a child process), never on import
     from .checkpoints import install_safe_globals, save_weights
     from .device import describe_device, library_versions, select_device
-    from .progress_hook import KeepDetectionsHook, ProgressEventsHook
+    from .progress_hook import KeepDetectionsHook, ProgressEventsHook, TrainingSamplesHook
 
     started = time.monotonic()
     device = select_device(cuda_available=torch.cuda.is_available(), amp=job.amp, wanted=job.device)
@@ -222,6 +223,7 @@ def train(job: TrainingJob) -> dict:
     runner = Runner.from_cfg(run_cfg)
     if job.progress_events and rank() == 0:
         runner.register_hook(ProgressEventsHook(job.events_file))
+        runner.register_hook(TrainingSamplesHook(os.path.join(os.path.dirname(job.events_file), SAMPLES)))
     if keep is not None:
         runner.register_hook(keep)
     train_started = time.monotonic()

@@ -46,7 +46,8 @@ class DetectionJob(JsonJob):
     checkpoint: str
     classes: list[str]
     # Each: {"id": int, "path": str, "frame": int, "to_frame": [a, b, c, d, e, f]} where frame (x, y) =
-    # (a + px * b + py * c, d + px * e + py * f): GDAL's geotransform layout.
+    # (a + px * b + py * c, d + px * e + py * f): GDAL's geotransform layout; and "scale", the model's pixels per
+    # raster pixel where the raster is resampled to the model's ground resolution (absent: 1).
     rasters: list[dict]
     events_file: str
     result_file: str
@@ -65,8 +66,24 @@ def overlap_pixels(tile_size: int, overlap: float) -> int:
     return min(tile_size // 2, round(tile_size * overlap))
 
 
-def raster_windows(raster: Raster, tile_size: int, overlap: float) -> Iterator[tuple[int, int, int, int]]:
-    return windows(raster.width, raster.height, tile_size, overlap_pixels(tile_size, overlap))
+def raster_tile(tile_size: int, scale: float) -> int:
+    """The side, in the raster's own pixels, of a window the model sees as ``tile_size`` pixels: ``scale`` is the
+    model's pixels per raster pixel (the raster's ground resolution over the model's; 1: as it is)."""
+    return max(1, round(tile_size / scale))
+
+
+def raster_windows(
+    width: int, height: int, tile_size: int, overlap: float, scale: float = 1.0
+) -> Iterator[tuple[int, int, int, int]]:
+    tile = raster_tile(tile_size, scale)
+    return windows(width, height, tile, overlap_pixels(tile, overlap))
+
+
+def model_size(window: tuple[int, int, int, int], scale: float) -> tuple[int, int] | None:
+    """The (width, height) a window is read at for the model; None where it is read as it is."""
+    if scale == 1.0:
+        return None
+    return max(1, round(window[2] * scale)), max(1, round(window[3] * scale))
 
 
 def empty_window(pixels: Any, raster: Raster) -> bool:
@@ -186,8 +203,9 @@ class Sweep:
 
     def raster(self, spec: dict, raster: Raster) -> None:
         bands = raster.colour_bands + ([raster.alpha_band] if raster.alpha_band else [])
-        for window in raster_windows(raster, self.job.tile_size, self.job.overlap):
-            pixels = raster.read(*window, bands)
+        scale = float(spec.get("scale") or 1.0)
+        for window in raster_windows(raster.width, raster.height, self.job.tile_size, self.job.overlap, scale):
+            pixels = raster.read(*window, bands, size=model_size(window, scale))
             if empty_window(pixels, raster):
                 self.skipped += 1
             else:
@@ -204,12 +222,14 @@ class Sweep:
         if not self.batch:
             return
         outputs = self.model([item[0] for item in self.batch])
-        for (_, (x, y, _w, _h), spec), (bboxes, scores, labels) in zip(self.batch, outputs, strict=True):
+        for (pixels, (x, y, w, h), spec), (bboxes, scores, labels) in zip(self.batch, outputs, strict=True):
+            # from the pixels the model saw back to the raster's: the exact ratio of the read's sizes
+            sx, sy = w / pixels.shape[1], h / pixels.shape[0]
             for bbox, score, label in zip(bboxes, scores, labels, strict=True):
                 if score < self.job.score_threshold or (self.keep is not None and label not in self.keep):
                     continue
                 self.raw += 1
-                pixel = [bbox[0] + x, bbox[1] + y, bbox[2] + x, bbox[3] + y]
+                pixel = [bbox[0] * sx + x, bbox[1] * sy + y, bbox[2] * sx + x, bbox[3] * sy + y]
                 self.found.setdefault(spec["frame"], []).append(
                     {
                         "raster": spec["id"],
@@ -257,8 +277,10 @@ def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
     """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
     started = time.monotonic()
     limit_block_cache(BLOCK_CACHE_MB)
-    overlap = overlap_pixels(job.tile_size, job.overlap)
-    total = sum(window_count(*raster_size(spec), job.tile_size, overlap) for spec in job.rasters)
+    total = 0
+    for spec in job.rasters:
+        tile = raster_tile(job.tile_size, float(spec.get("scale") or 1.0))
+        total += window_count(*raster_size(spec), tile, overlap_pixels(tile, job.overlap))
     model = Batcher(job)
     emit("setup", device=model.device)
     emit("start", max_epochs=0, max_iters=total)

@@ -14,6 +14,10 @@ from pathlib import Path
 
 from .config import METRIC_KEYS
 
+# The folder, beside the events file, where the training child saves its first batch as the network saw it
+# (``progress_hook.TrainingSamplesHook``): JPEGs and ``samples.json``.
+SAMPLES = "samples"
+
 
 class EventLines:
     """The complete events of bytes fed in pieces: an unfinished last line waits for the next piece."""

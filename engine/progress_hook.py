@@ -123,3 +123,56 @@ class KeepDetectionsHook(Hook):
             if known.get(kind) == epoch:
                 return self.path(kind)
         return None
+
+
+def _box_list(instances: Any) -> list[list[float]]:
+    """An InstanceData's boxes as lists of (x1, y1, x2, y2); [] when it holds none."""
+    if "bboxes" not in instances:
+        return []
+    boxes = instances.bboxes
+    return (boxes.tensor if hasattr(boxes, "tensor") else boxes).tolist()
+
+
+class TrainingSamplesHook(Hook):
+    """Save the first training batch as the network receives it (after the whole pipeline: scaled, cropped,
+    oriented, coloured) with its boxes drawn: green for the boxes it learns, orange for those a crop cut too much
+    (ignored). Once per run, by the first process; what an operator looks at to see what the model was trained on."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self, out_dir: str, count: int = 6):
+        self.out_dir, self.count = out_dir, count
+        self.done = False
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        if self.done or not data_batch:
+            return
+        self.done = True
+        # OpenCV loads with MMDetection in this child only
+        import cv2
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        index = []
+        for i, (image, sample) in enumerate(zip(data_batch["inputs"], data_batch["data_samples"], strict=False)):
+            if i >= self.count:
+                break
+            picture = image.detach().cpu().permute(1, 2, 0).numpy().copy()  # C, H, W (BGR) to H, W, C
+            kept = _box_list(sample.gt_instances)
+            ignored = _box_list(sample.ignored_instances)
+            for boxes, colour in ((kept, (60, 200, 60)), (ignored, (0, 150, 255))):
+                for x1, y1, x2, y2 in boxes:
+                    cv2.rectangle(picture, (round(x1), round(y1)), (round(x2) - 1, round(y2) - 1), colour, 1)
+            name = f"sample_{i}.jpg"
+            cv2.imwrite(os.path.join(self.out_dir, name), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            index.append(
+                {
+                    "file": name,
+                    "width": int(picture.shape[1]),
+                    "height": int(picture.shape[0]),
+                    "boxes": len(kept),
+                    "ignored": len(ignored),
+                    "source": os.path.basename(str(sample.metainfo.get("img_path", ""))),
+                }
+            )
+        with open(os.path.join(self.out_dir, "samples.json"), "w", encoding="utf-8") as fh:
+            json.dump(index, fh)

@@ -92,7 +92,30 @@ SIGNATURES: dict[str, tuple[Any, list]] = {
         + [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         + [ctypes.c_int, ctypes.c_int, ctypes.c_int],
     ),
+    "GDALDatasetRasterIOEx": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        + [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p],
+    ),
 }
+GRIORA_BILINEAR, GRIORA_AVERAGE = 1, 5
+
+
+class RasterIOExtraArg(ctypes.Structure):
+    """GDAL's ``GDALRasterIOExtraArg`` (version 1): how a read that changes the size resamples."""
+
+    _fields_ = [
+        ("nVersion", ctypes.c_int),
+        ("eResampleAlg", ctypes.c_int),
+        ("pfnProgress", ctypes.c_void_p),
+        ("pProgressData", ctypes.c_void_p),
+        ("bFloatingPointWindowValidity", ctypes.c_int),
+        ("dfXOff", ctypes.c_double),
+        ("dfYOff", ctypes.c_double),
+        ("dfXSize", ctypes.c_double),
+        ("dfYSize", ctypes.c_double),
+    ]
 
 
 def library() -> Any:
@@ -244,13 +267,18 @@ class Raster:
         colour = [i + 1 for i in range(len(self.band_types)) if i + 1 != self.alpha_band]
         return colour[:3] if len(colour) >= 3 else [colour[0]] * 3
 
-    def read(self, x: int, y: int, width: int, height: int, bands: list[int]) -> Any:
-        """The window's pixels as a (height, width, len(bands)) uint8 array."""
+    def read(
+        self, x: int, y: int, width: int, height: int, bands: list[int], size: tuple[int, int] | None = None
+    ) -> Any:
+        """The window's pixels as a (height, width, len(bands)) uint8 array; resampled to ``size`` (width, height)
+        where given (averaging where it shrinks, GDAL's overviews used where the file has them; bilinear where it
+        enlarges)."""
         # NumPy loads where pixels are read for a model: the child, never the web process
         import numpy as np
 
-        out = np.empty((height, width, len(bands)), dtype=np.uint8)
-        self._read_into(out.ctypes.data_as(ctypes.c_void_p), (x, y, width, height), (width, height), bands)
+        out_width, out_height = size or (width, height)
+        out = np.empty((out_height, out_width, len(bands)), dtype=np.uint8)
+        self._read_into(out.ctypes.data_as(ctypes.c_void_p), (x, y, width, height), (out_width, out_height), bands)
         return out
 
     def read_bytes(self, x: int, y: int, width: int, height: int, bands: list[int], size: tuple[int, int]) -> bytes:
@@ -267,6 +295,29 @@ class Raster:
         x, y, width, height = window
         out_width, out_height = size
         band_map = (ctypes.c_int * len(bands))(*bands)
+        if (out_width, out_height) != (width, height):
+            extra = RasterIOExtraArg(nVersion=1, eResampleAlg=GRIORA_AVERAGE if out_width < width else GRIORA_BILINEAR)
+            status = self._lib.GDALDatasetRasterIOEx(
+                self._handle,
+                GF_READ,
+                x,
+                y,
+                width,
+                height,
+                target,
+                out_width,
+                out_height,
+                GDT_BYTE,
+                len(bands),
+                band_map,
+                len(bands),
+                out_width * len(bands),
+                1,
+                ctypes.byref(extra),
+            )
+            if status != 0:
+                raise RasterRefused(f"pixels at {x},{y} ({width} x {height}) are unreadable")
+            return
         status = self._lib.GDALDatasetRasterIO(
             self._handle,
             GF_READ,

@@ -64,7 +64,7 @@ def test_only_a_geotiff_is_opened(tmp_path):
 def test_windows_cover_the_raster_with_the_overlap(tmp_path):
     path = write_geotiff(tmp_path / "w.tif", picture(1000, 700), srid=32633, geotransform=rotated((0, 0), 1, 0))
     with Raster(path) as raster:
-        windows = list(raster_windows(raster, 256, 0.2))
+        windows = list(raster_windows(raster.width, raster.height, 256, 0.2))
     assert overlap_pixels(256, 0.2) == 51
     xs, ys = sorted({w[0] for w in windows}), sorted({w[1] for w in windows})
     assert xs[:2] == [0, 205] and xs[-1] == 1000 - 256 and ys[-1] == 700 - 256
