@@ -14,6 +14,7 @@ import django
 
 BENCHMARKS = [
     "training",
+    "aerial",
     "evaluation",
     "gallery",
     "scale_out",
