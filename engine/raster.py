@@ -11,7 +11,7 @@ The policy (``datasets.rasters`` applies the same constants through GeoDjango in
   ``/vsis3/`` name is built by the platform, and GDAL may reach that one name, from one thread, while it is open.
 - **Bounded**: GDAL's block cache is capped (``GDAL_CACHEMAX``, megabytes).
 
-Reading goes through ``GDALDatasetRasterIO`` straight into a NumPy buffer, one window at a time, pixel-interleaved.
+Reading goes through ``GDALDatasetRasterIOEx`` straight into a NumPy buffer, one window at a time, pixel-interleaved.
 """
 
 from __future__ import annotations
@@ -86,12 +86,6 @@ SIGNATURES: dict[str, tuple[Any, list]] = {
     "GDALGetRasterColorInterpretation": (ctypes.c_int, [ctypes.c_void_p]),
     "GDALGetGeoTransform": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_double)]),
     "GDALGetProjectionRef": (ctypes.c_char_p, [ctypes.c_void_p]),
-    "GDALDatasetRasterIO": (
-        ctypes.c_int,
-        [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-        + [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        + [ctypes.c_int, ctypes.c_int, ctypes.c_int],
-    ),
     "GDALDatasetRasterIOEx": (
         ctypes.c_int,
         [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
@@ -99,7 +93,7 @@ SIGNATURES: dict[str, tuple[Any, list]] = {
         + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p],
     ),
 }
-GRIORA_BILINEAR, GRIORA_AVERAGE = 1, 5
+GRIORA_NEAREST, GRIORA_BILINEAR, GRIORA_AVERAGE = 0, 1, 5
 
 
 class RasterIOExtraArg(ctypes.Structure):
@@ -295,30 +289,12 @@ class Raster:
         x, y, width, height = window
         out_width, out_height = size
         band_map = (ctypes.c_int * len(bands))(*bands)
-        if (out_width, out_height) != (width, height):
-            extra = RasterIOExtraArg(nVersion=1, eResampleAlg=GRIORA_AVERAGE if out_width < width else GRIORA_BILINEAR)
-            status = self._lib.GDALDatasetRasterIOEx(
-                self._handle,
-                GF_READ,
-                x,
-                y,
-                width,
-                height,
-                target,
-                out_width,
-                out_height,
-                GDT_BYTE,
-                len(bands),
-                band_map,
-                len(bands),
-                out_width * len(bands),
-                1,
-                ctypes.byref(extra),
-            )
-            if status != 0:
-                raise RasterRefused(f"pixels at {x},{y} ({width} x {height}) are unreadable")
-            return
-        status = self._lib.GDALDatasetRasterIO(
+        if (out_width, out_height) == (width, height):
+            algorithm = GRIORA_NEAREST  # pixels as they are
+        else:  # averaging where the read shrinks (GDAL takes an overview where the file has one), else bilinear
+            algorithm = GRIORA_AVERAGE if out_width < width else GRIORA_BILINEAR
+        extra = RasterIOExtraArg(nVersion=1, eResampleAlg=algorithm)
+        status = self._lib.GDALDatasetRasterIOEx(
             self._handle,
             GF_READ,
             x,
@@ -334,6 +310,7 @@ class Raster:
             len(bands),
             out_width * len(bands),
             1,
+            ctypes.byref(extra),
         )
         if status != 0:
             raise RasterRefused(f"pixels at {x},{y} ({width} x {height}) are unreadable")

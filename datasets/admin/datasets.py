@@ -43,15 +43,7 @@ class DatasetAdmin(AccessControlledAdmin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = (
-        "class_counts",
-        "ground_resolution",
-        "images_link",
-        "map",
-        "created_by",
-        "created_at",
-        "updated_at",
-    )
+    readonly_fields = tuple(f for f in fields if f not in ("name", "description"))
     actions = ["export_coco_zip"]
 
     class Media:
