@@ -280,6 +280,8 @@ class Orthophoto(models.Model):
     geotransform = models.JSONField(null=True, blank=True, help_text="GDAL's six terms, rotation included.")
     pixel_size_m = models.FloatField(null=True, blank=True, help_text="Ground size of a pixel (metres).")
     footprint = models.PolygonField(srid=4326, null=True, blank=True, help_text="Its outline (WGS 84).")
+    # On the ground, from the footprint: a Web Mercator pixel of 0.28 m is 0.19 m at 46 degrees north.
+    gsd_m = gsd_field()
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -11,6 +11,7 @@ a polygon through the first orthophoto's geotransform (a rotated grid gives a ro
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from engine.detect import DetectionJob
 from engine.geometry import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map
 from engine.pipelines import gsd_factor
 from engine.supervisor import tail_text
-from models_registry.models import TrainedModel
 from training.execution.common import crashed, end_unless_trained, fail, supervise, sync_of
 from training.execution.scratch import cleanup_work_dir, prepare_work_dir
 from training.models import TrainingRun
@@ -43,6 +43,8 @@ from .sites import site_figures
 
 IDENTITY = NO_GEOTRANSFORM  # GDAL's default geotransform: the identity map (a frame of pixels)
 WGS84 = SpatialReference(4326)
+
+RESAMPLE_TOLERANCE = 0.1  # an orthophoto within 10 % of the model's ground resolution is read as it is
 
 
 def fit_affine(pairs: list[tuple[tuple[float, float], tuple[float, float]]]) -> list[float]:
@@ -132,12 +134,15 @@ def raster_source(ortho: Orthophoto) -> dict:
     return {"path": str(local_file(ortho.file.name))}
 
 
-def raster_scale(model: TrainedModel, ortho: Orthophoto, params: dict) -> float:
-    """The model's pixels per pixel of the orthophoto: its ground resolution over the model's, where the run
-    resamples (the default) and both are known; else 1."""
-    if not params.get("resample", True) or not model.gsd_m or not ortho.pixel_size_m:
+def raster_scale(model_gsd: float | None, ortho_gsd: float | None, params: dict) -> float:
+    """The model's pixels per pixel of the orthophoto: its ground resolution (from its footprint, on the ground)
+    over the model's, where the run resamples (the default) and both are known; else 1. Within
+    ``RESAMPLE_TOLERANCE`` of the model's it is read as it is: resampling by a few per cent blurs more than it
+    helps."""
+    if not params.get("resample", True) or not model_gsd or not ortho_gsd:
         return 1.0
-    return round(gsd_factor(ortho.pixel_size_m, model.gsd_m), 6)
+    scale = gsd_factor(ortho_gsd, model_gsd)
+    return 1.0 if abs(math.log(scale)) <= math.log(1 + RESAMPLE_TOLERANCE) else round(scale, 6)
 
 
 def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame: Frame) -> DetectionJob:
@@ -158,7 +163,7 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
                 "height": ortho.height,
                 "frame": 0 if georeferenced else index + 1,
                 "to_frame": frame.to_frame(ortho) if georeferenced else IDENTITY,
-                "scale": raster_scale(model, ortho, params),
+                "scale": raster_scale(model.gsd_m, ortho.gsd_m or ortho.pixel_size_m, params),
             }
         )
     # The model's files where this worker reads them: in place, or this host's cached copies of a bucket's.

@@ -73,15 +73,11 @@ def test_a_frame_box_goes_back_to_source_pixels_clipped():
 
 def test_an_orthophoto_is_resampled_to_the_models_ground_resolution_unless_told_not_to():
     from detection.execution import raster_scale
-    from detection.params import model_image_size
-    from models_registry.models import TrainedModel
 
-    drone_model = TrainedModel(gsd_m=0.03)
-    orthophoto = Orthophoto(pixel_size_m=0.1)
-    assert raster_scale(drone_model, orthophoto, {}) == pytest.approx(0.1 / 0.03)  # 10 cm enlarged to 3 cm
-    assert raster_scale(TrainedModel(gsd_m=0.2), orthophoto, {"resample": True}) == 0.5
-    assert raster_scale(drone_model, orthophoto, {"resample": False}) == 1.0
-    assert raster_scale(TrainedModel(gsd_m=None), orthophoto, {}) == 1.0  # unknown: as it is
-    assert raster_scale(drone_model, Orthophoto(pixel_size_m=None), {}) == 1.0
-    assert raster_scale(TrainedModel(gsd_m=0.01), Orthophoto(pixel_size_m=1.0), {}) == 4.0  # bounded
-    assert model_image_size(TrainedModel(gsd_m=0.03)) in (1024,)  # no run and no config: the default window
+    assert raster_scale(0.03, 0.1, {}) == pytest.approx(0.1 / 0.03)  # a 10 cm orthophoto enlarged to 3 cm
+    assert raster_scale(0.2, 0.1, {"resample": True}) == 0.5
+    assert raster_scale(0.095, 0.1, {}) == 1.0  # within 10 %: read as it is
+    assert raster_scale(0.03, 0.1, {"resample": False}) == 1.0
+    assert raster_scale(None, 0.1, {}) == 1.0  # unknown: as it is
+    assert raster_scale(0.03, None, {}) == 1.0
+    assert raster_scale(0.01, 1.0, {}) == 4.0  # bounded

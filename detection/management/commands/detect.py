@@ -1,3 +1,4 @@
+import argparse
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -38,6 +39,11 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument("--out", help="Write the detections here once it succeeds (implies --wait).")
         for name, spec in SPECS.items():
+            if spec.kind is bool:  # --resample / --no-resample
+                parser.add_argument(
+                    f"--{name.replace('_', '-')}", dest=name, action=argparse.BooleanOptionalAction, help=spec.help
+                )
+                continue
             kwargs = {"choices": spec.choices} if spec.choices else {"type": spec.kind}
             parser.add_argument(
                 f"--{name.replace('_', '-')}", dest=name, help=f"{spec.help} ({spec.describe()})", **kwargs
