@@ -176,9 +176,8 @@ class DumpsiteBoxCrop(BaseTransform):
         inside = (visible > 0).numpy()
         kept = (visible / area >= self.min_visible - 1e-6).numpy()
         results["gt_bboxes"] = type(boxes)(clipped[inside])
-        for key in ("gt_bboxes_labels",):
-            if results.get(key) is not None:
-                results[key] = results[key][inside]
+        if results.get("gt_bboxes_labels") is not None:
+            results["gt_bboxes_labels"] = results["gt_bboxes_labels"][inside]
         flags = results.get("gt_ignore_flags")
         flags = np.zeros(len(original), dtype=bool) if flags is None else flags
         results["gt_ignore_flags"] = (flags | ~kept)[inside]

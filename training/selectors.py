@@ -6,6 +6,7 @@ import io
 from typing import Any, cast
 
 from django.core.files.storage import default_storage
+from django.db.models import F
 
 from core.errors import ApplicationError
 from core.redact import redact_paths
@@ -93,13 +94,13 @@ def box_sizes_seen(dataset: Any, params: dict, *, limit: int = BOX_SAMPLE) -> li
     resolution is known). Up to ``limit`` boxes, a deterministic spread over the dataset."""
     boxes = Annotation.objects.filter(image__dataset=dataset, image__enabled=True, enabled=True)
     step = max(1, boxes.count() // limit)
-    rows = boxes.order_by("id").values_list("id", "width", "height", "image__width", "image__height", "image__gsd_m")
+    if step > 1:  # the sample is taken by the database: only the rows used travel
+        boxes = boxes.annotate(spread=F("id") % step).filter(spread=0)
+    rows = boxes.order_by("id").values_list("width", "height", "image__width", "image__height", "image__gsd_m")
     size, crops = params["image_size"], params.get("resize") == "crops"
     target = float(params.get("target_gsd") or 0)
     out = []
-    for box_id, width, height, image_w, image_h, gsd in rows.iterator(chunk_size=20000):
-        if box_id % step:
-            continue
+    for width, height, image_w, image_h, gsd in rows.iterator(chunk_size=20000):
         factor = gsd_factor(gsd, target) if crops else size / max(image_w, image_h)
         out.append((width * factor, height * factor))
     return out

@@ -118,6 +118,9 @@ def test_a_dry_run_shows_the_pipeline_and_the_boxes_as_the_network_sees_them(wor
     assert any(c == pytest.approx((15, 15), rel=0.01) for c in crops)  # 3 cm resampled to 6 cm: half the size
     assert any(c == pytest.approx((10 / 0.6, 12 / 0.6), rel=0.01) for c in crops)  # 10 cm to 6 cm: enlarged
     assert (10, 12) in crops  # the image without a footprint as it is
+    ids = Annotation.objects.filter(image__dataset=georeferenced).values_list("id", flat=True)
+    sampled = box_sizes_seen(georeferenced, {"image_size": 256, "resize": "whole"}, limit=2)  # every 2nd id
+    assert len(sampled) == sum(1 for i in ids if i % 2 == 0) < len(ids)
 
     out = io.StringIO()
     call_command(
