@@ -23,11 +23,11 @@ def best_iou(sizes: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     return (inter / (w * h + aw * ah - inter)).max(axis=1)
 
 
-def box_report(sizes: np.ndarray, spec: AnchorSpec | None) -> dict:
-    """Box sizes as the network sees them ((N, 2) widths and heights in pixels) against ``spec``'s anchors: the
-    spread of sizes, the share under ``SMALL_PX``, and, for an anchor-based preset, the share no anchor matches and
-    the anchor scale that would match the most (searched over 0.25x to 2x, as MMDetection's optimize_anchors tool
-    searches for sizes that fit a dataset)."""
+def box_report(sizes: np.ndarray, spec: AnchorSpec | None, scale: float = 1.0) -> dict:
+    """Box sizes as the network sees them ((N, 2) widths and heights in pixels) against ``spec``'s anchors at the
+    run's ``scale`` (its ``anchor_scale``): the spread of sizes, the share under ``SMALL_PX``, and, for an
+    anchor-based preset, the share an anchor matches and the ``anchor_scale`` that would match the most (searched over
+    0.25x to 2x, as MMDetection's optimize_anchors tool searches for sizes that fit a dataset)."""
     sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
     sizes = sizes[(sizes > 0).all(axis=1)]
     if not len(sizes):
@@ -40,7 +40,7 @@ def box_report(sizes: np.ndarray, spec: AnchorSpec | None) -> dict:
     }
     if spec is None:
         return report
-    shapes = np.array(spec.shapes())
+    shapes = np.array(spec.shapes(scale))
     matched = float((best_iou(sizes, shapes) >= spec.pos_iou).mean())
     candidates = [round(0.25 * 2 ** (i / 4), 3) for i in range(13)]  # 0.25x to 2x in quarter octaves
     scores = [float((best_iou(sizes, np.array(spec.shapes(c))) >= spec.pos_iou).mean()) for c in candidates]
@@ -49,6 +49,7 @@ def box_report(sizes: np.ndarray, spec: AnchorSpec | None) -> dict:
     report["anchors"] = {
         "sizes_px": [round(float(sides.min()), 1), round(float(sides.max()), 1)],
         "positive_iou": spec.pos_iou,
+        "scale": scale,
         "matched": round(matched, 4),
         "best_scale": candidates[best],
         "matched_at_best_scale": round(scores[best], 4),
@@ -69,10 +70,11 @@ def summary_lines(report: dict) -> list[str]:
     anchors = report.get("anchors")
     if anchors:
         lines.append(
-            f"Anchors {anchors['sizes_px'][0]:g} to {anchors['sizes_px'][1]:g} px: {anchors['matched']:.1%} of the "
-            f"boxes overlap one at IoU {anchors['positive_iou']:g} or more"
+            f"Anchors {anchors['sizes_px'][0]:g} to {anchors['sizes_px'][1]:g} px (anchor_scale "
+            f"{anchors.get('scale', 1.0):g}): {anchors['matched']:.1%} of the boxes overlap one at IoU "
+            f"{anchors['positive_iou']:g} or more"
             + (
-                f"; anchors {anchors['best_scale']:g}x their size would match {anchors['matched_at_best_scale']:.1%}."
+                f"; anchor_scale {anchors['best_scale']:g} would match {anchors['matched_at_best_scale']:.1%}."
                 if anchors["matched_at_best_scale"] > anchors["matched"] + 0.005
                 else "; no other anchor scale matches more."
             )

@@ -37,6 +37,15 @@ def set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
+def merge_into(target: dict, extra: dict) -> None:
+    """``extra``'s keys into ``target``, dicts merged key by key (as mmengine merges a config into its base)."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_into(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 def _schedule(params: dict) -> list[dict]:
     epochs = params["epochs"]
     schedulers = []
@@ -150,6 +159,9 @@ def build_overrides(
 
     model = copy.deepcopy(preset.model_overrides)  # the preset's own dict stays as it is
     model.setdefault("backbone", {})["frozen_stages"] = params["frozen_stages"]
+    anchor_scale = params.get("anchor_scale", 1.0)  # runs stored before the parameter trained at 1
+    if anchor_scale != 1.0 and preset.anchors is not None:
+        merge_into(model, preset.anchors.overrides(anchor_scale))
     for path in preset.num_classes_paths:
         set_path(model, path, len(classes))
     evaluator = {

@@ -120,6 +120,16 @@ PARAM_SPECS: dict[str, ParamSpec] = {
                 "needs resize crops). Images without a footprint are used as they are."
             ),
         ),
+        ParamSpec(
+            "anchor_scale",
+            float,
+            0.25,
+            2.0,
+            help=(
+                "The preset's anchors times this (1: as the preset has them); a dry run suggests the scale that "
+                "lets the most of a dataset's boxes match an anchor. Presets without anchors take only 1."
+            ),
+        ),
         ParamSpec("seed", int, 0, 2**31 - 1, help="Seed of the split, the augmentation and the initial weights."),
         ParamSpec("warmup_iters", int, 0, 10000, help="Iterations of linear learning-rate warm-up."),
         ParamSpec("amp", bool, help="Mixed precision (float16 autocast with loss scaling); needs a GPU."),
@@ -182,6 +192,7 @@ COMMON_DEFAULTS = {
     "resize": "whole",
     "crop_box_share": 0.75,
     "target_gsd": 0.0,
+    "anchor_scale": 1.0,
     "split": "random",
     "split_cell_m": 250.0,
     "score_threshold": 0.3,
@@ -255,6 +266,8 @@ def validate_params(architecture: str, given: dict | None) -> dict:
         errors["target_gsd"] = (
             "needs resize 'crops': with resize 'whole' every image is scaled to image_size whatever its resolution"
         )
+    if "anchor_scale" not in errors and params["anchor_scale"] != 1.0 and preset.anchors is None:
+        errors["anchor_scale"] = f"preset {preset.key} has no anchors to scale: leave it at 1"
     if errors:
         raise ParamError(errors)
     return params

@@ -19,6 +19,15 @@ class AnchorSpec:
     scales: tuple[float, ...]  # multiples of the stride (RetinaNet: octave_base_scale * 2 ** (i / scales_per_octave))
     ratios: tuple[float, ...]
     pos_iou: float  # the assigner's positive IoU threshold
+    head: str = "bbox_head"  # the head of the model whose anchor_generator this is
+    octave: bool = False  # sizes from octave_base_scale (RetinaNet); otherwise from its list of scales
+
+    def overrides(self, scale: float) -> dict:
+        """The model config keys that make every anchor ``scale`` times its size (merged into the base config's
+        anchor generator; the number of anchors per place, and so every tensor's shape, stays the same)."""
+        if self.octave:
+            return {self.head: {"anchor_generator": {"octave_base_scale": self.scales[0] * scale}}}
+        return {self.head: {"anchor_generator": {"scales": [s * scale for s in self.scales]}}}
 
     def shapes(self, scale: float = 1.0) -> list[tuple[float, float]]:
         """Every anchor's (width, height) in pixels, ``scale`` times the configured size."""
@@ -91,6 +100,7 @@ RETINANET_R18_TINY = Preset(
         scales=tuple(4 * 2 ** (i / 3) for i in range(3)),
         ratios=(0.5, 1.0, 2.0),
         pos_iou=0.5,
+        octave=True,
     ),
     description="Trains from scratch on a CPU in minutes; for tests, demos and small tile sets.",
 )
@@ -116,7 +126,7 @@ FASTER_RCNN_R50 = Preset(
     # fc_reg is class-specific too (4 box deltas per class: reg_class_agnostic is False in this config).
     class_dependent=("roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg"),
     # the RPN's anchors: scale 8, strides 4 to 64; its assigner's positive IoU 0.7
-    anchors=AnchorSpec(strides=(4, 8, 16, 32, 64), scales=(8.0,), ratios=(0.5, 1.0, 2.0), pos_iou=0.7),
+    anchors=AnchorSpec(strides=(4, 8, 16, 32, 64), scales=(8.0,), ratios=(0.5, 1.0, 2.0), pos_iou=0.7, head="rpn_head"),
     description="The reference system's detector; meant for a GPU and a registered base model to start from.",
 )
 
@@ -137,7 +147,7 @@ FASTER_RCNN_R50_SMALL = Preset(
     num_classes_paths=FASTER_RCNN_R50.num_classes_paths,
     class_dependent=FASTER_RCNN_R50.class_dependent,
     family=FASTER_RCNN_R50.key,
-    anchors=AnchorSpec(strides=(4, 8, 16, 32, 64), scales=(4.0,), ratios=(0.5, 1.0, 2.0), pos_iou=0.7),
+    anchors=AnchorSpec(strides=(4, 8, 16, 32, 64), scales=(4.0,), ratios=(0.5, 1.0, 2.0), pos_iou=0.7, head="rpn_head"),
     description=(
         "Faster R-CNN with 16 px anchors, 1344 px input and more proposals: small objects (tyres, bags, small "
         "piles) on large tiles. Fine-tunes from the same model-zoo checkpoints as faster_rcnn_r50_fpn."

@@ -139,7 +139,7 @@ def training_run_preview(
     return replace(
         plan,
         pipeline=describe_pipeline(plan.parameters),
-        boxes=box_report(sizes, get_preset(architecture).anchors),
+        boxes=box_report(sizes, get_preset(architecture).anchors, plan.parameters["anchor_scale"]),
     )
 
 
