@@ -66,11 +66,13 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') WHERE NOT EXISTS (S
 SQL
 psql_admin -d "$POSTGRES_DB" -c "CREATE EXTENSION IF NOT EXISTS postgis"
 
-# 5. Python environment: pinned requirements in three stages (see requirements.txt). A stamp of the requirements
-#    file skips all of it when nothing changed; mmcv is compiled only when the installed one is not 2.1.0.
-PY=.venv/bin/python
-[ -x "$PY" ] || { step "Creating .venv"; python3 -m venv .venv; }
-stamp=.venv/.requirements.sha256
+# 5. Python environment: pinned requirements in three stages (see requirements.txt), in the environment of this
+#    requirements file kept outside the checkout (scripts/venvs.sh; .venv links to it). A stamp of the requirements
+#    file skips all of it when it is complete; mmcv is compiled only when the installed one is not 2.1.0.
+. scripts/venvs.sh
+VENV=$(venv_link .venv main requirements.txt)
+PY=$VENV/bin/python  # its real path: the scripts pip writes name it, not this checkout's link
+stamp=$VENV/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   step "Installing Python requirements"

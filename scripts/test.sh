@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --setup-only
 # The labelling tools' own readers (datumaro, the Label Studio SDK), test-only, in an environment of their own: they
 # need NumPy 2 and the product pins NumPy 1 (requirements-formats.txt). Rebuilt only when that file changes.
-FORMATS=.venv-formats
+# Kept outside the checkout like .venv (scripts/venvs.sh).
+. scripts/venvs.sh
+FORMATS=$(venv_link .venv-formats formats requirements-formats.txt)
 want=$(sha256sum requirements-formats.txt | cut -d' ' -f1)
 if [ "$(cat "$FORMATS/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  printf '\n== %s\n' "Installing the labelling tools' readers (test-only, $FORMATS)"
-  [ -x "$FORMATS/bin/python" ] || python3 -m venv "$FORMATS"
+  printf '\n== %s\n' "Installing the labelling tools' readers (test-only, .venv-formats)"
   "$FORMATS/bin/python" -m pip install -q --disable-pip-version-check -r requirements-formats.txt
   echo "$want" > "$FORMATS/.requirements.sha256"
 fi
