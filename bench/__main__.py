@@ -15,6 +15,7 @@ import django
 BENCHMARKS = [
     "training",
     "aerial",
+    "aerial_steps",
     "evaluation",
     "gallery",
     "scale_out",

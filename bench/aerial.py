@@ -53,7 +53,7 @@ def _footprint(x: float, y: float, w: float, h: float):
     return polygon
 
 
-def _dataset():
+def bench_dataset():
     """The tiles, built once: training at 5 and 8 cm, validation (newest) at 10 cm; one class."""
     from datasets.models import Dataset
     from datasets.services import annotation_build, annotations_bulk_create, dataset_create, dataset_image_create
@@ -88,7 +88,7 @@ def _dataset():
     return dataset
 
 
-def _orthophoto_and_sites(dataset):
+def orthophoto_and_sites(dataset):
     """A GeoTIFF of generated ground at ORTHO_GSD with ORTHO_SITES piles, stored with the dataset, and the piles'
     outlines as known sites (GeoJSON in the orthophoto's CRS)."""
     from django.contrib.gis.gdal import GDALRaster
@@ -138,22 +138,23 @@ def _orthophoto_and_sites(dataset):
     return orthophoto_store(dataset=dataset, source=path, name=name), sites
 
 
-def _train(dataset, user, recipe: str):
+def trained(dataset, user, label: str, recipe: dict):
+    """The model of one training run of ``recipe`` (over COMMON), through a real worker."""
     from training.services import training_run_create
 
     start = time.time()
     run = training_run_create(
         dataset=dataset,
-        parameters={**COMMON, **RECIPES[recipe]},
-        name=f"bench aerial {recipe}",
+        parameters={**COMMON, **recipe},
+        name=f"bench aerial {label}",
         created_by=user,
     )
-    wall, run = finished_run(run.pk, start, interval=2.0, what=f"{recipe} training")
-    print(f"  {recipe}: trained in {wall:.0f} s", flush=True)
+    wall, run = finished_run(run.pk, start, interval=2.0, what=f"{label} training")
+    print(f"  {label}: trained in {wall:.0f} s", flush=True)
     return run.trained_model
 
 
-def _site_recall(model, ortho, sites: bytes, user) -> tuple[float, dict]:
+def site_recall(model, ortho, sites: bytes, user) -> tuple[float, dict]:
     from detection.services import detection_run_create
 
     start = time.time()
@@ -165,22 +166,32 @@ def _site_recall(model, ortho, sites: bytes, user) -> tuple[float, dict]:
     return float(figures.get("recall") or 0.0), figures
 
 
-def run() -> list[Figure]:
-    from django.contrib.auth.models import User
-
-    user = User.objects.filter(username="bench-root").first() or User.objects.create_superuser("bench-root")
-    dataset = _dataset()
-    ortho, sites = _orthophoto_and_sites(dataset)
+def measured(recipes: dict[str, dict], dataset, user, log: str) -> tuple[dict, dict[str, float]]:
+    """Each recipe trained in turn on one worker cluster, and its model's site recall over the orthophoto."""
+    ortho, sites = orthophoto_and_sites(dataset)
     models, recalls = {}, {}
-    with Cluster("aerial-qcluster.log"):
-        for recipe in RECIPES:
-            models[recipe] = _train(dataset, user, recipe)
-            recalls[recipe], figures = _site_recall(models[recipe], ortho, sites, user)
+    with Cluster(log):
+        for label, recipe in recipes.items():
+            models[label] = trained(dataset, user, label, recipe)
+            recalls[label], figures = site_recall(models[label], ortho, sites, user)
             print(
-                f"  {recipe}: mAP50 {models[recipe].bbox_mAP_50:.3f}, trained at {models[recipe].gsd_m} m/px; "
-                f"site recall {recalls[recipe]:.3f} ({figures.get('found')} of {figures.get('sites')})",
+                f"  {label}: mAP50 {models[label].bbox_mAP_50:.3f}, trained at {models[label].gsd_m} m/px; "
+                f"site recall {recalls[label]:.3f} ({figures.get('found')} of {figures.get('sites')})",
                 flush=True,
             )
+    return models, recalls
+
+
+def bench_user():
+    from django.contrib.auth.models import User
+
+    return User.objects.filter(username="bench-root").first() or User.objects.create_superuser("bench-root")
+
+
+def run() -> list[Figure]:
+    user = bench_user()
+    dataset = bench_dataset()
+    models, recalls = measured(RECIPES, dataset, user, "aerial-qcluster.log")
     d, a = models["default"].bbox_mAP_50 or 0.0, models["aerial"].bbox_mAP_50 or 0.0
     rd, ra = recalls["default"], recalls["aerial"]
     return [

@@ -29,3 +29,16 @@ def test_process_start_time_lies_between_the_readings_around_its_spawn():
         child.kill()
         child.wait()
     assert 10 < rss_mib(os.getpid()) <= peak_rss_mib(os.getpid())  # this test process: tens of MiB
+
+
+def test_the_aerial_steps_run_with_what_they_are_measured_against(monkeypatch):
+    import pytest
+
+    from bench.aerial_steps import AGAINST, STEPS, chosen
+
+    assert list(chosen()) == list(STEPS) and set(AGAINST) == set(STEPS) - {"default"}
+    monkeypatch.setenv("BENCH_AERIAL_STEPS", "crops + target_gsd, + orientations")
+    assert list(chosen()) == ["default", "+ orientations", "crops", "crops + target_gsd"]  # in the table's order
+    monkeypatch.setenv("BENCH_AERIAL_STEPS", "rotations")
+    with pytest.raises(ValueError, match="unknown step"):
+        chosen()
