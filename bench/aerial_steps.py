@@ -24,10 +24,11 @@ from .common import Figure
 AERIAL = RECIPES["aerial"]
 CROPS = {"resize": "crops", "crop_box_share": AERIAL["crop_box_share"]}
 FREE = {"orientations": AERIAL["orientations"], "colour": AERIAL["colour"]}
+WHOLE = RECIPES["default"]
 STEPS = {
-    "default": {},
-    "+ orientations": {"orientations": AERIAL["orientations"]},
-    "+ orientations, colour": FREE,
+    "default": WHOLE,
+    "+ orientations": {**WHOLE, "orientations": AERIAL["orientations"]},
+    "+ orientations, colour": {**WHOLE, **FREE},
     "crops": CROPS,
     "crops + target_gsd": {**CROPS, "target_gsd": AERIAL["target_gsd"]},
     "aerial": AERIAL,

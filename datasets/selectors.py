@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from django.db.models import Aggregate, Count, F, FloatField, Max, Min, Q
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 
 from access.rules import own_or_all, visible
 from core.errors import ApplicationError
@@ -73,6 +73,12 @@ def ground_resolution(dataset: Dataset, *, enabled_only: bool = False) -> dict |
     if not row["images"]:
         return None
     return {"images": row["images"], **{k: round(row[k], 5) for k in ("min_m", "median_m", "max_m")}}
+
+
+def longest_side_median(dataset: Dataset) -> float | None:
+    """The median of the enabled images' longer sides, in pixels; None without enabled images."""
+    images = DatasetImage.objects.filter(dataset=dataset, enabled=True)
+    return images.aggregate(side=Median(Greatest("width", "height")))["side"]
 
 
 def dataset_training_summary(dataset: Dataset) -> dict:

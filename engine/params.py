@@ -100,7 +100,8 @@ PARAM_SPECS: dict[str, ParamSpec] = {
                 "How images meet the network: whole (each image shrunk or enlarged so its longest side is "
                 "image_size); crops (images at full resolution, or resampled to target_gsd: training on crops of "
                 "image_size px around boxes, validation and detection on whole images). Crops keep small objects "
-                "small-but-visible on large tiles."
+                "small-but-visible on large tiles. Not given: crops when the dataset's images are larger than "
+                "image_size (their median longer side) or target_gsd is set, whole otherwise."
             ),
         ),
         ParamSpec(

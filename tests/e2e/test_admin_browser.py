@@ -89,6 +89,8 @@ def test_operator_starts_watches_and_publishes(worker, roles, live_server, brows
     page.wait_for_url(re.compile(r".*/admin/training/trainingrun/\d+/change/$"))
     run = TrainingRun.objects.get(name="from the browser")
     assert run.created_by == operator and run.parameters["epochs"] == 3
+    # The selects left as they opened asked for nothing: the run took the defaults.
+    assert run.parameters["orientations"] == "flips" and run.parameters["optimizer"] == "AdamW"
 
     # The list's progress bar advances by itself while the worker trains.
     page.goto(f"{live_server.url}/admin/training/trainingrun/")

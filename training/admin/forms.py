@@ -15,10 +15,14 @@ from models_registry.selectors import models_visible_to
 from ..services.evaluation_runs import SPLITS
 
 DEFAULTS = {**COMMON_DEFAULTS, **get_preset(DEFAULT_PRESET).defaults}
+# Defaults the run decides from its dataset (training.services.runs.with_resize), in words.
+CHOSEN = {"resize": "crops when the images are larger than image_size, else whole"}
 
 
 def _defaults_text(name: str) -> str:
     """The default of one parameter: one value, or each preset's where they differ."""
+    if name in CHOSEN:
+        return f"default {CHOSEN[name]}"
     values = {key: {**COMMON_DEFAULTS, **preset.defaults}[name] for key, preset in PRESETS.items()}
     if len(set(map(repr, values.values()))) == 1:
         return f"default {values[DEFAULT_PRESET]}"
@@ -55,7 +59,9 @@ class StartRunForm(forms.Form):
         self.fields["base_model"].queryset = models_visible_to(user).order_by("-created_at")
         for spec in PARAM_SPECS.values():
             help_text = f"{spec.help} Valid: {spec.describe()}; {_defaults_text(spec.name)}."
-            self.fields[spec.name] = spec_field(spec, DEFAULTS[spec.name], help_text)
+            # An empty choice first: a browser submits the selected option, and the run must get its default.
+            default = CHOSEN.get(spec.name, DEFAULTS[spec.name])
+            self.fields[spec.name] = spec_field(spec, default, help_text, blank_choice=True)
 
     def parameters(self) -> dict:
         """The parameters that were given and parsed (the rest take the preset's defaults)."""

@@ -16,7 +16,7 @@ from audit.services import audit_record
 from core.errors import ApplicationError
 from core.storage import delete_stored
 from datasets.models import Dataset
-from datasets.selectors import dataset_assert_trainable
+from datasets.selectors import dataset_assert_trainable, longest_side_median
 from datasets.splits import split_preview
 from engine.anchors import box_report
 from engine.config import checkpoint_epoch
@@ -71,6 +71,23 @@ class RunPlan:
     boxes: dict = field(default_factory=dict)
 
 
+def with_resize(dataset: Dataset, architecture: str, parameters: dict | None) -> dict | None:
+    """The parameters with ``resize`` chosen where they say nothing, as the aerial bench measured it
+    (``bench/aerial_steps.py``): ``crops`` when the dataset's images are larger than the network input (their
+    median longer side above ``image_size``) or a ``target_gsd`` is given, since shrinking a whole tile shrinks its
+    small objects with it; ``whole`` otherwise. The choice is stored with the run like any parameter."""
+    if parameters is not None and not isinstance(parameters, dict):
+        return parameters  # refused by the validation
+    given = dict(parameters or {})
+    if given.get("resize") is not None:
+        return given
+    size = given.get("image_size", get_preset(architecture).defaults.get("image_size"))
+    longest = longest_side_median(dataset)
+    larger = isinstance(size, int) and longest is not None and longest > size
+    given["resize"] = "crops" if larger or given.get("target_gsd") else "whole"
+    return given
+
+
 def training_run_plan(
     *, dataset: Dataset, architecture: str, base_model: TrainedModel | None, parameters: dict | None
 ) -> RunPlan:
@@ -82,7 +99,7 @@ def training_run_plan(
     if parameters is not None and not isinstance(parameters, dict):
         raise ApplicationError("Parameters must be an object of name: value.", {"parameters": "not an object"})
     try:
-        params = validate_params(architecture, with_site_defaults(parameters))
+        params = validate_params(architecture, with_resize(dataset, architecture, with_site_defaults(parameters)))
     except ParamError as exc:
         raise ApplicationError("Invalid training parameters.", exc.errors) from exc
     if params["amp"] and params["device"] != "gpu":
