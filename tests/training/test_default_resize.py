@@ -1,6 +1,8 @@
 """``resize`` not given is chosen from the dataset (bench ``aerial_steps``: crops beat shrunk whole tiles on large
 tiles): crops when the enabled images' median longer side exceeds ``image_size`` or a ``target_gsd`` is given, whole
-otherwise; what is given wins, the choice is stored with the run, and the admin's start form leaves it to the run."""
+otherwise; with crops the augmentations default to the aerial recipe's (all eight orientations, colour and scale
+jitter: they helped on crops and cost on shrunk whole tiles); what is given wins, the choice is stored with the run,
+and the admin's start form leaves it to the run."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 
 from datasets.selectors import longest_side_median
 from datasets.services import annotation_create, dataset_image_create
+from engine.params import validate_params
 from tests.conftest import jpeg_bytes
 from training.models import TrainingRun
 from training.services import training_run_create
@@ -31,6 +34,24 @@ def test_large_images_take_crops_and_small_ones_stay_whole(make_dataset):
     assert resize_of(large, image_size=640) == "whole"  # no larger than the network input
     assert resize_of(large, resize="whole") == "whole"  # what is given wins
     assert resize_of(small, target_gsd=0.05) == "crops"  # resampling to a resolution needs crops
+
+
+def test_crops_take_the_aerial_augmentations_unless_told_otherwise(make_dataset):
+    small = make_dataset(name="small tiles", images=3, size=(256, 200))
+    large = make_dataset(name="large tiles", images=3, size=(640, 480))
+
+    def augmentations(dataset, **given):
+        params = training_run_validate(
+            dataset=dataset, architecture="retinanet_r18_tiny", base_model=None, parameters=given
+        )
+        return params["orientations"], params["colour"], params["scale_jitter"]
+
+    assert augmentations(small) == ("flips", "none", 0.0)
+    assert augmentations(large) == ("all", "jitter", 0.2)
+    assert augmentations(small, resize="crops") == ("all", "jitter", 0.2)
+    assert augmentations(large, resize="whole") == ("flips", "none", 0.0)
+    assert augmentations(large, orientations="flips", scale_jitter=0.0) == ("flips", "jitter", 0.0)
+    assert validate_params("retinanet_r18_tiny", {"resize": "crops"})["orientations"] == "all"  # the engine's rule
 
 
 def test_the_median_of_the_enabled_images_decides(make_dataset):
@@ -61,7 +82,7 @@ def test_the_admin_start_form_leaves_every_choice_to_the_run(world):
         first = re.search(r"<option([^>]*)>([^<]*)</option>", select.group(1))
         assert first is not None and 'value=""' in first.group(1) and first.group(2).startswith("default"), name
     assert "default (crops when the images are larger than image_size, else whole)" in html
-    assert "default (flips)" in html
+    assert "default (all with resize crops, else flips)" in html
     form = {"dataset": world.dataset.pk, "architecture": "retinanet_r18_tiny", "orientations": "", "optimizer": ""}
     response = client.post("/admin/training/trainingrun/start/", form)
     assert response.status_code == 302, response.content.decode()[-2000:]

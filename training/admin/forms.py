@@ -8,7 +8,7 @@ from access.rules import visible
 from core.admin import priority_field, spec_field
 from datasets.models import Dataset
 from datasets.selectors import datasets_visible_to
-from engine.params import COMMON_DEFAULTS, PARAM_SPECS
+from engine.params import COMMON_DEFAULTS, CROPS_DEFAULTS, PARAM_SPECS
 from engine.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_choices
 from models_registry.selectors import models_visible_to
 
@@ -16,7 +16,10 @@ from ..services.evaluation_runs import SPLITS
 
 DEFAULTS = {**COMMON_DEFAULTS, **get_preset(DEFAULT_PRESET).defaults}
 # Defaults the run decides from its dataset (training.services.runs.with_resize), in words.
-CHOSEN = {"resize": "crops when the images are larger than image_size, else whole"}
+CHOSEN = {
+    "resize": "crops when the images are larger than image_size, else whole",
+    **{name: f"{value} with resize crops, else {DEFAULTS[name]}" for name, value in CROPS_DEFAULTS.items()},
+}
 
 
 def _defaults_text(name: str) -> str:
