@@ -12,10 +12,10 @@ from mmdet.utils import register_all_modules
 
 import engine.transforms  # noqa: F401 - registers the platform's transforms, as the training child does
 from engine.anchors import box_report
-from engine.config import build_overrides
 from engine.params import ParamError, validate_params
 from engine.pipelines import COLOUR, CROP_MIN_VISIBLE, describe, gsd_factor, stock_config, trained_gsd
 from engine.presets import PRESETS
+from tests.engine.configs import generated_overrides
 
 HEIGHT, WIDTH = 150, 210
 # x1, y1, x2, y2; colours tell them apart after a crop
@@ -145,15 +145,7 @@ def params(**given) -> dict:
 
 
 def overrides(p: dict, classes=("waste",)) -> dict:
-    return build_overrides(
-        preset=PRESETS["retinanet_r18_tiny"],
-        params=p,
-        classes=list(classes),
-        train_ann_file="/w/train.json",
-        val_ann_file="/w/val.json",
-        image_root="/media",
-        work_dir="/w",
-    )
+    return generated_overrides(p, classes=classes)
 
 
 def test_the_aerial_parameters_are_checked():

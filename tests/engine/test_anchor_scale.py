@@ -13,25 +13,17 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 from engine.anchors import box_report, summary_lines
-from engine.config import build_overrides
 from engine.loading import resolve_base_config
 from engine.params import ParamError, validate_params
 from engine.presets import PRESETS
+from tests.engine.configs import generated_overrides
 
 
 def built_shapes(preset_key: str, scale: float) -> list[tuple[float, float]]:
     """The (width, height) of every base anchor MMDetection's generator builds from a run's generated config."""
     preset = PRESETS[preset_key]
     params = validate_params(preset_key, {"anchor_scale": scale})
-    overrides = build_overrides(
-        preset=preset,
-        params=params,
-        classes=["waste"],
-        train_ann_file="/w/train.json",
-        val_ann_file="/w/val.json",
-        image_root="/media",
-        work_dir="/w",
-    )
+    overrides = generated_overrides(params, preset=preset_key)
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(resolve_base_config(preset.base_config))
     cfg.merge_from_dict({"model": overrides["model"]})

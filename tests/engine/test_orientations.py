@@ -13,10 +13,9 @@ from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.utils import register_all_modules
 
 import engine.transforms  # noqa: F401 - registers DumpsiteTranspose, as the training child does
-from engine.config import build_overrides
 from engine.params import ParamError, validate_params
 from engine.pipelines import ORIENTATIONS, pipelines
-from engine.presets import PRESETS
+from tests.engine.configs import generated_overrides
 
 HEIGHT, WIDTH = 40, 48  # not square: a transpose changes the shape, nothing may be cut off
 BOXES = [(3, 5, 20, 14), (30, 2, 47, 40), (8, 25, 24, 36)]  # x1, y1, x2, y2; apart, one touching two borders
@@ -87,15 +86,7 @@ def test_the_transposed_sample_packs_for_the_model():
 
 
 def overrides(params: dict) -> dict:
-    return build_overrides(
-        preset=PRESETS["retinanet_r18_tiny"],
-        params=params,
-        classes=["waste"],
-        train_ann_file="/w/train.json",
-        val_ann_file="/w/val.json",
-        image_root="/media",
-        work_dir="/w",
-    )
+    return generated_overrides(params)
 
 
 def test_the_parameter_is_checked_defaults_to_flips_and_reaches_the_config_as_data():
