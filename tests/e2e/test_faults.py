@@ -62,7 +62,7 @@ def test_worker_killed_mid_training_is_reaped_and_its_run_can_be_retried(transac
     cluster = start_worker(connection.settings_dict["NAME"], tmp_path / "qcluster.log", DUMPSITE_HEARTBEAT_LIMIT="10")
     try:
         dataset = demo_dataset_create(name="kill me", images=48, seed=4)
-        run = training(training_run_create(dataset=dataset, parameters={"epochs": 6}).pk, min_iter=3)
+        run = training(training_run_create(dataset=dataset, parameters={"epochs": 3}).pk, min_iter=3)
         child = run.training_pid
         worker_process = parent_of(child)
         assert worker_process != cluster.proc.pid  # the django-q worker, not the cluster's sentinel
