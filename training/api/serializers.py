@@ -148,7 +148,8 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     parameters = serializers.DictField(
         required=False,
         default=dict,
-        help_text="Hyper-parameters; missing ones take the preset's defaults. "
+        help_text="Hyper-parameters; missing ones take the preset's defaults (resize by the dataset's image size, and "
+        "with crops the aerial augmentations; a dry run shows the result). "
         + "; ".join(f"{s.name}: {s.describe()}" for s in PARAM_SPECS.values()),
     )
     priority = serializers.ChoiceField(**PRIORITY_FIELD)
