@@ -263,9 +263,10 @@ def validate_params(architecture: str, given: dict | None) -> dict:
         key: f"unknown parameter; known: {', '.join(PARAM_SPECS)}" for key in given if key not in PARAM_SPECS
     }
     values, bad = checked_values(PARAM_SPECS, given)
-    params = {**COMMON_DEFAULTS, **preset.defaults, **values}
-    if params["resize"] == "crops":
-        params = {**params, **CROPS_DEFAULTS, **values}
+    defaults = {**COMMON_DEFAULTS, **preset.defaults}
+    if values.get("resize", defaults["resize"]) == "crops":
+        defaults.update(CROPS_DEFAULTS)
+    params = {**defaults, **values}
     errors.update(bad)
     if "image_size" not in errors and params["image_size"] % 32:
         errors["image_size"] = f"{params['image_size']} is not a multiple of 32"
