@@ -63,7 +63,7 @@ def match_image(
     return gt_match, det_match
 
 
-def _coco_eval(gt_doc: dict, detections: list[dict]) -> Any:
+def coco_eval(gt_doc: dict, detections: list[dict]) -> Any:
     """pycocotools' evaluation of all classes; None when there is nothing to evaluate."""
     # torch / MMDetection load only where this runs (a child process), never on import
     from pycocotools.coco import COCO
@@ -93,7 +93,7 @@ def _coco_figures(
 ) -> tuple[dict[str, float | None], dict[int, dict[str, float | None]], dict[str, dict[str, list]]]:
     """pycocotools' figures: overall (mAP...), per class (AP, AP50, AP75) and precision-recall curves."""
     k = len(names)
-    ev = _coco_eval(gt_doc, detections)
+    ev = coco_eval(gt_doc, detections)
     keys = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
     overall: dict[str, float | None] = dict.fromkeys(keys)
     ap: dict[int, dict[str, float | None]] = {i: {"ap": None, "ap50": None, "ap75": None} for i in range(k)}

@@ -1,6 +1,5 @@
-"""Entry point of the training child process: ``python -m engine.child JOB_FILE``; an evaluation job
-(``evaluate.EvaluationJob``, ``"kind": "evaluate"``) and a detection job (``detect.DetectionJob``, ``"kind": "detect"``)
-run in the same child.
+"""Entry point of the training child process: ``python -m engine.child JOB_FILE``; evaluation, detection and ONNX
+export jobs (``"kind"``: ``evaluate``, ``detect``, ``onnx_export``) run in the same child.
 
 Training runs in its own process (and process group) because it holds gigabytes of tensors, can crash in native
 code, must be stoppable as a whole with its data-loader workers (cancel = signal the group), and because torch and
@@ -13,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import functools
 import glob
 import json
 import os
@@ -30,7 +30,11 @@ from .evaluate import DETECTIONS_PREFIX, EvaluationJob, analyse_detections, dete
 from .events import SAMPLES
 from .job import TrainingJob
 from .loading import load_json_config, resolve_base_config, write_json
+from .onnx_export import OnnxExportJob, export_onnx
 from .processes import is_alive, started_at
+
+AnyJob = TrainingJob | EvaluationJob | DetectionJob | OnnxExportJob
+EMITTING: dict[str, tuple[type, Any]] = {"detect": (DetectionJob, detect), "onnx_export": (OnnxExportJob, export_onnx)}
 
 
 def build_config(job: TrainingJob) -> Any:
@@ -119,7 +123,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _write_event(job: TrainingJob | EvaluationJob | DetectionJob, event: str, **payload: Any) -> None:
+def _write_event(job: AnyJob, event: str, **payload: Any) -> None:
     """Progress and results come from rank 0 only; an error is reported by whichever rank met it."""
     if rank() != 0 and event != "error":
         return
@@ -290,7 +294,7 @@ def analyse_registered(keep: Any, epoch: int, job: TrainingJob) -> str | None:
     return path
 
 
-def _record_error(job: TrainingJob | EvaluationJob | DetectionJob | None, exc: BaseException) -> None:
+def _record_error(job: AnyJob | None, exc: BaseException) -> None:
     if job is None:
         return
     # torch / MMDetection load only where this runs (a child process), never on import
@@ -350,7 +354,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m engine.child JOB_FILE", file=sys.stderr)
         return 2
-    job: TrainingJob | EvaluationJob | DetectionJob | None = None
+    job: AnyJob | None = None
     exit_with_parent()
     yield_group_cpu()
     try:
@@ -359,10 +363,10 @@ def main(argv: list[str]) -> int:
             evaluation = EvaluationJob(**data)
             job = evaluation
             evaluate(evaluation)
-        elif data.get("kind") == "detect":  # a detection run: the same process, watched the same way
-            detection = DetectionJob(**data)
-            job = detection
-            detect(detection, lambda event, **payload: _write_event(detection, event, **payload))
+        elif data.get("kind") in EMITTING:  # detection, ONNX export: the same process, watched the same way
+            job_type, work = EMITTING[data["kind"]]
+            job = job_type(**data)
+            work(job, functools.partial(_write_event, job))
         else:
             training = TrainingJob(**data)
             job = training

@@ -59,6 +59,8 @@ class DetectionJob(JsonJob):
     merge_threshold: float = 0.5
     keep_labels: list[int] | None = None  # None: every class
     device: str | None = None  # "cpu" or "gpu": what the worker gave the run
+    # The model's ONNX export (``engine.onnx_export``): run by ONNX Runtime on the CPU instead of PyTorch
+    onnx_file: str | None = None
     kind: str = "detect"
 
 
@@ -155,7 +157,7 @@ def merge_pass(boxes: list[dict], *, method: str, threshold: float) -> list[dict
 class Batcher:
     """Batches of windows through the model's test pipeline and ``test_step``: one model load, no file I/O."""
 
-    def __init__(self, job: DetectionJob):
+    def __init__(self, config_file: str, checkpoint: str, device: str | None = None):
         # torch / MMDetection load only where this runs (a child process), never on import
         import torch
         from mmcv.transforms import Compose
@@ -168,9 +170,9 @@ class Batcher:
 
         install_safe_globals()
         register_all_modules(init_default_scope=True)
-        self.device = select_device(cuda_available=torch.cuda.is_available(), amp=False, wanted=job.device)
-        cfg = load_json_config(job.config_file)
-        self.model = init_detector(cfg, job.checkpoint, device=self.device)
+        self.device = select_device(cuda_available=torch.cuda.is_available(), amp=False, wanted=device)
+        cfg = load_json_config(config_file)
+        self.model = init_detector(cfg, checkpoint, device=self.device)
         steps = [dict(step) for step in cfg.test_dataloader.dataset.pipeline]
         steps[0] = {"type": "mmdet.LoadImageFromNDArray"}  # windows come as arrays, as DetInferencer's do
         self.pipeline = Compose(steps)
@@ -193,7 +195,7 @@ class Batcher:
 class Sweep:
     """One pass over the rasters: windows read, nodata skipped, batches through the model, boxes kept by frame."""
 
-    def __init__(self, job: DetectionJob, model: Batcher, total: int, emit: Callable[..., None]):
+    def __init__(self, job: DetectionJob, model: Any, total: int, emit: Callable[..., None]):
         self.job, self.model, self.total, self.emit = job, model, total, emit
         self.keep = set(job.keep_labels) if job.keep_labels is not None else None
         self.found: dict[int, list[dict]] = {}
@@ -273,6 +275,16 @@ def raster_size(spec: dict) -> tuple[int, int]:
         return raster.width, raster.height
 
 
+def detector(job: DetectionJob) -> Any:
+    """The model a job detects with: its ONNX export in ONNX Runtime, or the checkpoint in PyTorch."""
+    if job.onnx_file:
+        # ONNX Runtime loads only where this runs (a child process), never on import
+        from .onnx_runtime import OnnxDetector
+
+        return OnnxDetector(job.onnx_file)
+    return Batcher(job.config_file, job.checkpoint, job.device)
+
+
 def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
     """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
     started = time.monotonic()
@@ -281,7 +293,7 @@ def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
     for spec in job.rasters:
         tile = raster_tile(job.tile_size, float(spec.get("scale") or 1.0))
         total += window_count(*raster_size(spec), tile, overlap_pixels(tile, job.overlap))
-    model = Batcher(job)
+    model = detector(job)
     emit("setup", device=model.device)
     emit("start", max_epochs=0, max_iters=total)
     sweep = Sweep(job, model, total, emit)
