@@ -19,8 +19,9 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # Types (mypy.ini): Django's and DRF's plugins, every function of the engine and of the services annotated. Its
-# cache is kept outside the checkout too, so a clean checkout checks what changed: 12 s instead of 65 here.
-export MYPY_CACHE_DIR=${DUMPSITE_MYPY_CACHE:-/var/cache/dumpsite/mypy}
+# cache is kept outside the checkout too, so a clean checkout checks what changed: 12 s instead of 65 here. One cache
+# per environment: a cache written against other installed packages can crash mypy (seen when onnx came in).
+export MYPY_CACHE_DIR=${DUMPSITE_MYPY_CACHE:-/var/cache/dumpsite/mypy/$(basename "$(readlink -f .venv)")}
 .venv/bin/mypy
 # Two test processes (tests/parallel.py): one's waits on workers, trainings and servers overlap the other's tests.
 # Arguments after these win (`-n 0` runs in this process).

@@ -1,5 +1,5 @@
 """No module outside the training child's path imports torch or mmdet (nor mlflow, which the workers load only when
-they track to it): the web process stays light."""
+they track to it, nor ONNX Runtime, which only a detection child loads): the web process stays light."""
 
 import json
 import subprocess
@@ -18,6 +18,7 @@ CHILD_ONLY = {
     "engine.vis_backend",
     "engine.tracking",
     "engine.transforms",
+    "engine.onnx_graphs",  # the ONNX export's tracing: torch at module level, like the child's own modules
 }
 
 SCRIPT = r"""
@@ -38,7 +39,8 @@ from django.test import Client
 from django.test.utils import setup_test_environment
 setup_test_environment()
 status = Client().get("/admin/login/").status_code
-heavy = sorted(m for m in ("torch", "mmdet", "mmengine", "mmcv", "cv2", "mlflow", "tensorboard") if m in sys.modules)
+heavy = ("torch", "mmdet", "mmengine", "mmcv", "cv2", "mlflow", "tensorboard", "onnx", "onnxruntime")
+heavy = sorted(m for m in heavy if m in sys.modules)
 print(json.dumps({"imported": imported, "heavy": heavy, "status": status}))
 """
 
