@@ -29,6 +29,7 @@ from engine.detect import DetectionJob
 from engine.geometry import NO_GEOTRANSFORM, map_to_pixel, pixel_to_map
 from engine.pipelines import gsd_factor
 from engine.supervisor import tail_text
+from models_registry.engines import onnx_refusal
 from training.execution.common import crashed, end_unless_trained, fail, supervise, sync_of
 from training.execution.scratch import cleanup_work_dir, prepare_work_dir
 from training.models import TrainingRun
@@ -166,8 +167,12 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
                 "scale": raster_scale(model.gsd_m, ortho.gsd_m or ortho.pixel_size_m, params),
             }
         )
+    files = [(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)]
+    onnx = params.get("engine") == "onnxruntime"
+    if onnx and onnx_refusal(model):
+        raise ApplicationError(f"This run detects with ONNX Runtime, but {onnx_refusal(model)}.")
     # The model's files where this worker reads them: in place, or this host's cached copies of a bucket's.
-    local = local_files([(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)])
+    local = local_files(files + ([(model.onnx.name, model.onnx_sha256)] if onnx else []))
     return DetectionJob(
         config_file=local.path(model.config.name),
         checkpoint=local.path(model.checkpoint.name),
@@ -183,6 +188,7 @@ def detection_job(run: TrainingRun, work: Path, orthos: list[Orthophoto], frame:
         merge_threshold=params["merge_threshold"],
         keep_labels=None if len(keep) == len(classes) else keep,
         device=params.get("device"),
+        onnx_file=local.path(model.onnx.name) if onnx else None,
     )
 
 

@@ -7,6 +7,7 @@ import json
 from core.errors import ApplicationError
 from engine.detect import MERGE_METHODS
 from engine.params import ParamSpec, checked_values
+from models_registry.engines import ENGINES, onnx_refusal
 from models_registry.models import TrainedModel
 from workers.resources import assert_some_worker_can_take, site_defaults
 
@@ -34,11 +35,21 @@ SPECS: dict[str, ParamSpec] = {
         ParamSpec("merge_threshold", float, 0.05, 1.0, help="Intersection over the smaller box that merges two."),
         ParamSpec("batch_size", int, 1, 64, help="Windows per forward pass."),
         ParamSpec("device", str, choices=("cpu", "gpu"), help="Where the model runs."),
+        ParamSpec(
+            "engine",
+            str,
+            choices=ENGINES,
+            help=(
+                "pytorch: the checkpoint through MMDetection; onnxruntime: the model's ONNX export (one that passed "
+                "the parity gate) through ONNX Runtime on the CPU, the same merge and outputs."
+            ),
+        ),
         ParamSpec("site_match", float, 0.05, 1.0, help="Share of the smaller area that makes a known site found."),
         ParamSpec("target_recall", float, 0.05, 1.0, help="The site recall whose score threshold is reported."),
     )
 }
 DEFAULTS = {
+    "engine": "pytorch",
     "resample": True,
     "overlap": 0.2,
     "score_threshold": 0.3,
@@ -97,6 +108,13 @@ def detection_parameters(model: TrainedModel, given: dict | None) -> dict:
         errors["classes"] = f"the model knows {', '.join(known)}; not {', '.join(unknown)}"
     else:
         params["classes"] = [c for c in known if c in classes]
+    if params["engine"] == "onnxruntime":
+        engine_error = onnx_refusal(model)
+        if engine_error:
+            errors["engine"] = engine_error
+        elif given.get("device") == "gpu":
+            errors["device"] = "ONNX Runtime runs on the CPU: leave the device out, or give cpu"
+        params["device"] = "cpu"
     if errors:
         raise ApplicationError("Invalid detection parameters.", errors)
     assert_some_worker_can_take({"device": params["device"], "processes": 1})  # one process

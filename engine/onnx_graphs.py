@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 OPSET = 17
 
@@ -35,7 +35,10 @@ class NonMaxSuppression(torch.autograd.Function):
     class's boxes best first, as ONNX's ``NonMaxSuppression`` (which the export writes)."""
 
     @staticmethod
-    def forward(ctx, boxes, scores, max_per_class, iou_threshold, score_threshold):  # noqa: ARG004
+    def forward(
+        ctx: Any, boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float, score_threshold: float
+    ) -> Tensor:  # noqa: ARG004,E501
+        # mmcv's compiled ops: the reference the traced graph is compared with, loaded where it runs
         from mmcv.ops import nms
 
         picked = []
@@ -50,7 +53,9 @@ class NonMaxSuppression(torch.autograd.Function):
         return torch.cat(picked) if picked else boxes.new_zeros((0, 3), dtype=torch.long)
 
     @staticmethod
-    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
+    def symbolic(
+        g: Any, boxes: Any, scores: Any, max_per_class: int, iou_threshold: float, score_threshold: float
+    ) -> Any:  # noqa: E501
         return g.op(
             "NonMaxSuppression",
             boxes,
@@ -66,14 +71,19 @@ class RoiAlign(torch.autograd.Function):
     ``coordinate_transformation_mode='half_pixel'``."""
 
     @staticmethod
-    def forward(ctx, feat, rois, batch_index, size, spatial_scale, sampling_ratio):  # noqa: ARG004
+    def forward(
+        ctx: Any, feat: Tensor, rois: Tensor, batch_index: Tensor, size: int, spatial_scale: float, sampling_ratio: int
+    ) -> Tensor:  # noqa: ARG004,E501
+        # mmcv's compiled ops: the reference the traced graph is compared with, loaded where it runs
         from mmcv.ops import roi_align
 
         five = torch.cat([batch_index.to(rois.dtype)[:, None], rois], dim=1)
         return roi_align(feat, five, (size, size), spatial_scale, sampling_ratio, "avg", True)
 
     @staticmethod
-    def symbolic(g, feat, rois, batch_index, size, spatial_scale, sampling_ratio):
+    def symbolic(
+        g: Any, feat: Any, rois: Any, batch_index: Any, size: int, spatial_scale: float, sampling_ratio: int
+    ) -> Any:  # noqa: E501
         return g.op(
             "RoiAlign",
             feat,
@@ -88,7 +98,7 @@ class RoiAlign(torch.autograd.Function):
         )
 
 
-def class_nms(boxes, scores, labels, num_classes: int, iou: float, keep: int):
+def class_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: int, iou: float, keep: int) -> Tensor:
     """MMDetection's ``batched_nms`` (class-aware; ``labels`` the classes, or RPN's levels) then the best ``keep``
     of what survived: indices into ``boxes``, best first."""
     one_hot = (labels[:, None] == torch.arange(num_classes, device=labels.device)[None, :]).to(scores.dtype)
@@ -97,13 +107,14 @@ def class_nms(boxes, scores, labels, num_classes: int, iou: float, keep: int):
     return picked[top_k(scores[picked], keep).indices]
 
 
-def top_k(values, k: int):
+def top_k(values: Tensor, k: int) -> Any:
     """The best ``k`` of a 1-d tensor (all of them where it is shorter), best first. The length is read as a tensor,
     so the exported graph takes it from the input at run time, not from the image it was traced on."""
-    return torch.topk(values, torch.clamp(torch._shape_as_tensor(values)[0], max=k))
+    length = torch.clamp(torch._shape_as_tensor(values)[0], max=k)
+    return torch.topk(values, cast(int, length))  # a tensor: topk takes it, and the graph keeps it dynamic
 
 
-def grid_anchors(feat, base, stride: int):
+def grid_anchors(feat: Tensor, base: Tensor, stride: int) -> Tensor:
     """A level's anchors as MMDetection's ``AnchorGenerator.grid_priors`` lays them out (row-major positions, each
     position's base anchors in turn), from the feature map's own (dynamic) height and width."""
     ys = torch.ones_like(feat[0, 0, :, 0]).cumsum(0) - 1
@@ -114,7 +125,7 @@ def grid_anchors(feat, base, stride: int):
     return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
 
 
-def decode(priors, deltas, stds: list[float], means: list[float], image_size):
+def decode(priors: Tensor, deltas: Tensor, stds: list[float], means: list[float], image_size: Tensor) -> Tensor:
     """``DeltaXYWHBBoxCoder.decode`` (no centre clamp), clipped to the image (height, width) as MMDetection does."""
     d = deltas * deltas.new_tensor(stds) + deltas.new_tensor(means)
     max_ratio = abs(math.log(16 / 1000))
@@ -127,7 +138,7 @@ def decode(priors, deltas, stds: list[float], means: list[float], image_size):
     return torch.cat([torch.min(torch.clamp(x1y1, min=0), limit), torch.min(torch.clamp(x2y2, min=0), limit)], dim=1)
 
 
-def coder(head) -> tuple[list[float], list[float]]:
+def coder(head: Any) -> tuple[list[float], list[float]]:
     c = head.bbox_coder
     if type(c).__name__ != "DeltaXYWHBBoxCoder" or getattr(c, "add_ctr_clamp", False):
         raise ValueError(f"no ONNX export for the box coder {type(c).__name__}")
@@ -137,13 +148,16 @@ def coder(head) -> tuple[list[float], list[float]]:
 class Normalise(nn.Module):
     """The data preprocessor's channel order and normalisation."""
 
-    def __init__(self, preprocessor):
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, preprocessor: Any) -> None:
         super().__init__()
         self.register_buffer("mean", preprocessor.mean.detach().clone().view(1, -1, 1, 1))
         self.register_buffer("std", preprocessor.std.detach().clone().view(1, -1, 1, 1))
         self.flip = bool(preprocessor._channel_conversion)
 
-    def forward(self, image):
+    def forward(self, image: Tensor) -> Tensor:
         if self.flip:
             image = image[:, [2, 1, 0]]
         return (image - self.mean) / self.std
@@ -153,7 +167,7 @@ class RetinaGraph(nn.Module):
     """A one-stage detector with an anchor head (RetinaNet): ``BaseDenseHead._predict_by_feat_single`` with
     sigmoid scores, then ``_bbox_post_process``."""
 
-    def __init__(self, model):
+    def __init__(self, model: Any) -> None:
         super().__init__()
         self.model, self.normalise = model, Normalise(model.data_preprocessor)
         head = model.bbox_head
@@ -165,7 +179,7 @@ class RetinaGraph(nn.Module):
         for i, base in enumerate(head.prior_generator.base_anchors):
             self.register_buffer(f"base{i}", base.detach().clone())
 
-    def forward(self, image, image_size, scale_factor):
+    def forward(self, image: Tensor, image_size: Tensor, scale_factor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         feats = self.model.extract_feat(self.normalise(image))
         cls_scores, bbox_preds = self.model.bbox_head(feats)
         nms_pre, thr = int(self.cfg.get("nms_pre", -1)), float(self.cfg.get("score_thr", 0))
@@ -194,7 +208,7 @@ class FasterRcnnGraph(nn.Module):
     """A two-stage detector (Faster R-CNN): the RPN's proposals (``RPNHead``), RoI features from the level each
     proposal maps to (``SingleRoIExtractor``), the box head's classes and boxes, ``multiclass_nms``."""
 
-    def __init__(self, model):
+    def __init__(self, model: Any) -> None:
         super().__init__()
         self.model, self.normalise = model, Normalise(model.data_preprocessor)
         rpn, roi = model.rpn_head, model.roi_head
@@ -215,7 +229,7 @@ class FasterRcnnGraph(nn.Module):
         self.finest = float(extractor.finest_scale)
         self.num_classes = roi.bbox_head.num_classes
 
-    def proposals(self, feats, image_size):
+    def proposals(self, feats: list[Tensor], image_size: Tensor) -> Tensor:
         cls_scores, bbox_preds = self.model.rpn_head(feats)
         nms_pre = int(self.rpn_cfg.get("nms_pre", -1))
         all_scores, all_boxes, all_levels = [], [], []
@@ -238,18 +252,19 @@ class FasterRcnnGraph(nn.Module):
         )
         return boxes[keep]
 
-    def roi_features(self, feats, rois):
+    def roi_features(self, feats: list[Tensor], rois: Tensor) -> Tensor:
         scale = torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
         levels = torch.floor(torch.log2(scale / self.finest + 1e-6)).clamp(min=0, max=len(self.roi_strides) - 1)
         batch = torch.zeros_like(levels).long()
-        out = None
+        out: Tensor | None = None
         for i, stride in enumerate(self.roi_strides):
             pooled = RoiAlign.apply(feats[i], rois, batch, self.roi_size, 1.0 / stride, self.sampling)
             mask = (levels == i)[:, None, None, None]
             out = torch.where(mask, pooled, torch.zeros_like(pooled) if out is None else out)
+        assert out is not None  # a two-stage model has at least one level
         return out
 
-    def forward(self, image, image_size, scale_factor):
+    def forward(self, image: Tensor, image_size: Tensor, scale_factor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         feats = self.model.extract_feat(self.normalise(image))
         rois = self.proposals(feats, image_size)
         cls_score, bbox_pred = self.model.roi_head.bbox_head(self.roi_features(feats, rois))
@@ -266,7 +281,7 @@ class FasterRcnnGraph(nn.Module):
         return boxes[keep], scores[keep], labels[keep]
 
 
-def graph_of(model) -> nn.Module:
+def graph_of(model: Any) -> nn.Module:
     if hasattr(model, "roi_head") and hasattr(model, "rpn_head"):
         return FasterRcnnGraph(model).eval()
     if hasattr(model, "bbox_head"):
@@ -274,9 +289,10 @@ def graph_of(model) -> nn.Module:
     raise ValueError(f"no ONNX export for {type(model).__name__}")
 
 
-def export_graph(model, path: str, sample: tuple[Any, Any, Any], metadata: dict[str, str]) -> None:
+def export_graph(model: Any, path: str, sample: tuple[Any, ...], metadata: dict[str, str]) -> None:
     """Trace ``model``'s graph on ``sample`` (image, image_size, scale_factor) and write it to ``path`` with
     ``metadata`` (the model's classes and how to feed it) in the file's metadata."""
+    # onnx loads only in the export's child, never on import
     import onnx
 
     graph = graph_of(model)

@@ -116,8 +116,22 @@ def model_card(model: TrainedModel, user, files: dict[str, dict] | None = None) 
         # metres per pixel the network saw in training; detection resamples imagery to it
         "ground_resolution_m": model.gsd_m,
         "library_versions": model.library_versions or {},
-        "files": files or {"checkpoint.pth": {"sha256": model.checkpoint_sha256}},
+        "onnx": onnx_summary(model),
+        "files": files
+        or {
+            "checkpoint.pth": {"sha256": model.checkpoint_sha256},
+            **({"model.onnx": {"sha256": model.onnx_sha256}} if model.onnx else {}),
+        },
     }
+
+
+def onnx_summary(model: TrainedModel) -> dict | None:
+    """The last ONNX export's parity gate as the card shows it (None: never exported)."""
+    report = model.onnx_report or {}
+    if not report:
+        return None
+    keys = ("passed", "failures", "images", "map50", "matched", "seconds_per_image", "speedup", "threads", "opset")
+    return {"file": bool(model.onnx), **{k: report.get(k) for k in keys}, "exporter": report.get("exporter")}
 
 
 def _fmt(value) -> str:
@@ -194,6 +208,7 @@ def card_markdown(card: dict) -> str:
     lines += [f"- #{a['id']} {_cell(a['name'])}" if a["id"] else f"- {a['name']}" for a in card["lineage"]] or [
         "- none: trained from scratch or registered from files"
     ]
+    lines += onnx_lines(card.get("onnx"))
     lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| {name} | `{info['sha256']}` |" for name, info in card["files"].items()]
     lines += ["", "## Library versions", ""]
@@ -209,7 +224,39 @@ def card_markdown(card: dict) -> str:
         "```",
         "",
     ]
+    if (card.get("onnx") or {}).get("file"):
+        lines += [
+            "With ONNX Runtime alone (`model.onnx`; its metadata `dumpsite.preprocess` says how to resize and pad, "
+            "`dumpsite.inputs` what to feed):",
+            "",
+            "```python",
+            "import onnxruntime",
+            "session = onnxruntime.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
+            "print(session.get_modelmeta().custom_metadata_map['dumpsite.inputs'])",
+            "```",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def onnx_lines(onnx: dict | None) -> list[str]:
+    if not onnx:
+        return []
+    maps, matched, seconds = onnx["map50"] or {}, onnx["matched"] or {}, onnx["seconds_per_image"] or {}
+    verdict = "passed: `model.onnx` runs in plain ONNX Runtime" if onnx["passed"] else "FAILED: no ONNX file kept"
+    lines = [
+        "",
+        "## ONNX export (parity gate on the validation split)",
+        "",
+        f"- {verdict}; {_cell(onnx.get('exporter') or '')}, opset {_fmt(onnx.get('opset'))}",
+        f"- mAP50: PyTorch {_fmt(maps.get('pytorch'))}, ONNX Runtime {_fmt(maps.get('onnxruntime'))} "
+        f"({_fmt(onnx['images'])} images)",
+        f"- PyTorch detections matched (IoU >= 0.99, score within 0.001): {_fmt(matched.get('count'))} of "
+        f"{_fmt(matched.get('total'))}",
+        f"- CPU seconds per image ({_fmt(onnx.get('threads'))} threads): PyTorch {_fmt(seconds.get('pytorch'))}, "
+        f"ONNX Runtime {_fmt(seconds.get('onnxruntime'))} ({_fmt(onnx.get('speedup'))}x)",
+    ]
+    return lines + [f"- {_cell(f)}" for f in onnx.get("failures") or []]
 
 
 def bundle_file(model: TrainedModel, user) -> str:
@@ -218,8 +265,9 @@ def bundle_file(model: TrainedModel, user) -> str:
     holds): later downloads serve the stored file. Built in this process's temporary files (the checkpoint read by
     window from the storage), then stored whole: two first downloads each store a whole copy.
 
-    ``model-<id>/``: ``checkpoint.pth``, ``config.py`` (stock MMDetection), ``config.json`` (the stored one),
-    ``model_card.json``, ``model_card.md`` and ``SHA256SUMS`` (every file of the bundle)."""
+    ``model-<id>/``: ``checkpoint.pth``, ``model.onnx`` (where an export passed the gate), ``config.py`` (stock
+    MMDetection), ``config.json`` (the stored one), ``model_card.json``, ``model_card.md`` and ``SHA256SUMS``
+    (every file of the bundle)."""
     config_py = python_config(model).encode("utf-8")
     with model.config.open("rb") as fh:
         config_json = fh.read()
@@ -234,6 +282,10 @@ def bundle_file(model: TrainedModel, user) -> str:
         "config.py": {"sha256": _sha256(config_py), "bytes": len(config_py)},
         "config.json": {"sha256": _sha256(config_json), "bytes": len(config_json)},
     }
+    stored = {"checkpoint.pth": model.checkpoint.name}
+    if model.onnx:
+        files["model.onnx"] = {"sha256": model.onnx_sha256, "bytes": default_storage.size(model.onnx.name)}
+        stored["model.onnx"] = model.onnx.name
     card = model_card(model, user, files)
     card_json = json.dumps(card, indent=1, ensure_ascii=False).encode("utf-8")
     card_md = card_markdown(card).encode("utf-8")
@@ -254,10 +306,11 @@ def bundle_file(model: TrainedModel, user) -> str:
     with tempfile.TemporaryDirectory(prefix="bundle-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
         built = Path(tmp) / "bundle.zip"
         with zipfile.ZipFile(built, "w") as zf:
-            # The checkpoint is stored, not deflated: weights do not compress, and the copy stays fast.
-            member = zipfile.ZipInfo(f"{root}/checkpoint.pth", date_time=(1980, 1, 1, 0, 0, 0))
-            with open_stored(model.checkpoint.name) as source, zf.open(member, "w", force_zip64=True) as out:
-                shutil.copyfileobj(source, out, CHECKPOINT_CHUNK)
+            # The weights are stored, not deflated: they do not compress, and the copy stays fast.
+            for name, stored_name in stored.items():
+                member = zipfile.ZipInfo(f"{root}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+                with open_stored(stored_name) as source, zf.open(member, "w", force_zip64=True) as out:
+                    shutil.copyfileobj(source, out, CHECKPOINT_CHUNK)
             for name, data in small.items():
                 zf.writestr(f"{root}/{name}", data, compress_type=zipfile.ZIP_DEFLATED)
         store_file(built, target, move=True)

@@ -49,6 +49,21 @@ class TrainedModel(models.Model):
     checkpoint_sha256 = models.CharField(max_length=64)
     config = models.FileField(upload_to=artifact_upload_to, max_length=500)
     config_sha256 = models.CharField(max_length=64)
+    onnx = models.FileField(
+        upload_to=artifact_upload_to,
+        max_length=500,
+        blank=True,
+        help_text="Its ONNX export for ONNX Runtime (CPU servers), kept only once it passed the parity gate.",
+    )
+    onnx_sha256 = models.CharField(max_length=64, blank=True)
+    onnx_report = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "The last ONNX export's parity gate: passed, mAP50 of both, the share of PyTorch detections matched, "
+            "seconds per image of both, and where they differ."
+        ),
+    )
 
     is_published = models.BooleanField(default=False, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True)
@@ -120,6 +135,11 @@ class Prediction(models.Model):
     image = models.FileField(upload_to=prediction_upload_to, max_length=500)
     original_name = models.CharField(max_length=255, blank=True)
     score_threshold = models.FloatField(default=0.3)
+    engine = models.CharField(
+        max_length=16,
+        default="pytorch",
+        help_text="pytorch: the checkpoint; onnxruntime: the model's ONNX export (one that passed the parity gate).",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     result = models.JSONField(default=dict, blank=True, help_text="Size and boxes: class name, score, x1 y1 x2 y2.")
     preview = models.FileField(upload_to=prediction_upload_to, max_length=500, blank=True)

@@ -29,6 +29,7 @@ class TrainingRun(models.Model):
         TRAIN = "train", "Training"
         EVALUATE = "evaluate", "Evaluation"
         DETECT = "detect", "Detection"
+        ONNX_EXPORT = "onnx_export", "ONNX export"
 
     class Priority(models.IntegerChoices):
         NORMAL = 0, "Normal"
@@ -44,7 +45,8 @@ class TrainingRun(models.Model):
         db_index=True,
         help_text=(
             "Training trains a model; an evaluation runs a registered model over a dataset and stores results; a "
-            "detection runs one over whole orthophotos and stores the sites it finds."
+            "detection runs one over whole orthophotos and stores the sites it finds; an ONNX export writes a model "
+            "to ONNX and keeps the file if it passes the parity gate."
         ),
     )
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="training_runs")
@@ -57,7 +59,7 @@ class TrainingRun(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="evaluation_runs",
-        help_text="The model an evaluation run evaluates, or a detection run detects with.",
+        help_text="The model an evaluation run evaluates, a detection run detects with, or an export exports.",
     )
     architecture = models.CharField(max_length=64, choices=preset_choices(), default=DEFAULT_PRESET)
     parameters = models.JSONField(default=dict, help_text="Validated hyper-parameters (preset defaults filled in).")

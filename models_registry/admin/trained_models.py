@@ -65,7 +65,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
     list_filter = ("is_published", "architecture", "origin", ("dataset", VisibleRelatedOnlyFilter))
     search_fields = ("name", "description")
     list_select_related = ("base_model", "dataset", "created_by")
-    actions = ["publish", "unpublish", "compare", "evaluate", "detect"]
+    actions = ["publish", "unpublish", "compare", "evaluate", "export_onnx", "detect"]
     fieldsets = [
         (
             None,
@@ -143,6 +143,7 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             actions.pop("unpublish", None)
         if not can(request.user, "training.add_trainingrun"):
             actions.pop("evaluate", None)
+            actions.pop("export_onnx", None)
         if not can(request.user, "detection.run_detection"):
             actions.pop("detect", None)
         return actions
@@ -346,6 +347,15 @@ class TrainedModelAdmin(ModelColumns, AccessControlledAdmin, admin.ModelAdmin):
             self.message_user(request, "Choose one model to evaluate.", messages.WARNING)
             return None
         return redirect(f"{reverse('admin:training_trainingrun_evaluate')}?model={chosen[0]}")
+
+    @admin.action(description="Export the selected model to ONNX (behind the parity gate)")
+    def export_onnx(self, request, queryset):
+        # The form is the training app's (an export is a run); the registry names it by URL only.
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose one model to export.", messages.WARNING)
+            return None
+        return redirect(f"{reverse('admin:training_trainingrun_onnx_export')}?model={chosen[0]}")
 
     @admin.action(description="Detect on orthophotos with the selected model")
     def detect(self, request, queryset):

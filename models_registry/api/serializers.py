@@ -13,6 +13,7 @@ from core.filters import ApiFilterSet, UtcIsoDateTimeFilter
 from engine.presets import preset_choices
 
 from .. import services
+from ..engines import ENGINES
 from ..evaluations import validation_of
 from ..models import METRIC_FIELDS, Evaluation, EvaluationImage, Prediction, TrainedModel
 from ..selectors import visible_related_ids
@@ -73,6 +74,8 @@ class TrainedModelSerializer(serializers.ModelSerializer):
             "training_duration_seconds",
             "checkpoint_sha256",
             "config_sha256",
+            "onnx_sha256",
+            "onnx_report",
             "mlflow_registration",
             "created_by",
             "created_at",
@@ -217,6 +220,11 @@ class PredictRequestSerializer(serializers.Serializer):
     score_threshold = serializers.FloatField(
         required=False, default=0.3, min_value=0.0, max_value=1.0, help_text="Keep boxes scoring at least this."
     )
+    engine = serializers.ChoiceField(
+        choices=list(ENGINES),
+        default="pytorch",
+        help_text="pytorch: the checkpoint; onnxruntime: the model's ONNX export (one that passed the parity gate).",
+    )
 
 
 class PredictionSerializer(serializers.ModelSerializer):
@@ -231,6 +239,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "status",
             "original_name",
             "score_threshold",
+            "engine",
             "result",
             "error_message",
             "preview_url",

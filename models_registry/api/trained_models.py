@@ -31,7 +31,13 @@ from .serializers import (
     TrainedModelSerializer,
 )
 
-ARTIFACTS = ("checkpoint", "config", "config_json", "card", "bundle")
+# The artifacts that are stored files: the model's field and its hash's
+STORED = {
+    "checkpoint": ("checkpoint", "checkpoint_sha256"),
+    "config_json": ("config", "config_sha256"),
+    "onnx": ("onnx", "onnx_sha256"),
+}
+ARTIFACTS = ("checkpoint", "config", "config_json", "onnx", "card", "bundle")
 
 
 class TrainedModelViewSet(
@@ -126,6 +132,7 @@ class TrainedModelViewSet(
             content=upload.read(),
             original_name=upload.name,
             score_threshold=payload.validated_data["score_threshold"],
+            engine=payload.validated_data["engine"],
             user=request.user,
         )
         return Response(PredictionSerializer(prediction, context={"request": request}).data, status=202)
@@ -186,8 +193,9 @@ class TrainedModelViewSet(
                 required=True,
                 description=(
                     "checkpoint: the weights (.pth); config: the Python config stock MMDetection reads; "
-                    "config_json: the stored JSON config; card: the model card (Markdown); bundle: a zip of all "
-                    "of them with the card as JSON and SHA256SUMS."
+                    "config_json: the stored JSON config; onnx: the ONNX export for ONNX Runtime (once one passed "
+                    "the parity gate); card: the model card (Markdown); bundle: a zip of all of them with the card "
+                    "as JSON and SHA256SUMS."
                 ),
             )
         ],
@@ -200,9 +208,10 @@ class TrainedModelViewSet(
         artifact = request.query_params.get("artifact")
         if artifact not in ARTIFACTS:
             raise ValidationError({"artifact": [f"Choose one of: {', '.join(ARTIFACTS)}."]})
-        if artifact in ("checkpoint", "config_json"):
-            field = model.checkpoint if artifact == "checkpoint" else model.config
-            digest = model.checkpoint_sha256 if artifact == "checkpoint" else model.config_sha256
+        if artifact in STORED:
+            field, digest = getattr(model, STORED[artifact][0]), getattr(model, STORED[artifact][1])
+            if not field:
+                raise NotFound("This model has no ONNX export (none passed the parity gate).")
             suffix = field.name.rsplit(".", 1)[-1]
             try:
                 response = stored_file_response(

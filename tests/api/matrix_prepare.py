@@ -1,5 +1,5 @@
 """What the permission matrix's rows prepare before their request: a run's state, confirmed detections, a labelling
-task, a webhook subscription with a delivery, a run's TensorBoard file and training samples
+task, a webhook subscription with a delivery, a run's TensorBoard file and training samples, a model's ONNX export
 (tests/api/test_permission_matrix.py)."""
 
 import json
@@ -26,6 +26,15 @@ def training_samples(world):
     store_bytes(b"\xff\xd8 a picture", stored_name(world.run.pk, f"{SAMPLES}/sample_0.jpg"))
     index = [{"file": "sample_0.jpg", "width": 8, "height": 8, "boxes": 1, "ignored": 0}]
     store_bytes(json.dumps(index).encode(), stored_name(world.run.pk, f"{SAMPLES}/samples.json"))
+
+
+def onnx_export(world):
+    """A model whose export passed the gate: its file stored beside its checkpoint, the report kept."""
+    from models_registry.models import TrainedModel
+
+    name = f"models/{world.model.artifact_key}/model.onnx"
+    store_bytes(b"an onnx file", name)
+    TrainedModel.objects.filter(pk=world.model.pk).update(onnx=name, onnx_sha256="0" * 64, onnx_report={"passed": True})
 
 
 def confirm_detections(world):

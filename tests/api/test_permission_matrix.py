@@ -10,6 +10,7 @@ from datasets.models import Annotation
 from tests.api.matrix_prepare import (
     confirm_detections,
     labelling_task,
+    onnx_export,
     set_detection_status,
     set_status,
     tensorboard_file,
@@ -62,6 +63,7 @@ ENDPOINTS = [
     ("run export", "get", f"/api/training-runs/{R}/export/?side=val", None, None),
     ("run evaluate", "post", "/api/training-runs/evaluate/", None, "evaluate"),
     ("published evaluate", "post", "/api/training-runs/evaluate/", None, "evaluate published"),
+    ("model onnx export", "post", "/api/training-runs/onnx-export/", None, "onnx export"),
     ("run delete", "delete", f"/api/training-runs/{R}/", None, None),
     ("models list", "get", "/api/trained-models/", None, None),
     ("model detail", "get", f"/api/trained-models/{M}/", None, None),
@@ -73,6 +75,7 @@ ENDPOINTS = [
     ("model metrics", "get", f"/api/trained-models/{M}/metrics/", None, None),
     ("model download", "get", f"/api/trained-models/{M}/download/?artifact=checkpoint", None, None),
     ("published download", "get", f"/api/trained-models/{P}/download/?artifact=config", None, None),
+    ("model onnx download", "get", f"/api/trained-models/{M}/download/?artifact=onnx", onnx_export, None),
     ("model card", "get", f"/api/trained-models/{M}/card/", None, None),
     ("published card", "get", f"/api/trained-models/{P}/card/", None, None),
     ("model card download", "get", f"/api/trained-models/{M}/download/?artifact=card", None, None),
@@ -168,6 +171,8 @@ EXPECTED = {
     # Starting runs is a Trainer's and an Administrator's; a private model is "no such model" (400) to others.
     "run evaluate": (401, 403, 202, 400, 403, 202),
     "published evaluate": (401, 403, 202, 202, 403, 202),
+    # An export is a run: the same people start one, on a model they may see.
+    "model onnx export": (401, 403, 202, 400, 403, 202),
     "run delete": (401, 404, 204, 404, 403, 204),
     "models list": (401, 200, 200, 200, 200, 200),
     "model detail": (401, 404, 200, 404, 200, 200),
@@ -179,6 +184,7 @@ EXPECTED = {
     "model metrics": (401, 404, 200, 404, 200, 200),
     "model download": (401, 404, 200, 404, 200, 200),
     "published download": (401, 200, 200, 200, 200, 200),
+    "model onnx download": (401, 404, 200, 404, 200, 200),
     "model card": (401, 404, 200, 404, 200, 200),
     "published card": (401, 200, 200, 200, 200, 200),
     "model card download": (401, 404, 200, 404, 200, 200),
@@ -289,6 +295,7 @@ BODIES = {
     "labelling task": lambda w: {"detection_run": w.detection_run.pk, "parameters": {"rule": "all", "count": 10}},
     "returned": lambda w: {"dataset": w.dataset.pk},
     "evaluate published": lambda w: {"model": w.published.pk, "dataset": w.dataset.pk},
+    "onnx export": lambda w: {"model": w.model.pk},
 }
 
 

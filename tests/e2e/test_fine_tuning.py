@@ -14,6 +14,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from models_registry.models import TrainedModel
+from tests.e2e.onnx_checks import check_two_stage_export
 from tests.e2e.stock import run_stock_mmdet
 from tests.e2e.test_training_pipeline import TRAIN_TIMEOUT, follow, tiles_dataset
 from tests.zoo import make_zoo_checkpoint
@@ -129,3 +130,6 @@ def test_model_zoo_faster_rcnn_fine_tunes_to_two_classes(worker, tmp_path):
     assert small_model.architecture == "faster_rcnn_r50_fpn_small" and small_model.base_model == base
     stored = json.loads(Path(small_model.config.path).read_text())
     assert stored["model"]["rpn_head"]["anchor_generator"]["scales"] == [4]
+
+    # 6. Its ONNX export passes the parity gate, and detects on ONNX Runtime what it detects in PyTorch.
+    check_two_stage_export(small_model, operator, tmp_path / "onnx")

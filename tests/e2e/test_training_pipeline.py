@@ -29,6 +29,7 @@ from tests.e2e.detection_checks import check_detection_runs
 from tests.e2e.evaluation_checks import check_evaluation_runs, check_validation_results
 from tests.e2e.loop_checks import check_review_loop
 from tests.e2e.model_checks import api_client, check_downloads_in_stock_mmdetection, check_predict
+from tests.e2e.onnx_checks import check_detection_on_onnx_runtime, check_export_passes
 from tests.e2e.scale_out_checks import check_two_processes
 from tests.e2e.tracking_checks import check_mlflow_model_version, check_mlflow_run, check_tensorboard_files, mlflow_env
 from tests.e2e.webhook_checks import check_other_kinds_told, check_run_end_told, subscribe_operator
@@ -201,7 +202,7 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path, settings):
     check_downloads_in_stock_mmdetection(model, dataset, tmp_path)
 
     # 6. The predict check: API (a worker runs it), refusal of a non-image, and the command line.
-    check_predict(model, dataset, tmp_path)
+    check_predict(model, dataset, tmp_path, worker)
 
     # 7. Results in depth: per class on its validation split, its manifest, evaluation runs and their cancel.
     from django.contrib.auth import get_user_model
@@ -213,6 +214,11 @@ def test_train_from_scratch_then_fine_tune(worker, tmp_path, settings):
     # 7b. Detection runs over whole orthophotos built here: seams, two parts, rotation, nodata, pixels, cancel.
     check_detection_runs(model, get_user_model().objects.get(username="operator"), tmp_path / "detect")
     check_other_kinds_told(receiver, secret)
+
+    # 7b'. Its ONNX export behind the parity gate, and the first detection run again on ONNX Runtime: the same sites.
+    check_export_passes(model, tmp_path / "onnx")
+    reference = TrainingRun.objects.filter(kind="detect", status="succeeded", evaluated_model=model).earliest("id")
+    check_detection_on_onnx_runtime(model, reference)
 
     # 7c. The loop back to training data: review a run, its sites into a dataset, fine-tune, better site recall;
     # then a labelling task of that dataset run through the new model, read by Label Studio's converter.

@@ -82,6 +82,23 @@ class StartRunForm(forms.Form):
             self.add_error(None, message)
 
 
+class OnnxExportForm(forms.Form):
+    """The admin's "Export to ONNX" form: which model; ``onnx_export_create`` decides."""
+
+    model: forms.ModelChoiceField = forms.ModelChoiceField(
+        queryset=None,
+        help_text=(
+            "Models you may see. The export is checked against the model on its own validation split and kept only "
+            "if it passes (mAP50 within 0.005, every detection matched at IoU 0.99)."
+        ),
+    )
+    name = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = models_visible_to(user).order_by("-created_at")
+
+
 class EvaluateForm(forms.Form):
     """The admin's "Evaluate a model" form: which model on which images; ``evaluation_run_create`` decides."""
 

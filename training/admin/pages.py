@@ -23,7 +23,8 @@ from ..kinds import KINDS
 from ..models import TrainingRun
 from ..services import training_run_create, training_run_preview, training_run_validate
 from ..services.evaluation_runs import evaluation_run_create
-from .forms import EvaluateForm, StartRunForm
+from ..services.export_runs import onnx_export_create
+from .forms import EvaluateForm, OnnxExportForm, StartRunForm
 
 
 class _NotConfirmed(Exception):
@@ -82,6 +83,37 @@ def start_run_view(model_admin, request):
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Start a training run",
+        "form": form,
+        "opts": model_admin.model._meta,
+        "has_view_permission": True,
+    }
+    return TemplateResponse(request, "admin/training/start_run.html", context)
+
+
+def onnx_export_view(model_admin, request):
+    """Export a model to ONNX: queued as a run; the file is kept with the model once it passes the parity gate."""
+    if not can(request.user, "training.add_trainingrun"):
+        raise PermissionDenied
+    initial = {"model": request.GET.get("model")} if request.GET.get("model") else None
+    form = OnnxExportForm(request.POST or None, user=request.user, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = onnx_export_create(
+                model=form.cleaned_data["model"], name=form.cleaned_data["name"], created_by=request.user
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"ONNX export #{run.pk} {run.name!r} is queued.")
+            return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Export a model to ONNX",
+        "crumb": "Export to ONNX",
+        "form_id": "onnx-export-form",
+        "submit_label": "Export",
         "form": form,
         "opts": model_admin.model._meta,
         "has_view_permission": True,

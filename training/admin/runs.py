@@ -210,6 +210,11 @@ class TrainingRunAdmin(RunActions, RunColumns, AccessControlledAdmin, admin.Mode
                 self.admin_site.admin_view(lambda r: pages.evaluate_view(self, r)),
                 name="training_trainingrun_evaluate",
             ),
+            path(
+                "onnx-export/",
+                self.admin_site.admin_view(lambda r: pages.onnx_export_view(self, r)),
+                name="training_trainingrun_onnx_export",
+            ),
             path("compare/", self.admin_site.admin_view(self.compare_page), name="training_trainingrun_compare"),
         ] + super().get_urls()
 

@@ -23,9 +23,11 @@ from ..models import TrainingManifest, TrainingRun
 from ..run_files import stored_samples, stored_tensorboard_files
 from ..selectors import run_log_file, run_log_lines, run_log_tail, run_metrics, run_pipeline, run_split_image_ids
 from ..services.evaluation_runs import evaluation_run_create
+from ..services.export_runs import onnx_export_create
 from .serializers import (
     PROGRESS_MODEL_FIELDS,
     EvaluationRunCreateSerializer,
+    OnnxExportCreateSerializer,
     ProgressSerializer,
     TrainingRunCreateSerializer,
     TrainingRunFilter,
@@ -56,6 +58,7 @@ class TrainingRunViewSet(
         "progress": "training.view_trainingrun",
         "create": "training.add_trainingrun",
         "evaluate": "training.add_trainingrun",
+        "onnx_export": "training.add_trainingrun",
         "manifest": "training.view_trainingrun_statistics",
         "export": "training.view_trainingrun_statistics",
         "destroy": "training.delete_trainingrun",
@@ -148,6 +151,27 @@ class TrainingRunViewSet(
             dataset=dataset,
             split=data["split"],
             parameters=data.get("parameters"),
+            name=data.get("name", ""),
+            created_by=request.user,
+            time_limit_seconds=data.get("time_limit_seconds"),
+            priority=data["priority"],
+        )
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=OnnxExportCreateSerializer, responses={202: TrainingRunSerializer})
+    @action(detail=False, methods=["post"], url_path="onnx-export", filter_backends=[])
+    def onnx_export(self, request):
+        """Queue the ONNX export of a model you may see: written to ONNX, checked against the model on its own
+        validation split (the parity gate) and kept only if it passes. Watch it like any run; the gate's report is
+        the model's ``onnx_report``, the file its ``onnx`` download."""
+        payload = OnnxExportCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        model = models_visible_to(request.user).filter(pk=data["model"]).first()
+        if model is None:
+            return Response(error_body("invalid", "Invalid input.", {"model": ["No such model."]}), status=400)
+        run = onnx_export_create(
+            model=model,
             name=data.get("name", ""),
             created_by=request.user,
             time_limit_seconds=data.get("time_limit_seconds"),

@@ -183,6 +183,15 @@ class EvaluationRunCreateSerializer(serializers.Serializer):
     )
 
 
+class OnnxExportCreateSerializer(serializers.Serializer):
+    """Only the shapes are checked here; every rule lives in ``onnx_export_create``."""
+
+    model = serializers.IntegerField(help_text="Trained model id to export.")
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    time_limit_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    priority = serializers.ChoiceField(**PRIORITY_FIELD)
+
+
 class TrainingRunFilter(ApiFilterSet):
     created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")

@@ -7,6 +7,7 @@ and the reaper do (claim, progress, finish).
 """
 
 from .evaluation_runs import evaluation_run_create
+from .export_runs import onnx_export_create
 from .lifecycle import (
     training_run_child_started,
     training_run_claim,
@@ -53,6 +54,7 @@ __all__ = [
     "run_node_set_port",
     "RunPlan",
     "evaluation_run_create",
+    "onnx_export_create",
     "training_run_cancel",
     "training_run_child_started",
     "training_run_claim",

@@ -156,6 +156,8 @@ def watch_run(run_id: int) -> TrainingRun:
                 elif run.kind == TrainingRun.Kind.DETECT:
                     detecting = run.current_iter < run.max_iters
                     bar.set_description_str("detecting (windows)" if detecting else "merging, storing detections")
+                elif run.kind == TrainingRun.Kind.ONNX_EXPORT:
+                    bar.set_description_str("exporting, then PyTorch and ONNX Runtime on each validation image")
                 else:
                     bar.set_description_str(
                         f"epoch {run.current_epoch}/{run.max_epochs}"
