@@ -234,6 +234,11 @@ DUMPSITE_PICTURE_CACHE_MAX_BYTES = env_int("DUMPSITE_PICTURE_CACHE_MAX_BYTES", 2
 DUMPSITE_INSPECT_TIMEOUT = env_int("DUMPSITE_INSPECT_TIMEOUT", 90)
 # Seconds a predict check (one model on uploaded images, in a worker or `manage.py predict`) may take.
 DUMPSITE_PREDICT_TIMEOUT = env_int("DUMPSITE_PREDICT_TIMEOUT", 600)
+# Predict checks in a worker run in a long-lived child of each worker process that keeps the last models it ran
+# loaded (engine.warm): at most this many (0: a new child per check), and it is restarted when its memory passes
+# DUMPSITE_WARM_MEMORY_MB.
+DUMPSITE_WARM_MODELS = env_int("DUMPSITE_WARM_MODELS", 2)
+DUMPSITE_WARM_MEMORY_MB = env_int("DUMPSITE_WARM_MEMORY_MB", 3072)
 # This host's identity among the hosts sharing the database: a reaper only ever signals processes of runs recorded on
 # its own host identity. Give each host (and each container of a worker) its own.
 DUMPSITE_HOST_ID = env_str("DUMPSITE_HOST_ID", socket.gethostname())[:255]

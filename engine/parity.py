@@ -114,7 +114,8 @@ def gate(
             worst.append({"image_id": image_id, "detections": shown, "unmatched": missed[:WORST_SHOWN]})
     worst.sort(key=lambda w: -len(w["unmatched"]))
     maps = {"pytorch": map50(gt_doc, reference, category_ids), "onnxruntime": map50(gt_doc, candidate, category_ids)}
-    difference = None if None in maps.values() else round(abs(maps["pytorch"] - maps["onnxruntime"]), 6)
+    ours, theirs = maps["pytorch"], maps["onnxruntime"]
+    difference = None if ours is None or theirs is None else round(abs(ours - theirs), 6)
     failures = []
     if difference is not None and difference > MAP50_TOLERANCE:
         failures.append(f"mAP50 differs by {difference:.4f} (at most {MAP50_TOLERANCE})")

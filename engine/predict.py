@@ -1,9 +1,10 @@
 """Run a registered model on images in a child process: ``python -m engine.predict JOB_FILE``.
 
 The same isolation as training: torch and mmdet never enter a Django process. The job (JSON) names the model's
-stored config and checkpoint, the images, a score threshold and where to write. The child loads the checkpoint
-weights-only, detects, writes ``out`` (JSON: per image its size and boxes with class names and scores) and, where
-asked, a preview image with the boxes drawn. Exit status 0 means ``out`` was written.
+stored config and checkpoint (or its ONNX export, ``onnx``, run by ONNX Runtime), the images, a score threshold and
+where to write. The child loads the checkpoint weights-only, detects, writes ``out`` (JSON: per image its size and
+boxes with class names and scores) and, where asked, a preview image with the boxes drawn. Exit status 0 means
+``out`` was written. ``Loaded`` is shared with the warm child (``engine.warm``), which keeps models between jobs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from .loading import load_json_config
 from .processes import PROJECT_ROOT
@@ -57,51 +59,86 @@ def draw_preview(image_path: str, boxes: list[dict], out_path: str, max_side: in
         img.save(out_path, "JPEG", quality=88)
 
 
-def predict(job: dict) -> dict:
-    # torch / MMDetection load only where this runs (a child process), never on import
-    import torch
-    from mmdet.apis import inference_detector, init_detector
+class Loaded:
+    """A model loaded for predict checks: the checkpoint in PyTorch (weights-only), or its ONNX export in ONNX
+    Runtime where the job names one (``onnx``). ``run(job)`` detects on the job's images."""
 
-    # torch / MMDetection load only where this runs (a child process), never on import
-    from .checkpoints import install_safe_globals
+    def __init__(self, job: dict):
+        started = time.monotonic()
+        self.onnx = bool(job.get("onnx"))
+        if self.onnx:
+            # ONNX Runtime loads only where this runs (a child process), never on import
+            from .onnx_runtime import OnnxDetector
 
-    started = time.monotonic()
-    install_safe_globals()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = load_json_config(job["config"])
-    model = init_detector(cfg, job["checkpoint"], device=device)
-    classes = list(model.dataset_meta.get("classes") or [])
-    threshold = float(job.get("score_threshold", 0.3))
-    images = []
-    for item in job["images"]:
-        sample = inference_detector(model, item["path"])
+            self.detector: Any = OnnxDetector(job["onnx"])
+            self.classes, self.device = list(self.detector.classes), "cpu"
+        else:
+            # torch / MMDetection load only where this runs (a child process), never on import
+            import torch
+            from mmdet.apis import init_detector
+
+            # torch / MMDetection load only where this runs (a child process), never on import
+            from .checkpoints import install_safe_globals
+
+            install_safe_globals()
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.detector = init_detector(load_json_config(job["config"]), job["checkpoint"], device=self.device)
+            self.classes = list(self.detector.dataset_meta.get("classes") or [])
+        self.load_seconds = round(time.monotonic() - started, 3)
+
+    def detect(self, path: str) -> tuple[list, list, list, int, int]:
+        """Boxes, scores and labels of one picture, and its width and height."""
+        if self.onnx:
+            # the decoder MMDetection's LoadImageFromFile uses, without mmcv
+            from .onnx_export import read_image
+
+            image = read_image(Path(path))
+            boxes, scores, labels = self.detector.detect(image)
+            return boxes, scores, labels, image.shape[1], image.shape[0]
+        # MMDetection loads only where this runs (a child process), never on import
+        from mmdet.apis import inference_detector
+
+        sample = inference_detector(self.detector, path)
         pred = sample.pred_instances
-        boxes = []
-        for bbox, score, label in zip(
-            pred.bboxes.cpu().tolist(), pred.scores.cpu().tolist(), pred.labels.cpu().tolist(), strict=True
-        ):
-            if score < threshold:
-                continue
-            boxes.append(
+        height, width = sample.metainfo["ori_shape"][:2]
+        bboxes, scores, labels = pred.bboxes.cpu().tolist(), pred.scores.cpu().tolist(), pred.labels.cpu().tolist()
+        return bboxes, scores, labels, width, height
+
+    def run(self, job: dict) -> dict:
+        started = time.monotonic()
+        threshold = float(job.get("score_threshold", 0.3))
+        images = []
+        for item in job["images"]:
+            bboxes, scores, labels, width, height = self.detect(item["path"])
+            boxes = [
                 {
                     "label": int(label),
-                    "class_name": classes[label] if label < len(classes) else str(label),
+                    "class_name": self.classes[label] if label < len(self.classes) else str(label),
                     "score": round(float(score), 4),
                     "bbox": [round(float(v), 1) for v in bbox],
                 }
-            )
-        height, width = sample.metainfo["ori_shape"][:2]
-        entry = {"name": item.get("name") or Path(item["path"]).name, "width": width, "height": height, "boxes": boxes}
-        if item.get("preview"):
-            draw_preview(item["path"], boxes, item["preview"])
-        images.append(entry)
-    return {
-        "classes": classes,
-        "score_threshold": threshold,
-        "device": device,
-        "images": images,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+                for bbox, score, label in zip(bboxes, scores, labels, strict=True)
+                if score >= threshold
+            ]
+            entry = {"name": item.get("name") or Path(item["path"]).name, "width": width, "height": height}
+            if item.get("preview"):
+                draw_preview(item["path"], boxes, item["preview"])
+            images.append({**entry, "boxes": boxes})
+        return {
+            "classes": self.classes,
+            "score_threshold": threshold,
+            "device": self.device,
+            "engine": "onnxruntime" if self.onnx else "pytorch",
+            "images": images,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+
+def predict(job: dict) -> dict:
+    """Load the job's model and run it on the job's images (a process of its own: loading is part of its time)."""
+    loaded = Loaded(job)
+    result = loaded.run(job)
+    return {**result, "seconds": round(result["seconds"] + loaded.load_seconds, 3)}
 
 
 def main(argv: list[str]) -> int:

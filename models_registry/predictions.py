@@ -5,6 +5,7 @@ runs it), or run at once by ``manage.py predict``; the detection itself always r
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import tempfile
@@ -25,8 +26,10 @@ from core.storage import delete_stored, local_path, storage_errors, store_file
 from datasets.images import clean_original_name, decode_image
 from engine.predict import PredictionError, run_prediction
 from engine.supervisor import child_environment
+from engine.warm import WarmPredictor
 
 from .card import stored_config
+from .engines import ENGINES, onnx_refusal
 from .models import Prediction, TrainedModel
 from .selectors import models_visible_to
 
@@ -53,20 +56,47 @@ def _check_model(model: TrainedModel, user) -> None:
         )
 
 
-def _job(model: TrainedModel, images: list[dict], out: Path, threshold: float) -> dict:
+def _check_engine(model: TrainedModel, engine: str) -> str:
+    if engine not in ENGINES:
+        raise ApplicationError("Invalid engine.", {"engine": f"one of {', '.join(ENGINES)}"})
+    if engine == "onnxruntime" and (refusal := onnx_refusal(model)):
+        raise ApplicationError(f"This model cannot run on ONNX Runtime: {refusal}.", {"engine": refusal})
+    return engine
+
+
+def _job(model: TrainedModel, images: list[dict], out: Path, threshold: float, engine: str = "pytorch") -> dict:
+    onnx = engine == "onnxruntime"
+    files = [(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)]
     # The model's files where this process reads them: in place, or this host's cached copies of a bucket's.
-    local = local_files([(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)])
+    local = local_files(files + ([(model.onnx.name, model.onnx_sha256)] if onnx else []))
     return {
         "config": local.path(model.config.name),
         "checkpoint": local.path(model.checkpoint.name),
+        **({"onnx": local.path(model.onnx.name)} if onnx else {}),
+        # what makes a warm child's loaded model this one: the model and its files' content
+        "model_key": f"{model.pk}:{model.checkpoint_sha256}:{model.onnx_sha256 if onnx else ''}",
         "images": images,
         "score_threshold": threshold,
         "out": str(out),
     }
 
 
-def _environment() -> dict:
+@functools.cache
+def warm_predictor() -> WarmPredictor:
+    """This worker process's warm child (started on its first check)."""
+    return WarmPredictor(
+        env=_environment(), max_models=settings.DUMPSITE_WARM_MODELS, max_rss_mb=settings.DUMPSITE_WARM_MEMORY_MB
+    )
 
+
+def run_check(job: dict, job_file: Path) -> dict:
+    """A predict check in a worker: in its warm child where the site keeps models warm, else in a child of its own."""
+    if settings.DUMPSITE_WARM_MODELS > 0:
+        return warm_predictor().run(job, timeout=settings.DUMPSITE_PREDICT_TIMEOUT)
+    return run_prediction(job, job_file, timeout=settings.DUMPSITE_PREDICT_TIMEOUT, env=_environment())
+
+
+def _environment() -> dict:
     return child_environment(tuple(settings.TRAINING_CHILD_ENV))
 
 
@@ -111,12 +141,19 @@ def _scratch_root() -> Path:
 
 
 def prediction_create(
-    *, model: TrainedModel, content: bytes, original_name: str = "", score_threshold=0.3, user
+    *,
+    model: TrainedModel,
+    content: bytes,
+    original_name: str = "",
+    score_threshold=0.3,
+    engine: str = "pytorch",
+    user,
 ) -> Prediction:
     """Check the image and queue a prediction of ``model`` on it for a worker. Nothing is stored or queued when
-    the image, the threshold, the model or the user's permission is refused."""
+    the image, the threshold, the engine, the model or the user's permission is refused."""
     _check_model(model, user)
     threshold = _check_threshold(score_threshold)
+    engine = _check_engine(model, engine)
     decoded = decode_image(content)
     key = secrets.token_hex(8)
     with transaction.atomic():
@@ -126,6 +163,7 @@ def prediction_create(
             key=key,
             original_name=clean_original_name(original_name),
             score_threshold=threshold,
+            engine=engine,
             created_by=user,
         )
         prediction.image.save(f"input.{decoded.extension}", ContentFile(content), save=False)
@@ -166,12 +204,8 @@ def prediction_execute(*, prediction_id: int) -> str:
         with tempfile.TemporaryDirectory(prefix="predict-", dir=_scratch_root()) as tmp:
             image = local_path(prediction.image.name, Path(tmp))
             images = [{"path": str(image), "name": prediction.original_name, "preview": f"{tmp}/preview.jpg"}]
-            result = run_prediction(
-                _job(prediction.model, images, Path(tmp) / "out.json", prediction.score_threshold),
-                Path(tmp) / "job.json",
-                timeout=settings.DUMPSITE_PREDICT_TIMEOUT,
-                env=_environment(),
-            )
+            job = _job(prediction.model, images, Path(tmp) / "out.json", prediction.score_threshold, prediction.engine)
+            result = run_check(job, Path(tmp) / "job.json")
             store_file(Path(tmp) / "preview.jpg", preview, move=True)
     except PredictionError as exc:
         message = f"The model could not run: {redact_paths(str(exc))}"
@@ -182,7 +216,8 @@ def prediction_execute(*, prediction_id: int) -> str:
     else:
         Prediction.objects.filter(pk=prediction_id, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
-            result=result["images"][0] | {"classes": result["classes"], "device": result["device"]},
+            result=result["images"][0]
+            | {k: result[k] for k in ("classes", "device", "engine", "warm", "load_seconds") if k in result},
             preview=preview,
             finished_at=timezone.now(),
         )

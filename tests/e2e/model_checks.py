@@ -64,7 +64,38 @@ def check_downloads_in_stock_mmdetection(model: TrainedModel, dataset, tmp_path:
     assert card["files"]["checkpoint.pth"]["sha256"] == model.checkpoint_sha256
 
 
-def check_predict(model: TrainedModel, dataset, tmp_path: Path) -> None:
+def warm_children(worker) -> list:
+    """The warm children of predict checks (``python -m engine.warm``) of ``worker``'s cluster."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process(worker.proc.pid).children(recursive=True):
+        try:
+            if "engine.warm" in proc.cmdline():
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def predicted(client, model: TrainedModel, image: Path, **fields) -> dict:
+    """A predict check through the API, followed to its end."""
+    upload = io.BytesIO(image.read_bytes())
+    upload.name = "tile.jpg"
+    answer = client.post(f"/api/trained-models/{model.pk}/predict/", {"image": upload, **fields}, format="multipart")
+    assert answer.status_code == 202, answer.json()
+    prediction_id = answer.json()["id"]
+    return wait_for(
+        lambda: (
+            (p := client.get(f"/api/predictions/{prediction_id}/").json())["status"] in ("succeeded", "failed") and p
+        ),
+        timeout=300,
+        interval=0.2,
+        message="the prediction",
+    )
+
+
+def check_predict(model: TrainedModel, dataset, tmp_path: Path, worker) -> None:
     from django_q.models import OrmQ
 
     from models_registry.models import Prediction
@@ -80,25 +111,27 @@ def check_predict(model: TrainedModel, dataset, tmp_path: Path) -> None:
     assert refused.status_code == 400 and "not a readable image" in refused.json()["message"], refused.json()
     assert not Prediction.objects.exists() and OrmQ.objects.count() == queued_before
 
-    upload = io.BytesIO(image.read_bytes())
-    upload.name = "tile.jpg"
-    answer = client.post(f"/api/trained-models/{model.pk}/predict/", {"image": upload}, format="multipart")
-    assert answer.status_code == 202, answer.json()
-    prediction_id = answer.json()["id"]
-    done = wait_for(
-        lambda: (
-            (p := client.get(f"/api/predictions/{prediction_id}/").json())["status"] in ("succeeded", "failed") and p
-        ),
-        timeout=300,
-        interval=0.5,
-        message="the prediction",
-    )
+    done = predicted(client, model, image)
     assert done["status"] == "succeeded", done["error_message"]
     boxes = done["result"]["boxes"]
+    assert done["result"]["engine"] == "pytorch" and not done["result"]["warm"]
     assert boxes and {b["class_name"] for b in boxes} <= {"waste_pile", "construction_debris"}
     assert all(b["score"] >= 0.3 and len(b["bbox"]) == 4 for b in boxes)
     preview = client.get(done["preview_url"])
     assert preview.status_code == 200 and b"".join(preview.streaming_content)[:2] == b"\xff\xd8"
+
+    # The worker kept the model loaded in its warm child: the next check skips the load. A warm child that dies
+    # is replaced, and the check after it succeeds.
+    again = predicted(client, model, image)
+    assert again["result"]["warm"] and again["result"]["boxes"] == boxes, again
+    children = warm_children(worker)
+    assert len(children) == 1, children
+    children[0].kill()
+    # its worker reaps it when the next check finds it dead: until then it is a zombie
+    wait_for(lambda: not children[0].is_running() or children[0].status() == "zombie", timeout=10, message="the kill")
+    after = predicted(client, model, image)
+    assert after["status"] == "succeeded" and not after["result"]["warm"] and after["result"]["boxes"] == boxes
+    assert [c.pid for c in warm_children(worker)] not in ([], [children[0].pid])
 
     out = tmp_path / "predict.json"
     stdout = io.StringIO()
