@@ -25,6 +25,8 @@ BENCHMARKS = [
     "zip_import",
     "ortho_tiling",
     "detection",
+    "onnx",
+    "predict",
     "review_queue",
     "reviewed_sites",
     "api_lists",
