@@ -49,3 +49,26 @@ def test_compare_page_puts_models_side_by_side(world, tmp_path):
     response = peer.get(f"/admin/models_registry/trainedmodel/compare/?ids={world.model.pk},{other.pk}", follow=True)
     assert response.redirect_chain[-1][0] == "/admin/" and f"Model #{world.model.pk}" not in response.content.decode()
     assert "Choose at least two items you may see" in response.content.decode()
+
+
+def test_the_export_action_leads_to_a_page_that_queues_the_export(world):
+    from training.models import TrainingRun
+
+    owner = world.staff_client("owner")
+    changelist = "/admin/models_registry/trainedmodel/"
+    answer = owner.post(changelist, {"action": "export_onnx", "_selected_action": [world.model.pk]})
+    assert answer.status_code == 302 and answer["Location"].endswith(f"/onnx-export/?model={world.model.pk}")
+    page = owner.get(answer["Location"])
+    assert page.status_code == 200 and b"Export a model to ONNX" in page.content and b"parity gate" in page.content
+    queued = owner.post(answer["Location"], {"model": world.model.pk, "name": ""})
+    run = TrainingRun.objects.get(kind="onnx_export")
+    assert queued.status_code == 302 and queued["Location"].endswith(f"/trainingrun/{run.pk}/change/")
+    assert run.evaluated_model == world.model and run.created_by == world.users["owner"]
+    # A model without a validation split of its own: the page says why, nothing is queued.
+    refused = world.staff_client("admin").post(answer["Location"], {"model": world.published.pk, "name": ""})
+    assert refused.status_code == 200 and b"no validation split of its own" in refused.content
+    assert TrainingRun.objects.filter(kind="onnx_export").count() == 1
+    # Who may not start runs has no such action, and no such page.
+    viewer = world.staff_client("viewer")
+    assert b"export_onnx" not in viewer.get(changelist).content
+    assert viewer.get(answer["Location"]).status_code == 403

@@ -1,4 +1,4 @@
-"""One create path for runs of every kind: the same limits for a training run and an evaluation run, through the
+"""One create path for runs of every kind: the same limits for a training run, an evaluation and an export, through the
 services, the API and the command line; defaults obey the same rules as input."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from core.errors import ApplicationError
 from datasets.selectors import dataset_by_ref
 from training.models import TrainingRun
-from training.services import evaluation_run_create, training_run_create
+from training.services import evaluation_run_create, onnx_export_create, training_run_create
 
 pytestmark = pytest.mark.django_db
 
@@ -22,10 +22,12 @@ def create(kind, world, **kwargs):
     owner = world.users["owner"]
     if kind == "train":
         return training_run_create(dataset=world.dataset, created_by=owner, parameters={"epochs": 1}, **kwargs)
+    if kind == "onnx_export":
+        return onnx_export_create(model=world.model, created_by=owner, **kwargs)
     return evaluation_run_create(model=world.model, dataset=world.dataset, created_by=owner, **kwargs)
 
 
-@pytest.mark.parametrize("kind", ["train", "evaluate"])
+@pytest.mark.parametrize("kind", ["train", "evaluate", "onnx_export"])
 @pytest.mark.parametrize("limit", ["above", 0, -5, True, "60", 1.5])
 def test_every_kind_of_run_refuses_the_same_time_limits(world, kind, limit):
     limit = settings.TRAINING_RUN_TIMEOUT + 1 if limit == "above" else limit
@@ -36,13 +38,13 @@ def test_every_kind_of_run_refuses_the_same_time_limits(world, kind, limit):
     assert TrainingRun.objects.count() == before
 
 
-@pytest.mark.parametrize("kind", ["train", "evaluate"])
+@pytest.mark.parametrize("kind", ["train", "evaluate", "onnx_export"])
 def test_every_kind_of_run_takes_a_time_limit_up_to_the_sites(world, kind):
     run = create(kind, world, time_limit_seconds=settings.TRAINING_RUN_TIMEOUT)
     assert run.kind == kind and run.time_limit_seconds == settings.TRAINING_RUN_TIMEOUT
 
 
-@pytest.mark.parametrize("kind", ["train", "evaluate"])
+@pytest.mark.parametrize("kind", ["train", "evaluate", "onnx_export"])
 def test_every_kind_of_run_refuses_a_name_too_long_and_an_unknown_priority(world, kind):
     with pytest.raises(ApplicationError, match="too long"):
         create(kind, world, name="x" * 201)

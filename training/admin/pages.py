@@ -111,6 +111,11 @@ def onnx_export_view(model_admin, request):
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Export a model to ONNX",
+        "intro": (
+            "A worker writes the model to ONNX (standard operators, NMS inside: plain ONNX Runtime runs it), then "
+            "runs both on the model's own validation split: the parity gate. The file is kept with the model only "
+            "if it passes; the model's card shows the figures either way."
+        ),
         "crumb": "Export to ONNX",
         "form_id": "onnx-export-form",
         "submit_label": "Export",

@@ -104,7 +104,8 @@ def store_and_finish(run: TrainingRun, *, job: OnnxExportJob, log_tail: str) -> 
     with transaction.atomic():
         fields = {"onnx_report": report, "onnx": stored, "onnx_sha256": digest}
         TrainedModel.objects.filter(pk=model.pk).update(**fields)
-        training_run_record(run_id=run.pk, export_summary={**(run.export_summary or {}), "gate": report})
+        summary = TrainingRun.objects.values_list("export_summary", flat=True).get(pk=run.pk) or {}
+        training_run_record(run_id=run.pk, export_summary={**summary, "gate": report})
         if report["passed"]:
             reason = f"Passed: {gate_summary(report)}."
             if not training_run_succeed(run_id=run.pk, log_tail=log_tail, stop_reason=reason):
