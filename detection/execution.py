@@ -41,6 +41,7 @@ from training.services import (
 
 from .models import Detection, IgnoreZone
 from .sites import site_figures
+from .warm import runs_warm, supervise_warm
 
 IDENTITY = NO_GEOTRANSFORM  # GDAL's default geotransform: the identity map (a frame of pixels)
 WGS84 = SpatialReference(4326)
@@ -204,7 +205,7 @@ def execute(run: TrainingRun) -> str:
         frame = frame_of(orthos)
         job = detection_job(run, work, orthos, frame)
         job.write(work / "job.json")
-        result = supervise(run, work / "job.json")
+        result = supervise_warm(run, job) if runs_warm(job) else supervise(run, work / "job.json")
         training_run_progress(run_id=run.pk, state=result.state)
         ended = end_unless_trained(run, result)
         if ended is not None:

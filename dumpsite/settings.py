@@ -239,6 +239,9 @@ DUMPSITE_PREDICT_TIMEOUT = env_int("DUMPSITE_PREDICT_TIMEOUT", 600)
 # DUMPSITE_WARM_MEMORY_MB.
 DUMPSITE_WARM_MODELS = env_int("DUMPSITE_WARM_MODELS", 2)
 DUMPSITE_WARM_MEMORY_MB = env_int("DUMPSITE_WARM_MEMORY_MB", 3072)
+# Detection runs of at most this many windows (on the CPU, orthophotos in the local folder) run in that warm child
+# too: the model load is most of a small run's time (0: every run starts a child of its own).
+DUMPSITE_WARM_DETECT_WINDOWS = env_int("DUMPSITE_WARM_DETECT_WINDOWS", 64)
 # This host's identity among the hosts sharing the database: a reaper only ever signals processes of runs recorded on
 # its own host identity. Give each host (and each container of a worker) its own.
 DUMPSITE_HOST_ID = env_str("DUMPSITE_HOST_ID", socket.gethostname())[:255]

@@ -285,15 +285,16 @@ def detector(job: DetectionJob) -> Any:
     return Batcher(job.config_file, job.checkpoint, job.device)
 
 
-def detect(job: DetectionJob, emit: Callable[..., None]) -> dict:
-    """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result."""
+def detect(job: DetectionJob, emit: Callable[..., None], model: Any = None) -> dict:
+    """Run the whole job; ``emit(event, **payload)`` writes progress events. Returns (and writes) the result.
+    ``model``: the job's detector already loaded (a warm child's), else it is loaded here."""
     started = time.monotonic()
     limit_block_cache(BLOCK_CACHE_MB)
     total = 0
     for spec in job.rasters:
         tile = raster_tile(job.tile_size, float(spec.get("scale") or 1.0))
         total += window_count(*raster_size(spec), tile, overlap_pixels(tile, job.overlap))
-    model = detector(job)
+    model = model if model is not None else detector(job)
     emit("setup", device=model.device)
     emit("start", max_epochs=0, max_iters=total)
     sweep = Sweep(job, model, total, emit)

@@ -104,3 +104,67 @@ def test_a_check_past_its_time_limit_is_stopped_with_its_child(warm, model):
         warm.run(many, timeout=1)
     assert time.monotonic() - started < 10 and warm.pid is None and not psutil.pid_exists(first or 0)
     assert warm.run(check(model), timeout=120)["images"][0]["boxes"]
+
+
+def detection_job(model: dict, tmp_path, name: str) -> dict:
+    """A detection job over a small GeoTIFF (nine windows of 128 px) with files of its own."""
+    from dataclasses import asdict
+
+    from engine.detect import DetectionJob
+    from tests.detection.scenes import scene, write_geotiff
+
+    path = tmp_path / "small.tif"
+    if not path.exists():
+        picture = scene(300, 300, [(60, 70, 50, 46), (190, 150, 48, 52)], seed=3)
+        write_geotiff(path, picture.pixels, srid=32633, geotransform=[500_000.0, 0.1, 0.0, 5e6, 0.0, -0.1])
+    raster = {"id": 1, "path": str(path), "frame": 0, "to_frame": [0, 1, 0, 0, 0, 1], "width": 300, "height": 300}
+    job = DetectionJob(
+        config_file=model["config"],
+        checkpoint=model["checkpoint"],
+        classes=CLASSES,
+        rasters=[raster],
+        events_file=str(tmp_path / f"{name}.events"),
+        result_file=str(tmp_path / f"{name}.json"),
+        tile_size=128,
+        score_threshold=0.15,
+    )
+    return asdict(job)
+
+
+def detected(warm, job: dict, *, keep_going=True):
+    import json
+    from pathlib import Path
+
+    pids: list[int] = []
+    result = warm.detect(
+        job,
+        on_progress=lambda state: keep_going,
+        on_start=pids.append,
+        interval=0.05,
+        timeout=120,
+    )
+    found = json.loads(Path(job["result_file"]).read_text()) if result.returncode == 0 else None
+    return result, found, pids[0]
+
+
+def test_a_small_detection_runs_in_the_warm_child_and_a_cancel_ends_it(warm, model, tmp_path):
+    first, found, pid = detected(warm, detection_job(model, tmp_path, "a"))
+    assert first.returncode == 0 and first.error is None and not warm.last_answer["result"]["warm"]
+    assert first.state["iter"] == first.state["max_iters"] == found["windows"] == 9 and found["detections"]
+    again, found_again, same_pid = detected(warm, detection_job(model, tmp_path, "b"))
+    assert again.returncode == 0 and warm.last_answer["result"]["warm"] and same_pid == pid
+    assert found_again["detections"] == found["detections"]
+
+    # A cancel (the watcher says stop) ends the warm child with the job; the next job starts a new one.
+    stopped, _, _ = detected(warm, detection_job(model, tmp_path, "c"), keep_going=False)
+    assert stopped.stopped and stopped.returncode == -signal.SIGKILL and warm.pid is None
+    assert not psutil.pid_exists(pid)
+    after, found_after, new_pid = detected(warm, detection_job(model, tmp_path, "d"))
+    assert after.returncode == 0 and new_pid != pid and not warm.last_answer["result"]["warm"]
+    assert found_after["detections"] == found["detections"]
+
+    # A job that fails says why, like a child of its own.
+    broken = detection_job(model, tmp_path, "e")
+    broken["rasters"][0]["path"] = str(tmp_path / "gone.tif")
+    failed, _, _ = detected(warm, broken)
+    assert failed.returncode == 1 and "not a regular file" in (failed.error or "") and warm.pid is None

@@ -126,6 +126,19 @@ def supervise(
     to the storage as it writes them (``RunSync``), and once more when the run ends. Node 0 of a run across hosts
     (``rendezvous``) also asks ``watch`` at each tick whether another host was lost or failed: the run then fails
     with what it says, and this host's processes stop."""
+    return watched_child(
+        run,
+        job_file,
+        on_progress=progress_of(run, watch),
+        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
+        processes=processes,
+        rendezvous=rendezvous,
+    )
+
+
+def progress_of(run: TrainingRun, watch: Callable[[], str | None] | None = None) -> Callable[[dict], bool]:
+    """What a run's watcher does with its child's progress at each tick (``supervise``'s): files to the storage,
+    the progress into the run (waiting out a database restart), and False when the run is to stop."""
     outage = Outage(f"run {run.pk}'s progress")
     sync = sync_of(run)
 
@@ -138,14 +151,7 @@ def supervise(
             return False
         return going
 
-    return watched_child(
-        run,
-        job_file,
-        on_progress=progress,
-        on_start=lambda pid: training_run_child_started(run_id=run.pk, pid=pid),
-        processes=processes,
-        rendezvous=rendezvous,
-    )
+    return progress
 
 
 def watched_child(
