@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .job import JsonJob
 from .loading import load_json_config, write_json
 from .onnx_runtime import CLASSES_KEY, PREPROCESS_KEY, OnnxDetector, prepare, preprocess_spec
@@ -58,9 +60,10 @@ def metadata(cfg: Any, classes: list[str]) -> dict[str, str]:
     return {
         PREPROCESS_KEY: json.dumps(spec),
         CLASSES_KEY: json.dumps(classes, ensure_ascii=False),
-        "dumpsite.inputs": "image: (1, 3, H, W) float32 BGR 0-255, resized and padded with the pad_value; "
-        "image_size: (2,) resized (height, width); scale_factor: (2,) (w, h) of the resize",
-        "dumpsite.outputs": "boxes (K, 4) x1 y1 x2 y2 in the image's pixels, scores (K,), labels (K,) int64",
+        "dumpsite.inputs": "image: (N, 3, H, W) float32 BGR 0-255, N pictures of one size, resized and padded with "
+        "the pad_value; image_size: (2,) resized (height, width); scale_factor: (2,) (w, h) of the resize",
+        "dumpsite.outputs": "boxes (K, 4) x1 y1 x2 y2 in the pictures' pixels, scores (K,), labels (K,) int64, "
+        "batch_index (K,) int64: the picture of each detection",
     }
 
 
@@ -106,6 +109,7 @@ def export_onnx(job: OnnxExportJob, emit: Callable[..., Any]) -> dict:
     cfg = load_json_config(job.config_file)
     meta = metadata(cfg, list(job.classes))
     sample = prepare(next(iter(images.values())), json.loads(meta[PREPROCESS_KEY]))
+    sample["image"] = np.concatenate([sample["image"], sample["image"]])  # a batch of two: see export_graph
     tmp = Path(job.out_file + ".tmp")
     export_graph(model.model, str(tmp), tuple(torch.from_numpy(sample[k]) for k in sample), meta)
     step()

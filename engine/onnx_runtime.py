@@ -75,7 +75,8 @@ def prepare(image: np.ndarray, spec: dict) -> dict[str, np.ndarray]:
 
 class OnnxDetector:
     """An exported model in an ONNX Runtime session on the CPU; called like ``engine.detect.Batcher`` (BGR uint8
-    arrays in, per image (boxes, scores, labels) lists out, boxes in the image's own pixels)."""
+    arrays in, per image (boxes, scores, labels) lists out, boxes in the image's own pixels; pictures of one size
+    in one batch, as the PyTorch model takes them)."""
 
     device = "cpu"
 
@@ -95,8 +96,25 @@ class OnnxDetector:
         self.classes = json.loads(meta.get(CLASSES_KEY, "[]"))
 
     def detect(self, image: np.ndarray) -> tuple[list, list, list]:
-        boxes, scores, labels = self.session.run(None, prepare(image, self.spec))
-        return boxes.tolist(), scores.tolist(), [int(v) for v in labels]
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[tuple[list, list, list]]:
+        """Pictures of one size in one run of the graph."""
+        feeds = [prepare(image, self.spec) for image in images]
+        feed = {**feeds[0], "image": np.concatenate([f["image"] for f in feeds])}
+        boxes, scores, labels, rows = self.session.run(None, feed)
+        out = []
+        for k in range(len(images)):
+            mine = rows == k
+            out.append((boxes[mine].tolist(), scores[mine].tolist(), [int(v) for v in labels[mine]]))
+        return out
 
     def __call__(self, images: list[Any]) -> list[tuple[list, list, list]]:
-        return [self.detect(image) for image in images]
+        """Each run of pictures of one size (a detection's windows are) in one batch."""
+        out: list[tuple[list, list, list]] = []
+        start = 0
+        for end in range(1, len(images) + 1):
+            if end == len(images) or images[end].shape != images[start].shape:
+                out.extend(self.batch(images[start:end]))
+                start = end
+        return out

@@ -111,6 +111,10 @@ def test_each_preset_exports_and_passes_the_gate(tmp_path, architecture, scale):
         reference, candidate = torch_model([img])[0], onnx([img])[0]
         assert len(reference[1]) >= 20, (h, w)
         assert match(reference, candidate, sorted(reference[1])[-20])[0] == 20, (h, w)
+    # A batch of windows of one size (as a detection run sends them) in one run: each its own detections.
+    batch = [(rng.random((200, 300, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    for reference, candidate in zip(torch_model(batch), onnx(batch), strict=True):
+        assert match(reference, candidate, sorted(reference[1])[-20])[0] == 20
 
 
 def test_a_wrong_normalisation_fails_the_gate_and_keeps_no_file(tmp_path, monkeypatch):
