@@ -90,58 +90,16 @@ def start_run_view(model_admin, request):
     return TemplateResponse(request, "admin/training/start_run.html", context)
 
 
-def onnx_export_view(model_admin, request):
-    """Export a model to ONNX: queued as a run; the file is kept with the model once it passes the parity gate."""
+def model_run_page(model_admin, request, *, form_class, create, what: str, page: dict):
+    """A page that queues a run of a model (chosen on the model list, ``?model=``): the form, ``create(data)``'s
+    refusal shown on it (the fields it names beside them), or the queued run's page."""
     if not can(request.user, "training.add_trainingrun"):
         raise PermissionDenied
     initial = {"model": request.GET.get("model")} if request.GET.get("model") else None
-    form = OnnxExportForm(request.POST or None, user=request.user, initial=initial)
+    form = form_class(request.POST or None, user=request.user, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            run = onnx_export_create(
-                model=form.cleaned_data["model"], name=form.cleaned_data["name"], created_by=request.user
-            )
-        except ApplicationError as exc:
-            form.add_error(None, exc.message)
-        except PermissionDenied as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"ONNX export #{run.pk} {run.name!r} is queued.")
-            return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "title": "Export a model to ONNX",
-        "intro": (
-            "A worker writes the model to ONNX (standard operators, NMS inside: plain ONNX Runtime runs it), then "
-            "runs both on the model's own validation split: the parity gate. The file is kept with the model only "
-            "if it passes; the model's card shows the figures either way."
-        ),
-        "crumb": "Export to ONNX",
-        "form_id": "onnx-export-form",
-        "submit_label": "Export",
-        "form": form,
-        "opts": model_admin.model._meta,
-        "has_view_permission": True,
-    }
-    return TemplateResponse(request, "admin/training/start_run.html", context)
-
-
-def evaluate_view(model_admin, request):
-    """Evaluate a model on a dataset: queued as an evaluation run; its results appear with the model."""
-    if not can(request.user, "training.add_trainingrun"):
-        raise PermissionDenied
-    initial = {"model": request.GET.get("model")} if request.GET.get("model") else None
-    form = EvaluateForm(request.POST or None, user=request.user, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            run = evaluation_run_create(
-                model=form.cleaned_data["model"],
-                dataset=form.cleaned_data["dataset"],
-                split=form.cleaned_data["split"],
-                parameters=form.parameters(),
-                name=form.cleaned_data["name"],
-                created_by=request.user,
-            )
+            run = create(form)
         except ApplicationError as exc:
             form.add_error(None, exc.message)
             for field, problem in (exc.extra or {}).items():
@@ -150,19 +108,59 @@ def evaluate_view(model_admin, request):
         except PermissionDenied as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Evaluation run #{run.pk} {run.name!r} is queued.")
+            messages.success(request, f"{what} #{run.pk} {run.name!r} is queued.")
             return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
     context = {
         **model_admin.admin_site.each_context(request),
-        "title": "Evaluate a model",
-        "crumb": "Evaluate",
-        "form_id": "evaluate-form",
-        "submit_label": "Evaluate",
+        **page,
         "form": form,
         "opts": model_admin.model._meta,
         "has_view_permission": True,
     }
     return TemplateResponse(request, "admin/training/start_run.html", context)
+
+
+def onnx_export_view(model_admin, request):
+    """Export a model to ONNX: queued as a run; the file is kept with the model once it passes the parity gate."""
+    return model_run_page(
+        model_admin,
+        request,
+        form_class=OnnxExportForm,
+        create=lambda form: onnx_export_create(
+            model=form.cleaned_data["model"], name=form.cleaned_data["name"], created_by=request.user
+        ),
+        what="ONNX export",
+        page={
+            "title": "Export a model to ONNX",
+            "intro": (
+                "A worker writes the model to ONNX (standard operators, NMS inside: plain ONNX Runtime runs it), "
+                "then runs both on the model's own validation split: the parity gate. The file is kept with the "
+                "model only if it passes; the model's card shows the figures either way."
+            ),
+            "crumb": "Export to ONNX",
+            "form_id": "onnx-export-form",
+            "submit_label": "Export",
+        },
+    )
+
+
+def evaluate_view(model_admin, request):
+    """Evaluate a model on a dataset: queued as an evaluation run; its results appear with the model."""
+    return model_run_page(
+        model_admin,
+        request,
+        form_class=EvaluateForm,
+        create=lambda form: evaluation_run_create(
+            model=form.cleaned_data["model"],
+            dataset=form.cleaned_data["dataset"],
+            split=form.cleaned_data["split"],
+            parameters=form.parameters(),
+            name=form.cleaned_data["name"],
+            created_by=request.user,
+        ),
+        what="Evaluation run",
+        page={"title": "Evaluate a model", "crumb": "Evaluate", "form_id": "evaluate-form", "submit_label": "Evaluate"},
+    )
 
 
 def per_class_rows(user, models: list) -> list[tuple[str, list]]:

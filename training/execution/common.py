@@ -3,6 +3,7 @@ that did not get to the end, and a failure that leaves nothing in flight."""
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 from django.conf import settings
 
 from core.db import DATABASE_ERRORS, Outage, first_line, when_database_is_back
+from core.host_cache import LocalFiles, local_files
 from core.mlflow_client import mlflow_enabled, mlflow_run_terminated
 from core.storage import in_bucket, site_bucket
+from datasets.coco_export import localized
 from datasets.selectors import describe_image_paths
 from engine.raster import BUCKET_KEY_ENV, BUCKET_SECRET_ENV
 from engine.supervisor import (
@@ -24,6 +27,7 @@ from engine.supervisor import (
     run_child,
     tail_text,
 )
+from models_registry.models import TrainedModel
 
 from ..models import TrainingRun
 from ..run_files import LOG
@@ -33,6 +37,18 @@ from .sync import RunSync
 
 logger = logging.getLogger("training.execution")
 Status = TrainingRun.Status
+
+
+def localized_document(model: TrainedModel, doc: dict, work: Path) -> tuple[LocalFiles, Path]:
+    """The model's files and the COCO document's pictures where this worker reads them (in place, or this host's
+    cached copies of a bucket's), and the document written for the child with their paths (``gt.json``)."""
+    local = local_files(
+        [(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)]
+        + [(i["file_name"], i.get("sha256", "")) for i in doc["images"]]
+    )
+    gt_file = work / "gt.json"
+    gt_file.write_text(json.dumps(localized(doc, local), ensure_ascii=False), encoding="utf-8")
+    return local, gt_file
 
 
 def child_environment_of(run: TrainingRun, gpus: list[str] | None = None) -> dict:

@@ -9,9 +9,8 @@ from pathlib import Path
 from django.db import transaction
 
 from core.errors import ApplicationError
-from core.host_cache import local_files
 from core.storage import missing_files
-from datasets.coco_export import build_coco, localized, merge_documents, remap_classes
+from datasets.coco_export import build_coco, merge_documents, remap_classes
 from engine.evaluate import EvaluationJob
 from engine.supervisor import tail_text
 from models_registry.evaluations import evaluation_store
@@ -19,7 +18,7 @@ from models_registry.models import Evaluation, TrainedModel
 
 from ..models import TrainingManifest, TrainingRun
 from ..services import training_run_progress, training_run_record, training_run_succeed
-from .common import crashed, end_unless_trained, fail, supervise, sync_of
+from .common import crashed, end_unless_trained, fail, localized_document, supervise, sync_of
 from .scratch import cleanup_work_dir, prepare_work_dir
 
 Status = TrainingRun.Status
@@ -78,13 +77,7 @@ def execute(run: TrainingRun) -> str:
         work = prepare_work_dir(run)
         doc, label, details = evaluation_document(run)
         model = evaluated_model(run)
-        # The model's files and the pictures, where this worker reads them: in place, or this host's cached copies.
-        local = local_files(
-            [(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)]
-            + [(i["file_name"], i.get("sha256", "")) for i in doc["images"]]
-        )
-        gt_file = work / "gt.json"
-        gt_file.write_text(json.dumps(localized(doc, local), ensure_ascii=False), encoding="utf-8")
+        local, gt_file = localized_document(model, doc, work)
         training_run_record(
             run_id=run.pk,
             export_summary={

@@ -10,9 +10,8 @@ from pathlib import Path
 from django.db import transaction
 
 from core.errors import ApplicationError
-from core.host_cache import local_files
 from core.storage import delete_file, missing_files, store_file
-from datasets.coco_export import localized, remap_classes
+from datasets.coco_export import remap_classes
 from engine.onnx_export import OnnxExportJob
 from engine.supervisor import tail_text
 from models_registry.models import TrainedModel
@@ -20,7 +19,7 @@ from models_registry.models import TrainedModel
 from ..models import TrainingRun
 from ..services import training_run_fail, training_run_progress, training_run_record, training_run_succeed
 from ..services.export_runs import export_manifest
-from .common import crashed, end_unless_trained, fail, supervise, sync_of
+from .common import crashed, end_unless_trained, fail, localized_document, supervise, sync_of
 from .scratch import cleanup_work_dir, prepare_work_dir
 
 Status = TrainingRun.Status
@@ -42,13 +41,7 @@ def export_job(run: TrainingRun, work: Path) -> OnnxExportJob:
     kept = {i["id"] for i in images}
     doc = {**doc, "images": images, "annotations": [a for a in doc["annotations"] if a["image_id"] in kept]}
     doc, _ = remap_classes(doc, list(model.class_names))
-    # The model's files and the pictures, where this worker reads them: in place, or this host's cached copies.
-    local = local_files(
-        [(model.config.name, model.config_sha256), (model.checkpoint.name, model.checkpoint_sha256)]
-        + [(i["file_name"], i.get("sha256", "")) for i in images]
-    )
-    gt_file = work / "gt.json"
-    gt_file.write_text(json.dumps(localized(doc, local), ensure_ascii=False), encoding="utf-8")
+    local, gt_file = localized_document(model, doc, work)
     training_run_record(run_id=run.pk, export_summary={"val_images": len(images), "images_gone": len(missing)})
     return OnnxExportJob(
         config_file=local.path(model.config.name),
