@@ -101,13 +101,20 @@ def _environment() -> dict:
 
 
 def predict_files(
-    *, model: TrainedModel, paths: list[Path], score_threshold: float = 0.3, preview_dir: Path | None = None, user
+    *,
+    model: TrainedModel,
+    paths: list[Path],
+    score_threshold: float = 0.3,
+    preview_dir: Path | None = None,
+    engine: str = "pytorch",
+    user,
 ) -> dict:
     """Run ``model`` on image files now (the command line's batch path) and return the result. Every file is
     checked to be an image before the model is loaded."""
 
     _check_model(model, user)
     threshold = _check_threshold(score_threshold)
+    engine = _check_engine(model, engine)
     images = []
     for index, path in enumerate(paths):
         try:
@@ -125,7 +132,7 @@ def predict_files(
     with tempfile.TemporaryDirectory(prefix="predict-", dir=_scratch_root()) as tmp:
         try:
             return run_prediction(
-                _job(model, images, Path(tmp) / "out.json", threshold),
+                _job(model, images, Path(tmp) / "out.json", threshold, engine),
                 Path(tmp) / "job.json",
                 timeout=settings.DUMPSITE_PREDICT_TIMEOUT,
                 env=_environment(),

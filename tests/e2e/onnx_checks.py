@@ -73,6 +73,13 @@ def check_export_passes(model: TrainedModel, tmp_path: Path) -> dict:
         same = [b for b in ours["result"]["boxes"] if b["class_name"] == a["class_name"]]
         best = max(same, key=lambda b: pixel_iou(a["bbox"], b["bbox"]))
         assert pixel_iou(a["bbox"], best["bbox"]) >= 0.99 and abs(a["score"] - best["score"]) <= 1e-3, (a, best)
+    # The command line's batch path on ONNX Runtime: the same boxes as the worker's.
+    printed, written = io.StringIO(), tmp_path / "predicted.json"
+    call_command(
+        "predict", str(model.pk), first.image.path, "--out", str(written), "--engine", "onnxruntime", stdout=printed
+    )
+    assert json.loads(written.read_text())["images"][0]["boxes"] == ours["result"]["boxes"], printed.getvalue()
+    assert "onnxruntime" in printed.getvalue()
     return report
 
 
