@@ -11,22 +11,13 @@ from dataclasses import asdict
 from django.conf import settings
 
 from core.storage import in_bucket
-from engine.detect import DetectionJob, overlap_pixels, raster_tile
-from engine.geometry import window_count
+from engine.detect import DetectionJob, window_total
 from engine.supervisor import ChildResult, tail_text
 from models_registry.predictions import warm_predictor
 from training.execution.common import progress_of
 from training.models import TrainingRun
 from training.run_files import LOG
 from training.services import training_run_child_started
-
-
-def window_total(job: DetectionJob) -> int:
-    total = 0
-    for spec in job.rasters:
-        tile = raster_tile(job.tile_size, float(spec.get("scale") or 1.0))
-        total += window_count(int(spec["width"]), int(spec["height"]), tile, overlap_pixels(tile, job.overlap))
-    return total
 
 
 def runs_warm(job: DetectionJob) -> bool:

@@ -275,6 +275,15 @@ def raster_size(spec: dict) -> tuple[int, int]:
         return raster.width, raster.height
 
 
+def window_total(job: DetectionJob) -> int:
+    """How many windows the job's rasters are cut into, counted without making them."""
+    total = 0
+    for spec in job.rasters:
+        tile = raster_tile(job.tile_size, float(spec.get("scale") or 1.0))
+        total += window_count(*raster_size(spec), tile, overlap_pixels(tile, job.overlap))
+    return total
+
+
 def detector(job: DetectionJob) -> Any:
     """The model a job detects with: its ONNX export in ONNX Runtime, or the checkpoint in PyTorch."""
     if job.onnx_file:
@@ -290,10 +299,7 @@ def detect(job: DetectionJob, emit: Callable[..., None], model: Any = None) -> d
     ``model``: the job's detector already loaded (a warm child's), else it is loaded here."""
     started = time.monotonic()
     limit_block_cache(BLOCK_CACHE_MB)
-    total = 0
-    for spec in job.rasters:
-        tile = raster_tile(job.tile_size, float(spec.get("scale") or 1.0))
-        total += window_count(*raster_size(spec), tile, overlap_pixels(tile, job.overlap))
+    total = window_total(job)
     model = model if model is not None else detector(job)
     emit("setup", device=model.device)
     emit("start", max_epochs=0, max_iters=total)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .job import JsonJob
 from .loading import load_json_config, write_json
-from .onnx_runtime import CLASSES_KEY, PREPROCESS_KEY, OnnxDetector, prepare, preprocess_spec
+from .onnx_runtime import CLASSES_KEY, PREPROCESS_KEY, OnnxDetector, prepare, preprocess_spec, read_image
 from .parity import gate
 
 EXPORTER = "torch.onnx (TorchScript exporter), standard ONNX operators"
@@ -39,18 +39,6 @@ class OnnxExportJob(JsonJob):
     score_threshold: float = 0.3
     threads: int | None = None  # both sides' CPU threads (None: one per core)
     kind: str = "onnx_export"
-
-
-def read_image(path: Path) -> Any:
-    """A picture as MMDetection's ``LoadImageFromFile`` gives it: BGR uint8, EXIF orientation applied."""
-    # OpenCV: the decoder mmcv uses (cv2, IMREAD_COLOR)
-    import cv2
-    import numpy as np
-
-    image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path.name}: not a picture OpenCV can decode")
-    return image
 
 
 def metadata(cfg: Any, classes: list[str]) -> dict[str, str]:

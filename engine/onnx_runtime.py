@@ -7,6 +7,7 @@ of the time and memory. The file carries what it needs in its metadata (``dumpsi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,17 @@ def resized_shape(width: int, height: int, resize: dict | None) -> tuple[int, in
         return int(scale[0]), int(scale[1])
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
     return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A picture as MMDetection's ``LoadImageFromFile`` gives it: BGR uint8, EXIF orientation applied."""
+    # OpenCV: the decoder mmcv uses (cv2, IMREAD_COLOR), here without mmcv
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path.name}: not a picture OpenCV can decode")
+    return image
 
 
 def prepare(image: np.ndarray, spec: dict) -> dict[str, np.ndarray]:

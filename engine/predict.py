@@ -89,8 +89,8 @@ class Loaded:
     def detect(self, path: str) -> tuple[list, list, list, int, int]:
         """Boxes, scores and labels of one picture, and its width and height."""
         if self.onnx:
-            # the decoder MMDetection's LoadImageFromFile uses, without mmcv
-            from .onnx_export import read_image
+            # ONNX Runtime's side loads only where this runs (a child process), never on import
+            from .onnx_runtime import read_image
 
             image = read_image(Path(path))
             boxes, scores, labels = self.detector.detect(image)

@@ -69,7 +69,7 @@ def answer_job(request: dict, models: OrderedDict[str, Any], max_models: int) ->
     dropped past ``max_models``). A predict check (``kind`` "predict", the default) or a small detection run
     ("detect": a ``DetectionJob``, progress in its events file, the result in its result file)."""
     job, kind = request["job"], request.get("kind", "predict")
-    key = f"{kind}:{model_key(job)}:{job.get('onnx_file') or job.get('device') or ''}"
+    key = f"{kind}:{model_key(job)}"
     loaded = models.pop(key, None)
     warm = loaded is not None
     started = time.monotonic()
@@ -201,6 +201,22 @@ class WarmPredictor:
                 self.stop()
         raise PredictionError(f"the model process could not be started: {self.last_error() or 'no reason given'}")
 
+    def receive(self, proc: subprocess.Popen) -> dict:
+        """The child's answer to the job it was sent (``error`` in it where it failed or died). A child that died
+        is ended; one that ends itself after answering (an error, its memory) is waited for and forgotten."""
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait()
+            reason = self.last_error() or f"exit status {proc.returncode}"
+            self.stop()
+            return {"error": f"the model process ended: {reason}"}
+        answer = self.last_answer = json.loads(line)
+        if "error" in answer or answer.get("ending"):
+            proc.wait(timeout=30)
+            self.proc = None
+        return answer
+
     def detect(
         self,
         job: dict,
@@ -225,15 +241,7 @@ class WarmPredictor:
                 ready, _, _ = select.select([proc.stdout], [], [], wait)
                 fold_progress(state, tail.read_new())
                 if ready:
-                    line = proc.stdout.readline()
-                    if not line:  # it died mid-job
-                        answer = {"error": f"the model process ended: {self.last_error() or 'no reason given'}"}
-                        self.stop()
-                    else:
-                        answer = self.last_answer = json.loads(line)
-                        if "error" in answer or answer.get("ending"):  # it ends itself after answering
-                            proc.wait(timeout=30)
-                            self.proc = None
+                    answer = self.receive(proc)
                     result.returncode = 0 if "result" in answer else 1
                     if "error" in answer:
                         state.setdefault("error", answer["error"])
@@ -262,16 +270,7 @@ class WarmPredictor:
             if not ready:
                 self.stop()
                 raise PredictionError(f"the prediction took longer than {timeout:.0f} s and was stopped")
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                reason = self.last_error() or f"exit status {proc.returncode}"
-                self.stop()
-                raise PredictionError(f"the model process ended: {reason}")
-            answer = self.last_answer = json.loads(line)
-            if "error" in answer or answer.get("ending"):
-                proc.wait(timeout=30)
-                self.proc = None
+            answer = self.receive(proc)
             if "error" in answer:
                 raise PredictionError(answer["error"])
             return answer["result"]

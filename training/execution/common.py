@@ -15,7 +15,7 @@ from django.conf import settings
 from core.db import DATABASE_ERRORS, Outage, first_line, when_database_is_back
 from core.host_cache import LocalFiles, local_files
 from core.mlflow_client import mlflow_enabled, mlflow_run_terminated
-from core.storage import in_bucket, site_bucket
+from core.storage import in_bucket, missing_files, site_bucket
 from datasets.coco_export import localized
 from datasets.selectors import describe_image_paths
 from engine.raster import BUCKET_KEY_ENV, BUCKET_SECRET_ENV
@@ -37,6 +37,16 @@ from .sync import RunSync
 
 logger = logging.getLogger("training.execution")
 Status = TrainingRun.Status
+
+
+def stored_pictures(doc: dict) -> tuple[dict, int]:
+    """A recorded COCO document (a manifest's split) with only the pictures still in the storage, and their boxes;
+    and how many pictures are gone since it was recorded."""
+    missing = set(missing_files([i["file_name"] for i in doc["images"]]))
+    present = [i for i in doc["images"] if i["file_name"] not in missing]
+    kept = {i["id"] for i in present}
+    annotations = [a for a in doc["annotations"] if a["image_id"] in kept]
+    return {**doc, "images": present, "annotations": annotations}, len(doc["images"]) - len(present)
 
 
 def localized_document(model: TrainedModel, doc: dict, work: Path) -> tuple[LocalFiles, Path]:

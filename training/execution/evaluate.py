@@ -9,7 +9,6 @@ from pathlib import Path
 from django.db import transaction
 
 from core.errors import ApplicationError
-from core.storage import missing_files
 from datasets.coco_export import build_coco, merge_documents, remap_classes
 from engine.evaluate import EvaluationJob
 from engine.supervisor import tail_text
@@ -18,7 +17,7 @@ from models_registry.models import Evaluation, TrainedModel
 
 from ..models import TrainingManifest, TrainingRun
 from ..services import training_run_progress, training_run_record, training_run_succeed
-from .common import crashed, end_unless_trained, fail, localized_document, supervise, sync_of
+from .common import crashed, end_unless_trained, fail, localized_document, stored_pictures, supervise, sync_of
 from .scratch import cleanup_work_dir, prepare_work_dir
 
 Status = TrainingRun.Status
@@ -39,12 +38,7 @@ def evaluation_document(run: TrainingRun) -> tuple[dict, str, dict]:
     split = params.get("evaluate", "all")
     if split == "model":
         manifest = TrainingManifest.objects.get(run_id=model.source_run_id)
-        doc = manifest.validation_coco
-        missing = set(missing_files([i["file_name"] for i in doc["images"]]))
-        present = [i for i in doc["images"] if i["file_name"] not in missing]
-        gone = len(doc["images"]) - len(present)
-        kept_ids = {i["id"] for i in present}
-        doc = {**doc, "images": present, "annotations": [a for a in doc["annotations"] if a["image_id"] in kept_ids]}
+        doc, gone = stored_pictures(manifest.validation_coco)
         details = {
             "source": f"manifest of run #{manifest.run_id}",
             "val_hash": manifest.val_hash,

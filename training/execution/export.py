@@ -10,7 +10,7 @@ from pathlib import Path
 from django.db import transaction
 
 from core.errors import ApplicationError
-from core.storage import delete_file, missing_files, store_file
+from core.storage import delete_file, store_file
 from datasets.coco_export import remap_classes
 from engine.onnx_export import OnnxExportJob
 from engine.supervisor import tail_text
@@ -19,7 +19,7 @@ from models_registry.models import TrainedModel
 from ..models import TrainingRun
 from ..services import training_run_fail, training_run_progress, training_run_record, training_run_succeed
 from ..services.export_runs import export_manifest
-from .common import crashed, end_unless_trained, fail, localized_document, supervise, sync_of
+from .common import crashed, end_unless_trained, fail, localized_document, stored_pictures, supervise, sync_of
 from .scratch import cleanup_work_dir, prepare_work_dir
 
 Status = TrainingRun.Status
@@ -33,16 +33,12 @@ def exported_model(run: TrainingRun) -> TrainedModel:
 
 def export_job(run: TrainingRun, work: Path) -> OnnxExportJob:
     model = exported_model(run)
-    doc = export_manifest(model).validation_coco
-    missing = set(missing_files([i["file_name"] for i in doc["images"]]))
-    images = [i for i in doc["images"] if i["file_name"] not in missing]
-    if not images:
+    doc, gone = stored_pictures(export_manifest(model).validation_coco)
+    if not doc["images"]:
         raise ApplicationError("The pictures of the model's validation split are gone: nothing to check the export on.")
-    kept = {i["id"] for i in images}
-    doc = {**doc, "images": images, "annotations": [a for a in doc["annotations"] if a["image_id"] in kept]}
     doc, _ = remap_classes(doc, list(model.class_names))
     local, gt_file = localized_document(model, doc, work)
-    training_run_record(run_id=run.pk, export_summary={"val_images": len(images), "images_gone": len(missing)})
+    training_run_record(run_id=run.pk, export_summary={"val_images": len(doc["images"]), "images_gone": gone})
     return OnnxExportJob(
         config_file=local.path(model.config.name),
         checkpoint=local.path(model.checkpoint.name),
